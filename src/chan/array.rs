@@ -1,0 +1,178 @@
+//! The in-process bounded flavor: the [`ring`](super::ring) on the heap.
+//!
+//! Each slot holds its stamp next to its message, so a send or receive touches one cache
+//! line for the slot plus the contended position; `head` and `tail` sit on separate cache
+//! lines. No allocation happens after construction.
+
+use core::mem::MaybeUninit;
+
+use crossbeam_utils::CachePadded;
+
+use super::ring::{Ring, RingStorage, Stall, Token, initial_stamp};
+use super::{Queue, Waiters};
+use crate::error::{TryRecvError, TrySendError};
+use crate::sync::{AtomicUsize, Backoff, UnsafeCell};
+
+struct Slot<T> {
+    stamp: AtomicUsize,
+    msg: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// Heap storage for the ring: two padded positions and the slots.
+struct HeapSlots<T> {
+    head: CachePadded<AtomicUsize>,
+    tail: CachePadded<AtomicUsize>,
+    slots: Box<[Slot<T>]>,
+}
+
+// SAFETY: `stamp(i)` returns the stamp of `slots[i]`, a fixed element of a boxed slice
+// that lives as long as the storage; distinct indices are distinct elements.
+unsafe impl<T> RingStorage for HeapSlots<T> {
+    const SHARED: bool = false;
+
+    #[inline]
+    fn head(&self) -> &AtomicUsize {
+        &self.head
+    }
+
+    #[inline]
+    fn tail(&self) -> &AtomicUsize {
+        &self.tail
+    }
+
+    #[inline]
+    fn stamp(&self, index: usize) -> Option<&AtomicUsize> {
+        self.slots.get(index).map(|s| &s.stamp)
+    }
+}
+
+/// A bounded channel of capacity ≥ 1.
+pub(crate) struct Channel<T> {
+    ring: Ring<HeapSlots<T>>,
+    waiters: Waiters,
+}
+
+// SAFETY: messages move between threads through the slots, so `T: Send` is required; all
+// shared state is atomics plus slot cells whose access the ring's claims make exclusive.
+unsafe impl<T: Send> Send for Channel<T> {}
+// SAFETY: as above; `&Channel` only gives access through the claim protocol.
+unsafe impl<T: Send> Sync for Channel<T> {}
+
+impl<T> Channel<T> {
+    pub(crate) fn with_capacity(cap: usize) -> Self {
+        let slots = (0..cap)
+            .map(|i| Slot {
+                stamp: AtomicUsize::new(initial_stamp(i)),
+                msg: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect();
+        let storage = HeapSlots {
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+            slots,
+        };
+        Channel {
+            ring: Ring::new(storage, cap),
+            waiters: Waiters::new(),
+        }
+    }
+
+    #[inline]
+    fn slot(&self, token: Token) -> &Slot<T> {
+        &self.ring.storage().slots[token.index]
+    }
+}
+
+impl<T> Queue<T> for Channel<T> {
+    #[inline]
+    fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        let backoff = Backoff::new();
+        let token = loop {
+            match self.ring.start_send(|_| {}) {
+                Ok(token) => break token,
+                Err(Stall::Blocked) => return Err(TrySendError::Full(msg)),
+                Err(Stall::Disconnected) => return Err(TrySendError::Disconnected(msg)),
+                // In-process storage is never corrupt; Busy: a receiver is mid-read.
+                Err(Stall::Busy | Stall::Corrupt) => backoff.snooze(),
+            }
+        };
+        // SAFETY: the claim made this slot ours until `commit_send`; it holds no message
+        // (its previous message was read before the stamp let us claim it).
+        self.slot(token)
+            .msg
+            .with_mut(|p| unsafe { p.write(MaybeUninit::new(msg)) });
+        self.ring.commit_send(token);
+        self.waiters.receivers.notify_one();
+        Ok(())
+    }
+
+    #[inline]
+    fn try_recv(&self) -> Result<T, TryRecvError> {
+        let backoff = Backoff::new();
+        let token = loop {
+            match self.ring.start_recv(|_| {}) {
+                Ok(token) => break token,
+                Err(Stall::Blocked) => return Err(TryRecvError::Empty),
+                Err(Stall::Disconnected) => return Err(TryRecvError::Disconnected),
+                Err(Stall::Busy | Stall::Corrupt) => backoff.snooze(),
+            }
+        };
+        // SAFETY: the claim made this slot ours until `commit_recv`; its stamp said a
+        // committed message is in it, and the Acquire load made the write visible.
+        let msg = self
+            .slot(token)
+            .msg
+            .with(|p| unsafe { p.read().assume_init() });
+        self.ring.commit_recv(token);
+        self.waiters.senders.notify_one();
+        Ok(msg)
+    }
+
+    fn waiters(&self) -> &Waiters {
+        &self.waiters
+    }
+
+    fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        Some(self.ring.capacity())
+    }
+
+    fn is_disconnected(&self) -> bool {
+        self.ring.is_disconnected()
+    }
+
+    fn disconnect_senders(&self) {
+        if self.ring.disconnect() {
+            self.waiters.notify_all();
+        }
+    }
+
+    fn disconnect_receivers(&self) {
+        if self.ring.disconnect() {
+            self.waiters.notify_all();
+        }
+        self.discard_all();
+    }
+}
+
+impl<T> Channel<T> {
+    /// Drops every queued message (the last receiver is gone).
+    fn discard_all(&self) {
+        self.ring.discard_all(|index| {
+            let slot = &self.ring.storage().slots[index];
+            // SAFETY: `discard_all` calls us only for committed slots, with no receiver
+            // left to race with; the message is dropped once and the slot freed after.
+            slot.msg.with_mut(|p| unsafe { (*p).assume_init_drop() });
+        });
+    }
+}
+
+impl<T> Drop for Channel<T> {
+    fn drop(&mut self) {
+        self.ring.disconnect();
+        self.discard_all();
+    }
+}

@@ -1,0 +1,228 @@
+//! The in-process flavors and the one place where blocking and async waiting meet them.
+//!
+//! `array` and `list` are lock-free queues that know nothing about waiting: each exposes
+//! the same small [`Queue`] method set, and [`signal`] turns their `try_` operations into
+//! blocking, timed and async ones. `zero` (rendezvous) pairs senders with receivers
+//! itself, because a hand-off is a wait by nature. [`Flavor`] dispatches between them.
+
+pub(crate) mod array;
+pub(crate) mod list;
+pub(crate) mod ring;
+pub(crate) mod signal;
+pub(crate) mod zero;
+
+use core::task::{Context, Poll};
+use std::time::Instant;
+
+use self::signal::{AsyncWait, Attempt, Signal, block_on};
+use crate::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+
+/// The wait queues of a lock-free flavor.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    /// Senders waiting for room.
+    pub(crate) senders: Signal,
+    /// Receivers waiting for a message.
+    pub(crate) receivers: Signal,
+}
+
+impl Waiters {
+    pub(crate) fn new() -> Self {
+        Waiters {
+            senders: Signal::new(),
+            receivers: Signal::new(),
+        }
+    }
+
+    /// Wakes every waiter on both sides (disconnection).
+    pub(crate) fn notify_all(&self) {
+        self.senders.notify_all();
+        self.receivers.notify_all();
+    }
+}
+
+/// The method set shared by the lock-free flavors.
+pub(crate) trait Queue<T> {
+    fn try_send(&self, msg: T) -> Result<(), TrySendError<T>>;
+    fn try_recv(&self) -> Result<T, TryRecvError>;
+    fn waiters(&self) -> &Waiters;
+    fn len(&self) -> usize;
+    fn capacity(&self) -> Option<usize>;
+    fn is_disconnected(&self) -> bool;
+    /// The last sender is gone: mark and wake everyone.
+    fn disconnect_senders(&self);
+    /// The last receiver is gone: mark, wake everyone and drop the queued messages.
+    fn disconnect_receivers(&self);
+}
+
+fn send_attempt<T>(q: &impl Queue<T>, msg: T) -> Attempt<Result<(), T>, T> {
+    match q.try_send(msg) {
+        Ok(()) => Attempt::Done(Ok(())),
+        Err(TrySendError::Disconnected(m)) => Attempt::Done(Err(m)),
+        Err(TrySendError::Full(m)) => Attempt::Wait(m),
+    }
+}
+
+fn recv_attempt<T>(q: &impl Queue<T>) -> Attempt<Result<T, ()>, ()> {
+    match q.try_recv() {
+        Ok(m) => Attempt::Done(Ok(m)),
+        Err(TryRecvError::Disconnected) => Attempt::Done(Err(())),
+        Err(TryRecvError::Empty) => Attempt::Wait(()),
+    }
+}
+
+fn send_blocking<T>(
+    q: &impl Queue<T>,
+    msg: T,
+    deadline: Option<Instant>,
+) -> Result<(), SendTimeoutError<T>> {
+    match block_on(&q.waiters().senders, msg, deadline, |m| send_attempt(q, m)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(m)) => Err(SendTimeoutError::Disconnected(m)),
+        Err(m) => Err(SendTimeoutError::Timeout(m)),
+    }
+}
+
+fn recv_blocking<T>(q: &impl Queue<T>, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+    match block_on(&q.waiters().receivers, (), deadline, |()| recv_attempt(q)) {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(())) => Err(RecvTimeoutError::Disconnected),
+        Err(()) => Err(RecvTimeoutError::Timeout),
+    }
+}
+
+/// The state an async send keeps between polls.
+pub(crate) struct SendWait<T> {
+    wait: AsyncWait,
+    offer: Option<(u64, Box<zero::Packet<T>>)>,
+}
+
+/// The state an async receive keeps between polls.
+#[derive(Debug, Default)]
+pub(crate) struct RecvWait {
+    wait: AsyncWait,
+    /// The rendezvous registration id (0: none).
+    id: u64,
+}
+
+impl<T> SendWait<T> {
+    pub(crate) const fn new() -> Self {
+        SendWait {
+            wait: AsyncWait::new(),
+            offer: None,
+        }
+    }
+}
+
+impl RecvWait {
+    pub(crate) const fn new() -> Self {
+        RecvWait {
+            wait: AsyncWait::new(),
+            id: 0,
+        }
+    }
+}
+
+/// One of the three flavors.
+pub(crate) enum Flavor<T> {
+    Array(array::Channel<T>),
+    List(list::Channel<T>),
+    Zero(zero::Channel<T>),
+}
+
+/// Runs `$body` with `$q` bound to the lock-free queue, or `$zero` for rendezvous.
+macro_rules! dispatch {
+    ($self:expr, $q:ident => $body:expr, $z:ident => $zero:expr) => {
+        match $self {
+            Flavor::Array($q) => $body,
+            Flavor::List($q) => $body,
+            Flavor::Zero($z) => $zero,
+        }
+    };
+}
+
+impl<T> Flavor<T> {
+    #[inline]
+    pub(crate) fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        dispatch!(self, q => q.try_send(msg), z => z.try_send(msg))
+    }
+
+    #[inline]
+    pub(crate) fn send(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
+        dispatch!(self, q => send_blocking(q, msg, deadline), z => z.send(msg, deadline))
+    }
+
+    #[inline]
+    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
+        dispatch!(self, q => q.try_recv(), z => z.try_recv())
+    }
+
+    #[inline]
+    pub(crate) fn recv(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        dispatch!(self, q => recv_blocking(q, deadline), z => z.recv(deadline).map_err(|disconnected| {
+            if disconnected {
+                RecvTimeoutError::Disconnected
+            } else {
+                RecvTimeoutError::Timeout
+            }
+        }))
+    }
+
+    /// One poll of an async send; `Err(msg)` = disconnected.
+    pub(crate) fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        msg: &mut Option<T>,
+        state: &mut SendWait<T>,
+    ) -> Poll<Result<(), T>> {
+        dispatch!(self,
+            q => state.wait.poll(&q.waiters().senders, cx, msg, |m| send_attempt(q, m)),
+            z => z.poll_send(cx, msg, &mut state.offer))
+    }
+
+    /// An async send is dropped before completion.
+    pub(crate) fn cancel_send(&self, state: &mut SendWait<T>) {
+        dispatch!(self,
+            q => state.wait.cancel(&q.waiters().senders),
+            z => if let Some(offer) = state.offer.take() {
+                drop(z.cancel_send(offer));
+            })
+    }
+
+    /// One poll of an async receive; `Err(())` = disconnected.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>, state: &mut RecvWait) -> Poll<Result<T, ()>> {
+        dispatch!(self,
+            q => state.wait.poll(&q.waiters().receivers, cx, &mut Some(()), |()| recv_attempt(q)),
+            z => z.poll_recv(cx, &mut state.id))
+    }
+
+    /// An async receive is dropped before completion.
+    pub(crate) fn cancel_recv(&self, state: &mut RecvWait) {
+        dispatch!(self,
+            q => state.wait.cancel(&q.waiters().receivers),
+            z => {
+                z.cancel_recv(state.id);
+                state.id = 0;
+            })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        dispatch!(self, q => q.len(), _z => 0)
+    }
+
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        dispatch!(self, q => q.capacity(), _z => Some(0))
+    }
+
+    pub(crate) fn is_disconnected(&self) -> bool {
+        dispatch!(self, q => q.is_disconnected(), z => z.is_disconnected())
+    }
+
+    pub(crate) fn disconnect_senders(&self) {
+        dispatch!(self, q => q.disconnect_senders(), z => z.disconnect())
+    }
+
+    pub(crate) fn disconnect_receivers(&self) {
+        dispatch!(self, q => q.disconnect_receivers(), z => z.disconnect())
+    }
+}

@@ -1,0 +1,318 @@
+//! The bounded ring: a lock-free MPMC queue of stamped slots, generic over where its
+//! positions and stamps live.
+//!
+//! This is the one implementation of the bounded algorithm. The in-process bounded
+//! channel ([`super::array`]) keeps it on the heap; the shared-memory channel keeps it in
+//! a mapped segment. Both call the same reserve/commit steps below, so loom checks the
+//! algorithm once.
+//!
+//! # Positions and stamps
+//!
+//! `head` and `tail` are positions that only grow: `lap | index`, where `index` is below
+//! `mark_bit` and the lap counts in units of `one_lap = 2 * mark_bit`. The `mark_bit` in
+//! `tail` means *disconnected*. Each slot carries a stamp:
+//! - `stamp == tail`: the slot is free for the sender claiming position `tail`;
+//! - `stamp == head + 1`: the slot holds the message for position `head`;
+//! - anything else: another thread is ahead of us, reload and retry.
+//!
+//! # Reserve, then commit
+//!
+//! A sender claims a slot by moving `tail` forward with a CAS ([`Ring::start_send`]), writes
+//! its payload, then publishes by storing the stamp ([`Ring::commit_send`]). A receiver
+//! claims by moving `head` ([`Ring::start_recv`]), reads, and frees the slot for the next
+//! lap ([`Ring::commit_recv`]). Between claim and commit the slot belongs to the claimant
+//! alone; the peer side observes it as [`Stall::Busy`] and waits.
+//!
+//! When the storage is shared with other processes ([`RingStorage::SHARED`]), commits are
+//! CASes rather than stores, so a survivor that has reclaimed the slot of a dead claimant
+//! wins cleanly and the late claimant learns that its slot is gone.
+
+use crate::sync::{AtomicUsize, Ordering, fence};
+
+/// Where a ring keeps its two positions and its slot stamps.
+///
+/// # Safety
+/// `stamp(i)` must return the same atomic for the same `i` for the ring's lifetime and
+/// distinct atomics for distinct `i < capacity`.
+pub(crate) unsafe trait RingStorage {
+    /// Whether other processes share the storage: commits become CASes.
+    const SHARED: bool;
+    /// The receivers' position.
+    fn head(&self) -> &AtomicUsize;
+    /// The senders' position, with the disconnect mark bit.
+    fn tail(&self) -> &AtomicUsize;
+    /// The stamp of slot `index`, or `None` if `index` is out of range (only possible when
+    /// hostile memory corrupted a position).
+    fn stamp(&self, index: usize) -> Option<&AtomicUsize>;
+}
+
+/// Why an operation could not claim a slot right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stall {
+    /// Full (for senders) or empty (for receivers).
+    Blocked,
+    /// The ring is marked disconnected (for receivers: and empty).
+    Disconnected,
+    /// The slot at our position is claimed by a peer that has not committed yet.
+    Busy,
+    /// A position or stamp read from storage is out of range (shared storage only).
+    Corrupt,
+}
+
+/// A claimed slot: the slot index and the stamp that commits it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Token {
+    /// The slot's index, below the ring's capacity.
+    pub(crate) index: usize,
+    /// The position claimed.
+    pub(crate) pos: usize,
+    /// The stamp the commit stores.
+    stamp: usize,
+}
+
+/// The ring's constants plus its storage.
+#[derive(Debug)]
+pub(crate) struct Ring<S> {
+    storage: S,
+    cap: usize,
+    one_lap: usize,
+    mark_bit: usize,
+}
+
+/// The initial stamp of slot `index`: free for the first lap's sender.
+pub(crate) const fn initial_stamp(index: usize) -> usize {
+    index
+}
+
+impl<S: RingStorage> Ring<S> {
+    /// Wraps storage whose `head` and `tail` are 0 and whose stamps are
+    /// [`initial_stamp`]s (or that an earlier `Ring` with the same `cap` left behind).
+    pub(crate) fn new(storage: S, cap: usize) -> Self {
+        assert!(cap > 0, "a ring needs at least one slot");
+        let mark_bit = (cap + 1).next_power_of_two();
+        Ring {
+            storage,
+            cap,
+            one_lap: mark_bit * 2,
+            mark_bit,
+        }
+    }
+
+    /// The storage.
+    pub(crate) fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The number of slots.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// The position after `pos`: the next index, or index 0 of the next lap.
+    #[inline]
+    fn next(&self, pos: usize) -> usize {
+        let index = pos & (self.mark_bit - 1);
+        if index + 1 < self.cap {
+            pos + 1
+        } else {
+            (pos & !(self.one_lap - 1)).wrapping_add(self.one_lap)
+        }
+    }
+
+    /// Claims the slot at `tail` for a sender. `intent(pos)` runs before each CAS that
+    /// tries to claim `pos` (the shared ring records it for crash recovery).
+    #[inline]
+    pub(crate) fn start_send(&self, mut intent: impl FnMut(usize)) -> Result<Token, Stall> {
+        let tail_pos = self.storage.tail();
+        let mut tail = tail_pos.load(Ordering::Relaxed);
+        loop {
+            if tail & self.mark_bit != 0 {
+                return Err(Stall::Disconnected);
+            }
+            let index = tail & (self.mark_bit - 1);
+            let Some(stamp_at) = self.storage.stamp(index) else {
+                return Err(Stall::Corrupt);
+            };
+            // Sync point: Acquire pairs with the receiver's Release in `commit_recv`, so
+            // the previous lap's read of this slot happens before our write.
+            let stamp = stamp_at.load(Ordering::Acquire);
+            if stamp == tail {
+                intent(tail);
+                // SeqCst: the claim is the send's linearization point; receivers deciding
+                // "empty" load `tail` after a SeqCst fence, and wakers load the waiter
+                // count after this RMW (see `chan::signal`).
+                match tail_pos.compare_exchange_weak(
+                    tail,
+                    self.next(tail),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        return Ok(Token {
+                            index,
+                            pos: tail,
+                            stamp: tail + 1,
+                        });
+                    }
+                    Err(t) => tail = t,
+                }
+            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
+                // The slot still holds the previous lap's message.
+                fence(Ordering::SeqCst);
+                let head = self.storage.head().load(Ordering::Relaxed);
+                if head.wrapping_add(self.one_lap) == tail {
+                    return Err(Stall::Blocked);
+                }
+                // A receiver has claimed it and is still reading.
+                return Err(Stall::Busy);
+            } else {
+                // Another sender moved past us; catch up.
+                crate::sync::Backoff::new().spin();
+                tail = tail_pos.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Publishes a slot claimed by [`Ring::start_send`] after its payload was written.
+    /// Returns `false` only for shared storage, when a survivor reclaimed the slot because
+    /// it took this process for dead; the payload was then not delivered.
+    #[inline]
+    pub(crate) fn commit_send(&self, token: Token) -> bool {
+        self.commit(token, token.pos)
+    }
+
+    /// Claims the slot at `head` for a receiver; `intent` as in [`Ring::start_send`].
+    #[inline]
+    pub(crate) fn start_recv(&self, mut intent: impl FnMut(usize)) -> Result<Token, Stall> {
+        let head_pos = self.storage.head();
+        let mut head = head_pos.load(Ordering::Relaxed);
+        loop {
+            let index = head & (self.mark_bit - 1);
+            let Some(stamp_at) = self.storage.stamp(index) else {
+                return Err(Stall::Corrupt);
+            };
+            // Sync point: Acquire pairs with the sender's Release in `commit_send`, so the
+            // payload written before the commit is visible to our read.
+            let stamp = stamp_at.load(Ordering::Acquire);
+            if head + 1 == stamp {
+                intent(head);
+                match head_pos.compare_exchange_weak(
+                    head,
+                    self.next(head),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        return Ok(Token {
+                            index,
+                            pos: head,
+                            stamp: head.wrapping_add(self.one_lap),
+                        });
+                    }
+                    Err(h) => head = h,
+                }
+            } else if stamp == head {
+                // Nothing published here yet. SeqCst fence: either we see a sender's claim
+                // of this position, or that sender sees our waiter registration.
+                fence(Ordering::SeqCst);
+                let tail = self.storage.tail().load(Ordering::Relaxed);
+                if tail & !self.mark_bit == head {
+                    return Err(if tail & self.mark_bit != 0 {
+                        Stall::Disconnected
+                    } else {
+                        Stall::Blocked
+                    });
+                }
+                // A sender has claimed it and is still writing.
+                return Err(Stall::Busy);
+            } else {
+                crate::sync::Backoff::new().spin();
+                head = head_pos.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Frees a slot claimed by [`Ring::start_recv`] after its payload was read, for the
+    /// next lap's sender. Returns `false` only for shared storage, when a survivor
+    /// reclaimed the slot first (the payload read may then be torn and must be dropped).
+    #[inline]
+    pub(crate) fn commit_recv(&self, token: Token) -> bool {
+        self.commit(token, token.pos + 1)
+    }
+
+    #[inline]
+    fn commit(&self, token: Token, expected: usize) -> bool {
+        let Some(stamp_at) = self.storage.stamp(token.index) else {
+            return false;
+        };
+        // Sync point: Release publishes the payload access before the stamp (paired with
+        // the Acquire stamp loads in `start_send`/`start_recv`).
+        if S::SHARED {
+            stamp_at
+                .compare_exchange(expected, token.stamp, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+        } else {
+            stamp_at.store(token.stamp, Ordering::Release);
+            true
+        }
+    }
+
+    /// Marks the ring disconnected; returns whether this call did it.
+    pub(crate) fn disconnect(&self) -> bool {
+        self.storage.tail().fetch_or(self.mark_bit, Ordering::SeqCst) & self.mark_bit == 0
+    }
+
+    /// Whether the ring is marked disconnected.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        self.storage.tail().load(Ordering::SeqCst) & self.mark_bit != 0
+    }
+
+    /// The number of messages queued (claimed slots included).
+    pub(crate) fn len(&self) -> usize {
+        loop {
+            let tail = self.storage.tail().load(Ordering::SeqCst);
+            let head = self.storage.head().load(Ordering::SeqCst);
+            if self.storage.tail().load(Ordering::SeqCst) != tail {
+                continue;
+            }
+            let hix = head & (self.mark_bit - 1);
+            let tix = tail & (self.mark_bit - 1);
+            return if hix < tix {
+                tix - hix
+            } else if hix > tix {
+                self.cap - hix + tix
+            } else if tail & !self.mark_bit == head {
+                0
+            } else {
+                self.cap
+            };
+        }
+    }
+
+    /// Takes every published message out of the ring once no receiver is left, calling
+    /// `discard(index)` for each so the caller can drop its payload. Waits for senders
+    /// that claimed a slot before the disconnect to finish writing it.
+    ///
+    /// Must only run after [`Ring::disconnect`] (no new claims) and with no receiver
+    /// running concurrently.
+    pub(crate) fn discard_all(&self, mut discard: impl FnMut(usize)) {
+        let tail = self.storage.tail().load(Ordering::SeqCst) & !self.mark_bit;
+        let mut head = self.storage.head().load(Ordering::Relaxed);
+        let backoff = crate::sync::Backoff::new();
+        while head != tail {
+            let index = head & (self.mark_bit - 1);
+            let Some(stamp_at) = self.storage.stamp(index) else {
+                break;
+            };
+            if stamp_at.load(Ordering::Acquire) == head + 1 {
+                discard(index);
+                stamp_at.store(head.wrapping_add(self.one_lap), Ordering::Release);
+                head = self.next(head);
+            } else {
+                // A sender claimed this position before the disconnect and is writing.
+                backoff.snooze();
+            }
+        }
+        self.storage.head().store(head, Ordering::Release);
+    }
+}

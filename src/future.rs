@@ -1,0 +1,324 @@
+//! Runtime-agnostic futures, streams and sinks over the in-process channels.
+//!
+//! None of these types relies on being pinned, so they are `Unpin` whatever `T` is.
+//! Each keeps at most one listener, allocated once per wait, never per poll.
+
+use core::fmt;
+use core::future::Future;
+use core::ops::Deref;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use futures_core::{FusedFuture, FusedStream, Stream};
+use futures_sink::Sink;
+
+use crate::chan::{RecvWait, SendWait};
+use crate::channel::{Receiver, Sender};
+use crate::error::{RecvError, SendError};
+
+/// A channel end that a future either borrows or owns.
+pub(crate) enum Handle<'a, E> {
+    Borrowed(&'a E),
+    Owned(E),
+}
+
+impl<E> Deref for Handle<'_, E> {
+    type Target = E;
+    fn deref(&self) -> &E {
+        match self {
+            Handle::Borrowed(e) => e,
+            Handle::Owned(e) => e,
+        }
+    }
+}
+
+/// A future that sends one message; see [`Sender::send_async`].
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct SendFut<'a, T> {
+    tx: Handle<'a, Sender<T>>,
+    msg: Option<T>,
+    wait: SendWait<T>,
+    done: bool,
+}
+
+impl<'a, T> SendFut<'a, T> {
+    pub(crate) fn new(tx: Handle<'a, Sender<T>>, msg: T) -> Self {
+        SendFut {
+            tx,
+            msg: Some(msg),
+            wait: SendWait::new(),
+            done: false,
+        }
+    }
+
+    /// Whether the future has completed.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let (tx, _rx) = conduit::unbounded();
+    /// let mut fut = tx.send_async(1);
+    /// assert!(!fut.is_terminated());
+    /// (&mut fut).await.unwrap();
+    /// assert!(fut.is_terminated());
+    /// # });
+    /// ```
+    pub fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<T> Unpin for SendFut<'_, T> {}
+
+impl<T> Future for SendFut<'_, T> {
+    type Output = Result<(), SendError<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.done {
+            panic!("SendFut polled after completion");
+        }
+        let res = this
+            .tx
+            .shared
+            .flavor
+            .poll_send(cx, &mut this.msg, &mut this.wait);
+        if res.is_ready() {
+            this.done = true;
+        }
+        res.map_err(SendError)
+    }
+}
+
+impl<T> FusedFuture for SendFut<'_, T> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<T> Drop for SendFut<'_, T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.tx.shared.flavor.cancel_send(&mut self.wait);
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendFut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendFut").field("done", &self.done).finish()
+    }
+}
+
+/// A future that receives one message; see [`Receiver::recv_async`].
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct RecvFut<'a, T> {
+    rx: Handle<'a, Receiver<T>>,
+    wait: RecvWait,
+    done: bool,
+}
+
+impl<'a, T> RecvFut<'a, T> {
+    pub(crate) fn new(rx: Handle<'a, Receiver<T>>) -> Self {
+        RecvFut {
+            rx,
+            wait: RecvWait::new(),
+            done: false,
+        }
+    }
+}
+
+impl<T> Unpin for RecvFut<'_, T> {}
+
+impl<T> Future for RecvFut<'_, T> {
+    type Output = Result<T, RecvError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.done {
+            panic!("RecvFut polled after completion");
+        }
+        let res = this.rx.shared.flavor.poll_recv(cx, &mut this.wait);
+        if res.is_ready() {
+            this.done = true;
+        }
+        res.map_err(|()| RecvError)
+    }
+}
+
+impl<T> FusedFuture for RecvFut<'_, T> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<T> Drop for RecvFut<'_, T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.rx.shared.flavor.cancel_recv(&mut self.wait);
+        }
+    }
+}
+
+impl<T> fmt::Debug for RecvFut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvFut").field("done", &self.done).finish()
+    }
+}
+
+/// A stream of received messages; see [`Receiver::stream`].
+#[must_use = "streams do nothing unless polled"]
+pub struct RecvStream<'a, T> {
+    rx: Handle<'a, Receiver<T>>,
+    wait: RecvWait,
+    ended: bool,
+}
+
+impl<'a, T> RecvStream<'a, T> {
+    pub(crate) fn new(rx: Handle<'a, Receiver<T>>) -> Self {
+        RecvStream {
+            rx,
+            wait: RecvWait::new(),
+            ended: false,
+        }
+    }
+}
+
+impl<T> Unpin for RecvStream<'_, T> {}
+
+impl<T> Stream for RecvStream<'_, T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match this.rx.shared.flavor.poll_recv(cx, &mut this.wait) {
+            Poll::Ready(Ok(msg)) => Poll::Ready(Some(msg)),
+            Poll::Ready(Err(())) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.rx.len(), None)
+    }
+}
+
+impl<T> FusedStream for RecvStream<'_, T> {
+    fn is_terminated(&self) -> bool {
+        self.ended
+    }
+}
+
+impl<T> Drop for RecvStream<'_, T> {
+    fn drop(&mut self) {
+        self.rx.shared.flavor.cancel_recv(&mut self.wait);
+    }
+}
+
+impl<T> fmt::Debug for RecvStream<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvStream")
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+/// A sink that sends into the channel; see [`Sender::sink`].
+///
+/// It buffers at most one message: `start_send` stores it, and `poll_ready`,
+/// `poll_flush` and `poll_close` drive it into the channel.
+#[must_use = "sinks do nothing unless polled"]
+pub struct SendSink<'a, T> {
+    tx: Handle<'a, Sender<T>>,
+    pending: Option<T>,
+    wait: SendWait<T>,
+    /// A message is being sent (in `pending`, or offered for rendezvous).
+    in_flight: bool,
+}
+
+impl<'a, T> SendSink<'a, T> {
+    pub(crate) fn new(tx: Handle<'a, Sender<T>>) -> Self {
+        SendSink {
+            tx,
+            pending: None,
+            wait: SendWait::new(),
+            in_flight: false,
+        }
+    }
+
+    /// The sender this sink sends through.
+    ///
+    /// ```
+    /// let (tx, _rx) = conduit::unbounded::<i32>();
+    /// let sink = tx.sink();
+    /// assert!(sink.sender().same_channel(&tx));
+    /// ```
+    pub fn sender(&self) -> &Sender<T> {
+        &self.tx
+    }
+
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+        if !self.in_flight {
+            return Poll::Ready(Ok(()));
+        }
+        let res = self
+            .tx
+            .shared
+            .flavor
+            .poll_send(cx, &mut self.pending, &mut self.wait);
+        if res.is_ready() {
+            self.in_flight = false;
+        }
+        res.map_err(SendError)
+    }
+}
+
+impl<T> Unpin for SendSink<'_, T> {}
+
+impl<T> Sink<T> for SendSink<'_, T> {
+    type Error = SendError<T>;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().poll_pending(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        assert!(!this.in_flight, "start_send called without poll_ready");
+        if this.tx.is_disconnected() && this.tx.receiver_count() == 0 {
+            return Err(SendError(item));
+        }
+        this.pending = Some(item);
+        this.in_flight = true;
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().poll_pending(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().poll_pending(cx)
+    }
+}
+
+impl<T> Drop for SendSink<'_, T> {
+    fn drop(&mut self) {
+        if self.in_flight {
+            self.tx.shared.flavor.cancel_send(&mut self.wait);
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendSink<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendSink")
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
