@@ -124,6 +124,8 @@ impl RecvWait {
 }
 
 /// One of the three flavors.
+// It lives once per channel inside an `Arc`, so variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Flavor<T> {
     Array(array::Channel<T>),
     List(list::Channel<T>),
@@ -148,7 +150,11 @@ impl<T> Flavor<T> {
     }
 
     #[inline]
-    pub(crate) fn send(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
+    pub(crate) fn send(
+        &self,
+        msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<T>> {
         dispatch!(self, q => send_blocking(q, msg, deadline), z => z.send(msg, deadline))
     }
 
@@ -183,14 +189,18 @@ impl<T> Flavor<T> {
     /// An async send is dropped before completion.
     pub(crate) fn cancel_send(&self, state: &mut SendWait<T>) {
         dispatch!(self,
-            q => state.wait.cancel(&q.waiters().senders),
-            z => if let Some(offer) = state.offer.take() {
-                drop(z.cancel_send(offer));
-            })
+        q => state.wait.cancel(&q.waiters().senders),
+        z => if let Some(offer) = state.offer.take() {
+            drop(z.cancel_send(offer));
+        })
     }
 
     /// One poll of an async receive; `Err(())` = disconnected.
-    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>, state: &mut RecvWait) -> Poll<Result<T, ()>> {
+    pub(crate) fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        state: &mut RecvWait,
+    ) -> Poll<Result<T, ()>> {
         dispatch!(self,
             q => state.wait.poll(&q.waiters().receivers, cx, &mut Some(()), |()| recv_attempt(q)),
             z => z.poll_recv(cx, &mut state.id))
@@ -199,11 +209,11 @@ impl<T> Flavor<T> {
     /// An async receive is dropped before completion.
     pub(crate) fn cancel_recv(&self, state: &mut RecvWait) {
         dispatch!(self,
-            q => state.wait.cancel(&q.waiters().receivers),
-            z => {
-                z.cancel_recv(state.id);
-                state.id = 0;
-            })
+        q => state.wait.cancel(&q.waiters().receivers),
+        z => {
+            z.cancel_recv(state.id);
+            state.id = 0;
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -226,3 +236,6 @@ impl<T> Flavor<T> {
         dispatch!(self, q => q.disconnect_receivers(), z => z.disconnect())
     }
 }
+
+#[cfg(test)]
+mod tests;

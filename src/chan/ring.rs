@@ -259,7 +259,11 @@ impl<S: RingStorage> Ring<S> {
 
     /// Marks the ring disconnected; returns whether this call did it.
     pub(crate) fn disconnect(&self) -> bool {
-        self.storage.tail().fetch_or(self.mark_bit, Ordering::SeqCst) & self.mark_bit == 0
+        self.storage
+            .tail()
+            .fetch_or(self.mark_bit, Ordering::SeqCst)
+            & self.mark_bit
+            == 0
     }
 
     /// Whether the ring is marked disconnected.

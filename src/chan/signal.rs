@@ -22,7 +22,9 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicUsize, Backoff, Event, EventListener, Listener, Ordering, listener};
+use crate::sync::{
+    AtomicUsize, Backoff, Event, EventListener, Listener, Ordering, fence, listener,
+};
 
 /// One side's wait queue: waiters for room (senders) or for messages (receivers).
 #[derive(Debug, Default)]
@@ -44,7 +46,10 @@ impl Signal {
     /// Wakes one more waiter, if any is registered.
     #[inline]
     pub(crate) fn notify_one(&self) {
-        if self.inner.waiters.load(Ordering::SeqCst) != 0 {
+        // SeqCst fence: pairs with the waiter's fence after its registration (see the
+        // module docs), so either we see the waiter or it sees our change.
+        fence(Ordering::SeqCst);
+        if self.inner.waiters.load(Ordering::Relaxed) != 0 {
             // `relaxed`: the SeqCst load above already orders the change we announce
             // before this notification.
             self.inner
@@ -97,10 +102,8 @@ pub(crate) fn block_on<R, S>(
         backoff.snooze();
     }
     loop {
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                return Err(state);
-            }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(state);
         }
         listener!(signal.inner.event => waiting);
         signal.register();

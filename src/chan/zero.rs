@@ -215,7 +215,11 @@ impl<T> Channel<T> {
         }
     }
 
-    pub(crate) fn send(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
+    pub(crate) fn send(
+        &self,
+        msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<T>> {
         let mut g = lock(&self.inner);
         if g.disconnected {
             return Err(SendTimeoutError::Disconnected(msg));
@@ -348,11 +352,9 @@ impl<T> Channel<T> {
             return Poll::Ready(Err(()));
         }
         let waker = cx.waker().clone();
-        if *id != 0 {
-            if let Some(e) = g.receivers.iter_mut().find(|e| e.id == *id) {
-                e.wake = Wake::Task(waker);
-                return Poll::Pending;
-            }
+        if let Some(e) = g.receivers.iter_mut().find(|e| *id != 0 && e.id == *id) {
+            e.wake = Wake::Task(waker);
+            return Poll::Pending;
         }
         *id = g.id();
         let entry = Entry {
@@ -489,5 +491,3 @@ impl<T> Channel<T> {
 fn g_needs_exit<T>(g: &MutexGuard<'_, Inner<T>>, deadline: Option<Instant>) -> bool {
     g.disconnected || expired(deadline)
 }
-
-

@@ -1,0 +1,163 @@
+//! A tour of conduit: threads and async tasks sharing channels of every flavor.
+//!
+//! Run it with `cargo run --release --example tour`.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use conduit::{RecvTimeoutError, TrySendError};
+
+fn main() {
+    println!("conduit tour\n============\n");
+    bounded_pipeline();
+    unbounded_fan_in();
+    rendezvous_handoff();
+    async_and_threads_together();
+    timeouts_and_errors();
+    println!("\ntour complete");
+}
+
+/// A bounded channel applies back-pressure: producers wait while it is full.
+fn bounded_pipeline() {
+    println!("1. bounded(8): 2 producer threads -> 2 consumer threads");
+    let (tx, rx) = conduit::bounded::<u64>(8);
+    let start = Instant::now();
+    let n = 100_000u64;
+    thread::scope(|s| {
+        for p in 0..2 {
+            let tx = tx.clone();
+            s.spawn(move || {
+                for i in 0..n {
+                    tx.send(p * n + i).unwrap();
+                }
+            });
+        }
+        drop(tx);
+        let sums: Vec<_> = (0..2)
+            .map(|_| {
+                let rx = rx.clone();
+                s.spawn(move || rx.iter().fold((0u64, 0u64), |(c, t), m| (c + 1, t + m)))
+            })
+            .collect();
+        let (count, total) = sums
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0), |(c, t), (c2, t2)| (c + c2, t + t2));
+        let expect: u64 = (0..2 * n).sum();
+        println!(
+            "   {count} messages, checksum {} in {:.1?}",
+            if total == expect { "ok" } else { "MISMATCH" },
+            start.elapsed()
+        );
+    });
+}
+
+/// An unbounded channel never blocks the sender.
+fn unbounded_fan_in() {
+    println!("2. unbounded: 4 threads report to one collector");
+    let (tx, rx) = conduit::unbounded();
+    thread::scope(|s| {
+        for id in 0..4 {
+            let tx = tx.clone();
+            s.spawn(move || {
+                for step in 0..3 {
+                    tx.send(format!("worker {id} finished step {step}"))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    drop(tx);
+    let reports: Vec<String> = rx.iter().collect();
+    println!(
+        "   collected {} reports; first: {:?}",
+        reports.len(),
+        reports[0]
+    );
+}
+
+/// A rendezvous channel hands each message over directly.
+fn rendezvous_handoff() {
+    println!("3. rendezvous: send returns only once the receiver has the message");
+    let (tx, rx) = conduit::rendezvous();
+    assert!(matches!(tx.try_send(1), Err(TrySendError::Full(1))));
+    println!("   try_send with nobody receiving: Full");
+    let receiver = thread::spawn(move || {
+        let got: Vec<i32> = rx.iter().collect();
+        got
+    });
+    for i in 0..5 {
+        tx.send(i).unwrap();
+    }
+    drop(tx);
+    println!("   receiver got {:?}", receiver.join().unwrap());
+}
+
+/// Blocking threads and async tasks on the same channels.
+fn async_and_threads_together() {
+    println!("4. async tasks (tokio) and threads on one channel");
+    let (jobs_tx, jobs_rx) = conduit::bounded::<u32>(4);
+    let (done_tx, done_rx) = conduit::unbounded::<(String, u32)>();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    // Two async workers.
+    for w in 0..2 {
+        let jobs = jobs_rx.clone();
+        let done = done_tx.clone();
+        rt.spawn(async move {
+            let mut stream = jobs.into_stream();
+            while let Some(job) = futures::StreamExt::next(&mut stream).await {
+                done.send_async((format!("task {w}"), job * job))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    // One thread worker.
+    let worker = {
+        let jobs = jobs_rx;
+        let done = done_tx;
+        thread::spawn(move || {
+            for job in jobs.iter() {
+                done.send(("thread".to_string(), job * job)).unwrap();
+            }
+        })
+    };
+    // An async producer feeds them all.
+    rt.block_on(async move {
+        for job in 1..=12 {
+            jobs_tx.send_async(job).await.unwrap();
+        }
+    });
+    worker.join().unwrap();
+    let mut results: Vec<(String, u32)> = done_rx.iter().collect();
+    results.sort_by_key(|r| r.1);
+    let by_thread = results.iter().filter(|r| r.0 == "thread").count();
+    println!(
+        "   12 jobs squared: {:?} ({} by the thread, {} by tasks)",
+        results.iter().map(|r| r.1).collect::<Vec<_>>(),
+        by_thread,
+        results.len() - by_thread
+    );
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// Timeouts and disconnection are values, not panics.
+fn timeouts_and_errors() {
+    println!("5. timeouts and disconnection");
+    let (tx, rx) = conduit::bounded::<&str>(1);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(10)),
+        Err(RecvTimeoutError::Timeout)
+    );
+    println!("   recv_timeout on an empty channel: Timeout");
+    tx.send("last words").unwrap();
+    drop(tx);
+    println!(
+        "   after the sender left: {:?}, then {:?}",
+        rx.recv(),
+        rx.recv()
+    );
+}

@@ -1,0 +1,53 @@
+//! loom models of the bounded (ring) flavor.
+#![cfg(loom)]
+
+use loom_tests::*;
+
+fn cap1<T>() -> (conduit::Sender<T>, conduit::Receiver<T>) {
+    conduit::bounded(1)
+}
+
+fn cap2<T>() -> (conduit::Sender<T>, conduit::Receiver<T>) {
+    conduit::bounded(2)
+}
+
+#[test]
+fn send_recv_race() {
+    two_senders_one_receiver(cap2);
+}
+
+#[test]
+fn send_recv_race_wrapping() {
+    two_senders_one_receiver(cap1);
+}
+
+#[test]
+fn receivers_race() {
+    one_sender_two_receivers(cap1);
+}
+
+#[test]
+fn last_sender_drop_wakes_parked_receiver() {
+    last_sender_drop_wakes_receiver(cap1, false);
+    last_sender_drop_wakes_receiver(cap1, true);
+}
+
+#[test]
+fn last_receiver_drop_wakes_blocked_sender() {
+    last_receiver_drop_wakes_sender(cap1, 1);
+}
+
+#[test]
+fn blocked_sender_woken() {
+    blocked_sender_woken_by_recv(cap1, 1);
+}
+
+#[test]
+fn queued_dropped_once() {
+    queued_messages_dropped_once(cap2, 1);
+}
+
+#[test]
+fn cancelled_recv_wakeup_passes_on() {
+    cancelled_recv_passes_wakeup(cap1);
+}
