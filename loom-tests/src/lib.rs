@@ -18,26 +18,83 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
 /// Runs a model with a branch budget large enough for event-listener's internals.
+/// The preemption bound comes from `LOOM_MAX_PREEMPTIONS`.
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
     builder.check(f);
 }
 
+/// Runs a race model, whose spin-waiting threads make the search grow steeply with the
+/// preemption bound: it uses `LOOM_RACE_PREEMPTIONS` (default 1) instead, so CI stays
+/// fast while a deeper search stays one variable away.
+fn race_model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = 100_000;
+    builder.preemption_bound = Some(
+        std::env::var("LOOM_RACE_PREEMPTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    );
+    builder.check(f);
+}
+
 /// Makes a channel for a model.
 pub type Make<T> = fn() -> (Sender<T>, Receiver<T>);
 
+/// How the race models wait: `Spin` retries `try_` operations, yielding to the model's
+/// scheduler, so the models explore the queue algorithm rather than the waiting
+/// machinery (which has models of its own); `Block` uses the blocking calls (needed for
+/// rendezvous, where `try_` alone never pairs up).
+#[derive(Clone, Copy, Debug)]
+pub enum Wait {
+    /// Spin on `try_send`/`try_recv`.
+    Spin,
+    /// Call `send`/`recv`.
+    Block,
+}
+
+fn recv_with<T>(rx: &Receiver<T>, wait: Wait) -> Option<T> {
+    if let Wait::Block = wait {
+        return rx.recv().ok();
+    }
+    loop {
+        match rx.try_recv() {
+            Ok(m) => return Some(m),
+            Err(conduit::TryRecvError::Disconnected) => return None,
+            Err(conduit::TryRecvError::Empty) => thread::yield_now(),
+        }
+    }
+}
+
+fn send_with<T>(tx: &Sender<T>, mut msg: T, wait: Wait) {
+    if let Wait::Block = wait {
+        return tx.send(msg).map_err(|_| ()).expect("disconnected");
+    }
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => return,
+            Err(conduit::TrySendError::Full(m)) => {
+                msg = m;
+                thread::yield_now();
+            }
+            Err(conduit::TrySendError::Disconnected(_)) => panic!("disconnected"),
+        }
+    }
+}
+
 /// Two senders, one receiver: every message arrives exactly once, FIFO per sender.
-pub fn two_senders_one_receiver(make: Make<u32>) {
-    model(move || {
+pub fn two_senders_one_receiver(make: Make<u32>, wait: Wait) {
+    race_model(move || {
         let (tx, rx) = make();
         let tx2 = tx.clone();
-        let a = thread::spawn(move || tx.send(1).unwrap());
+        let a = thread::spawn(move || send_with(&tx, 1, wait));
         let b = thread::spawn(move || {
-            tx2.send(10).unwrap();
-            tx2.send(11).unwrap();
+            send_with(&tx2, 10, wait);
+            send_with(&tx2, 11, wait);
         });
-        let mut got = vec![rx.recv().unwrap(), rx.recv().unwrap(), rx.recv().unwrap()];
+        let mut got: Vec<u32> = (0..3).map(|_| recv_with(&rx, wait).unwrap()).collect();
         a.join().unwrap();
         b.join().unwrap();
         assert_eq!(rx.try_recv(), Err(conduit::TryRecvError::Disconnected));
@@ -50,14 +107,14 @@ pub fn two_senders_one_receiver(make: Make<u32>) {
 }
 
 /// One sender, two receivers racing: each message goes to exactly one receiver.
-pub fn one_sender_two_receivers(make: Make<u32>) {
-    model(move || {
+pub fn one_sender_two_receivers(make: Make<u32>, wait: Wait) {
+    race_model(move || {
         let (tx, rx) = make();
         let rx2 = rx.clone();
-        let a = thread::spawn(move || rx.recv().ok());
-        let b = thread::spawn(move || rx2.recv().ok());
-        tx.send(1).unwrap();
-        tx.send(2).unwrap();
+        let a = thread::spawn(move || recv_with(&rx, wait));
+        let b = thread::spawn(move || recv_with(&rx2, wait));
+        send_with(&tx, 1, wait);
+        send_with(&tx, 2, wait);
         drop(tx);
         let mut got: Vec<u32> = [a.join().unwrap(), b.join().unwrap()]
             .into_iter()

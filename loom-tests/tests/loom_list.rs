@@ -9,12 +9,12 @@ fn list<T>() -> (conduit::Sender<T>, conduit::Receiver<T>) {
 
 #[test]
 fn send_recv_race() {
-    two_senders_one_receiver(list);
+    two_senders_one_receiver(list, Wait::Spin);
 }
 
 #[test]
 fn receivers_race() {
-    one_sender_two_receivers(list);
+    one_sender_two_receivers(list, Wait::Spin);
 }
 
 #[test]

@@ -9,12 +9,12 @@ fn zero<T>() -> (conduit::Sender<T>, conduit::Receiver<T>) {
 
 #[test]
 fn send_recv_race() {
-    two_senders_one_receiver(zero);
+    two_senders_one_receiver(zero, Wait::Block);
 }
 
 #[test]
 fn receivers_race() {
-    one_sender_two_receivers(zero);
+    one_sender_two_receivers(zero, Wait::Block);
 }
 
 #[test]

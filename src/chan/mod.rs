@@ -71,7 +71,23 @@ fn recv_attempt<T>(q: &impl Queue<T>) -> Attempt<Result<T, ()>, ()> {
     }
 }
 
+/// Blocking send: one inline attempt (the fast path), then the shared wait loop.
+#[inline]
 fn send_blocking<T>(
+    q: &impl Queue<T>,
+    msg: T,
+    deadline: Option<Instant>,
+) -> Result<(), SendTimeoutError<T>> {
+    match q.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Disconnected(m)) => Err(SendTimeoutError::Disconnected(m)),
+        Err(TrySendError::Full(m)) => send_wait(q, m, deadline),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn send_wait<T>(
     q: &impl Queue<T>,
     msg: T,
     deadline: Option<Instant>,
@@ -83,7 +99,19 @@ fn send_blocking<T>(
     }
 }
 
+/// Blocking receive: one inline attempt (the fast path), then the shared wait loop.
+#[inline]
 fn recv_blocking<T>(q: &impl Queue<T>, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+    match q.try_recv() {
+        Ok(m) => Ok(m),
+        Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+        Err(TryRecvError::Empty) => recv_wait(q, deadline),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn recv_wait<T>(q: &impl Queue<T>, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
     match block_on(&q.waiters().receivers, (), deadline, |()| recv_attempt(q)) {
         Ok(Ok(m)) => Ok(m),
         Ok(Err(())) => Err(RecvTimeoutError::Disconnected),

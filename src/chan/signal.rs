@@ -22,9 +22,9 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{
-    AtomicUsize, Backoff, Event, EventListener, Listener, Ordering, fence, listener,
-};
+#[cfg(loom)]
+use crate::sync::fence;
+use crate::sync::{AtomicUsize, Backoff, Event, EventListener, Listener, Ordering, listener};
 
 /// One side's wait queue: waiters for room (senders) or for messages (receivers).
 #[derive(Debug, Default)]
@@ -44,20 +44,36 @@ impl Signal {
     }
 
     /// Wakes one more waiter, if any is registered.
+    ///
+    /// Called after the change being announced was made with a SeqCst RMW.
     #[inline]
     pub(crate) fn notify_one(&self) {
-        // SeqCst fence: pairs with the waiter's fence after its registration (see the
-        // module docs), so either we see the waiter or it sees our change.
-        fence(Ordering::SeqCst);
-        if self.inner.waiters.load(Ordering::Relaxed) != 0 {
-            // `relaxed`: the SeqCst load above already orders the change we announce
-            // before this notification.
+        if self.has_waiters() {
+            // `relaxed`: `has_waiters` already ordered the change we announce before this
+            // notification, and the event's own lock orders the rest.
             self.inner
                 .event
                 .notify(event_listener::IntoNotification::relaxed(
                     event_listener::IntoNotification::additional(1),
                 ));
         }
+    }
+
+    /// Whether a waiter is registered, ordered after the caller's SeqCst RMW.
+    ///
+    /// In production this is a SeqCst load: the caller's RMW precedes it in the single
+    /// total order of SeqCst operations, so if the load misses a waiter's registration
+    /// (an SC RMW), that registration, and the SC fence the waiter issues before its
+    /// re-check, come later in that order, and the re-check observes our change (the
+    /// argument in the module docs). loom models SeqCst *accesses* as acquire/release
+    /// only, which is too weak to check that argument, so under loom the same ordering
+    /// is expressed with a SeqCst fence, which loom does model; this costs a fence per
+    /// operation, which production avoids.
+    #[inline]
+    fn has_waiters(&self) -> bool {
+        #[cfg(loom)]
+        fence(Ordering::SeqCst);
+        self.inner.waiters.load(Ordering::SeqCst) != 0
     }
 
     /// Wakes every waiter (disconnection).
