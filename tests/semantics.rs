@@ -68,7 +68,11 @@ fn timeouts_and_deadlines() {
         for (name, make) in all::<u8>() {
             let (tx, rx) = make();
             let short = Duration::from_millis(5);
-            assert_eq!(rx.recv_timeout(short), Err(RecvTimeoutError::Timeout), "{name}");
+            assert_eq!(
+                rx.recv_timeout(short),
+                Err(RecvTimeoutError::Timeout),
+                "{name}"
+            );
             assert_eq!(
                 rx.recv_deadline(Instant::now() + short),
                 Err(RecvTimeoutError::Timeout),
@@ -225,7 +229,7 @@ fn drain_takes_only_what_was_queued() {
         }
         assert_eq!(drain.next(), Some(1), "{name}");
         assert_eq!(drain.next(), None, "{name}");
-        drop(drain);
+        let _ = drain;
         if tx.capacity() != Some(1) {
             assert_eq!(rx.try_recv(), Ok(2), "{name}");
         }
@@ -235,8 +239,12 @@ fn drain_takes_only_what_was_queued() {
         let queued = rx.len();
         let mut drain = rx.drain();
         assert_eq!(drain.next(), Some(0), "{name}");
-        drop(drain);
-        assert_eq!(rx.len(), queued - 1, "{name}: undrained messages stay queued");
+        let _ = drain;
+        assert_eq!(
+            rx.len(),
+            queued - 1,
+            "{name}: undrained messages stay queued"
+        );
     }
 }
 
@@ -251,9 +259,17 @@ fn queued_messages_dropped_when_last_receiver_goes() {
         }
         let rx2 = rx.clone();
         drop(rx);
-        assert_eq!(drops.load(Ordering::SeqCst), 0, "{name}: a receiver remains");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "{name}: a receiver remains"
+        );
         drop(rx2);
-        assert_eq!(drops.load(Ordering::SeqCst), n, "{name}: dropped at that moment");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            n,
+            "{name}: dropped at that moment"
+        );
         drop(tx);
         assert_eq!(drops.load(Ordering::SeqCst), n, "{name}: exactly once");
     }
@@ -274,7 +290,11 @@ fn messages_dropped_with_channel_and_none_leaked() {
         assert_eq!(drops.load(Ordering::SeqCst), n / 2, "{name}");
         let weak = tx.downgrade();
         drop(tx);
-        assert_eq!(drops.load(Ordering::SeqCst), n / 2, "{name}: still receivable");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            n / 2,
+            "{name}: still receivable"
+        );
         drop(rx);
         assert_eq!(drops.load(Ordering::SeqCst), n, "{name}");
         drop(weak);
@@ -298,7 +318,10 @@ fn debug_without_t_debug() {
     let (tx, rx) = conduit::bounded::<Opaque>(1);
     assert!(format!("{tx:?}").starts_with("Sender"));
     assert!(format!("{rx:?}").starts_with("Receiver"));
-    let err = tx.try_send(Opaque).and_then(|()| tx.try_send(Opaque)).unwrap_err();
+    let err = tx
+        .try_send(Opaque)
+        .and_then(|()| tx.try_send(Opaque))
+        .unwrap_err();
     assert_eq!(format!("{err:?}"), "Full(..)");
     assert_eq!(format!("{:?}", SendError(Opaque)), "SendError(..)");
 }
@@ -321,7 +344,10 @@ fn error_traits() {
     is_error(&TryRecvError::Empty);
     is_error(&RecvTimeoutError::Timeout);
     assert_eq!(TryRecvError::from(RecvError), TryRecvError::Disconnected);
-    assert_eq!(RecvTimeoutError::from(RecvError), RecvTimeoutError::Disconnected);
+    assert_eq!(
+        RecvTimeoutError::from(RecvError),
+        RecvTimeoutError::Disconnected
+    );
     assert_eq!(
         TrySendError::from(SendError(4)),
         TrySendError::Disconnected(4)

@@ -20,9 +20,9 @@ pub fn watchdog<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R 
         r
     });
     match done_rx.recv_timeout(LIMIT) {
-        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-        }
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => worker
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p)),
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             panic!("watchdog: test did not finish within {LIMIT:?}")
         }
