@@ -80,7 +80,7 @@ use kanal::{Receiver as KnRx, Sender as KnTx};
 
 sync_impl!(Conduit, "conduit", CdTx, CdRx,
     make: |cap| Some(match cap { Some(c) => conduit::bounded(c), None => conduit::unbounded() }),
-    send: |tx, m| tx.send(m).ok().expect("send"),
+    send: |tx, m| assert!(tx.send(m).is_ok(), "send"),
     recv: |rx| rx.recv().ok(),
     clone_rx: |rx| Some(rx.clone()));
 sync_impl!(Crossbeam, "crossbeam-channel", CbTx, CbRx,
@@ -88,17 +88,17 @@ sync_impl!(Crossbeam, "crossbeam-channel", CbTx, CbRx,
         Some(c) => crossbeam_channel::bounded(c),
         None => crossbeam_channel::unbounded(),
     }),
-    send: |tx, m| tx.send(m).ok().expect("send"),
+    send: |tx, m| assert!(tx.send(m).is_ok(), "send"),
     recv: |rx| rx.recv().ok(),
     clone_rx: |rx| Some(rx.clone()));
 sync_impl!(Flume, "flume", FlTx, FlRx,
     make: |cap| Some(match cap { Some(c) => flume::bounded(c), None => flume::unbounded() }),
-    send: |tx, m| tx.send(m).ok().expect("send"),
+    send: |tx, m| assert!(tx.send(m).is_ok(), "send"),
     recv: |rx| rx.recv().ok(),
     clone_rx: |rx| Some(rx.clone()));
 sync_impl!(Kanal, "kanal", KnTx, KnRx,
     make: |cap| Some(match cap { Some(c) => kanal::bounded(c), None => kanal::unbounded() }),
-    send: |tx, m| tx.send(m).ok().expect("send"),
+    send: |tx, m| assert!(tx.send(m).is_ok(), "send"),
     recv: |rx| rx.recv().ok(),
     clone_rx: |rx| Some(rx.clone()));
 sync_impl!(AsyncChan, "async-channel", AcTx, AcRx,
@@ -107,7 +107,7 @@ sync_impl!(AsyncChan, "async-channel", AcTx, AcRx,
         Some(c) => Some(async_channel::bounded(c)),
         None => Some(async_channel::unbounded()),
     },
-    send: |tx, m| tx.send_blocking(m).ok().expect("send"),
+    send: |tx, m| assert!(tx.send_blocking(m).is_ok(), "send"),
     recv: |rx| rx.recv_blocking().ok(),
     clone_rx: |rx| Some(rx.clone()));
 
@@ -137,8 +137,8 @@ sync_impl!(StdMpsc, "std::sync::mpsc", StdTx, StdRx,
         }
     }),
     send: |tx, m| match tx {
-        StdTx::Sync(t) => t.send(m).ok().expect("send"),
-        StdTx::Async(t) => t.send(m).ok().expect("send"),
+        StdTx::Sync(t) => assert!(t.send(m).is_ok(), "send"),
+        StdTx::Async(t) => assert!(t.send(m).is_ok(), "send"),
     },
     recv: |rx| rx.recv().ok(),
     clone_rx: |_rx| None);
@@ -171,24 +171,24 @@ macro_rules! async_impl {
 
 async_impl!(ConduitAsync, "conduit", CdTx<M>, CdRx<M>,
     make: |cap| conduit::bounded(cap),
-    send: |tx, m| tx.send_async(m).await.ok().expect("send"),
+    send: |tx, m| assert!(tx.send_async(m).await.is_ok(), "send"),
     recv: |rx| rx.recv_async().await.ok());
 async_impl!(FlumeAsync, "flume", FlTx<M>, FlRx<M>,
     make: |cap| flume::bounded(cap),
-    send: |tx, m| tx.send_async(m).await.ok().expect("send"),
+    send: |tx, m| assert!(tx.send_async(m).await.is_ok(), "send"),
     recv: |rx| rx.recv_async().await.ok());
 async_impl!(KanalAsync, "kanal", kanal::AsyncSender<M>, kanal::AsyncReceiver<M>,
     make: |cap| kanal::bounded_async(cap),
-    send: |tx, m| tx.send(m).await.ok().expect("send"),
+    send: |tx, m| assert!(tx.send(m).await.is_ok(), "send"),
     recv: |rx| rx.recv().await.ok());
 async_impl!(AsyncChanAsync, "async-channel", AcTx<M>, AcRx<M>,
     make: |cap| async_channel::bounded(cap),
-    send: |tx, m| tx.send(m).await.ok().expect("send"),
+    send: |tx, m| assert!(tx.send(m).await.is_ok(), "send"),
     recv: |rx| rx.recv().await.ok());
 async_impl!(TokioAsync, "tokio::sync::mpsc", tokio::sync::mpsc::Sender<M>,
     tokio::sync::mpsc::Receiver<M>,
     make: |cap| tokio::sync::mpsc::channel(cap),
-    send: |tx, m| tx.send(m).await.ok().expect("send"),
+    send: |tx, m| assert!(tx.send(m).await.is_ok(), "send"),
     recv: |rx| rx.recv().await);
 
 /// A 256-byte message.
@@ -387,7 +387,7 @@ struct Row {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    if v.len() % 2 == 0 {
+    if v.len().is_multiple_of(2) {
         (v[mid - 1] + v[mid]) / 2.0
     } else {
         v[mid]
@@ -466,9 +466,9 @@ fn write_json(rows: &[Row]) {
     let _ = std::fs::create_dir_all(&dir);
     let mut json = String::from("[\n");
     for (i, r) in rows.iter().enumerate() {
-        let _ = write!(
+        let _ = writeln!(
             json,
-            "  {{\"scenario\": \"{}\", \"implementation\": \"{}\", \"median_ns\": {:.2}, \"min_ns\": {:.2}, \"ratio\": {:.4}}}{}\n",
+            "  {{\"scenario\": \"{}\", \"implementation\": \"{}\", \"median_ns\": {:.2}, \"min_ns\": {:.2}, \"ratio\": {:.4}}}{}",
             r.scenario,
             r.name,
             r.median_ns,
