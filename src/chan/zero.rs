@@ -29,12 +29,17 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::error::{SendTimeoutError, TryRecvError, TrySendError};
-use crate::sync::{Mutex, MutexGuard, Thread, UnsafeCell, lock, thread};
+use crate::sync::{
+    AtomicBool, Backoff, Mutex, MutexGuard, Ordering, Thread, UnsafeCell, lock, thread,
+};
 
 /// A message slot shared by a waiting operation and its counterpart. Only accessed with
 /// the channel's lock held.
 pub(crate) struct Packet<T> {
     state: UnsafeCell<PacketState<T>>,
+    /// Mirrors `state.done` so the waiting owner can spin on it without the lock
+    /// before parking. Set under the lock, with `done`.
+    ready: AtomicBool,
 }
 
 struct PacketState<T> {
@@ -47,6 +52,7 @@ impl<T> Packet<T> {
     fn new(msg: Option<T>) -> Self {
         Packet {
             state: UnsafeCell::new(PacketState { msg, done: false }),
+            ready: AtomicBool::new(false),
         }
     }
 
@@ -145,8 +151,9 @@ unsafe fn deliver<T>(g: &MutexGuard<'_, Inner<T>>, entry: Entry<T>, msg: T) -> W
         (*packet).with(g, |p| {
             p.msg = Some(msg);
             p.done = true;
-        })
-    };
+        });
+        (*packet).ready.store(true, Ordering::Release);
+    }
     entry.wake
 }
 
@@ -159,12 +166,26 @@ unsafe fn take_offer<T>(g: &MutexGuard<'_, Inner<T>>, entry: Entry<T>) -> (T, Wa
     let packet = entry.packet.expect("offers have packets");
     // SAFETY: by the contract above the packet is alive; the lock is held.
     let msg = unsafe {
+        (*packet).ready.store(true, Ordering::Release);
         (*packet).with(g, |p| {
             p.done = true;
             p.msg.take()
         })
     };
     (msg.expect("an offer holds its message"), entry.wake)
+}
+
+/// Waits for `packet`'s hand-off: spins briefly (the counterpart is often just about to
+/// arrive), then parks until woken or `deadline`. The caller re-checks under the lock.
+fn wait_for<T>(packet: &Packet<T>, deadline: Option<Instant>) {
+    let backoff = Backoff::new();
+    while !backoff.is_completed() {
+        if packet.ready.load(Ordering::Acquire) {
+            return;
+        }
+        backoff.snooze();
+    }
+    park_until(deadline);
 }
 
 #[cfg(not(loom))]
@@ -247,7 +268,7 @@ impl<T> Channel<T> {
             r.wake.wake();
         }
         loop {
-            park_until(deadline);
+            wait_for(&packet, deadline);
             let mut g = lock(&self.inner);
             // SAFETY: the lock is held; `packet` lives on this stack frame.
             let (done, msg) = unsafe {
@@ -316,7 +337,7 @@ impl<T> Channel<T> {
         });
         drop(g);
         loop {
-            park_until(deadline);
+            wait_for(&packet, deadline);
             let mut g = lock(&self.inner);
             // SAFETY: the lock is held; `packet` lives on this stack frame.
             let msg = unsafe { packet.with(&g, |p| p.msg.take()) };
