@@ -58,7 +58,16 @@ pub fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
 
 /// Creates a rendezvous channel: each `send` waits until a receiver takes the message.
 ///
-/// The same as [`bounded(0)`](bounded).
+/// The same as [`bounded(0)`](bounded). `len()` is always 0, `capacity()` is `Some(0)`,
+/// and `is_empty()` and `is_full()` are always true.
+///
+/// The hand-off completes inside the receiver's own call or poll, so a receive future
+/// dropped before it returned `Ready` has taken nothing, and its sender keeps waiting
+/// for another receiver. A send future dropped after a receiver took its message
+/// counts as sent. Consequently `try_send` succeeds only when a receiver *thread* is
+/// blocked in `recv` (or `recv_timeout`) at that moment: an async receiver that is
+/// merely pending cannot be handed a message it might drop, so it is served by `send`
+/// or `send_async`, which wait for it to take the message.
 ///
 /// ```
 /// let (tx, rx) = conduit::rendezvous();
@@ -90,6 +99,15 @@ pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
 ///
 /// When the last `Sender` is dropped, receivers drain what is queued and then see the
 /// channel disconnected.
+///
+/// ```
+/// let (tx, rx) = conduit::unbounded();
+/// let tx2 = tx.clone();
+/// std::thread::spawn(move || tx2.send("from a thread").unwrap());
+/// tx.send("from main").unwrap();
+/// drop(tx);
+/// assert_eq!(rx.iter().count(), 2);
+/// ```
 pub struct Sender<T> {
     pub(crate) shared: Arc<Shared<T>>,
 }
@@ -99,12 +117,29 @@ pub struct Sender<T> {
 ///
 /// When the last `Receiver` is dropped, the messages still queued are dropped, and
 /// senders see the channel disconnected.
+///
+/// ```
+/// let (tx, rx) = conduit::bounded(8);
+/// let rx2 = rx.clone();
+/// tx.send(1).unwrap();
+/// tx.send(2).unwrap();
+/// // Each message goes to exactly one receiver.
+/// assert_eq!(rx.recv().unwrap() + rx2.recv().unwrap(), 3);
+/// ```
 pub struct Receiver<T> {
     pub(crate) shared: Arc<Shared<T>>,
 }
 
 /// A sender that does not keep the channel open. [`upgrade`](WeakSender::upgrade) it to
 /// send.
+///
+/// ```
+/// let (tx, rx) = conduit::unbounded();
+/// let weak: conduit::WeakSender<i32> = tx.downgrade();
+/// drop(tx);
+/// assert!(rx.is_disconnected()); // the weak sender did not keep it open
+/// assert!(weak.upgrade().is_none());
+/// ```
 pub struct WeakSender<T> {
     shared: Arc<Shared<T>>,
 }

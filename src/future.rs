@@ -33,6 +33,15 @@ impl<E> Deref for Handle<'_, E> {
 }
 
 /// A future that sends one message; see [`Sender::send_async`].
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// let (tx, rx) = conduit::bounded(1);
+/// let fut: conduit::SendFut<'_, i32> = tx.send_async(1);
+/// fut.await.unwrap();
+/// assert_eq!(rx.recv(), Ok(1));
+/// # });
+/// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct SendFut<'a, T> {
     tx: Handle<'a, Sender<T>>,
@@ -110,6 +119,15 @@ impl<T> fmt::Debug for SendFut<'_, T> {
 }
 
 /// A future that receives one message; see [`Receiver::recv_async`].
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// let (tx, rx) = conduit::bounded(1);
+/// tx.send(1).unwrap();
+/// let fut: conduit::RecvFut<'_, i32> = rx.recv_async();
+/// assert_eq!(fut.await, Ok(1));
+/// # });
+/// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct RecvFut<'a, T> {
     rx: Handle<'a, Receiver<T>>,
@@ -166,6 +184,18 @@ impl<T> fmt::Debug for RecvFut<'_, T> {
 }
 
 /// A stream of received messages; see [`Receiver::stream`].
+///
+/// ```
+/// use futures::StreamExt;
+/// # futures::executor::block_on(async {
+/// let (tx, rx) = conduit::unbounded();
+/// tx.send(1).unwrap();
+/// drop(tx);
+/// let mut stream: conduit::RecvStream<'_, i32> = rx.stream();
+/// assert_eq!(stream.next().await, Some(1));
+/// assert_eq!(stream.next().await, None);
+/// # });
+/// ```
 #[must_use = "streams do nothing unless polled"]
 pub struct RecvStream<'a, T> {
     rx: Handle<'a, Receiver<T>>,
@@ -232,6 +262,17 @@ impl<T> fmt::Debug for RecvStream<'_, T> {
 ///
 /// It buffers at most one message: `start_send` stores it, and `poll_ready`,
 /// `poll_flush` and `poll_close` drive it into the channel.
+///
+/// ```
+/// use futures::SinkExt;
+/// # futures::executor::block_on(async {
+/// let (tx, rx) = conduit::bounded(2);
+/// let mut sink: conduit::SendSink<'_, i32> = tx.sink();
+/// sink.feed(1).await.unwrap();
+/// sink.flush().await.unwrap();
+/// assert_eq!(rx.recv(), Ok(1));
+/// # });
+/// ```
 #[must_use = "sinks do nothing unless polled"]
 pub struct SendSink<'a, T> {
     tx: Handle<'a, Sender<T>>,

@@ -5,11 +5,26 @@ use core::fmt;
 use crate::channel::Receiver;
 
 /// A blocking iterator over received messages; see [`Receiver::iter`].
+///
+/// ```
+/// let (tx, rx) = conduit::bounded(4);
+/// tx.send(1).unwrap();
+/// drop(tx);
+/// let mut it: conduit::Iter<'_, i32> = rx.iter();
+/// assert_eq!((it.next(), it.next()), (Some(1), None));
+/// ```
 pub struct Iter<'a, T> {
     pub(crate) rx: &'a Receiver<T>,
 }
 
 /// A non-blocking iterator over the messages available now; see [`Receiver::try_iter`].
+///
+/// ```
+/// let (tx, rx) = conduit::unbounded();
+/// tx.send(1).unwrap();
+/// let mut it: conduit::TryIter<'_, i32> = rx.try_iter();
+/// assert_eq!((it.next(), it.next()), (Some(1), None)); // None: empty, sender alive
+/// ```
 pub struct TryIter<'a, T> {
     pub(crate) rx: &'a Receiver<T>,
 }
@@ -28,6 +43,15 @@ pub struct IntoIter<T> {
 }
 
 /// Takes the messages queued when it was created; see [`Receiver::drain`].
+///
+/// ```
+/// let (tx, rx) = conduit::unbounded();
+/// tx.send(1).unwrap();
+/// let drain: conduit::Drain<'_, i32> = rx.drain();
+/// tx.send(2).unwrap(); // not part of the drain
+/// assert_eq!(drain.collect::<Vec<_>>(), [1]);
+/// assert_eq!(rx.try_recv(), Ok(2));
+/// ```
 pub struct Drain<'a, T> {
     pub(crate) rx: &'a Receiver<T>,
     pub(crate) remaining: usize,
