@@ -22,6 +22,13 @@ fn receivers_race() {
     one_sender_two_receivers(cap1, Wait::Spin);
 }
 
+// Two receivers parked at once: each send must wake one of them (the waiter count's
+// claim/withdraw accounting).
+#[test]
+fn parked_receivers_each_woken() {
+    one_sender_two_receivers(cap1, Wait::Block);
+}
+
 #[test]
 fn last_sender_drop_wakes_parked_receiver() {
     last_sender_drop_wakes_receiver(cap1, false);

@@ -43,12 +43,15 @@ impl Signal {
         Self::default()
     }
 
-    /// Wakes one more waiter, if any is registered.
+    /// Wakes one more waiter, if one is registered and not yet woken.
     ///
-    /// Called after the change being announced was made with a SeqCst RMW.
+    /// Called after the change being announced was made with a SeqCst RMW. `waiters`
+    /// counts registered waiters that no notification has been claimed for: a waker
+    /// claims one (decrements) before notifying, so while a woken waiter is on its way,
+    /// further changes do not take the event's lock to notify nobody.
     #[inline]
     pub(crate) fn notify_one(&self) {
-        if self.has_waiters() {
+        if self.has_waiters() && self.claim() {
             // `relaxed`: `has_waiters` already ordered the change we announce before this
             // notification, and the event's own lock orders the rest.
             self.inner
@@ -81,12 +84,26 @@ impl Signal {
         self.inner.event.notify(usize::MAX);
     }
 
+    /// Claims one registered waiter for a notification; `false` if none is left.
+    fn claim(&self) -> bool {
+        self.inner
+            .waiters
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
+            .is_ok()
+    }
+
     fn register(&self) {
         self.inner.waiters.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// A waiter leaves without having received a notification (its re-check succeeded,
+    /// it timed out, or it was cancelled): withdraw its count. A waker may already have
+    /// claimed it, with a notification in flight; that notification then lands on the
+    /// next listener, or is passed on when this listener is dropped, so the count may
+    /// only err high (an extra, harmless notify), never low while a listener waits
+    /// unnotified. Hence the decrement saturates at zero.
     fn unregister(&self) {
-        self.inner.waiters.fetch_sub(1, Ordering::Release);
+        self.claim();
     }
 }
 
@@ -123,26 +140,34 @@ pub(crate) fn block_on<R, S>(
         }
         listener!(signal.inner.event => waiting);
         signal.register();
-        let _unregister = Unregister(signal);
+        let mut registered = Registered(Some(signal));
         match attempt(state) {
             Attempt::Done(r) => return Ok(r),
             Attempt::Wait(s) => state = s,
         }
-        match deadline {
-            None => waiting.wait(),
-            Some(d) => {
-                // On timeout we loop once more: the attempt may still succeed.
-                let _ = waiting.wait_deadline(d);
+        let notified = match deadline {
+            None => {
+                waiting.wait();
+                true
             }
+            // On timeout we loop once more: the attempt may still succeed.
+            Some(d) => waiting.wait_deadline(d).is_some(),
+        };
+        if notified {
+            // The waker claimed our count.
+            registered.0 = None;
         }
     }
 }
 
-struct Unregister<'a>(&'a Signal);
+/// Withdraws a registration that received no notification, however the wait ends.
+struct Registered<'a>(Option<&'a Signal>);
 
-impl Drop for Unregister<'_> {
+impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.0.unregister();
+        if let Some(signal) = self.0 {
+            signal.unregister();
+        }
     }
 }
 
@@ -184,8 +209,8 @@ impl AsyncWait {
                 }
                 Some(l) => match Pin::new(l).poll(cx) {
                     Poll::Ready(()) => {
+                        // Notified: the waker claimed our count.
                         self.listener = None;
-                        signal.unregister();
                     }
                     Poll::Pending => return Poll::Pending,
                 },
