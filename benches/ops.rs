@@ -1,97 +1,130 @@
-//! Per-operation costs, measured with criterion (`cargo bench --bench ops`):
-//! uncontended `try_send` + `try_recv` per flavor, the cost of a failing rendezvous
-//! `try_send`, and a round trip with a peer thread that parks between messages.
-//! conduit and crossbeam-channel side by side.
+//! Per-operation costs of `conduit` next to crossbeam-channel, with criterion:
+//! `cargo bench --bench ops` (add a filter such as `-- ping-pong` to run a subset).
+//!
+//! - `try_send+try_recv/<flavor>`: one uncontended `try_send` followed by one `try_recv`
+//!   on a `bounded(1024)` and on an `unbounded` channel, single thread: the fast path.
+//! - `rendezvous try_send (fails)`: `try_send` on a `bounded(0)` channel with a live
+//!   receiver that is not waiting, so it must fail with `Full`: the cost of finding out.
+//! - `ping-pong bounded(1)`: a round trip between two threads over two `bounded(1)`
+//!   channels: the peer blocks in `recv`, so this is send/recv latency including the
+//!   wake-up of a waiting (spinning or parked) peer.
 
 use std::hint::black_box;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-fn uncontended(c: &mut Criterion) {
-    let mut g = c.benchmark_group("try_send+try_recv");
-    let (tx, rx) = conduit::bounded(1024);
-    g.bench_function("conduit bounded(1024)", |b| {
-        b.iter(|| {
-            tx.try_send(black_box(1u64)).unwrap();
-            black_box(rx.try_recv().unwrap());
-        })
-    });
-    let (tx, rx) = crossbeam_channel::bounded(1024);
-    g.bench_function("crossbeam bounded(1024)", |b| {
-        b.iter(|| {
-            tx.try_send(black_box(1u64)).unwrap();
-            black_box(rx.try_recv().unwrap());
-        })
-    });
-    let (tx, rx) = conduit::unbounded();
-    g.bench_function("conduit unbounded", |b| {
-        b.iter(|| {
-            tx.try_send(black_box(1u64)).unwrap();
-            black_box(rx.try_recv().unwrap());
-        })
-    });
-    let (tx, rx) = crossbeam_channel::unbounded();
-    g.bench_function("crossbeam unbounded", |b| {
-        b.iter(|| {
-            tx.try_send(black_box(1u64)).unwrap();
-            black_box(rx.try_recv().unwrap());
-        })
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("rendezvous try_send, no receiver");
-    let (tx, _rx) = conduit::rendezvous();
-    g.bench_function("conduit", |b| {
-        b.iter(|| tx.try_send(black_box(1u64)).is_err())
-    });
-    let (tx, _rx) = crossbeam_channel::bounded(0);
-    g.bench_function("crossbeam", |b| {
-        b.iter(|| tx.try_send(black_box(1u64)).is_err())
-    });
-    g.finish();
+/// The operations measured, for `u64` messages.
+trait Chan {
+    const NAME: &'static str;
+    type Tx: Send;
+    type Rx: Send;
+    fn bounded(cap: usize) -> (Self::Tx, Self::Rx);
+    fn unbounded() -> (Self::Tx, Self::Rx);
+    fn try_send(tx: &Self::Tx, msg: u64) -> bool;
+    fn try_recv(rx: &Self::Rx) -> Option<u64>;
+    fn send(tx: &Self::Tx, msg: u64) -> bool;
+    fn recv(rx: &Self::Rx) -> Option<u64>;
 }
 
-/// A round trip through two bounded(1) channels to an echo thread, which parks
-/// whenever it waits: the cost of a send that must wake a parked receiver.
-fn round_trip(c: &mut Criterion) {
-    let mut g = c.benchmark_group("round trip with a parked peer");
-    {
-        let (ping_tx, ping_rx) = conduit::bounded::<u64>(1);
-        let (pong_tx, pong_rx) = conduit::bounded::<u64>(1);
-        let echo = thread::spawn(move || {
-            for m in ping_rx.iter() {
-                pong_tx.send(m).unwrap();
+/// Both crates share the crossbeam-channel API shape.
+macro_rules! chan {
+    ($ty:ident, $name:literal, $krate:ident) => {
+        struct $ty;
+        impl Chan for $ty {
+            const NAME: &'static str = $name;
+            type Tx = $krate::Sender<u64>;
+            type Rx = $krate::Receiver<u64>;
+            fn bounded(cap: usize) -> (Self::Tx, Self::Rx) {
+                $krate::bounded(cap)
             }
-        });
-        g.bench_function("conduit bounded(1)", |b| {
-            b.iter(|| {
-                ping_tx.send(1).unwrap();
-                black_box(pong_rx.recv().unwrap());
-            })
-        });
-        drop(ping_tx);
-        echo.join().unwrap();
-    }
-    {
-        let (ping_tx, ping_rx) = crossbeam_channel::bounded::<u64>(1);
-        let (pong_tx, pong_rx) = crossbeam_channel::bounded::<u64>(1);
-        let echo = thread::spawn(move || {
-            for m in ping_rx.iter() {
-                pong_tx.send(m).unwrap();
+            fn unbounded() -> (Self::Tx, Self::Rx) {
+                $krate::unbounded()
             }
-        });
-        g.bench_function("crossbeam bounded(1)", |b| {
-            b.iter(|| {
-                ping_tx.send(1).unwrap();
-                black_box(pong_rx.recv().unwrap());
-            })
-        });
-        drop(ping_tx);
-        echo.join().unwrap();
-    }
-    g.finish();
+            fn try_send(tx: &Self::Tx, msg: u64) -> bool {
+                tx.try_send(msg).is_ok()
+            }
+            fn try_recv(rx: &Self::Rx) -> Option<u64> {
+                rx.try_recv().ok()
+            }
+            fn send(tx: &Self::Tx, msg: u64) -> bool {
+                tx.send(msg).is_ok()
+            }
+            fn recv(rx: &Self::Rx) -> Option<u64> {
+                rx.recv().ok()
+            }
+        }
+    };
 }
 
-criterion_group!(benches, uncontended, round_trip);
-criterion_main!(benches);
+chan!(Conduit, "conduit", conduit);
+chan!(Crossbeam, "crossbeam-channel", crossbeam_channel);
+
+/// A constructor for one flavor.
+type New<C> = fn() -> (<C as Chan>::Tx, <C as Chan>::Rx);
+
+fn try_send_recv<C: Chan>(c: &mut Criterion) {
+    let flavors: [(&str, New<C>); 2] = [
+        ("bounded(1024)", || C::bounded(1024)),
+        ("unbounded", C::unbounded),
+    ];
+    for (flavor, new) in flavors {
+        let (tx, rx) = new();
+        c.bench_function(&format!("try_send+try_recv/{flavor}/{}", C::NAME), |b| {
+            b.iter(|| {
+                assert!(C::try_send(&tx, black_box(7)));
+                black_box(C::try_recv(&rx))
+            })
+        });
+    }
+}
+
+fn rendezvous_try_send<C: Chan>(c: &mut Criterion) {
+    let (tx, _rx) = C::bounded(0);
+    c.bench_function(&format!("rendezvous try_send (fails)/{}", C::NAME), |b| {
+        b.iter(|| assert!(!C::try_send(&tx, black_box(7))))
+    });
+}
+
+fn ping_pong<C: Chan>(c: &mut Criterion) {
+    let (ping_tx, ping_rx) = C::bounded(1);
+    let (pong_tx, pong_rx) = C::bounded(1);
+    thread::scope(|s| {
+        s.spawn(move || {
+            while let Some(v) = C::recv(&ping_rx) {
+                assert!(C::send(&pong_tx, v));
+            }
+        });
+        c.bench_function(&format!("ping-pong bounded(1)/{}", C::NAME), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for i in 0..iters {
+                    assert!(C::send(&ping_tx, i));
+                    assert_eq!(C::recv(&pong_rx), Some(i));
+                }
+                start.elapsed()
+            })
+        });
+        drop(ping_tx); // ends the echo thread
+    });
+}
+
+/// Each operation for conduit, then for crossbeam-channel, so that the pairs print together.
+fn benches(c: &mut Criterion) {
+    try_send_recv::<Conduit>(c);
+    try_send_recv::<Crossbeam>(c);
+    rendezvous_try_send::<Conduit>(c);
+    rendezvous_try_send::<Crossbeam>(c);
+    ping_pong::<Conduit>(c);
+    ping_pong::<Crossbeam>(c);
+}
+
+criterion_group! {
+    name = group;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(group);

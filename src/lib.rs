@@ -89,7 +89,15 @@ mod channel;
 pub mod error;
 mod future;
 mod iter;
+#[cfg(all(unix, target_pointer_width = "64"))]
+pub mod shm;
 mod sync;
+
+/// The shared-memory ring protocol on heap storage, for the loom models in
+/// `loom-tests` only. Not part of the API.
+#[cfg(all(loom, unix, target_pointer_width = "64"))]
+#[doc(hidden)]
+pub use shm::loom_api as __loom_shm;
 
 pub use channel::{Receiver, Sender, WeakSender, bounded, rendezvous, unbounded};
 pub use error::{

@@ -26,6 +26,21 @@
 //! When the storage is shared with other processes ([`RingStorage::SHARED`]), commits are
 //! CASes rather than stores, so a survivor that has reclaimed the slot of a dead claimant
 //! wins cleanly and the late claimant learns that its slot is gone.
+//!
+//! # Shared storage: hostile memory and dead claimants
+//!
+//! For shared storage only (the branches are compiled out for the heap):
+//! - a claim loop that keeps finding a stamp that is neither "ours" nor "the previous
+//!   lap's" gives up after [`SHARED_SPIN_LIMIT`] reloads and reports [`Stall::Busy`], so
+//!   corrupted positions or stamps can never spin a caller forever;
+//! - [`Ring::len_untrusted`] never panics or loops on corrupted positions;
+//! - [`Ring::reclaim_send`] and [`Ring::reclaim_recv`] finish, on behalf of a claimant
+//!   known to be dead, a slot it claimed but never committed: a dead sender's slot is
+//!   published on its behalf (the caller first *seals* the slot: marked as skipped, so
+//!   that receivers drop it, unless its payload was complete), a dead receiver's slot is
+//!   freed for the next lap. Both are single CASes on the stamp that
+//!   only succeed while the slot is still in its claimed state, so they are idempotent
+//!   and lose cleanly against a late commit.
 
 use crate::sync::{AtomicUsize, Ordering, fence};
 
@@ -57,6 +72,25 @@ pub(crate) enum Stall {
     Busy,
     /// A position or stamp read from storage is out of range (shared storage only).
     Corrupt,
+}
+
+/// How many times a claim loop over shared storage reloads a position whose slot stamp
+/// matches nothing it expects before reporting [`Stall::Busy`] (see the module docs).
+pub(crate) const SHARED_SPIN_LIMIT: u32 = 1 << 10;
+
+/// The outcome of [`Ring::reclaim_send`] / [`Ring::reclaim_recv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reclaim {
+    /// Nobody has claimed the position yet (the dead peer only intended to).
+    Unclaimed,
+    /// The slot is no longer in the claimed state: committed, or reclaimed by another
+    /// survivor, or moved on to a later lap. Nothing to do.
+    Settled,
+    /// A live peer records the same claim: it may be the real claimant, so the slot was
+    /// left alone. Try again later.
+    Pending,
+    /// This call reclaimed the slot.
+    Reclaimed,
 }
 
 /// A claimed slot: the slot index and the stamp that commits it.
@@ -120,11 +154,14 @@ impl<S: RingStorage> Ring<S> {
     }
 
     /// Claims the slot at `tail` for a sender. `intent(pos)` runs before each CAS that
-    /// tries to claim `pos` (the shared ring records it for crash recovery).
+    /// tries to claim `pos` (the shared ring records it for crash recovery). For shared
+    /// storage, a stamp that stays inconsistent reports [`Stall::Busy`] after
+    /// [`SHARED_SPIN_LIMIT`] reloads.
     #[inline]
     pub(crate) fn start_send(&self, mut intent: impl FnMut(usize)) -> Result<Token, Stall> {
         let tail_pos = self.storage.tail();
         let mut tail = tail_pos.load(Ordering::Relaxed);
+        let mut spins = 0u32;
         loop {
             if tail & self.mark_bit != 0 {
                 return Err(Stall::Disconnected);
@@ -167,6 +204,12 @@ impl<S: RingStorage> Ring<S> {
                 return Err(Stall::Busy);
             } else {
                 // Another sender moved past us; catch up.
+                if S::SHARED {
+                    spins += 1;
+                    if spins > SHARED_SPIN_LIMIT {
+                        return Err(Stall::Busy);
+                    }
+                }
                 crate::sync::Backoff::new().spin();
                 tail = tail_pos.load(Ordering::Relaxed);
             }
@@ -186,6 +229,7 @@ impl<S: RingStorage> Ring<S> {
     pub(crate) fn start_recv(&self, mut intent: impl FnMut(usize)) -> Result<Token, Stall> {
         let head_pos = self.storage.head();
         let mut head = head_pos.load(Ordering::Relaxed);
+        let mut spins = 0u32;
         loop {
             let index = head & (self.mark_bit - 1);
             let Some(stamp_at) = self.storage.stamp(index) else {
@@ -226,6 +270,12 @@ impl<S: RingStorage> Ring<S> {
                 // A sender has claimed it and is still writing.
                 return Err(Stall::Busy);
             } else {
+                if S::SHARED {
+                    spins += 1;
+                    if spins > SHARED_SPIN_LIMIT {
+                        return Err(Stall::Busy);
+                    }
+                }
                 crate::sync::Backoff::new().spin();
                 head = head_pos.load(Ordering::Relaxed);
             }
@@ -290,6 +340,122 @@ impl<S: RingStorage> Ring<S> {
             } else {
                 self.cap
             };
+        }
+    }
+
+    /// [`Ring::len`] for storage that another process may corrupt: reads each position
+    /// once, never panics and never loops, and returns at most the capacity. A
+    /// consistent snapshot is not guaranteed (nor needed: the value is a hint).
+    pub(crate) fn len_untrusted(&self) -> usize {
+        let tail = self.storage.tail().load(Ordering::SeqCst);
+        let head = self.storage.head().load(Ordering::SeqCst);
+        let hix = head & (self.mark_bit - 1);
+        let tix = tail & (self.mark_bit - 1);
+        if hix >= self.cap || tix >= self.cap {
+            return 0;
+        }
+        if hix < tix {
+            tix - hix
+        } else if hix > tix {
+            self.cap - hix + tix
+        } else if tail & !self.mark_bit == head {
+            0
+        } else {
+            self.cap
+        }
+    }
+
+    /// Shared storage only: publishes, on behalf of a sender that died between claiming
+    /// position `pos` and committing it, the slot as a message to skip.
+    ///
+    /// `live_claim()` must report whether any live peer records a claim of `pos` (its
+    /// `intent`); `seal(index)` must mark the slot so that receivers drop it, unless the
+    /// claimant had finished writing it (then the commit below delivers it on the
+    /// claimant's behalf). The steps, and why a live claimant is never robbed:
+    /// 1. `tail` is loaded with Acquire: if `pos` is not behind it, nobody claimed `pos`
+    ///    ([`Reclaim::Unclaimed`]). Otherwise the load synchronizes with the claiming CAS
+    ///    (or a later RMW of its release sequence), so the claimant's `intent(pos)`, written
+    ///    before that CAS, is visible to step 2.
+    /// 2. If the stamp is no longer `pos` the slot was committed or reclaimed
+    ///    ([`Reclaim::Settled`]). If `live_claim()` sees a live intent for `pos`, a live
+    ///    claimant may be writing ([`Reclaim::Pending`]).
+    /// 3. A SeqCst fence, then the stamp is re-checked. A live claimant clears its intent
+    ///    only after its commit and a SeqCst fence, so if step 2 read the cleared intent
+    ///    (or anything it wrote later), the fences order its commit before this re-check,
+    ///    which then sees the stamp moved and reports [`Reclaim::Settled`].
+    /// 4. `seal`, then a Release CAS of the stamp from `pos` to `pos + 1`. It fails if
+    ///    another survivor, or the claimant itself, got there first ([`Reclaim::Settled`]).
+    pub(crate) fn reclaim_send(
+        &self,
+        pos: usize,
+        live_claim: impl FnOnce() -> bool,
+        seal: impl FnOnce(usize),
+    ) -> Reclaim {
+        let tail = self.storage.tail().load(Ordering::Acquire) & !self.mark_bit;
+        if pos >= tail {
+            return Reclaim::Unclaimed;
+        }
+        let index = pos & (self.mark_bit - 1);
+        let Some(stamp_at) = self.storage.stamp(index) else {
+            return Reclaim::Settled;
+        };
+        if stamp_at.load(Ordering::Relaxed) != pos {
+            return Reclaim::Settled;
+        }
+        if live_claim() {
+            return Reclaim::Pending;
+        }
+        fence(Ordering::SeqCst);
+        if stamp_at.load(Ordering::Acquire) != pos {
+            return Reclaim::Settled;
+        }
+        seal(index);
+        // Sync point: Release publishes the seal (paired with the receivers' Acquire
+        // stamp load in `start_recv`), exactly as a commit publishes a payload.
+        match stamp_at.compare_exchange(
+            pos,
+            pos.wrapping_add(1),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Reclaim::Reclaimed,
+            Err(_) => Reclaim::Settled,
+        }
+    }
+
+    /// Shared storage only: frees, on behalf of a receiver that died between claiming
+    /// position `pos` and committing it, the slot for the next lap's sender. The message
+    /// it held is lost. The steps mirror [`Ring::reclaim_send`], with `head` for `tail`
+    /// and the claimed stamp `pos + 1`; nothing needs marking.
+    pub(crate) fn reclaim_recv(&self, pos: usize, live_claim: impl FnOnce() -> bool) -> Reclaim {
+        let head = self.storage.head().load(Ordering::Acquire);
+        if pos >= head {
+            return Reclaim::Unclaimed;
+        }
+        let index = pos & (self.mark_bit - 1);
+        let Some(stamp_at) = self.storage.stamp(index) else {
+            return Reclaim::Settled;
+        };
+        let claimed = pos.wrapping_add(1);
+        if stamp_at.load(Ordering::Relaxed) != claimed {
+            return Reclaim::Settled;
+        }
+        if live_claim() {
+            return Reclaim::Pending;
+        }
+        fence(Ordering::SeqCst);
+        if stamp_at.load(Ordering::Acquire) != claimed {
+            return Reclaim::Settled;
+        }
+        // Sync point: Release, as in `commit_recv` (the dead receiver's reads are over).
+        match stamp_at.compare_exchange(
+            claimed,
+            pos.wrapping_add(self.one_lap),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Reclaim::Reclaimed,
+            Err(_) => Reclaim::Settled,
         }
     }
 

@@ -1,0 +1,214 @@
+//! loom models of the shared-memory ring's claim / commit / reclaim protocol
+//! (`conduit::shm`), on heap storage with `SHARED = true`.
+//!
+//! A "dead" peer is a thread that claims a slot and returns without committing; a
+//! survivor settles its recorded intent once that thread has been joined (the models'
+//! stand-in for the kernel releasing the dead peer's lock).
+//!
+//! Every racing actor runs on a spawned thread and the model's main thread only joins:
+//! loom 0.7 does not explore schedules in which a spawned thread's operations overtake
+//! operations that the main thread performs before its first blocking point.
+#![cfg(loom)]
+
+use conduit::__loom_shm::{Lane, Reclaim, Ring, Stall};
+use loom::sync::Arc;
+use loom::thread;
+
+fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = 100_000;
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder.check(f);
+}
+
+/// Receives one message, settling `dead`'s intent whenever the ring is stuck.
+fn recv_settling(ring: &Ring, me: &Lane, dead: &Lane, live: &[&Lane]) -> usize {
+    loop {
+        match ring.recv(me) {
+            Ok(v) => return v,
+            Err(Stall::Busy) => {
+                ring.resolve(dead, live);
+                thread::yield_now();
+            }
+            Err(Stall::Blocked) => thread::yield_now(),
+            Err(s) => panic!("unexpected {s:?}"),
+        }
+    }
+}
+
+/// A sender dies between claiming and committing, racing a live sender for the same
+/// positions. The receiver gets the live sender's message exactly once and never the
+/// dead one's (its payload was written, its tag never completed).
+#[test]
+fn dead_sender_slot_is_skipped() {
+    model(|| {
+        let ring = Arc::new(Ring::new(2));
+        let (dead, live) = (Arc::new(Lane::new()), Arc::new(Lane::new()));
+        let d = {
+            let (ring, dead) = (ring.clone(), dead.clone());
+            thread::spawn(move || {
+                let _ = ring.claim_send_and_die(&dead, 99);
+            })
+        };
+        let s = {
+            let (ring, live) = (ring.clone(), live.clone());
+            thread::spawn(move || ring.send(&live, 7))
+        };
+        let r = {
+            let (ring, dead, live) = (ring.clone(), dead.clone(), live.clone());
+            thread::spawn(move || {
+                d.join().unwrap();
+                let me = Lane::new();
+                let got = recv_settling(&ring, &me, &dead, &[&live]);
+                (got, me)
+            })
+        };
+        assert_eq!(s.join().unwrap(), Ok(()));
+        let (got, me) = r.join().unwrap();
+        assert_eq!(got, 7);
+        // Nothing else is delivered: once settled, the dead claim is skipped.
+        assert_ne!(ring.resolve(&dead, &[]), Reclaim::Pending);
+        assert_eq!(ring.recv(&me), Err(Stall::Blocked));
+        assert!(ring.is_empty());
+    });
+}
+
+/// A receiver dies holding the only slot; a blocked sender gets it back once the dead
+/// receiver's claim is settled, and its message goes through.
+#[test]
+fn dead_receiver_slot_is_freed() {
+    model(|| {
+        let ring = Arc::new(Ring::new(1));
+        ring.send(&Lane::new(), 1).unwrap();
+        let dead = Arc::new(Lane::new());
+        let d = {
+            let (ring, dead) = (ring.clone(), dead.clone());
+            thread::spawn(move || {
+                let _ = ring.claim_recv_and_die(&dead);
+            })
+        };
+        let s = {
+            let (ring, dead) = (ring.clone(), dead.clone());
+            thread::spawn(move || {
+                let live = Lane::new();
+                loop {
+                    match ring.send(&live, 2) {
+                        Ok(()) => return,
+                        Err(Stall::Busy | Stall::Blocked) => {
+                            // Full until the receiver's claim; stuck until settled.
+                            ring.resolve(&dead, &[&live]);
+                            thread::yield_now();
+                        }
+                        Err(s) => panic!("unexpected {s:?}"),
+                    }
+                }
+            })
+        };
+        d.join().unwrap();
+        s.join().unwrap();
+        assert_eq!(ring.recv(&Lane::new()), Ok(2));
+    });
+}
+
+/// A peer recorded an intent for position 0 and died before its claim CAS. A live
+/// sender claims position 0 while a survivor settles the dead intent: the live
+/// sender's message is never reclaimed (the survivor sees its intent, or its commit).
+#[test]
+fn stale_intent_never_robs_a_live_sender() {
+    model(|| {
+        let ring = Arc::new(Ring::new(1));
+        let dead = Arc::new(Lane::new());
+        dead.record_send_intent(0);
+        let live = Arc::new(Lane::new());
+        let s = {
+            let (ring, live) = (ring.clone(), live.clone());
+            thread::spawn(move || ring.send(&live, 7))
+        };
+        let v = {
+            let (ring, dead, live) = (ring.clone(), dead.clone(), live.clone());
+            thread::spawn(move || ring.resolve(&dead, &[&live]))
+        };
+        assert_eq!(s.join().unwrap(), Ok(()));
+        assert_ne!(
+            v.join().unwrap(),
+            Reclaim::Reclaimed,
+            "a live claim was reclaimed"
+        );
+        assert_eq!(ring.recv(&Lane::new()), Ok(7));
+    });
+}
+
+/// The safety net: a live sender wrongly taken for dead (its own lane is settled as if
+/// dead, with no live lanes to protect it) races the reclaimer. Its message is
+/// delivered exactly once: either its tag CAS won (the message is delivered by whichever
+/// commit wins) or the seal won (a skip is published and the sender retries).
+#[test]
+fn wrongly_reclaimed_sender_is_exactly_once() {
+    model(|| {
+        let ring = Arc::new(Ring::new(2));
+        let lane = Arc::new(Lane::new());
+        let s = {
+            let (ring, lane) = (ring.clone(), lane.clone());
+            thread::spawn(move || ring.send(&lane, 7))
+        };
+        let v = {
+            let (ring, lane) = (ring.clone(), lane.clone());
+            thread::spawn(move || ring.resolve(&lane, &[]))
+        };
+        assert_eq!(s.join().unwrap(), Ok(()));
+        v.join().unwrap();
+        let me = Lane::new();
+        assert_eq!(ring.recv(&me), Ok(7));
+        assert_eq!(ring.recv(&me), Err(Stall::Blocked));
+    });
+}
+
+/// Two survivors settle the same dead sender's claim at once: exactly one publishes it,
+/// and the next message is received normally.
+#[test]
+fn concurrent_reclaims_settle_once() {
+    model(|| {
+        let ring = Arc::new(Ring::new(2));
+        let dead = Arc::new(Lane::new());
+        ring.claim_send_and_die(&dead, 99).unwrap();
+        let survivors: Vec<_> = (0..2)
+            .map(|_| {
+                let (ring, dead) = (ring.clone(), dead.clone());
+                thread::spawn(move || ring.resolve(&dead, &[]))
+            })
+            .collect();
+        let outcomes: Vec<Reclaim> = survivors.into_iter().map(|t| t.join().unwrap()).collect();
+        let reclaimed = outcomes
+            .iter()
+            .filter(|&&r| r == Reclaim::Reclaimed)
+            .count();
+        assert_eq!(reclaimed, 1, "{outcomes:?}");
+        ring.send(&Lane::new(), 5).unwrap();
+        assert_eq!(ring.recv(&Lane::new()), Ok(5));
+    });
+}
+
+/// A receiver racing a reclaim of a dead sender's slot: it either consumes the skip
+/// after the reclaim, or finds the slot busy; it never delivers the dead payload, and
+/// the live sender's later message arrives.
+#[test]
+fn receiver_races_reclaim() {
+    model(|| {
+        let ring = Arc::new(Ring::new(2));
+        let dead = Arc::new(Lane::new());
+        ring.claim_send_and_die(&dead, 99).unwrap();
+        ring.send(&Lane::new(), 7).unwrap();
+        let v = {
+            let (ring, dead) = (ring.clone(), dead.clone());
+            thread::spawn(move || ring.resolve(&dead, &[]))
+        };
+        let r = {
+            let (ring, dead) = (ring.clone(), dead.clone());
+            thread::spawn(move || recv_settling(&ring, &Lane::new(), &dead, &[]))
+        };
+        v.join().unwrap();
+        assert_eq!(r.join().unwrap(), 7);
+    });
+}

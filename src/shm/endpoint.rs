@@ -1,0 +1,350 @@
+//! The untyped core shared by every shm handle: open/attach, and the try / blocking /
+//! async operations written once over payload `write` and `read` callbacks.
+
+use core::task::{Context, Poll};
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::header::{Expect, Fingerprint, Kind, Layout};
+use super::hub::AsyncWait;
+use super::name;
+use super::options::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, OpenMode, Options};
+use super::peers::Peer;
+use super::protocol;
+use super::ring::ShmSlots;
+use super::segment::{self, Segment, Side};
+use super::wait;
+use crate::chan::ring::Stall;
+use crate::error::TryRecvError;
+use crate::sync::Backoff;
+
+/// Why a send did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendFail {
+    /// No room (or, for `try_`, a slot is being read): try again later.
+    Full,
+    /// Every receiver is gone (or the segment is corrupt).
+    Disconnected,
+    /// The deadline passed.
+    Timeout,
+}
+
+/// Why a receive did not happen (blocking and async).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecvFail {
+    Disconnected,
+    Timeout,
+}
+
+/// One attached handle family; clones share the peer slot.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    peer: Arc<Peer>,
+}
+
+/// Open attempts when racing other processes' `create(true)`.
+const CREATE_RACE_RETRIES: usize = 16;
+
+impl Endpoint {
+    /// Opens or creates `name` per `opts` and attaches as `side`. For typed channels
+    /// `fingerprint` is the type's; for byte channels it is ignored (the options'
+    /// `max_message` decides).
+    pub(crate) fn open(
+        name: &str,
+        opts: &Options,
+        side: Side,
+        kind: Kind,
+        fingerprint: Fingerprint,
+    ) -> io::Result<Endpoint> {
+        name::validate(name)?;
+        let slots = opts.slots()?;
+        let max = opts.message_limit()?;
+        let (create_fp, expect) = match kind {
+            Kind::Typed => (
+                fingerprint,
+                Expect {
+                    kind,
+                    fingerprint,
+                    max_message: None,
+                    capacity: slots,
+                    any_type: false,
+                },
+            ),
+            Kind::Bytes => {
+                let fp = Fingerprint::bytes(max.unwrap_or(DEFAULT_MAX_MESSAGE));
+                (
+                    fp,
+                    Expect {
+                        kind,
+                        fingerprint: fp,
+                        max_message: max,
+                        capacity: slots,
+                        any_type: false,
+                    },
+                )
+            }
+        };
+        let create = || {
+            let layout = Layout::new(kind, slots.unwrap_or(DEFAULT_CAPACITY), create_fp)?;
+            Segment::create(name, layout, opts.mode)
+        };
+        let (seg, created) = match opts.open {
+            OpenMode::Existing => (Segment::open(name, &expect)?, false),
+            OpenMode::CreateNew => (create()?, true),
+            OpenMode::Create => {
+                let mut tries = 0;
+                loop {
+                    match Segment::open(name, &expect) {
+                        Ok(seg) => break (seg, false),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                    match create() {
+                        Ok(seg) => break (seg, true),
+                        Err(e)
+                            if e.kind() == io::ErrorKind::AlreadyExists
+                                && tries < CREATE_RACE_RETRIES =>
+                        {
+                            tries += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        };
+        let unlink = created && opts.unlink_on_drop;
+        match Peer::attach(Arc::new(seg), side, unlink) {
+            Ok(peer) => Ok(Endpoint {
+                peer: Arc::new(peer),
+            }),
+            Err(e) => {
+                if unlink {
+                    let _ = segment::unlink(name);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn seg(&self) -> &Arc<Segment> {
+        self.peer.segment()
+    }
+
+    #[inline]
+    fn slots(&self) -> &ShmSlots {
+        self.seg().ring().storage()
+    }
+
+    /// One claim-write-commit, with a short spin while the slot is busy.
+    #[inline]
+    fn send_once(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
+        let seg = self.seg();
+        let backoff = Backoff::new();
+        loop {
+            let lane = self.peer.lane();
+            let r = protocol::send(seg.ring(), lane.word(), |i| write(self.slots(), i));
+            drop(lane);
+            match r {
+                Ok(()) => {
+                    seg.signal(Side::Recv).notify_one();
+                    return Ok(());
+                }
+                Err(Stall::Busy) if !backoff.is_completed() => backoff.snooze(),
+                Err(stall) => return Err(stall),
+            }
+        }
+    }
+
+    /// One claim-read-free, with a short spin while the slot is busy.
+    #[inline]
+    fn recv_once<R>(
+        &self,
+        read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Result<R, Stall> {
+        let seg = self.seg();
+        let backoff = Backoff::new();
+        loop {
+            let lane = self.peer.lane();
+            let r = protocol::recv(seg.ring(), lane.word(), |i| read(self.slots(), i));
+            drop(lane);
+            match r {
+                Ok(msg) => {
+                    seg.signal(Side::Send).notify_one();
+                    return Ok(msg);
+                }
+                Err(Stall::Busy) if !backoff.is_completed() => backoff.snooze(),
+                Err(stall) => return Err(stall),
+            }
+        }
+    }
+
+    /// A non-blocking send. `maintain`: may run peer maintenance (system calls) when
+    /// the ring is full.
+    #[inline]
+    pub(crate) fn try_send_with(
+        &self,
+        maintain: bool,
+        write: &mut impl FnMut(&ShmSlots, usize),
+    ) -> Result<(), SendFail> {
+        match self.send_once(write) {
+            Ok(()) => Ok(()),
+            Err(Stall::Corrupt | Stall::Disconnected) => Err(SendFail::Disconnected),
+            Err(Stall::Blocked | Stall::Busy) => {
+                let seg = self.seg();
+                if maintain {
+                    seg.maintain_if_due();
+                }
+                if seg.side_gone(Side::Recv) {
+                    Err(SendFail::Disconnected)
+                } else {
+                    Err(SendFail::Full)
+                }
+            }
+        }
+    }
+
+    /// A non-blocking receive; `maintain` as in [`Endpoint::try_send_with`].
+    #[inline]
+    pub(crate) fn try_recv_with<R>(
+        &self,
+        maintain: bool,
+        read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Result<R, TryRecvError> {
+        match self.recv_once(read) {
+            Ok(msg) => Ok(msg),
+            Err(Stall::Corrupt | Stall::Disconnected) => Err(TryRecvError::Disconnected),
+            Err(Stall::Blocked | Stall::Busy) => {
+                let seg = self.seg();
+                if maintain {
+                    seg.maintain_if_due();
+                }
+                if !seg.side_gone(Side::Send) {
+                    return Err(TryRecvError::Empty);
+                }
+                // Every sender is gone; one may have committed just before detaching.
+                match self.recv_once(read) {
+                    Ok(msg) => Ok(msg),
+                    // A dead sender's claim that its reaper has not reclaimed yet: the
+                    // reaper wakes us when it has.
+                    Err(Stall::Busy) => Err(TryRecvError::Empty),
+                    Err(_) => Err(TryRecvError::Disconnected),
+                }
+            }
+        }
+    }
+
+    /// A blocking send until `deadline`.
+    pub(crate) fn send_with(
+        &self,
+        deadline: Option<Instant>,
+        mut write: impl FnMut(&ShmSlots, usize),
+    ) -> Result<(), SendFail> {
+        match self.try_send_with(false, &mut write) {
+            Err(SendFail::Full) => {}
+            done => return done,
+        }
+        let attempt = || match self.try_send_with(false, &mut write) {
+            Err(SendFail::Full) => None,
+            done => Some(done),
+        };
+        wait::block(self.seg(), Side::Send, deadline, attempt).unwrap_or(Err(SendFail::Timeout))
+    }
+
+    /// A blocking receive until `deadline`.
+    pub(crate) fn recv_with<R>(
+        &self,
+        deadline: Option<Instant>,
+        mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Result<R, RecvFail> {
+        match self.try_recv_with(false, &mut read) {
+            Ok(msg) => return Ok(msg),
+            Err(TryRecvError::Disconnected) => return Err(RecvFail::Disconnected),
+            Err(TryRecvError::Empty) => {}
+        }
+        let attempt = || match self.try_recv_with(false, &mut read) {
+            Ok(msg) => Some(Ok(msg)),
+            Err(TryRecvError::Disconnected) => Some(Err(RecvFail::Disconnected)),
+            Err(TryRecvError::Empty) => None,
+        };
+        wait::block(self.seg(), Side::Recv, deadline, attempt).unwrap_or(Err(RecvFail::Timeout))
+    }
+
+    /// One poll of an async send: `Ready(Err(()))` when disconnected.
+    pub(crate) fn poll_send_with(
+        &self,
+        cx: &mut Context<'_>,
+        wait: &mut AsyncWait,
+        mut write: impl FnMut(&ShmSlots, usize),
+    ) -> Poll<Result<(), ()>> {
+        wait.poll(self.seg(), Side::Send, cx, || {
+            match self.try_send_with(false, &mut write) {
+                Ok(()) => Some(Ok(())),
+                Err(SendFail::Full) => None,
+                Err(_) => Some(Err(())),
+            }
+        })
+    }
+
+    /// One poll of an async receive: `Ready(Err(()))` when disconnected.
+    pub(crate) fn poll_recv_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        wait: &mut AsyncWait,
+        mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Poll<Result<R, ()>> {
+        wait.poll(self.seg(), Side::Recv, cx, || {
+            match self.try_recv_with(false, &mut read) {
+                Ok(msg) => Some(Ok(msg)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(())),
+            }
+        })
+    }
+
+    /// Ends an async wait (completion or drop).
+    pub(crate) fn cancel(&self, wait: &mut AsyncWait) {
+        wait.cancel(self.seg());
+    }
+
+    /// Messages queued (a hint under concurrent use).
+    pub(crate) fn len(&self) -> usize {
+        self.seg().ring().len_untrusted()
+    }
+
+    /// The number of slots.
+    pub(crate) fn capacity(&self) -> usize {
+        self.seg().layout().capacity
+    }
+
+    /// The largest payload of a slot.
+    pub(crate) fn max_message(&self) -> usize {
+        self.seg().layout().max_message()
+    }
+
+    /// Attached sender handle families (processes count once per `open`).
+    pub(crate) fn sender_count(&self) -> usize {
+        self.seg().live_count(Side::Send)
+    }
+
+    /// Attached receiver handle families.
+    pub(crate) fn receiver_count(&self) -> usize {
+        self.seg().live_count(Side::Recv)
+    }
+
+    /// Whether the other side had peers and all are gone.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        self.seg().side_gone(self.peer.side().other())
+    }
+
+    /// The channel name.
+    pub(crate) fn name(&self) -> &str {
+        self.seg().name()
+    }
+
+    /// Whether two endpoints use the same mapping.
+    pub(crate) fn same_mapping(&self, other: &Endpoint) -> bool {
+        Arc::ptr_eq(self.seg(), other.seg())
+    }
+}

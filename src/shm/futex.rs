@@ -1,0 +1,111 @@
+//! Waiting across processes: a futex word per side in the segment, with waiter counts so
+//! that a wake-up system call is only made when someone sleeps.
+//!
+//! Each side (receivers waiting for messages, senders waiting for room) has two futex
+//! words, each with its own count of sleepers:
+//! - `seq`/`waiters` for blocking waiters: a commit wakes **one** of them;
+//! - `async_seq`/`async_waiters` for the per-process async helper threads (see
+//!   [`super::hub`]): a commit wakes **all** of them, and each helper wakes its registered
+//!   tasks.
+//!
+//! # The no-lost-wake-up argument
+//! A waiter (1) increments its count (SeqCst RMW), (2) loads `seq` (SeqCst), (3) issues
+//! a SeqCst fence and re-checks the ring, (4) sleeps in `FUTEX_WAIT` only if `seq` still
+//! holds the value from (2). A waker (a) commits its slot, (b) issues a SeqCst fence
+//! ([`super::protocol::send`] / `recv` do it), (c) loads the count and, if non-zero,
+//! (d) increments `seq` and calls `FUTEX_WAKE`. By the fences, either (c) sees (1), and then
+//! (d) either precedes (2) (whose load then synchronizes with it, so (3) sees the commit) or
+//! follows it (so the kernel's check in (4) fails, or the wake finds the sleeper); or (3)
+//! sees the commit. Sleeps are also bounded by a timeout slice, so that peer death is
+//! noticed even without a wake-up.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rustix::io::Errno;
+use rustix::thread::futex;
+
+/// One side's wait words (a 128-byte block of the header).
+#[repr(C, align(128))]
+pub(crate) struct SideSignal {
+    /// Bumped by every wake-up of blocking waiters; they sleep on it.
+    pub(crate) seq: AtomicU32,
+    /// How many blocking waiters may be sleeping on `seq`.
+    pub(crate) waiters: AtomicU32,
+    /// Bumped by every wake-up of async helpers; they sleep on it.
+    pub(crate) async_seq: AtomicU32,
+    /// How many async waits (tasks of any process) are registered on this side.
+    pub(crate) async_waiters: AtomicU32,
+}
+
+/// How a bounded sleep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// A wake-up, a changed word, or a signal: re-check.
+    Early,
+    /// The timeout elapsed.
+    TimedOut,
+}
+
+impl SideSignal {
+    /// Announces one change (a commit) to one blocking waiter and every async helper, if
+    /// any sleeps. The caller has issued a SeqCst fence after the change.
+    #[inline]
+    pub(crate) fn notify_one(&self) {
+        if self.waiters.load(Ordering::Relaxed) != 0 {
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            wake(&self.seq, 1);
+        }
+        if self.async_waiters.load(Ordering::Relaxed) != 0 {
+            self.async_seq.fetch_add(1, Ordering::SeqCst);
+            wake(&self.async_seq, u32::MAX);
+        }
+    }
+
+    /// Wakes every waiter of this side, in every process (a peer came or went).
+    pub(crate) fn notify_all(&self) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        wake(&self.seq, u32::MAX);
+        self.async_seq.fetch_add(1, Ordering::SeqCst);
+        wake(&self.async_seq, u32::MAX);
+    }
+
+    /// Registers a blocking waiter and returns the `seq` value to sleep on; the caller
+    /// re-checks the ring next, then calls [`SideSignal::sleep`] and
+    /// [`SideSignal::unregister`].
+    pub(crate) fn register(&self) -> u32 {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let seq = self.seq.load(Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        seq
+    }
+
+    /// Undoes [`SideSignal::register`].
+    pub(crate) fn unregister(&self) {
+        self.waiters.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Sleeps while `seq` still holds `seen`, for at most `timeout`.
+    pub(crate) fn sleep(&self, seen: u32, timeout: Duration) -> Woke {
+        wait(&self.seq, seen, timeout)
+    }
+}
+
+/// `FUTEX_WAIT` (shared) on `word` while it holds `seen`, for at most `timeout`.
+pub(crate) fn wait(word: &AtomicU32, seen: u32, timeout: Duration) -> Woke {
+    let ts = futex::Timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    match futex::wait(word, futex::Flags::empty(), seen, Some(&ts)) {
+        Err(Errno::TIMEDOUT) => Woke::TimedOut,
+        _ => Woke::Early,
+    }
+}
+
+/// `FUTEX_WAKE` (shared) of up to `n` sleepers on `word`.
+pub(crate) fn wake(word: &AtomicU32, n: u32) {
+    // Errors (EFAULT cannot happen for a live reference) are ignored: a missed wake-up
+    // is bounded by the sleepers' timeout slice.
+    let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
+}

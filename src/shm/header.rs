@@ -1,0 +1,420 @@
+//! The segment header and the layout it describes.
+//!
+//! Everything a process needs to find its way around a segment is computed here from a
+//! few numbers (kind, capacity, payload size and alignment), both when creating one and
+//! when opening one: an opener recomputes the layout from the header's numbers and checks
+//! that every derived field stored in the header, and the file's size, agree. After that
+//! it never reads the header's layout fields again, so a peer that scribbles over them
+//! later cannot steer this process outside the mapping.
+
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use super::futex::SideSignal;
+use crate::sync::AtomicUsize;
+
+/// "CONDUIT" plus the layout version byte; stored last, with Release, by the creator.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"CONDUIT\x01");
+/// The layout version this build reads and writes.
+pub(crate) const VERSION: u32 = 1;
+
+/// The most slots a channel may have.
+pub(crate) const MAX_CAPACITY: usize = 1 << 22;
+/// The longest byte message a byte channel may be configured for.
+pub(crate) const MAX_MESSAGE: usize = 1 << 26;
+/// The strictest payload alignment supported (the mapping is page-aligned).
+pub(crate) const MAX_ALIGN: usize = 4096;
+/// The largest segment this build creates or maps.
+pub(crate) const MAX_TOTAL: usize = 1 << 36;
+
+/// How many peers may be attached at once.
+pub(crate) const MAX_PEERS: usize = 64;
+/// Intent lanes per peer: how many threads of one handle can be inside an operation at
+/// once (more wait for a lane).
+pub(crate) const LANES: usize = 16;
+
+/// The header: identity and layout (first cache-line pair), then one wait word block per
+/// side.
+#[repr(C, align(128))]
+pub(crate) struct Header {
+    pub(crate) magic: AtomicU64,
+    pub(crate) version: AtomicU32,
+    pub(crate) kind: AtomicU32,
+    pub(crate) capacity: AtomicU64,
+    pub(crate) slot_size: AtomicU64,
+    pub(crate) slot_align: AtomicU64,
+    pub(crate) type_size: AtomicU64,
+    pub(crate) type_align: AtomicU64,
+    pub(crate) type_hash: AtomicU64,
+    pub(crate) max_message: AtomicU64,
+    pub(crate) total_size: AtomicU64,
+    /// Set once a sender (receiver) has ever attached: before that, the other side
+    /// waits rather than report disconnection.
+    pub(crate) ever_senders: AtomicU32,
+    pub(crate) ever_receivers: AtomicU32,
+    pub(crate) creator_pid: AtomicU32,
+    _reserved: [AtomicU32; 9],
+    /// Receivers wait here for messages.
+    pub(crate) recv: SideSignal,
+    /// Senders wait here for room.
+    pub(crate) send: SideSignal,
+}
+
+/// A peer table entry (the state word lives in a separate dense array).
+#[repr(C, align(64))]
+pub(crate) struct PeerEntry {
+    pub(crate) pid: AtomicU32,
+    _reserved: AtomicU32,
+    /// Device and inode of the peer's lock object, to recognise it when probing.
+    pub(crate) lock_dev: AtomicU64,
+    pub(crate) lock_ino: AtomicU64,
+    /// One intent word per lane (see `protocol`).
+    pub(crate) intents: [AtomicUsize; LANES],
+}
+
+/// The byte offset of the header.
+pub(crate) const HEADER_OFFSET: usize = 0;
+/// The byte offset of the peer state words (`[AtomicU64; MAX_PEERS]`).
+pub(crate) const PEER_STATES_OFFSET: usize = 384;
+/// The byte offset of the peer entries (`[PeerEntry; MAX_PEERS]`).
+pub(crate) const PEER_ENTRIES_OFFSET: usize = 1024;
+/// The byte offset of the ring's `head` (its own 128-byte block; `tail` follows).
+pub(crate) const RING_OFFSET: usize = PEER_ENTRIES_OFFSET + MAX_PEERS * size_of::<PeerEntry>();
+/// Where slots may start (after `head` and `tail`).
+const SLOTS_MIN_OFFSET: usize = RING_OFFSET + 256;
+
+/// Per-slot control words before the payload: stamp (u64), tag (u64), len (u32).
+const SLOT_CONTROL: usize = 24;
+/// Offset of the stamp within a slot.
+pub(crate) const SLOT_STAMP: usize = 0;
+/// Offset of the tag within a slot.
+pub(crate) const SLOT_TAG: usize = 8;
+/// Offset of the length word within a slot.
+pub(crate) const SLOT_LEN: usize = 16;
+
+const _: () = {
+    assert!(size_of::<Header>() == 384);
+    assert!(size_of::<SideSignal>() == 128);
+    assert!(PEER_STATES_OFFSET >= HEADER_OFFSET + size_of::<Header>());
+    assert!(PEER_ENTRIES_OFFSET >= PEER_STATES_OFFSET + MAX_PEERS * 8);
+    assert!(PEER_ENTRIES_OFFSET.is_multiple_of(align_of::<PeerEntry>()));
+    assert!(size_of::<PeerEntry>() == 192);
+    assert!(RING_OFFSET.is_multiple_of(128));
+    assert!(LANES <= 32);
+};
+
+/// What a segment carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Fixed-size values of one `ShmSafe` type.
+    Typed = 1,
+    /// Byte messages of variable length up to a maximum.
+    Bytes = 2,
+}
+
+impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Typed => "typed",
+            Kind::Bytes => "byte",
+        }
+    }
+}
+
+/// What the payload of one slot is: a type's size, alignment and name hash (for byte
+/// channels: the maximum message, alignment 1, and the hash of `[u8]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    pub(crate) size: usize,
+    pub(crate) align: usize,
+    pub(crate) hash: u64,
+    /// For error messages only.
+    pub(crate) name: &'static str,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `T`.
+    pub(crate) fn of<T>() -> Self {
+        let name = core::any::type_name::<T>();
+        Fingerprint {
+            size: size_of::<T>(),
+            align: align_of::<T>(),
+            hash: fnv1a(name.as_bytes()),
+            name,
+        }
+    }
+
+    /// The fingerprint of byte messages of at most `max` bytes.
+    pub(crate) fn bytes(max: usize) -> Self {
+        Fingerprint {
+            size: max,
+            align: 1,
+            hash: fnv1a(b"[u8]"),
+            name: "[u8]",
+        }
+    }
+}
+
+/// 64-bit FNV-1a.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A validated layout: every offset is in bounds of a mapping of `total_size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) kind: Kind,
+    pub(crate) capacity: usize,
+    pub(crate) fingerprint: Fingerprint,
+    /// Offset of the payload within a slot.
+    pub(crate) payload_offset: usize,
+    /// The distance between slots.
+    pub(crate) slot_size: usize,
+    pub(crate) slot_align: usize,
+    /// Offset of slot 0 from the start of the segment.
+    pub(crate) slots_offset: usize,
+    pub(crate) total_size: usize,
+}
+
+fn invalid_input(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+fn invalid_data(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn round_up(n: usize, align: usize) -> Option<usize> {
+    debug_assert!(align.is_power_of_two());
+    n.checked_add(align - 1).map(|n| n & !(align - 1))
+}
+
+impl Layout {
+    /// Computes the layout for `capacity` slots (a power of two) of the given payload.
+    /// Out-of-range parameters are [`io::ErrorKind::InvalidInput`].
+    pub(crate) fn new(kind: Kind, capacity: usize, fingerprint: Fingerprint) -> io::Result<Self> {
+        if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
+            return Err(invalid_input(format!(
+                "capacity {capacity} is not a power of two in 1..={MAX_CAPACITY}"
+            )));
+        }
+        if !fingerprint.align.is_power_of_two() || fingerprint.align > MAX_ALIGN {
+            return Err(invalid_input(format!(
+                "alignment {} is not supported (at most {MAX_ALIGN})",
+                fingerprint.align
+            )));
+        }
+        if kind == Kind::Bytes && !(1..=MAX_MESSAGE).contains(&fingerprint.size) {
+            return Err(invalid_input(format!(
+                "max_message {} is not in 1..={MAX_MESSAGE}",
+                fingerprint.size
+            )));
+        }
+        let too_big = || invalid_input("the segment would be too large".to_string());
+        let slot_align = fingerprint.align.max(8);
+        let payload_offset = round_up(SLOT_CONTROL, slot_align).ok_or_else(too_big)?;
+        let slot_size = payload_offset
+            .checked_add(fingerprint.size)
+            .and_then(|n| round_up(n, slot_align))
+            .ok_or_else(too_big)?;
+        let slots_offset = round_up(SLOTS_MIN_OFFSET, slot_align).ok_or_else(too_big)?;
+        let total_size = slot_size
+            .checked_mul(capacity)
+            .and_then(|n| n.checked_add(slots_offset))
+            .filter(|&n| n <= MAX_TOTAL)
+            .ok_or_else(too_big)?;
+        Ok(Layout {
+            kind,
+            capacity,
+            fingerprint,
+            payload_offset,
+            slot_size,
+            slot_align,
+            slots_offset,
+            total_size,
+        })
+    }
+
+    /// The largest byte message (byte channels), or the payload size (typed).
+    pub(crate) fn max_message(&self) -> usize {
+        self.fingerprint.size
+    }
+
+    /// Writes every header field but the magic (the creator stores that last).
+    pub(crate) fn write(&self, h: &Header, creator_pid: u32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        h.version.store(VERSION, Relaxed);
+        h.kind.store(self.kind as u32, Relaxed);
+        h.capacity.store(self.capacity as u64, Relaxed);
+        h.slot_size.store(self.slot_size as u64, Relaxed);
+        h.slot_align.store(self.slot_align as u64, Relaxed);
+        h.type_size.store(self.fingerprint.size as u64, Relaxed);
+        h.type_align.store(self.fingerprint.align as u64, Relaxed);
+        h.type_hash.store(self.fingerprint.hash, Relaxed);
+        let max = match self.kind {
+            Kind::Typed => 0,
+            Kind::Bytes => self.fingerprint.size as u64,
+        };
+        h.max_message.store(max, Relaxed);
+        h.total_size.store(self.total_size as u64, Relaxed);
+        h.creator_pid.store(creator_pid, Relaxed);
+    }
+}
+
+/// What an opener expects to find.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expect {
+    pub(crate) kind: Kind,
+    /// For typed channels: the type. For byte channels: only `size` matters, and only
+    /// when `max_message` was asked for.
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) max_message: Option<usize>,
+    pub(crate) capacity: Option<usize>,
+    /// Accept any type (or message size) the header describes (for maintenance tools).
+    pub(crate) any_type: bool,
+}
+
+impl Expect {
+    /// Expects a segment of `kind` holding anything.
+    pub(crate) fn any(kind: Kind) -> Expect {
+        Expect {
+            kind,
+            fingerprint: Fingerprint::bytes(1),
+            max_message: None,
+            capacity: None,
+            any_type: true,
+        }
+    }
+}
+
+/// Reads and checks the header of a segment whose file is `file_size` bytes, after the
+/// magic was seen. Every mismatch is [`io::ErrorKind::InvalidData`] naming the field.
+pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Result<Layout> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let version = h.version.load(Relaxed);
+    if version != VERSION {
+        return Err(invalid_data(format!(
+            "layout version mismatch: segment has {version}, expected {VERSION}"
+        )));
+    }
+    let kind = match h.kind.load(Relaxed) {
+        1 => Kind::Typed,
+        2 => Kind::Bytes,
+        other => return Err(invalid_data(format!("kind {other} in header is invalid"))),
+    };
+    if kind != expect.kind {
+        return Err(invalid_data(format!(
+            "kind mismatch: segment holds {} messages, expected {} messages",
+            kind.describe(),
+            expect.kind.describe()
+        )));
+    }
+    let to_usize = |v: u64, what: &str| {
+        usize::try_from(v).map_err(|_| invalid_data(format!("{what} {v} in header is invalid")))
+    };
+    let size = to_usize(h.type_size.load(Relaxed), "payload size")?;
+    let align = to_usize(h.type_align.load(Relaxed), "payload alignment")?;
+    let hash = h.type_hash.load(Relaxed);
+    let want = expect.fingerprint;
+    let fingerprint = match kind {
+        Kind::Typed if expect.any_type => Fingerprint {
+            size,
+            align,
+            hash,
+            name: "(any)",
+        },
+        Kind::Typed => {
+            if (size, align) != (want.size, want.align) {
+                return Err(invalid_data(format!(
+                    "type mismatch: segment holds a type of size {size} and alignment {align}, \
+                     expected `{}` (size {}, alignment {})",
+                    want.name, want.size, want.align
+                )));
+            }
+            if hash != want.hash {
+                return Err(invalid_data(format!(
+                    "type mismatch: segment holds a type of the same size and alignment as \
+                     `{}` but another name (type name hash {hash:#x}, expected {:#x})",
+                    want.name, want.hash
+                )));
+            }
+            want
+        }
+        Kind::Bytes => {
+            let max = to_usize(h.max_message.load(Relaxed), "max_message")?;
+            if max != size || align != 1 || hash != Fingerprint::bytes(max).hash {
+                return Err(invalid_data(
+                    "byte message fingerprint in header is inconsistent".to_string(),
+                ));
+            }
+            if let Some(want) = expect.max_message
+                && want != max
+            {
+                return Err(invalid_data(format!(
+                    "max_message mismatch: segment has {max}, expected {want}"
+                )));
+            }
+            Fingerprint::bytes(max)
+        }
+    };
+    let capacity = to_usize(h.capacity.load(Relaxed), "capacity")?;
+    if let Some(want) = expect.capacity
+        && want != capacity
+    {
+        return Err(invalid_data(format!(
+            "capacity mismatch: segment has {capacity}, expected {want}"
+        )));
+    }
+    let layout = Layout::new(kind, capacity, fingerprint)
+        .map_err(|e| invalid_data(format!("header describes an invalid layout: {e}")))?;
+    let check = |field: &str, stored: u64, computed: usize| {
+        if stored == computed as u64 {
+            Ok(())
+        } else {
+            Err(invalid_data(format!(
+                "{field} mismatch: segment has {stored}, expected {computed}"
+            )))
+        }
+    };
+    check("slot size", h.slot_size.load(Relaxed), layout.slot_size)?;
+    check(
+        "slot alignment",
+        h.slot_align.load(Relaxed),
+        layout.slot_align,
+    )?;
+    check("total size", h.total_size.load(Relaxed), layout.total_size)?;
+    if file_size != layout.total_size as u64 {
+        return Err(invalid_data(format!(
+            "size mismatch: file has {file_size} bytes, header says {}",
+            layout.total_size
+        )));
+    }
+    Ok(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_are_aligned_and_bounded() {
+        let l = Layout::new(Kind::Typed, 64, Fingerprint::of::<u64>()).unwrap();
+        assert_eq!(l.payload_offset, 24);
+        assert_eq!(l.slot_size, 32);
+        assert_eq!(l.slots_offset % 8, 0);
+        assert_eq!(l.total_size, l.slots_offset + 64 * 32);
+        let l = Layout::new(Kind::Typed, 4, Fingerprint::of::<[u8; 3]>()).unwrap();
+        assert_eq!(l.slot_size, 32);
+        let l = Layout::new(Kind::Bytes, 8, Fingerprint::bytes(100)).unwrap();
+        assert_eq!(l.slot_size, 128);
+        assert!(Layout::new(Kind::Typed, 3, Fingerprint::of::<u8>()).is_err());
+        assert!(Layout::new(Kind::Typed, MAX_CAPACITY * 2, Fingerprint::of::<u8>()).is_err());
+        assert!(Layout::new(Kind::Bytes, 8, Fingerprint::bytes(0)).is_err());
+        assert_ne!(Fingerprint::of::<u32>().hash, Fingerprint::of::<i32>().hash);
+    }
+}

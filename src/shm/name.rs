@@ -1,0 +1,86 @@
+//! Channel names and the files they map to.
+//!
+//! A channel `<name>` is the POSIX shared-memory object `/conduit.<name>` (the file
+//! `/dev/shm/conduit.<name>` on Linux). Its peers' liveness locks are the objects
+//! `/conduit-peer.<name>.<n>`: a different prefix, so that no channel name can collide
+//! with another channel's lock files, and `list` can tell them apart.
+
+use std::io;
+
+/// The longest accepted name, in bytes: with the prefixes and suffixes added, every
+/// object name stays well below the 255-byte `NAME_MAX`.
+pub(crate) const MAX_NAME_LEN: usize = 200;
+
+/// The prefix of segment object names (after the leading `/`).
+pub(crate) const SEGMENT_PREFIX: &str = "conduit.";
+
+/// The prefix of peer lock object names (after the leading `/`).
+pub(crate) const LOCK_PREFIX: &str = "conduit-peer.";
+
+/// Checks a channel name: 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9._-]`, not `.` or
+/// `..`. Anything else is [`io::ErrorKind::InvalidInput`].
+pub(crate) fn validate(name: &str) -> io::Result<()> {
+    let bad = |why: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid shm channel name {name:?}: {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad(&format!("longer than {MAX_NAME_LEN} bytes"));
+    }
+    if name == "." || name == ".." {
+        return bad("`.` and `..` are reserved");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(&format!("{c:?} is not one of [A-Za-z0-9._-]"));
+    }
+    Ok(())
+}
+
+/// The `shm_open` name of a channel's segment.
+pub(crate) fn segment_object(name: &str) -> String {
+    format!("/{SEGMENT_PREFIX}{name}")
+}
+
+/// The `shm_open` name of the liveness lock of peer slot `n`.
+pub(crate) fn lock_object(name: &str, n: usize) -> String {
+    format!("/{LOCK_PREFIX}{name}.{n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "A-b_c.9", "..x", &"n".repeat(MAX_NAME_LEN)] {
+            validate(ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/a",
+            "a b",
+            "é",
+            "a\0",
+            &"n".repeat(MAX_NAME_LEN + 1),
+        ] {
+            assert_eq!(
+                validate(bad).unwrap_err().kind(),
+                io::ErrorKind::InvalidInput,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(segment_object("x"), "/conduit.x");
+        assert_eq!(lock_object("x", 3), "/conduit-peer.x.3");
+    }
+}

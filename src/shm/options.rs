@@ -1,0 +1,235 @@
+//! [`Options`]: how to open or create a channel.
+
+use std::io;
+
+use super::header::{MAX_CAPACITY, MAX_MESSAGE};
+
+/// The capacity of a channel created without [`Options::capacity`].
+pub const DEFAULT_CAPACITY: usize = 64;
+/// The maximum byte message of a byte channel created without [`Options::max_message`].
+pub const DEFAULT_MAX_MESSAGE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    Existing,
+    Create,
+    CreateNew,
+}
+
+/// How to open or create a shared-memory channel: a by-value builder, like
+/// [`std::fs::OpenOptions`].
+///
+/// The default opens an existing channel ([`Options::open_existing`]) and checks
+/// nothing beyond what the handle's type implies. [`Options::capacity`] and
+/// [`Options::max_message`] are used when creating, and checked when opening (a
+/// mismatch is [`io::ErrorKind::InvalidData`]).
+///
+/// | setting | default | limits |
+/// |---|---|---|
+/// | `capacity` | [`DEFAULT_CAPACITY`] when creating; unchecked when opening | 1 to 4 194 304 slots, rounded up to a power of two |
+/// | `max_message` (byte channels) | [`DEFAULT_MAX_MESSAGE`] when creating; unchecked when opening | 1 byte to 64 MiB |
+/// | `mode` | `0o600` | permission bits only |
+/// | open mode | [`open_existing`](Options::open_existing) | |
+/// | `unlink_on_drop` | `false` | |
+///
+/// ```
+/// use conduit::shm::{self, Options};
+///
+/// let name = format!("doc-options-{}", std::process::id());
+/// let opts = Options::new().capacity(100).create(true).unlink_on_drop(true);
+/// let rx = shm::Receiver::<u64>::with(&name, &opts)?;
+/// assert_eq!(rx.capacity(), 128);
+/// let tx = shm::Sender::<u64>::with(&name, &Options::new().capacity(128))?;
+/// tx.send(1).unwrap();
+/// assert_eq!(rx.recv(), Ok(1));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) capacity: Option<usize>,
+    pub(crate) max_message: Option<usize>,
+    pub(crate) mode: u32,
+    pub(crate) open: OpenMode,
+    pub(crate) unlink_on_drop: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Options {
+    /// Options that open an existing channel, checking nothing extra.
+    ///
+    /// ```
+    /// let opts = conduit::shm::Options::new();
+    /// # let _ = opts;
+    /// ```
+    pub fn new() -> Self {
+        Options {
+            capacity: None,
+            max_message: None,
+            mode: 0o600,
+            open: OpenMode::Existing,
+            unlink_on_drop: false,
+        }
+    }
+
+    /// The number of slots: used when creating (rounded up to a power of two), and
+    /// checked (after the same rounding) when opening.
+    ///
+    /// ```
+    /// use conduit::shm::{self, Options};
+    /// let name = format!("doc-capacity-{}", std::process::id());
+    /// let tx = shm::Sender::<u32>::with(&name, &Options::new().capacity(5).create_new(true))?;
+    /// assert_eq!(tx.capacity(), 8);
+    /// shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn capacity(mut self, slots: usize) -> Self {
+        self.capacity = Some(slots);
+        self
+    }
+
+    /// The longest message of a byte channel: used when creating, checked when opening.
+    /// Ignored by typed channels.
+    ///
+    /// ```
+    /// use conduit::shm::{self, Options};
+    /// let name = format!("doc-max-message-{}", std::process::id());
+    /// let opts = Options::new().max_message(16).create_new(true).unlink_on_drop(true);
+    /// let tx = shm::ByteSender::with(&name, &opts)?;
+    /// assert_eq!(tx.max_message(), 16);
+    /// assert_eq!(tx.try_send(&[0; 17]).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = Some(bytes);
+        self
+    }
+
+    /// The permission bits of a created segment (default `0o600`); not subject to the
+    /// umask. The peer lock objects get the same mode.
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use conduit::shm::{self, Options};
+    /// let name = format!("doc-mode-{}", std::process::id());
+    /// let opts = Options::new().mode(0o640).create_new(true).unlink_on_drop(true);
+    /// let _tx = shm::Sender::<u8>::with(&name, &opts)?;
+    /// let meta = std::fs::metadata(format!("/dev/shm/conduit.{name}"))?;
+    /// assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode & 0o777;
+        self
+    }
+
+    /// With `true`: open the channel, or create it if it does not exist. With `false`:
+    /// back to [`open_existing`](Options::open_existing).
+    ///
+    /// ```
+    /// use conduit::shm::{self, Options};
+    /// let name = format!("doc-create-{}", std::process::id());
+    /// let a = shm::Sender::<u8>::with(&name, &Options::new().create(true))?; // creates
+    /// let b = shm::Receiver::<u8>::with(&name, &Options::new().create(true))?; // opens
+    /// a.send(7).unwrap();
+    /// assert_eq!(b.recv(), Ok(7));
+    /// shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn create(mut self, create: bool) -> Self {
+        self.open = if create {
+            OpenMode::Create
+        } else {
+            OpenMode::Existing
+        };
+        self
+    }
+
+    /// With `true`: create the channel, failing with [`io::ErrorKind::AlreadyExists`] if
+    /// the name exists (`O_EXCL`). With `false`: back to
+    /// [`open_existing`](Options::open_existing).
+    ///
+    /// ```
+    /// use conduit::shm::{self, Options};
+    /// let name = format!("doc-create-new-{}", std::process::id());
+    /// let opts = Options::new().create_new(true);
+    /// let _a = shm::Sender::<u8>::with(&name, &opts)?;
+    /// let err = shm::Sender::<u8>::with(&name, &opts).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    /// shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn create_new(mut self, create_new: bool) -> Self {
+        self.open = if create_new {
+            OpenMode::CreateNew
+        } else {
+            OpenMode::Existing
+        };
+        self
+    }
+
+    /// Open an existing channel only ([`io::ErrorKind::NotFound`] if missing): the
+    /// default.
+    ///
+    /// ```
+    /// use conduit::shm::{self, Options};
+    /// let opts = Options::new().create(true).open_existing();
+    /// let err = shm::Receiver::<u8>::with("doc-open-existing-missing", &opts).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    /// ```
+    pub fn open_existing(mut self) -> Self {
+        self.open = OpenMode::Existing;
+        self
+    }
+
+    /// With `true`, a handle that *created* the channel unlinks its name when the last
+    /// clone of that handle is dropped (if the name still refers to that segment).
+    /// Handles that opened an existing channel never unlink.
+    ///
+    /// ```
+    /// use conduit::shm::{self, Options};
+    /// let name = format!("doc-unlink-on-drop-{}", std::process::id());
+    /// let tx = shm::Sender::<u8>::with(&name, &Options::new().create_new(true).unlink_on_drop(true))?;
+    /// drop(tx);
+    /// let err = shm::Sender::<u8>::open(&name).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn unlink_on_drop(mut self, unlink: bool) -> Self {
+        self.unlink_on_drop = unlink;
+        self
+    }
+
+    /// The capacity to create with, or to check: rounded up to a power of two.
+    pub(crate) fn slots(&self) -> io::Result<Option<usize>> {
+        match self.capacity {
+            None => Ok(None),
+            Some(0) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shm channel capacity must be at least 1",
+            )),
+            Some(n) => match n.checked_next_power_of_two() {
+                Some(p) if p <= MAX_CAPACITY => Ok(Some(p)),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("shm channel capacity {n} exceeds {MAX_CAPACITY}"),
+                )),
+            },
+        }
+    }
+
+    /// The maximum message to create with or check, validated.
+    pub(crate) fn message_limit(&self) -> io::Result<Option<usize>> {
+        match self.max_message {
+            Some(n) if n == 0 || n > MAX_MESSAGE => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("max_message {n} is not in 1..={MAX_MESSAGE}"),
+            )),
+            m => Ok(m),
+        }
+    }
+}

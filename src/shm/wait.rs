@@ -1,0 +1,59 @@
+//! Blocking waits: spin briefly, then sleep on the side's futex word in slices.
+
+use std::time::{Duration, Instant};
+
+use super::futex::Woke;
+use super::segment::{Segment, Side};
+use crate::sync::Backoff;
+
+/// The longest a blocking waiter sleeps before re-checking the ring and running
+/// maintenance (see [`super::peers`] for the resulting bounds).
+pub(crate) const SLICE: Duration = Duration::from_millis(100);
+
+/// Runs `attempt` until it returns `Some` or `deadline` passes (`None`). `side` is the
+/// waiter's side: senders sleep on the send words, receivers on the receive words.
+pub(crate) fn block<R>(
+    seg: &Segment,
+    side: Side,
+    deadline: Option<Instant>,
+    mut attempt: impl FnMut() -> Option<R>,
+) -> Option<R> {
+    let backoff = Backoff::new();
+    loop {
+        if let Some(r) = attempt() {
+            return Some(r);
+        }
+        if backoff.is_completed() {
+            break;
+        }
+        backoff.snooze();
+    }
+    let signal = seg.signal(side);
+    loop {
+        seg.maintain_if_due();
+        let slice = match deadline {
+            None => SLICE,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return None;
+                }
+                (d - now).min(SLICE)
+            }
+        };
+        let seen = signal.register();
+        if let Some(r) = attempt() {
+            signal.unregister();
+            return Some(r);
+        }
+        let woke = signal.sleep(seen, slice);
+        signal.unregister();
+        if let Some(r) = attempt() {
+            return Some(r);
+        }
+        if woke == Woke::TimedOut && deadline.is_none_or(|d| Instant::now() < d) {
+            // A whole slice without news: a peer may have died.
+            seg.maintain_if_due();
+        }
+    }
+}
