@@ -1,32 +1,16 @@
 //! Async behaviour: cancel safety of futures, wake-up hand-over, rendezvous hand-off
 //! inside the receiver's poll, Stream and Sink adapters.
 
-mod support;
+mod common;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
 use std::thread;
 
+use common::{Flag, LIMIT_SECS, Rt, all, buffered, poll_once, run_tokio, watchdog};
 use futures::{SinkExt, StreamExt};
 use futures_core::FusedStream;
-use support::{all, buffered, run_async, watchdog};
-
-/// A waker that records whether it was woken.
-#[derive(Default)]
-struct Flag(AtomicBool);
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn poll_once<F: Future + Unpin>(fut: &mut F, waker: &Waker) -> Poll<F::Output> {
-    Pin::new(fut).poll(&mut Context::from_waker(waker))
-}
 
 #[test]
 fn futures_are_send_and_must_use_types_exist() {
@@ -111,8 +95,8 @@ fn consumed_wakeup_passes_to_another_receiver() {
     watchdog(|| {
         for (name, make) in all::<u32>() {
             let (tx, rx) = make();
-            let flag1 = Arc::new(Flag::default());
-            let flag2 = Arc::new(Flag::default());
+            let flag1 = Flag::new();
+            let flag2 = Flag::new();
             let w1 = Waker::from(flag1.clone());
             let w2 = Waker::from(flag2.clone());
             let mut first = rx.recv_async();
@@ -122,13 +106,13 @@ fn consumed_wakeup_passes_to_another_receiver() {
             // For rendezvous, the sender must wait for a receiver's poll.
             let sender = thread::spawn(move || tx.send(7).map(|()| tx));
             // Wait until one of the two is woken (no sleeps: spin on the flags).
-            while !flag1.0.load(Ordering::SeqCst) && !flag2.0.load(Ordering::SeqCst) {
+            while !flag1.woken() && !flag2.woken() {
                 thread::yield_now();
             }
-            if flag1.0.load(Ordering::SeqCst) {
+            if flag1.woken() {
                 // Drop the woken one without polling: its wake-up must move on.
                 drop(first);
-                while !flag2.0.load(Ordering::SeqCst) {
+                while !flag2.woken() {
                     thread::yield_now();
                 }
                 assert_eq!(poll_once(&mut second, &w2), Poll::Ready(Ok(7)), "{name}");
@@ -146,7 +130,7 @@ fn rendezvous_handoff_happens_in_receivers_poll() {
     watchdog(|| {
         let (tx, rx) = conduit::rendezvous::<u32>();
         let delivered = Arc::new(AtomicUsize::new(0));
-        let flag = Arc::new(Flag::default());
+        let flag = Flag::new();
         let waker = Waker::from(flag.clone());
         // A receive future registers, then is dropped before it is polled again.
         let mut fut = rx.recv_async();
@@ -156,7 +140,7 @@ fn rendezvous_handoff_happens_in_receivers_poll() {
             tx.send(42).unwrap();
             d.fetch_add(1, Ordering::SeqCst);
         });
-        while !flag.0.load(Ordering::SeqCst) {
+        while !flag.woken() {
             thread::yield_now(); // the sender has offered and woken us
         }
         drop(fut);
@@ -189,7 +173,7 @@ fn rendezvous_send_future_counts_as_sent_once_taken() {
 
 #[test]
 fn disconnect_wakes_pending_futures() {
-    run_async(true, || async {
+    run_tokio(Rt::MultiThread, LIMIT_SECS, || async {
         for (name, make) in all::<u32>() {
             let (tx, rx) = make();
             let pending_recv = tokio::spawn(rx.clone().into_recv_async());
@@ -221,7 +205,7 @@ fn disconnect_wakes_pending_futures() {
 
 #[test]
 fn stream_ends_after_disconnect_and_is_fused() {
-    run_async(false, || async {
+    run_tokio(Rt::CurrentThread, LIMIT_SECS, || async {
         for (name, make) in all::<u32>() {
             let (tx, rx) = make();
             let producer = thread::spawn(move || {
@@ -244,7 +228,7 @@ fn stream_ends_after_disconnect_and_is_fused() {
 
 #[test]
 fn sink_sends_in_order() {
-    run_async(true, || async {
+    run_tokio(Rt::MultiThread, LIMIT_SECS, || async {
         for (name, make) in all::<u32>() {
             let (tx, rx) = make();
             let consumer = thread::spawn(move || rx.iter().collect::<Vec<_>>());
@@ -270,7 +254,7 @@ fn sink_sends_in_order() {
 
 #[test]
 fn sink_reports_disconnection() {
-    run_async(false, || async {
+    run_tokio(Rt::CurrentThread, LIMIT_SECS, || async {
         let (tx, rx) = conduit::bounded::<u32>(1);
         drop(rx);
         let mut sink = tx.sink();
@@ -282,14 +266,14 @@ fn sink_reports_disconnection() {
 fn repolls_with_different_wakers_are_correct() {
     watchdog(|| {
         let (tx, rx) = conduit::bounded::<u32>(1);
-        let flags: Vec<Arc<Flag>> = (0..3).map(|_| Arc::new(Flag::default())).collect();
+        let flags: Vec<Arc<Flag>> = (0..3).map(|_| Flag::new()).collect();
         let mut fut = rx.recv_async();
         for f in &flags {
             assert!(poll_once(&mut fut, &Waker::from(f.clone())).is_pending());
         }
         tx.send(1).unwrap();
         // The latest waker is the one woken.
-        while !flags[2].0.load(Ordering::SeqCst) {
+        while !flags[2].woken() {
             thread::yield_now();
         }
         assert_eq!(

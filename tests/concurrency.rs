@@ -1,13 +1,13 @@
 //! Many threads and tasks on one channel: exactly-once delivery, per-producer FIFO,
 //! disconnection while blocked, and mixed blocking + async users.
 
-mod support;
+mod common;
 
 use std::collections::HashSet;
 use std::thread;
 
+use common::{LIMIT_SECS, Rt, all, run_tokio, watchdog};
 use conduit::{RecvError, SendError};
-use support::{all, run_async, watchdog};
 
 const PRODUCERS: u64 = 4;
 const CONSUMERS: usize = 4;
@@ -184,64 +184,72 @@ fn last_receiver_drop_wakes_blocked_senders_with_their_message() {
 }
 
 fn mixed_users(multi_thread: bool) {
-    run_async(multi_thread, move || async move {
-        for (name, make) in all::<u64>() {
-            let (tx, rx) = make();
-            let per = 1000u64;
-            // Two producer threads (blocking) and two producer tasks (async).
-            let threads: Vec<_> = (0..2)
-                .map(|p| {
-                    let tx = tx.clone();
-                    thread::spawn(move || {
-                        for i in 0..per {
-                            tx.send(tag(p, i)).unwrap();
-                        }
+    run_tokio(
+        if multi_thread {
+            Rt::MultiThread
+        } else {
+            Rt::CurrentThread
+        },
+        LIMIT_SECS,
+        move || async move {
+            for (name, make) in all::<u64>() {
+                let (tx, rx) = make();
+                let per = 1000u64;
+                // Two producer threads (blocking) and two producer tasks (async).
+                let threads: Vec<_> = (0..2)
+                    .map(|p| {
+                        let tx = tx.clone();
+                        thread::spawn(move || {
+                            for i in 0..per {
+                                tx.send(tag(p, i)).unwrap();
+                            }
+                        })
                     })
-                })
-                .collect();
-            let tasks: Vec<_> = (2..4)
-                .map(|p| {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        for i in 0..per {
-                            tx.send_async(tag(p, i)).await.unwrap();
-                        }
+                    .collect();
+                let tasks: Vec<_> = (2..4)
+                    .map(|p| {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            for i in 0..per {
+                                tx.send_async(tag(p, i)).await.unwrap();
+                            }
+                        })
                     })
-                })
-                .collect();
-            drop(tx);
-            // One consumer thread (blocking) and two consumer tasks (async).
-            let consumer_thread = {
-                let rx = rx.clone();
-                thread::spawn(move || rx.iter().collect::<Vec<_>>())
-            };
-            let consumer_tasks: Vec<_> = (0..2)
-                .map(|_| {
+                    .collect();
+                drop(tx);
+                // One consumer thread (blocking) and two consumer tasks (async).
+                let consumer_thread = {
                     let rx = rx.clone();
-                    tokio::spawn(async move {
-                        let mut got = vec![];
-                        while let Ok(m) = rx.recv_async().await {
-                            got.push(m);
-                        }
-                        got
+                    thread::spawn(move || rx.iter().collect::<Vec<_>>())
+                };
+                let consumer_tasks: Vec<_> = (0..2)
+                    .map(|_| {
+                        let rx = rx.clone();
+                        tokio::spawn(async move {
+                            let mut got = vec![];
+                            while let Ok(m) = rx.recv_async().await {
+                                got.push(m);
+                            }
+                            got
+                        })
                     })
-                })
-                .collect();
-            drop(rx);
-            for t in tasks {
-                t.await.unwrap();
+                    .collect();
+                drop(rx);
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                let mut per_consumer = vec![];
+                for c in consumer_tasks {
+                    per_consumer.push(c.await.unwrap());
+                }
+                for t in threads {
+                    t.join().unwrap();
+                }
+                per_consumer.push(consumer_thread.join().unwrap());
+                check(per_consumer, 4, per, name);
             }
-            let mut per_consumer = vec![];
-            for c in consumer_tasks {
-                per_consumer.push(c.await.unwrap());
-            }
-            for t in threads {
-                t.join().unwrap();
-            }
-            per_consumer.push(consumer_thread.join().unwrap());
-            check(per_consumer, 4, per, name);
-        }
-    });
+        },
+    );
 }
 
 #[test]
@@ -256,7 +264,7 @@ fn mixed_blocking_and_async_multi_thread_runtime() {
 
 #[test]
 fn async_only_mpmc_multi_thread_runtime() {
-    run_async(true, || async {
+    run_tokio(Rt::MultiThread, LIMIT_SECS, || async {
         for (name, make) in all::<u64>() {
             let (tx, rx) = make();
             let producers: Vec<_> = (0..PRODUCERS)

@@ -1,7 +1,7 @@
 //! Single-channel semantics of every flavor: FIFO, try_ errors, timeouts, counts,
 //! weak senders, iterators, drain, drops, error traits.
 
-mod support;
+mod common;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{Counted, all, buffered, watchdog};
 use conduit::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use support::{Counted, all, buffered, watchdog};
 
 #[test]
 fn fifo_single_producer() {
@@ -255,7 +255,7 @@ fn queued_messages_dropped_when_last_receiver_goes() {
         let (tx, rx) = make();
         let n = tx.capacity().unwrap_or(100);
         for _ in 0..n {
-            tx.send(Counted(drops.clone())).unwrap();
+            tx.send(Counted::new(0, &drops)).unwrap();
         }
         let rx2 = rx.clone();
         drop(rx);
@@ -282,7 +282,7 @@ fn messages_dropped_with_channel_and_none_leaked() {
         let (tx, rx) = make();
         let n = tx.capacity().unwrap_or(200);
         for _ in 0..n {
-            tx.send(Counted(drops.clone())).unwrap();
+            tx.send(Counted::new(0, &drops)).unwrap();
         }
         for _ in 0..n / 2 {
             drop(rx.recv().unwrap());
