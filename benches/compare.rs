@@ -125,8 +125,11 @@ struct Stat {
 }
 
 /// Warms up (and drops the contenders that do not support the scenario), sizes the runs
-/// to the budget, then runs `reps` round-robin repetitions. Returns the message count used.
-fn measure(cfg: &Config, contenders: Vec<Contender>, full_msgs: u64) -> (u64, Vec<Stat>) {
+/// to the budget, then runs up to `reps` round-robin repetitions: after three, a
+/// scenario that has overrun its budget twice over (a machine that got busy) stops.
+/// Returns the message count and the number of repetitions used.
+fn measure(cfg: &Config, contenders: Vec<Contender>, full_msgs: u64) -> (u64, usize, Vec<Stat>) {
+    let started = Instant::now();
     let mut msgs = cfg.messages(full_msgs);
     let warm = (msgs / 10).max(16);
     let mut live: Vec<(Contender, Vec<f64>)> = Vec::new();
@@ -141,7 +144,10 @@ fn measure(cfg: &Config, contenders: Vec<Contender>, full_msgs: u64) -> (u64, Ve
     if estimate > budget {
         msgs = ((msgs as f64 * budget / estimate) as u64).max(warm);
     }
-    for rep in 0..cfg.reps() {
+    let mut reps = 0;
+    while reps < cfg.reps() && (reps < 3 || started.elapsed() < 2 * cfg.budget()) {
+        let rep = reps;
+        reps += 1;
         for j in 0..live.len() {
             let k = (rep + j) % live.len();
             let (c, samples) = &mut live[k];
@@ -166,7 +172,7 @@ fn measure(cfg: &Config, contenders: Vec<Contender>, full_msgs: u64) -> (u64, Ve
             }
         })
         .collect();
-    (msgs, stats)
+    (msgs, reps, stats)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1388,11 +1394,10 @@ fn main() {
         Mode::Quick => eprintln!("compare: quick mode"),
         Mode::Smoke => eprintln!("compare: smoke test (no --bench argument; nothing is saved)"),
     }
-    let reps = cfg.reps();
     let mut rows = Vec::new();
     let mut run = |name: &str, ipc: bool, unit: &str, full: u64, contenders: Vec<Contender>| {
         let t = Instant::now();
-        let (msgs, stats) = measure(&cfg, contenders, full);
+        let (msgs, reps, stats) = measure(&cfg, contenders, full);
         let title = format!("{name} — {msgs} msgs × {reps} reps");
         rows.extend(report(name, &title, unit, ipc, stats));
         eprintln!("  ({name}: {:.1} s)", t.elapsed().as_secs_f64());

@@ -253,9 +253,12 @@ fn check_exactly_once(outputs: &[Vec<String>], producers: u64, per_producer: u64
 
 fn mpmc(consumer_role: &str, producer_role: &str) {
     let name = Name::new("mpmc");
-    // The parent keeps a receiver attached (it takes nothing): senders then never see
-    // "every receiver gone" before the consumers attach.
-    let _anchor = Receiver::<[u64; 2]>::create(&name, 16).unwrap();
+    // The parent keeps a receiver attached (it takes nothing), so that senders never see
+    // "every receiver gone" before the consumers attach, and a sender until every
+    // producer is done, so that consumers do not see "every sender gone" between one
+    // producer finishing and the next attaching (peers come and go: a mailbox).
+    let _anchor_rx = Receiver::<[u64; 2]>::create(&name, 16).unwrap();
+    let anchor_tx = Sender::<[u64; 2]>::open(&name).unwrap();
     let per = 2000u64;
     let consumers: Vec<Proc> = (0..2)
         .map(|_| Proc::spawn(consumer_role, &[("name", &name)]))
@@ -275,6 +278,7 @@ fn mpmc(consumer_role: &str, producer_role: &str) {
     for p in producers {
         p.success();
     }
+    drop(anchor_tx);
     let outputs: Vec<Vec<String>> = consumers.into_iter().map(|c| c.success()).collect();
     check_exactly_once(&outputs, 2, per);
 }

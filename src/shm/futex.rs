@@ -18,6 +18,9 @@
 //! follows it (so the kernel's check in (4) fails, or the wake finds the sleeper); or (3)
 //! sees the commit. Sleeps are also bounded by a timeout slice, so that peer death is
 //! noticed even without a wake-up.
+//!
+//! A process killed while asleep leaves its count raised: later commits then make a
+//! (harmless, wasted) `FUTEX_WAKE` call each, until the name is unlinked.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

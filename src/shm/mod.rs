@@ -125,8 +125,13 @@
 //! /dev/shm/conduit-peer.<name>.*` does the same as `unlink`. `/dev/shm` is
 //! world-writable with the sticky bit, so only a segment's owner (or root) can remove it.
 //!
-//! `conduit::shm` is available on 64-bit Unix; it relies on Linux's futexes and
-//! `/dev/shm`.
+//! # Platform
+//!
+//! `conduit::shm` is compiled on 64-bit Unix and relies on Linux: futexes (and
+//! `futex_waitv`, Linux 5.16, for async waits; older kernels fall back to polling every
+//! millisecond) and `/dev/shm`. Handles are not meant to cross `fork`: a forked child
+//! shares its parent's peer locks (so neither looks dead while the other lives) and has
+//! no async helper thread; open channels anew in the child (or after `exec`).
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 pub(crate) mod protocol;

@@ -186,9 +186,11 @@ impl Options {
         self
     }
 
-    /// With `true`, a handle that *created* the channel unlinks its name when the last
-    /// clone of that handle is dropped (if the name still refers to that segment).
-    /// Handles that opened an existing channel never unlink.
+    /// With `true`, a handle that *created* the channel unlinks its name (and its peer
+    /// lock objects) when the last clone of that handle is dropped, if the name still
+    /// refers to that segment. Handles that opened an existing channel never unlink.
+    /// Processes still attached keep working on their mapping, but can no longer tell
+    /// whether the others die (their lock objects are gone), so unlink last.
     ///
     /// ```
     /// use conduit::shm::{self, Options};

@@ -1,0 +1,171 @@
+//! Async use of shm channels within one process: the helper thread's wake-ups,
+//! cancellation, streams and sinks. (Cross-process async is in `shm_processes`.)
+#![cfg(all(unix, target_pointer_width = "64"))]
+
+mod shm_support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use conduit::shm::{Receiver, Sender};
+use conduit::{RecvError, SendError, TryRecvError};
+use futures::{SinkExt, StreamExt};
+use futures_core::FusedStream;
+use shm_support::*;
+
+#[test]
+fn child_entry() {}
+
+fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn dropped_recv_future_takes_nothing() {
+    watchdog(|| {
+        let name = Name::new("cancel-recv");
+        let rx = Receiver::<u32>::create(&name, 4).unwrap();
+        let tx = Sender::<u32>::open(&name).unwrap();
+        let mut fut = rx.recv_async();
+        assert!(poll_once(&mut fut).is_pending());
+        tx.send(1).unwrap();
+        drop(fut);
+        assert_eq!(rx.try_recv(), Ok(1));
+        // A future polled to completion took exactly one.
+        tx.send(2).unwrap();
+        tx.send(3).unwrap();
+        let mut fut = rx.recv_async();
+        assert_eq!(poll_once(&mut fut), Poll::Ready(Ok(2)));
+        assert_eq!(rx.try_recv(), Ok(3));
+    });
+}
+
+#[test]
+fn dropped_send_future_sends_nothing() {
+    watchdog(|| {
+        let name = Name::new("cancel-send");
+        let tx = Sender::<u32>::create(&name, 1).unwrap();
+        let rx = Receiver::<u32>::open(&name).unwrap();
+        tx.send(1).unwrap();
+        let mut fut = tx.send_async(2);
+        assert!(poll_once(&mut fut).is_pending());
+        assert_eq!(rx.recv(), Ok(1));
+        drop(fut);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    });
+}
+
+#[test]
+fn many_pending_receivers_all_complete() {
+    watchdog(|| {
+        let name = Name::new("many");
+        let rx = Receiver::<u64>::create(&name, 64).unwrap();
+        let tx = Sender::<u64>::open(&name).unwrap();
+        let rt = runtime();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let rx = rx.clone();
+                rt.spawn(async move { rx.recv_async().await.unwrap() })
+            })
+            .collect();
+        for i in 0..40 {
+            tx.send(i).unwrap();
+        }
+        let mut got: Vec<u64> = rt.block_on(async {
+            let mut got = Vec::new();
+            for t in tasks {
+                got.push(t.await.unwrap());
+            }
+            got
+        });
+        got.sort_unstable();
+        assert_eq!(got, (0..40).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn pending_send_completes_when_room_appears() {
+    watchdog(|| {
+        let name = Name::new("room");
+        let tx = Sender::<u64>::create(&name, 2).unwrap();
+        let rx = Receiver::<u64>::open(&name).unwrap();
+        let rt = runtime();
+        let sender = rt.spawn(async move {
+            let mut sink = tx.into_sink();
+            for i in 0..100 {
+                sink.send(i).await.unwrap();
+            }
+        });
+        let got: Vec<u64> = (0..100).map(|_| rx.recv().unwrap()).collect();
+        rt.block_on(sender).unwrap();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        // The sink's sender detached with it.
+        assert_eq!(rx.recv(), Err(RecvError));
+    });
+}
+
+#[test]
+fn stream_ends_on_disconnection_and_is_fused() {
+    watchdog(|| {
+        let name = Name::new("stream");
+        let rx = Receiver::<u64>::create(&name, 8).unwrap();
+        let tx = Sender::<u64>::open(&name).unwrap();
+        let rt = runtime();
+        let reader = rt.spawn(async move {
+            let mut stream = rx.into_stream();
+            let mut got = Vec::new();
+            while let Some(v) = stream.next().await {
+                got.push(v);
+            }
+            assert!(stream.is_terminated());
+            assert_eq!(stream.next().await, None);
+            got
+        });
+        for i in 0..50 {
+            tx.send(i).unwrap();
+        }
+        drop(tx);
+        assert_eq!(rt.block_on(reader).unwrap(), (0..50).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn pending_futures_see_disconnection() {
+    watchdog(|| {
+        let name = Name::new("async-disc");
+        let rx = Receiver::<u64>::create(&name, 1).unwrap();
+        let tx = Sender::<u64>::open(&name).unwrap();
+        let rt = runtime();
+        let r = {
+            let rx = rx.clone();
+            rt.spawn(async move { rx.recv_async().await })
+        };
+        // Let the receive register before the sender goes.
+        let mut probe = rx.recv_async();
+        assert!(poll_once(&mut probe).is_pending());
+        drop(probe);
+        drop(tx);
+        assert_eq!(rt.block_on(r).unwrap(), Err(RecvError));
+
+        let tx = Sender::<u64>::open(&name).unwrap();
+        tx.send(1).unwrap();
+        let s = {
+            let tx = tx.clone();
+            rt.spawn(async move { tx.send_async(2).await })
+        };
+        let mut probe = tx.send_async(3);
+        assert!(poll_once(&mut probe).is_pending());
+        drop(probe);
+        drop(rx);
+        assert_eq!(rt.block_on(s).unwrap(), Err(SendError(2)));
+    });
+}
