@@ -7,15 +7,71 @@ use std::time::{Duration, Instant};
 
 use conduit::{RecvTimeoutError, TrySendError};
 
+/// Set in the environment of the child process the cross-process part spawns.
+const SHM_CHILD: &str = "CONDUIT_TOUR_SHM_CHILD";
+
 fn main() {
+    if let Ok(name) = std::env::var(SHM_CHILD) {
+        return shm_child(&name);
+    }
     println!("conduit tour\n============\n");
     bounded_pipeline();
     unbounded_fan_in();
     rendezvous_handoff();
     async_and_threads_together();
     timeouts_and_errors();
+    cross_process();
     println!("\ntour complete");
 }
+
+/// A channel in named shared memory, shared with a second process (this program,
+/// re-spawned).
+#[cfg(all(unix, target_pointer_width = "64"))]
+fn cross_process() {
+    use conduit::shm;
+
+    println!("6. cross-process: a shared-memory mailbox between two processes");
+    let name = format!("tour-{}", std::process::id());
+    let opts = shm::Options::new()
+        .capacity(64)
+        .create_new(true)
+        .unlink_on_drop(true);
+    let rx = shm::Receiver::<u64>::with(&name, &opts).expect("create the segment");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(SHM_CHILD, &name)
+        .spawn()
+        .expect("spawn the child process");
+    let start = Instant::now();
+    // The child sends 1..=1000 and exits; we drain until every sender process is gone.
+    let (mut count, mut sum) = (0u64, 0u64);
+    while let Ok(v) = rx.recv() {
+        count += 1;
+        sum += v;
+    }
+    child.wait().expect("child exit");
+    println!(
+        "   received {count} messages from process {} (sum {sum}) in {:.1?}; segment /dev/shm/conduit.{name}",
+        child.id(),
+        start.elapsed()
+    );
+}
+
+#[cfg(not(all(unix, target_pointer_width = "64")))]
+fn cross_process() {
+    println!("6. cross-process: conduit::shm needs a 64-bit Unix");
+}
+
+/// The child side of [`cross_process`].
+#[cfg(all(unix, target_pointer_width = "64"))]
+fn shm_child(name: &str) {
+    let tx = conduit::shm::Sender::<u64>::open(name).expect("open the segment");
+    for v in 1..=1000 {
+        tx.send(v).expect("send");
+    }
+}
+
+#[cfg(not(all(unix, target_pointer_width = "64")))]
+fn shm_child(_name: &str) {}
 
 /// A bounded channel applies back-pressure: producers wait while it is full.
 fn bounded_pipeline() {
