@@ -258,6 +258,7 @@ impl<T> Sender<T> {
     /// drop(rx);
     /// assert_eq!(tx.send(6), Err(conduit::SendError(6)));
     /// ```
+    #[inline]
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
         self.shared.flavor.send(msg, None).map_err(|e| match e {
             SendTimeoutError::Disconnected(m) | SendTimeoutError::Timeout(m) => SendError(m),
@@ -275,6 +276,7 @@ impl<T> Sender<T> {
     /// drop(rx);
     /// assert_eq!(tx.try_send(3), Err(TrySendError::Disconnected(3)));
     /// ```
+    #[inline]
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
         self.shared.flavor.try_send(msg)
     }
@@ -395,6 +397,7 @@ impl<T> Receiver<T> {
     /// assert_eq!(rx.recv(), Ok(1));
     /// assert_eq!(rx.recv(), Err(conduit::RecvError));
     /// ```
+    #[inline]
     pub fn recv(&self) -> Result<T, RecvError> {
         self.shared.flavor.recv(None).map_err(|_| RecvError)
     }
@@ -409,6 +412,7 @@ impl<T> Receiver<T> {
     /// tx.send(1).unwrap();
     /// assert_eq!(rx.try_recv(), Ok(1));
     /// ```
+    #[inline]
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         self.shared.flavor.try_recv()
     }
