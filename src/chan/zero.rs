@@ -188,6 +188,35 @@ fn wait_for<T>(packet: &Packet<T>, deadline: Option<Instant>) {
     park_until(deadline);
 }
 
+type Guard<'a, T> = MutexGuard<'a, Inner<T>>;
+
+/// Completes the hand-off from the first queued offer, if any, waking its sender after
+/// unlocking. Without an offer, the guard is handed back.
+fn take_first_offer<T>(mut g: Guard<'_, T>) -> Result<T, Guard<'_, T>> {
+    let Some(entry) = g.senders.pop_front() else {
+        return Err(g);
+    };
+    // SAFETY: just popped from the senders queue.
+    let (msg, wake) = unsafe { take_offer(&g, entry) };
+    drop(g);
+    wake.wake();
+    Ok(msg)
+}
+
+/// Hands `msg` to the first receiver blocked in a thread, if any, waking it after
+/// unlocking. Without one, the guard and the message are handed back.
+#[allow(clippy::type_complexity)]
+fn deliver_to_blocked<T>(mut g: Guard<'_, T>, msg: T) -> Result<(), (Guard<'_, T>, T)> {
+    let Some(entry) = g.pop_blocked_receiver() else {
+        return Err((g, msg));
+    };
+    // SAFETY: just popped from the receivers queue.
+    let wake = unsafe { deliver(&g, entry, msg) };
+    drop(g);
+    wake.wake();
+    Ok(())
+}
+
 #[cfg(not(loom))]
 fn park_until(deadline: Option<Instant>) {
     match deadline {
@@ -223,17 +252,7 @@ impl<T> Channel<T> {
         if g.disconnected {
             return Err(TrySendError::Disconnected(msg));
         }
-        let mut g = g;
-        match g.pop_blocked_receiver() {
-            Some(entry) => {
-                // SAFETY: just popped from the receivers queue.
-                let wake = unsafe { deliver(&g, entry, msg) };
-                drop(g);
-                wake.wake();
-                Ok(())
-            }
-            None => Err(TrySendError::Full(msg)),
-        }
+        deliver_to_blocked(g, msg).map_err(|(_, msg)| TrySendError::Full(msg))
     }
 
     pub(crate) fn send(
@@ -241,17 +260,14 @@ impl<T> Channel<T> {
         msg: T,
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
-        let mut g = lock(&self.inner);
+        let g = lock(&self.inner);
         if g.disconnected {
             return Err(SendTimeoutError::Disconnected(msg));
         }
-        if let Some(entry) = g.pop_blocked_receiver() {
-            // SAFETY: just popped from the receivers queue.
-            let wake = unsafe { deliver(&g, entry, msg) };
-            drop(g);
-            wake.wake();
-            return Ok(());
-        }
+        let (mut g, msg) = match deliver_to_blocked(g, msg) {
+            Ok(()) => return Ok(()),
+            Err(back) => back,
+        };
         if expired(deadline) {
             return Err(SendTimeoutError::Timeout(msg));
         }
@@ -297,14 +313,10 @@ impl<T> Channel<T> {
     }
 
     pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
-        let mut g = lock(&self.inner);
-        if let Some(entry) = g.senders.pop_front() {
-            // SAFETY: just popped from the senders queue.
-            let (msg, wake) = unsafe { take_offer(&g, entry) };
-            drop(g);
-            wake.wake();
-            return Ok(msg);
-        }
+        let g = match take_first_offer(lock(&self.inner)) {
+            Ok(msg) => return Ok(msg),
+            Err(g) => g,
+        };
         Err(if g.disconnected {
             TryRecvError::Disconnected
         } else {
@@ -314,14 +326,10 @@ impl<T> Channel<T> {
 
     /// Blocking receive; `Err(true)` = disconnected, `Err(false)` = timed out.
     pub(crate) fn recv(&self, deadline: Option<Instant>) -> Result<T, bool> {
-        let mut g = lock(&self.inner);
-        if let Some(entry) = g.senders.pop_front() {
-            // SAFETY: just popped from the senders queue.
-            let (msg, wake) = unsafe { take_offer(&g, entry) };
-            drop(g);
-            wake.wake();
-            return Ok(msg);
-        }
+        let mut g = match take_first_offer(lock(&self.inner)) {
+            Ok(msg) => return Ok(msg),
+            Err(g) => g,
+        };
         if g.disconnected {
             return Err(true);
         }
@@ -354,23 +362,13 @@ impl<T> Channel<T> {
     /// One poll of an async receive. `id` is 0 until the future registers.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>, id: &mut u64) -> Poll<Result<T, ()>> {
         let mut g = lock(&self.inner);
-        if let Some(entry) = g.senders.pop_front() {
+        if !g.senders.is_empty() || g.disconnected {
+            // Done either way: withdraw our registration first.
             if *id != 0 {
                 Inner::remove(&mut g.receivers, *id);
                 *id = 0;
             }
-            // SAFETY: just popped from the senders queue.
-            let (msg, wake) = unsafe { take_offer(&g, entry) };
-            drop(g);
-            wake.wake();
-            return Poll::Ready(Ok(msg));
-        }
-        if g.disconnected {
-            if *id != 0 {
-                Inner::remove(&mut g.receivers, *id);
-                *id = 0;
-            }
-            return Poll::Ready(Err(()));
+            return Poll::Ready(take_first_offer(g).map_err(|_| ()));
         }
         let waker = cx.waker().clone();
         if let Some(e) = g.receivers.iter_mut().find(|e| *id != 0 && e.id == *id) {
@@ -444,13 +442,10 @@ impl<T> Channel<T> {
         if g.disconnected {
             return Poll::Ready(Err(m));
         }
-        if let Some(entry) = g.pop_blocked_receiver() {
-            // SAFETY: just popped from the receivers queue.
-            let wake = unsafe { deliver(&g, entry, m) };
-            drop(g);
-            wake.wake();
-            return Poll::Ready(Ok(()));
-        }
+        let (mut g, m) = match deliver_to_blocked(g, m) {
+            Ok(()) => return Poll::Ready(Ok(())),
+            Err(back) => back,
+        };
         let packet = Box::new(Packet::new(Some(m)));
         let id = g.id();
         g.senders.push_back(Entry {
