@@ -7,7 +7,6 @@
 
 use core::fmt;
 use core::future::Future;
-use core::ops::Deref;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::io;
@@ -22,22 +21,7 @@ use super::endpoint::Endpoint;
 use super::hub::AsyncWait;
 use super::ring::ShmSlots;
 use crate::error::{RecvError, SendError};
-
-/// A channel end that a future either borrows or owns.
-pub(crate) enum Handle<'a, E> {
-    Borrowed(&'a E),
-    Owned(E),
-}
-
-impl<E> Deref for Handle<'_, E> {
-    type Target = E;
-    fn deref(&self) -> &E {
-        match self {
-            Handle::Borrowed(e) => e,
-            Handle::Owned(e) => e,
-        }
-    }
-}
+pub(crate) use crate::future::Handle;
 
 /// How a receive future turns a slot into its output.
 pub(crate) type Read<T> = fn(&ShmSlots, usize) -> Option<T>;
