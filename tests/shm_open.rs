@@ -217,7 +217,7 @@ fn bad_magic_or_header_is_invalid_data() {
             Receiver::<u64>::open(&name).unwrap_err(),
             "layout version mismatch",
         );
-        write_at(&mut file, 8, &1u32.to_ne_bytes());
+        write_at(&mut file, 8, &2u32.to_ne_bytes());
         write_at(&mut file, 24, &48u64.to_ne_bytes()); // slot size
         invalid_data(
             Receiver::<u64>::open(&name).unwrap_err(),

@@ -137,6 +137,18 @@ impl Endpoint {
         self.seg().ring().storage()
     }
 
+    /// Spins (with `backoff`) until [`ShmSlots::may_proceed`] says that `side` may make
+    /// progress or the backoff completes.
+    #[inline]
+    fn spin_until_may_proceed(&self, backoff: &Backoff, side: Side) {
+        while !backoff.is_completed() {
+            backoff.snooze();
+            if self.slots().may_proceed(side == Side::Send) {
+                break;
+            }
+        }
+    }
+
     /// One claim-write-commit, with a short spin while the slot is busy.
     #[inline]
     fn send_once(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
@@ -151,7 +163,9 @@ impl Endpoint {
                     seg.signal(Side::Recv).notify_one();
                     return Ok(());
                 }
-                Err(Stall::Busy) if !backoff.is_completed() => backoff.snooze(),
+                Err(Stall::Busy) if !backoff.is_completed() => {
+                    self.spin_until_may_proceed(&backoff, Side::Send);
+                }
                 Err(stall) => return Err(stall),
             }
         }
@@ -174,7 +188,9 @@ impl Endpoint {
                     seg.signal(Side::Send).notify_one();
                     return Ok(msg);
                 }
-                Err(Stall::Busy) if !backoff.is_completed() => backoff.snooze(),
+                Err(Stall::Busy) if !backoff.is_completed() => {
+                    self.spin_until_may_proceed(&backoff, Side::Recv);
+                }
                 Err(stall) => return Err(stall),
             }
         }
@@ -249,7 +265,14 @@ impl Endpoint {
             Err(SendFail::Full) => None,
             done => Some(done),
         };
-        wait::block(self.seg(), Side::Send, deadline, attempt).unwrap_or(Err(SendFail::Timeout))
+        wait::block(
+            self.seg(),
+            Side::Send,
+            deadline,
+            || self.slots().may_proceed(true),
+            attempt,
+        )
+        .unwrap_or(Err(SendFail::Timeout))
     }
 
     /// A blocking receive until `deadline`.
@@ -268,7 +291,14 @@ impl Endpoint {
             Err(TryRecvError::Disconnected) => Some(Err(RecvFail::Disconnected)),
             Err(TryRecvError::Empty) => None,
         };
-        wait::block(self.seg(), Side::Recv, deadline, attempt).unwrap_or(Err(RecvFail::Timeout))
+        wait::block(
+            self.seg(),
+            Side::Recv,
+            deadline,
+            || self.slots().may_proceed(false),
+            attempt,
+        )
+        .unwrap_or(Err(RecvFail::Timeout))
     }
 
     /// One poll of an async send: `Ready(Err(()))` when disconnected.

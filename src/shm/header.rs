@@ -11,12 +11,14 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::futex::SideSignal;
+use super::ring::CACHE_LINE;
 use crate::sync::AtomicUsize;
 
-/// "CONDUIT" plus the layout version byte; stored last, with Release, by the creator.
+/// "CONDUIT" plus the header format byte; stored last, with Release, by the creator.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"CONDUIT\x01");
-/// The layout version this build reads and writes.
-pub(crate) const VERSION: u32 = 1;
+/// The layout version this build reads and writes (2: slots padded to cache lines, see
+/// [`slot_granule`]).
+pub(crate) const VERSION: u32 = 2;
 
 /// The most slots a channel may have.
 pub(crate) const MAX_CAPACITY: usize = 1 << 22;
@@ -100,6 +102,7 @@ const _: () = {
     assert!(PEER_ENTRIES_OFFSET.is_multiple_of(align_of::<PeerEntry>()));
     assert!(size_of::<PeerEntry>() == 192);
     assert!(RING_OFFSET.is_multiple_of(128));
+    assert!(SLOTS_MIN_OFFSET.is_multiple_of(CACHE_LINE));
     assert!(LANES <= 32);
 };
 
@@ -189,6 +192,17 @@ fn invalid_data(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The granule a slot of `n` bytes is rounded up to, so that no slot straddles more cache
+/// lines than its size needs: slots of up to a cache line take a power-of-two share of
+/// one (two 32-byte slots per line, never one across two lines), longer ones whole lines.
+/// Slots that share no line also spare the sender writing one slot and the receiver
+/// reading its neighbour from taking the line away from each other.
+fn slot_granule(n: usize) -> usize {
+    n.checked_next_power_of_two()
+        .unwrap_or(CACHE_LINE)
+        .min(CACHE_LINE)
+}
+
 fn round_up(n: usize, align: usize) -> Option<usize> {
     debug_assert!(align.is_power_of_two());
     n.checked_add(align - 1).map(|n| n & !(align - 1))
@@ -221,6 +235,7 @@ impl Layout {
         let slot_size = payload_offset
             .checked_add(fingerprint.size)
             .and_then(|n| round_up(n, slot_align))
+            .and_then(|n| round_up(n, slot_granule(n)))
             .ok_or_else(too_big)?;
         let slots_offset = round_up(SLOTS_MIN_OFFSET, slot_align).ok_or_else(too_big)?;
         let total_size = slot_size
@@ -412,6 +427,14 @@ mod tests {
         assert_eq!(l.slot_size, 32);
         let l = Layout::new(Kind::Bytes, 8, Fingerprint::bytes(100)).unwrap();
         assert_eq!(l.slot_size, 128);
+        // Slots never straddle more cache lines than they need.
+        let l = Layout::new(Kind::Typed, 4, Fingerprint::of::<[u8; 64]>()).unwrap();
+        assert_eq!(l.slot_size, 128);
+        let l = Layout::new(Kind::Typed, 4, Fingerprint::of::<[u8; 20]>()).unwrap();
+        assert_eq!(l.slot_size, 64);
+        let l = Layout::new(Kind::Bytes, 4, Fingerprint::bytes(1000)).unwrap();
+        assert_eq!(l.slot_size, 1024);
+        assert_eq!(l.slots_offset % 64, 0);
         assert!(Layout::new(Kind::Typed, 3, Fingerprint::of::<u8>()).is_err());
         assert!(Layout::new(Kind::Typed, MAX_CAPACITY * 2, Fingerprint::of::<u8>()).is_err());
         assert!(Layout::new(Kind::Bytes, 8, Fingerprint::bytes(0)).is_err());

@@ -34,7 +34,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustix::fd::OwnedFd;
@@ -273,7 +273,7 @@ pub(crate) struct Peer {
     /// Holds the exclusive lock of the slot's lock object while attached.
     lock: Option<OwnedFd>,
     /// Process-local: which intent lanes are in use.
-    lanes: AtomicU32,
+    lanes: [AtomicBool; LANES],
     /// Unlink the name when this handle family is dropped.
     unlink_on_drop: bool,
 }
@@ -345,7 +345,7 @@ impl Peer {
                 index: n,
                 side,
                 lock: Some(fd),
-                lanes: AtomicU32::new(0),
+                lanes: [const { AtomicBool::new(false) }; LANES],
                 unlink_on_drop,
             });
         }
@@ -366,57 +366,69 @@ impl Peer {
     }
 
     /// Takes an intent lane for one operation (waits if all [`LANES`] are in use by other
-    /// threads of this handle family).
+    /// threads of this handle family). One atomic swap when a lane is free; giving it
+    /// back is a plain store.
     #[inline]
     pub(crate) fn lane(&self) -> Lane<'_> {
-        const ALL: u32 = if LANES == 32 {
-            u32::MAX
-        } else {
-            (1 << LANES) - 1
-        };
+        // Sync point (here and in `lane_slow`): Acquire pairs with the Release store of
+        // the lane's previous holder (in `Lane::drop`), so its use of the intent word
+        // happens before ours.
+        if !self.lanes[0].swap(true, Ordering::Acquire) {
+            return self.lane_at(0);
+        }
+        self.lane_slow()
+    }
+
+    /// [`Peer::lane`] when lane 0 is taken: the first free lane, waiting for one if need be.
+    #[cold]
+    fn lane_slow(&self) -> Lane<'_> {
         let backoff = Backoff::new();
         loop {
-            let used = self.lanes.load(Ordering::Relaxed);
-            let free = !used & ALL;
-            if free != 0 {
-                let bit = 1 << free.trailing_zeros();
-                if self
-                    .lanes
-                    .compare_exchange_weak(used, used | bit, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return Lane {
-                        peer: self,
-                        lane: free.trailing_zeros() as usize,
-                    };
+            for (lane, used) in self.lanes.iter().enumerate() {
+                if !used.load(Ordering::Relaxed) && !used.swap(true, Ordering::Acquire) {
+                    return self.lane_at(lane);
                 }
-                continue;
             }
             backoff.snooze();
         }
+    }
+
+    /// The lane guard for lane `lane`, which the caller has just taken.
+    #[inline]
+    fn lane_at(&self, lane: usize) -> Lane<'_> {
+        Lane {
+            used: &self.lanes[lane],
+            word: &self.intents()[lane],
+        }
+    }
+
+    /// This peer's intent words in the segment.
+    #[inline]
+    fn intents(&self) -> &[AtomicUsize; LANES] {
+        &self.seg.peer_entry(self.index).intents
     }
 }
 
 /// An intent lane taken for one operation.
 pub(crate) struct Lane<'a> {
-    peer: &'a Peer,
-    lane: usize,
+    /// The lane's in-use flag.
+    used: &'a AtomicBool,
+    /// The lane's intent word in the segment.
+    word: &'a AtomicUsize,
 }
 
 impl Lane<'_> {
     /// The lane's intent word in the segment.
     #[inline]
     pub(crate) fn word(&self) -> &AtomicUsize {
-        &self.peer.seg.peer_entry(self.peer.index).intents[self.lane]
+        self.word
     }
 }
 
 impl Drop for Lane<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.peer
-            .lanes
-            .fetch_and(!(1 << self.lane), Ordering::Release);
+        self.used.store(false, Ordering::Release);
     }
 }
 

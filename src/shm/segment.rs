@@ -283,12 +283,14 @@ impl Segment {
     }
 
     /// The header.
+    #[inline]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: offset 0 of a live, page-aligned mapping larger than the header.
         unsafe { self.base.add(HEADER_OFFSET).cast::<Header>().as_ref() }
     }
 
     /// The wait words of `side`.
+    #[inline]
     pub(crate) fn signal(&self, side: Side) -> &SideSignal {
         match side {
             Side::Send => &self.header().send,
@@ -310,6 +312,7 @@ impl Segment {
     }
 
     /// The entry of peer slot `n` (`n < MAX_PEERS`).
+    #[inline]
     pub(crate) fn peer_entry(&self, n: usize) -> &PeerEntry {
         assert!(n < MAX_PEERS);
         // SAFETY: `n < MAX_PEERS`, so the entry lies in the entry array, inside the

@@ -16,17 +16,23 @@ pub(crate) fn block<R>(
     seg: &Segment,
     side: Side,
     deadline: Option<Instant>,
+    mut may_proceed: impl FnMut() -> bool,
     mut attempt: impl FnMut() -> Option<R>,
 ) -> Option<R> {
     let backoff = Backoff::new();
-    loop {
+    'spin: loop {
         if let Some(r) = attempt() {
             return Some(r);
         }
-        if backoff.is_completed() {
-            break;
+        loop {
+            if backoff.is_completed() {
+                break 'spin;
+            }
+            backoff.snooze();
+            if may_proceed() {
+                break;
+            }
         }
-        backoff.snooze();
     }
     let signal = seg.signal(side);
     loop {
