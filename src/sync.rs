@@ -50,6 +50,21 @@ impl<T> UnsafeCell<T> {
     }
 }
 
+/// Loads `a` with SeqCst, ordered after this thread's earlier SeqCst RMWs: the "re-check"
+/// and "any waiters?" loads of the no-lost-wake-up argument in `chan::signal`.
+///
+/// In production this is a plain SeqCst load (on x86 an ordinary `mov`, unlike a fence):
+/// SeqCst operations form one total order consistent with each thread's program order,
+/// which is all the argument needs. loom models SeqCst *accesses* as acquire/release
+/// only, too weak to check that argument, so under loom the same ordering is expressed
+/// with a SeqCst fence before the load, which loom does model.
+#[inline(always)]
+pub(crate) fn load_seqcst(a: &AtomicUsize) -> usize {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+    a.load(Ordering::SeqCst)
+}
+
 /// Locks a mutex, ignoring poisoning: conduit's critical sections never leave a
 /// state half-updated when they panic (they only move values in and out of queues).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -29,13 +29,19 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
 /// preemption bound: it uses `LOOM_RACE_PREEMPTIONS` (default 1) instead, so CI stays
 /// fast while a deeper search stays one variable away.
 fn race_model<F: Fn() + Sync + Send + 'static>(f: F) {
+    race_model_bounded(1, f);
+}
+
+/// [`race_model`] with another default preemption bound, for models small enough to
+/// search deeper (`LOOM_RACE_PREEMPTIONS` still overrides it).
+fn race_model_bounded<F: Fn() + Sync + Send + 'static>(default: usize, f: F) {
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
     builder.preemption_bound = Some(
         std::env::var("LOOM_RACE_PREEMPTIONS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(1),
+            .unwrap_or(default),
     );
     builder.check(f);
 }
@@ -122,6 +128,41 @@ pub fn one_sender_two_receivers(make: Make<u32>, wait: Wait) {
             .collect();
         got.sort_unstable();
         assert_eq!(got, [1, 2]);
+    });
+}
+
+/// One sender streams `n` messages while `receivers` receivers take them: every message
+/// arrives exactly once, and each receiver sees increasing values. Past two blocks of the
+/// unbounded flavor, the blocks emptied by the receivers are recycled while they race.
+/// `preemptions` is the default preemption bound (see [`race_model_bounded`]).
+pub fn stream(make: Make<u32>, n: u32, receivers: usize, preemptions: usize) {
+    race_model_bounded(preemptions, move || {
+        let (tx, rx) = make();
+        let takers: Vec<_> = (0..receivers)
+            .map(|_| {
+                let rx = rx.clone();
+                thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Some(m) = recv_with(&rx, Wait::Spin) {
+                        got.push(m);
+                    }
+                    got
+                })
+            })
+            .collect();
+        drop(rx);
+        for i in 0..n {
+            send_with(&tx, i, Wait::Spin);
+        }
+        drop(tx);
+        let mut all = Vec::new();
+        for t in takers {
+            let got = t.join().unwrap();
+            assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
+            all.extend(got);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..n).collect::<Vec<_>>());
     });
 }
 

@@ -24,6 +24,20 @@ fn parked_receivers_each_woken() {
     one_sender_two_receivers(list, Wait::Block);
 }
 
+// Seven messages span three blocks: the first, emptied by the receiver(s), comes back
+// as the third while they race. A recycled block that kept a slot's old state shows up
+// only with two preemptions (one to let the receiver empty the first block early, one
+// between a claim and its write), so the one-receiver model searches that deep.
+#[test]
+fn recycled_blocks_stream() {
+    stream(list, 7, 1, 2);
+}
+
+#[test]
+fn recycled_blocks_two_receivers() {
+    stream(list, 7, 2, 1);
+}
+
 #[test]
 fn last_sender_drop_wakes_parked_receiver() {
     last_sender_drop_wakes_receiver(list, false);

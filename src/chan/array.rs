@@ -9,8 +9,7 @@ use core::mem::MaybeUninit;
 use crossbeam_utils::CachePadded;
 
 use super::ring::{Ring, RingStorage, Stall, Token, initial_stamp};
-use super::{Queue, Waiters};
-use crate::error::{TryRecvError, TrySendError};
+use super::{NoSlot, Queue, Waiters};
 use crate::sync::{AtomicUsize, Backoff, UnsafeCell};
 
 struct Slot<T> {
@@ -79,23 +78,37 @@ impl<T> Channel<T> {
 
     #[inline]
     fn slot(&self, token: Token) -> &Slot<T> {
-        &self.ring.storage().slots[token.index]
+        // SAFETY: the ring only hands out tokens for indices that `stamp` accepted,
+        // which are the indices of `slots`.
+        unsafe { self.ring.storage().slots.get_unchecked(token.index) }
     }
 }
 
+/// A slot claimed for a send.
+pub(crate) struct SendSlot(Token);
+/// A slot claimed for a receive.
+pub(crate) struct RecvSlot(Token);
+
 impl<T> Queue<T> for Channel<T> {
+    type SendSlot = SendSlot;
+    type RecvSlot = RecvSlot;
+
     #[inline]
-    fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+    fn claim_send(&self) -> Result<SendSlot, NoSlot> {
         let backoff = Backoff::new();
-        let token = loop {
+        loop {
             match self.ring.start_send(|_| {}) {
-                Ok(token) => break token,
-                Err(Stall::Blocked) => return Err(TrySendError::Full(msg)),
-                Err(Stall::Disconnected) => return Err(TrySendError::Disconnected(msg)),
+                Ok(token) => return Ok(SendSlot(token)),
+                Err(Stall::Blocked) => return Err(NoSlot::Wait),
+                Err(Stall::Disconnected) => return Err(NoSlot::Disconnected),
                 // In-process storage is never corrupt; Busy: a receiver is mid-read.
                 Err(Stall::Busy | Stall::Corrupt) => backoff.snooze(),
             }
-        };
+        }
+    }
+
+    #[inline]
+    fn write(&self, SendSlot(token): SendSlot, msg: T) {
         // SAFETY: the claim made this slot ours until `commit_send`; it holds no message
         // (its previous message was read before the stamp let us claim it).
         self.slot(token)
@@ -103,20 +116,23 @@ impl<T> Queue<T> for Channel<T> {
             .with_mut(|p| unsafe { p.write(MaybeUninit::new(msg)) });
         self.ring.commit_send(token);
         self.waiters.receivers.notify_one();
-        Ok(())
     }
 
     #[inline]
-    fn try_recv(&self) -> Result<T, TryRecvError> {
+    fn claim_recv(&self) -> Result<RecvSlot, NoSlot> {
         let backoff = Backoff::new();
-        let token = loop {
+        loop {
             match self.ring.start_recv(|_| {}) {
-                Ok(token) => break token,
-                Err(Stall::Blocked) => return Err(TryRecvError::Empty),
-                Err(Stall::Disconnected) => return Err(TryRecvError::Disconnected),
+                Ok(token) => return Ok(RecvSlot(token)),
+                Err(Stall::Blocked) => return Err(NoSlot::Wait),
+                Err(Stall::Disconnected) => return Err(NoSlot::Disconnected),
                 Err(Stall::Busy | Stall::Corrupt) => backoff.snooze(),
             }
-        };
+        }
+    }
+
+    #[inline]
+    fn read(&self, RecvSlot(token): RecvSlot) -> T {
         // SAFETY: the claim made this slot ours until `commit_recv`; its stamp said a
         // committed message is in it, and the Acquire load made the write visible.
         let msg = self
@@ -125,7 +141,7 @@ impl<T> Queue<T> for Channel<T> {
             .with(|p| unsafe { p.read().assume_init() });
         self.ring.commit_recv(token);
         self.waiters.senders.notify_one();
-        Ok(msg)
+        msg
     }
 
     fn waiters(&self) -> &Waiters {

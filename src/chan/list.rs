@@ -12,17 +12,25 @@
 //! was still being read). The receiver of a block's last slot starts destroying the
 //! block: it walks the other slots, and for each one not yet `READ` it sets `DESTROY` and
 //! stops; the receiver of that slot, on finishing, sees `DESTROY` and continues the walk
-//! from the next slot. Whoever walks past the end frees the block: exactly one thread,
+//! from the next slot. Whoever walks past the end owns the block: exactly one thread,
 //! and only after every slot is read.
+//!
+//! # Recycling
+//! The owner does not free the block but keeps it as the channel's one `spare`, which
+//! the next sender to need a block takes (and resets) instead of allocating; a spare it
+//! displaces is freed. Blocks reach the spare at exactly the point where freeing them
+//! would be safe, so no thread can still hold a pointer it would dereference; and
+//! positions only grow, so a stale pointer to a recycled block can never win a claim
+//! CAS. A steady stream therefore allocates nothing, and no block is freed on one thread
+//! after being allocated on another.
 
 use core::mem::MaybeUninit;
 use core::ptr;
 
 use crossbeam_utils::CachePadded;
 
-use super::{Queue, Waiters};
-use crate::error::{TryRecvError, TrySendError};
-use crate::sync::{AtomicPtr, AtomicUsize, Backoff, Ordering, UnsafeCell, fence};
+use super::{NoSlot, Queue, Waiters};
+use crate::sync::{AtomicPtr, AtomicUsize, Backoff, Ordering, UnsafeCell, load_seqcst};
 
 /// Slot state bit: the message has been written.
 const WRITE: usize = 1;
@@ -97,12 +105,29 @@ impl<T> Block<T> {
         }
     }
 
-    /// Continues destroying `this` from slot `start` (see the module docs).
+    /// Makes a block taken back from [`Channel::spare`] look new: no next block and every
+    /// slot empty.
+    ///
+    /// # Safety
+    /// The caller owns `this` exclusively (it took it out of the spare slot).
+    unsafe fn reset(this: *mut Block<T>) {
+        // SAFETY: exclusive ownership (the caller's contract); the swap that handed us the
+        // block ordered every earlier access to it before these stores.
+        unsafe {
+            (*this).next.store(ptr::null_mut(), Ordering::Relaxed);
+            for slot in &(*this).slots {
+                slot.state.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Continues destroying `this` from slot `start` (see the module docs); the thread
+    /// that finishes keeps the block as the channel's `spare`.
     ///
     /// # Safety
     /// `this` is a live block whose slots before `start` are all read, and the caller is
     /// the thread the destruction protocol elected to continue.
-    unsafe fn destroy(this: *mut Block<T>, start: usize) {
+    unsafe fn destroy(this: *mut Block<T>, start: usize, spare: &AtomicPtr<Block<T>>) {
         // The last slot's receiver started the destruction, so it needs no DESTROY bit.
         for i in start..BLOCK_CAP - 1 {
             // SAFETY: the block is live: this thread holds the destruction duty.
@@ -114,8 +139,16 @@ impl<T> Block<T> {
                 return;
             }
         }
-        // SAFETY: every slot is read and no one else holds the duty: we own the block.
-        drop(unsafe { Box::from_raw(this) });
+        // Every slot is read and no one else holds the duty: we own the block. Keep it
+        // for the next sender that needs a block; free the spare it replaces.
+        // Sync point: AcqRel. Release hands our ownership (and every read of the block's
+        // slots, ordered before our loads above) to the sender that takes it; Acquire
+        // takes ownership of the block it replaces.
+        let old = spare.swap(this, Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: a spare block is owned by whoever swaps it out: us.
+            drop(unsafe { Box::from_raw(old) });
+        }
     }
 }
 
@@ -128,6 +161,10 @@ struct Position<T> {
 pub(crate) struct Channel<T> {
     head: CachePadded<Position<T>>,
     tail: CachePadded<Position<T>>,
+    /// A block whose slots have all been read, kept for the next sender that needs a
+    /// block (null: none). In a steady stream blocks circulate through it and the
+    /// channel stops allocating; more than one spare is never kept.
+    spare: CachePadded<AtomicPtr<Block<T>>>,
     waiters: Waiters,
 }
 
@@ -154,11 +191,30 @@ impl<T> Channel<T> {
                 index: AtomicUsize::new(0),
                 block: AtomicPtr::new(ptr::null_mut()),
             }),
+            spare: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
             waiters: Waiters::new(),
         }
     }
 
+    /// A new, empty block: the spare if there is one, else a fresh allocation.
+    #[cold]
+    fn new_block(&self) -> Box<Block<T>> {
+        if !self.spare.load(Ordering::Relaxed).is_null() {
+            // Sync point: Acquire pairs with the destroyer's Release in `Block::destroy`.
+            let spare = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
+            if !spare.is_null() {
+                // SAFETY: the swap made us the block's only owner; it came from a `Box`.
+                unsafe {
+                    Block::reset(spare);
+                    return Box::from_raw(spare);
+                }
+            }
+        }
+        Block::new()
+    }
+
     /// Claims a slot for a send; `None` if disconnected.
+    #[inline]
     fn start_send(&self) -> Option<Claim<T>> {
         let backoff = Backoff::new();
         let mut tail = self.tail.index.load(Ordering::Acquire);
@@ -179,11 +235,11 @@ impl<T> Channel<T> {
             // About to fill the block: allocate its successor before claiming, so the
             // window in which others wait for it stays short.
             if offset + 1 == BLOCK_CAP && next_block.is_none() {
-                next_block = Some(Block::<T>::new());
+                next_block = Some(self.new_block());
             }
             if block.is_null() {
                 // The very first message installs the first block.
-                let new = Box::into_raw(Block::<T>::new());
+                let new = Box::into_raw(self.new_block());
                 if self
                     .tail
                     .block
@@ -228,8 +284,9 @@ impl<T> Channel<T> {
         }
     }
 
-    /// Claims a slot for a receive: `Ok(None)` if empty, `Err` if empty and disconnected.
-    fn start_recv(&self) -> Result<Option<Claim<T>>, TryRecvError> {
+    /// Claims a slot for a receive.
+    #[inline]
+    fn start_recv(&self) -> Result<Claim<T>, NoSlot> {
         let backoff = Backoff::new();
         let mut head = self.head.index.load(Ordering::Acquire);
         let mut block = self.head.block.load(Ordering::Acquire);
@@ -244,15 +301,14 @@ impl<T> Channel<T> {
             }
             let mut new_head = head + (1 << SHIFT);
             if new_head & MARK_BIT == 0 {
-                // SeqCst fence: see a sender's claim, or be seen by its waiter check.
-                fence(Ordering::SeqCst);
-                let tail = self.tail.index.load(Ordering::Relaxed);
+                // SeqCst: see a sender's claim, or be seen by its waiter check.
+                let tail = load_seqcst(&self.tail.index);
                 if head >> SHIFT == tail >> SHIFT {
-                    return if tail & MARK_BIT != 0 {
-                        Err(TryRecvError::Disconnected)
+                    return Err(if tail & MARK_BIT != 0 {
+                        NoSlot::Disconnected
                     } else {
-                        Ok(None)
-                    };
+                        NoSlot::Wait
+                    });
                 }
                 if (head >> SHIFT) / LAP != (tail >> SHIFT) / LAP {
                     new_head |= MARK_BIT;
@@ -284,7 +340,7 @@ impl<T> Channel<T> {
                         self.head.block.store(next, Ordering::Release);
                         self.head.index.store(next_index, Ordering::Release);
                     }
-                    return Ok(Some(Claim { block, offset }));
+                    return Ok(Claim { block, offset });
                 }
                 Err(h) => {
                     head = h;
@@ -343,12 +399,22 @@ impl<T> Channel<T> {
     }
 }
 
+/// A slot claimed for a send.
+pub(crate) struct SendSlot<T>(Claim<T>);
+/// A slot claimed for a receive.
+pub(crate) struct RecvSlot<T>(Claim<T>);
+
 impl<T> Queue<T> for Channel<T> {
+    type SendSlot = SendSlot<T>;
+    type RecvSlot = RecvSlot<T>;
+
     #[inline]
-    fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        let Some(claim) = self.start_send() else {
-            return Err(TrySendError::Disconnected(msg));
-        };
+    fn claim_send(&self) -> Result<SendSlot<T>, NoSlot> {
+        self.start_send().map(SendSlot).ok_or(NoSlot::Disconnected)
+    }
+
+    #[inline]
+    fn write(&self, SendSlot(claim): SendSlot<T>, msg: T) {
         // SAFETY: the claim makes the slot ours to write; the block is live because its
         // slot (ours) has not been read.
         unsafe {
@@ -357,15 +423,15 @@ impl<T> Queue<T> for Channel<T> {
             slot.state.fetch_or(WRITE, Ordering::Release);
         }
         self.waiters.receivers.notify_one();
-        Ok(())
     }
 
     #[inline]
-    fn try_recv(&self) -> Result<T, TryRecvError> {
-        let claim = match self.start_recv()? {
-            Some(claim) => claim,
-            None => return Err(TryRecvError::Empty),
-        };
+    fn claim_recv(&self) -> Result<RecvSlot<T>, NoSlot> {
+        self.start_recv().map(RecvSlot)
+    }
+
+    #[inline]
+    fn read(&self, RecvSlot(claim): RecvSlot<T>) -> T {
         // SAFETY: the claim makes the slot ours to read; the block is live until we mark
         // the slot READ (or start its destruction).
         unsafe {
@@ -374,11 +440,11 @@ impl<T> Queue<T> for Channel<T> {
             slot.wait_write();
             let msg = slot.msg.with(|p| p.read().assume_init());
             if claim.offset + 1 == BLOCK_CAP {
-                Block::destroy(block, 0);
+                Block::destroy(block, 0, &self.spare);
             } else if slot.state.fetch_or(READ, Ordering::AcqRel) & DESTROY != 0 {
-                Block::destroy(block, claim.offset + 1);
+                Block::destroy(block, claim.offset + 1, &self.spare);
             }
-            Ok(msg)
+            msg
         }
     }
 
@@ -457,6 +523,10 @@ impl<T> Drop for Channel<T> {
             }
             if !block.is_null() {
                 drop(Box::from_raw(block));
+            }
+            let spare = self.spare.load(Ordering::Relaxed);
+            if !spare.is_null() {
+                drop(Box::from_raw(spare));
             }
         }
     }

@@ -41,10 +41,33 @@ impl Waiters {
     }
 }
 
+/// Why a lock-free queue could not claim a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoSlot {
+    /// Full (for a send) or empty (for a receive): worth waiting.
+    Wait,
+    /// Disconnected (for a receive: and empty).
+    Disconnected,
+}
+
 /// The method set shared by the lock-free flavors.
+///
+/// Sends and receives come in two steps, *claim* a slot, then *write* or *read* it, so
+/// the message goes straight between the caller and the slot: it is never moved into
+/// a `Result` on the way, which for large messages is a copy per layer.
 pub(crate) trait Queue<T> {
-    fn try_send(&self, msg: T) -> Result<(), TrySendError<T>>;
-    fn try_recv(&self) -> Result<T, TryRecvError>;
+    /// A slot claimed for a send: the claimant's alone until [`Queue::write`].
+    type SendSlot;
+    /// A slot claimed for a receive: the claimant's alone until [`Queue::read`].
+    type RecvSlot;
+    /// Claims a slot to send into.
+    fn claim_send(&self) -> Result<Self::SendSlot, NoSlot>;
+    /// Writes `msg` into a claimed slot, publishes it and wakes a receiver.
+    fn write(&self, slot: Self::SendSlot, msg: T);
+    /// Claims a slot holding a message.
+    fn claim_recv(&self) -> Result<Self::RecvSlot, NoSlot>;
+    /// Takes the message out of a claimed slot, frees the slot and wakes a sender.
+    fn read(&self, slot: Self::RecvSlot) -> T;
     fn waiters(&self) -> &Waiters;
     fn len(&self) -> usize;
     fn capacity(&self) -> Option<usize>;
@@ -53,6 +76,27 @@ pub(crate) trait Queue<T> {
     fn disconnect_senders(&self);
     /// The last receiver is gone: mark, wake everyone and drop the queued messages.
     fn disconnect_receivers(&self);
+
+    #[inline]
+    fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        match self.claim_send() {
+            Ok(slot) => {
+                self.write(slot, msg);
+                Ok(())
+            }
+            Err(NoSlot::Wait) => Err(TrySendError::Full(msg)),
+            Err(NoSlot::Disconnected) => Err(TrySendError::Disconnected(msg)),
+        }
+    }
+
+    #[inline]
+    fn try_recv(&self) -> Result<T, TryRecvError> {
+        match self.claim_recv() {
+            Ok(slot) => Ok(self.read(slot)),
+            Err(NoSlot::Wait) => Err(TryRecvError::Empty),
+            Err(NoSlot::Disconnected) => Err(TryRecvError::Disconnected),
+        }
+    }
 }
 
 fn send_attempt<T>(q: &impl Queue<T>, msg: T) -> Attempt<Result<(), T>, T> {
@@ -71,17 +115,20 @@ fn recv_attempt<T>(q: &impl Queue<T>) -> Attempt<Result<T, ()>, ()> {
     }
 }
 
-/// Blocking send: one inline attempt (the fast path), then the shared wait loop.
+/// Blocking send: one inline claim (the fast path), then the shared wait loop.
 #[inline]
 fn send_blocking<T>(
     q: &impl Queue<T>,
     msg: T,
     deadline: Option<Instant>,
 ) -> Result<(), SendTimeoutError<T>> {
-    match q.try_send(msg) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Disconnected(m)) => Err(SendTimeoutError::Disconnected(m)),
-        Err(TrySendError::Full(m)) => send_wait(q, m, deadline),
+    match q.claim_send() {
+        Ok(slot) => {
+            q.write(slot, msg);
+            Ok(())
+        }
+        Err(NoSlot::Disconnected) => Err(SendTimeoutError::Disconnected(msg)),
+        Err(NoSlot::Wait) => send_wait(q, msg, deadline),
     }
 }
 
@@ -99,13 +146,13 @@ fn send_wait<T>(
     }
 }
 
-/// Blocking receive: one inline attempt (the fast path), then the shared wait loop.
+/// Blocking receive: one inline claim (the fast path), then the shared wait loop.
 #[inline]
 fn recv_blocking<T>(q: &impl Queue<T>, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-    match q.try_recv() {
-        Ok(m) => Ok(m),
-        Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-        Err(TryRecvError::Empty) => recv_wait(q, deadline),
+    match q.claim_recv() {
+        Ok(slot) => Ok(q.read(slot)),
+        Err(NoSlot::Disconnected) => Err(RecvTimeoutError::Disconnected),
+        Err(NoSlot::Wait) => recv_wait(q, deadline),
     }
 }
 

@@ -42,7 +42,7 @@
 //!   only succeed while the slot is still in its claimed state, so they are idempotent
 //!   and lose cleanly against a late commit.
 
-use crate::sync::{AtomicUsize, Ordering, fence};
+use crate::sync::{AtomicUsize, Ordering, fence, load_seqcst};
 
 /// Where a ring keeps its two positions and its slot stamps.
 ///
@@ -195,8 +195,8 @@ impl<S: RingStorage> Ring<S> {
                 }
             } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
                 // The slot still holds the previous lap's message.
-                fence(Ordering::SeqCst);
-                let head = self.storage.head().load(Ordering::Relaxed);
+                // SeqCst: ordered after a waiting sender's registration (`chan::signal`).
+                let head = load_seqcst(self.storage.head());
                 if head.wrapping_add(self.one_lap) == tail {
                     return Err(Stall::Blocked);
                 }
@@ -256,10 +256,9 @@ impl<S: RingStorage> Ring<S> {
                     Err(h) => head = h,
                 }
             } else if stamp == head {
-                // Nothing published here yet. SeqCst fence: either we see a sender's claim
-                // of this position, or that sender sees our waiter registration.
-                fence(Ordering::SeqCst);
-                let tail = self.storage.tail().load(Ordering::Relaxed);
+                // Nothing published here yet. SeqCst: either we see a sender's claim of
+                // this position, or that sender sees our waiter registration.
+                let tail = load_seqcst(self.storage.tail());
                 if tail & !self.mark_bit == head {
                     return Err(if tail & self.mark_bit != 0 {
                         Stall::Disconnected

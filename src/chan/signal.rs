@@ -11,9 +11,9 @@
 //! list's claim CAS, a disconnect `fetch_or`), (b) loads `waiters` (SeqCst). In the
 //! single total order of SeqCst operations either (2) precedes (b), so the waker sees a
 //! waiter and notifies a listener that (1) already registered, or (a) precedes (3)'s
-//! SeqCst fence-and-load, so the re-check sees the change and does not sleep. A claimed
-//! but not yet committed operation is seen by the re-check as busy, and the checker
-//! spins until it commits instead of sleeping.
+//! SeqCst load ([`load_seqcst`]), so the re-check sees the change and does not sleep. A
+//! claimed but not yet committed operation is seen by the re-check as busy, and the
+//! checker spins until it commits instead of sleeping.
 
 use core::future::Future;
 use core::pin::Pin;
@@ -22,9 +22,9 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-#[cfg(loom)]
-use crate::sync::fence;
-use crate::sync::{AtomicUsize, Backoff, Event, EventListener, Listener, Ordering, listener};
+use crate::sync::{
+    AtomicUsize, Backoff, Event, EventListener, Listener, Ordering, listener, load_seqcst,
+};
 
 /// One side's wait queue: waiters for room (senders) or for messages (receivers).
 #[derive(Debug, Default)]
@@ -62,21 +62,13 @@ impl Signal {
         }
     }
 
-    /// Whether a waiter is registered, ordered after the caller's SeqCst RMW.
-    ///
-    /// In production this is a SeqCst load: the caller's RMW precedes it in the single
-    /// total order of SeqCst operations, so if the load misses a waiter's registration
-    /// (an SC RMW), that registration, and the SC fence the waiter issues before its
-    /// re-check, come later in that order, and the re-check observes our change (the
-    /// argument in the module docs). loom models SeqCst *accesses* as acquire/release
-    /// only, which is too weak to check that argument, so under loom the same ordering
-    /// is expressed with a SeqCst fence, which loom does model; this costs a fence per
-    /// operation, which production avoids.
+    /// Whether a waiter is registered, ordered after the caller's SeqCst RMW: if the load
+    /// misses a waiter's registration (an SC RMW), that registration, and the re-check
+    /// the waiter makes after it, come later in the single total order of SeqCst
+    /// operations, so the re-check observes our change (the argument in the module docs).
     #[inline]
     fn has_waiters(&self) -> bool {
-        #[cfg(loom)]
-        fence(Ordering::SeqCst);
-        self.inner.waiters.load(Ordering::SeqCst) != 0
+        load_seqcst(&self.inner.waiters) != 0
     }
 
     /// Wakes every waiter (disconnection).
