@@ -257,9 +257,12 @@ impl Endpoint {
         deadline: Option<Instant>,
         mut write: impl FnMut(&ShmSlots, usize),
     ) -> Result<(), SendFail> {
-        match self.try_send_with(false, &mut write) {
-            Err(SendFail::Full) => {}
-            done => return done,
+        // The fast path: room at the first try. Anything but `Disconnected` goes on to
+        // the waiting loop, whose first attempt is a full `try_send_with`.
+        match self.send_once(&mut write) {
+            Ok(()) => return Ok(()),
+            Err(Stall::Corrupt | Stall::Disconnected) => return Err(SendFail::Disconnected),
+            Err(Stall::Blocked | Stall::Busy) => {}
         }
         let attempt = || match self.try_send_with(false, &mut write) {
             Err(SendFail::Full) => None,
@@ -281,10 +284,12 @@ impl Endpoint {
         deadline: Option<Instant>,
         mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<R, RecvFail> {
-        match self.try_recv_with(false, &mut read) {
+        // The fast path: a message at the first try. Anything but `Disconnected` goes on
+        // to the waiting loop, whose first attempt is a full `try_recv_with`.
+        match self.recv_once(&mut read) {
             Ok(msg) => return Ok(msg),
-            Err(TryRecvError::Disconnected) => return Err(RecvFail::Disconnected),
-            Err(TryRecvError::Empty) => {}
+            Err(Stall::Corrupt | Stall::Disconnected) => return Err(RecvFail::Disconnected),
+            Err(Stall::Blocked | Stall::Busy) => {}
         }
         let attempt = || match self.try_recv_with(false, &mut read) {
             Ok(msg) => Some(Ok(msg)),
