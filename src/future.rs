@@ -81,6 +81,7 @@ impl<T> Unpin for SendFut<'_, T> {}
 impl<T> Future for SendFut<'_, T> {
     type Output = Result<(), SendError<T>>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if this.done {
@@ -150,6 +151,7 @@ impl<T> Unpin for RecvFut<'_, T> {}
 impl<T> Future for RecvFut<'_, T> {
     type Output = Result<T, RecvError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if this.done {

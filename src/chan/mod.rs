@@ -166,6 +166,70 @@ fn recv_wait<T>(q: &impl Queue<T>, deadline: Option<Instant>) -> Result<T, RecvT
     }
 }
 
+/// One poll of an async send on a lock-free queue. Unless a wait is already under way,
+/// it first claims a slot inline, as [`send_blocking`] does; only a full queue enters
+/// the wait machinery.
+#[inline]
+fn poll_send_queue<T>(
+    q: &impl Queue<T>,
+    cx: &mut Context<'_>,
+    msg: &mut Option<T>,
+    wait: &mut AsyncWait,
+) -> Poll<Result<(), T>> {
+    if !wait.is_waiting() {
+        match q.claim_send() {
+            Ok(slot) => {
+                q.write(slot, msg.take().expect("future polled after completion"));
+                return Poll::Ready(Ok(()));
+            }
+            Err(NoSlot::Disconnected) => {
+                return Poll::Ready(Err(msg.take().expect("future polled after completion")));
+            }
+            Err(NoSlot::Wait) => {}
+        }
+    }
+    poll_send_wait(q, cx, msg, wait)
+}
+
+#[inline(never)]
+fn poll_send_wait<T>(
+    q: &impl Queue<T>,
+    cx: &mut Context<'_>,
+    msg: &mut Option<T>,
+    wait: &mut AsyncWait,
+) -> Poll<Result<(), T>> {
+    wait.poll(&q.waiters().senders, cx, msg, |m| send_attempt(q, m))
+}
+
+/// One poll of an async receive on a lock-free queue; the receiving counterpart of
+/// [`poll_send_queue`].
+#[inline]
+fn poll_recv_queue<T>(
+    q: &impl Queue<T>,
+    cx: &mut Context<'_>,
+    wait: &mut AsyncWait,
+) -> Poll<Result<T, ()>> {
+    if !wait.is_waiting() {
+        match q.claim_recv() {
+            Ok(slot) => return Poll::Ready(Ok(q.read(slot))),
+            Err(NoSlot::Disconnected) => return Poll::Ready(Err(())),
+            Err(NoSlot::Wait) => {}
+        }
+    }
+    poll_recv_wait(q, cx, wait)
+}
+
+#[inline(never)]
+fn poll_recv_wait<T>(
+    q: &impl Queue<T>,
+    cx: &mut Context<'_>,
+    wait: &mut AsyncWait,
+) -> Poll<Result<T, ()>> {
+    wait.poll(&q.waiters().receivers, cx, &mut Some(()), |()| {
+        recv_attempt(q)
+    })
+}
+
 /// The state an async send keeps between polls.
 pub(crate) struct SendWait<T> {
     wait: AsyncWait,
@@ -250,6 +314,7 @@ impl<T> Flavor<T> {
     }
 
     /// One poll of an async send; `Err(msg)` = disconnected.
+    #[inline]
     pub(crate) fn poll_send(
         &self,
         cx: &mut Context<'_>,
@@ -257,7 +322,7 @@ impl<T> Flavor<T> {
         state: &mut SendWait<T>,
     ) -> Poll<Result<(), T>> {
         dispatch!(self,
-            q => state.wait.poll(&q.waiters().senders, cx, msg, |m| send_attempt(q, m)),
+            q => poll_send_queue(q, cx, msg, &mut state.wait),
             z => z.poll_send(cx, msg, &mut state.offer))
     }
 
@@ -271,13 +336,14 @@ impl<T> Flavor<T> {
     }
 
     /// One poll of an async receive; `Err(())` = disconnected.
+    #[inline]
     pub(crate) fn poll_recv(
         &self,
         cx: &mut Context<'_>,
         state: &mut RecvWait,
     ) -> Poll<Result<T, ()>> {
         dispatch!(self,
-            q => state.wait.poll(&q.waiters().receivers, cx, &mut Some(()), |()| recv_attempt(q)),
+            q => poll_recv_queue(q, cx, &mut state.wait),
             z => z.poll_recv(cx, &mut state.id))
     }
 

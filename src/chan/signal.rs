@@ -176,6 +176,12 @@ impl AsyncWait {
         AsyncWait { listener: None }
     }
 
+    /// Whether a listener is registered (an earlier poll returned `Pending`).
+    #[inline]
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.listener.is_some()
+    }
+
     /// One poll: run `attempt` until it finishes or a registered listener is pending.
     pub(crate) fn poll<R, S>(
         &mut self,
