@@ -150,11 +150,19 @@ impl Endpoint {
     }
 
     /// One claim-write-commit, with a short spin while the slot is busy.
+    ///
+    /// A slot that still holds the previous lap's message is reported as
+    /// [`Stall::Blocked`] from its stamp alone, before any claim: the ring's own full
+    /// check would also load `head`, the word every receive writes, and so take its cache
+    /// line away from the receiver each time a sender finds the ring full.
     #[inline]
     fn send_once(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
+            if !self.slots().may_proceed(true) {
+                return Err(Stall::Blocked);
+            }
             let lane = self.peer.lane();
             let r = protocol::send(seg.ring(), lane.word(), |i| write(self.slots(), i));
             drop(lane);
@@ -172,14 +180,23 @@ impl Endpoint {
     }
 
     /// One claim-read-free, with a short spin while the slot is busy.
+    ///
+    /// With `peek`, a slot with nothing published in it is reported as [`Stall::Blocked`]
+    /// from its stamp alone, before any claim (as in [`Endpoint::send_once`]: the ring's
+    /// empty check would load `tail`, the word every send writes), whether or not a
+    /// sender has claimed it. Without, the ring tells the two apart ([`Stall::Busy`]).
     #[inline]
     fn recv_once<R>(
         &self,
+        peek: bool,
         read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<R, Stall> {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
+            if peek && !self.slots().may_proceed(false) {
+                return Err(Stall::Blocked);
+            }
             let lane = self.peer.lane();
             let r = protocol::recv(seg.ring(), lane.word(), |i| read(self.slots(), i));
             drop(lane);
@@ -228,7 +245,7 @@ impl Endpoint {
         maintain: bool,
         read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<R, TryRecvError> {
-        match self.recv_once(read) {
+        match self.recv_once(true, read) {
             Ok(msg) => Ok(msg),
             Err(Stall::Corrupt | Stall::Disconnected) => Err(TryRecvError::Disconnected),
             Err(Stall::Blocked | Stall::Busy) => {
@@ -239,8 +256,9 @@ impl Endpoint {
                 if !seg.side_gone(Side::Send) {
                     return Err(TryRecvError::Empty);
                 }
-                // Every sender is gone; one may have committed just before detaching.
-                match self.recv_once(read) {
+                // Every sender is gone; one may have committed just before detaching. No
+                // peek: a claim a dead sender left must be told from an empty ring.
+                match self.recv_once(false, read) {
                     Ok(msg) => Ok(msg),
                     // A dead sender's claim that its reaper has not reclaimed yet: the
                     // reaper wakes us when it has.
@@ -286,7 +304,7 @@ impl Endpoint {
     ) -> Result<R, RecvFail> {
         // The fast path: a message at the first try. Anything but `Disconnected` goes on
         // to the waiting loop, whose first attempt is a full `try_recv_with`.
-        match self.recv_once(&mut read) {
+        match self.recv_once(true, &mut read) {
             Ok(msg) => return Ok(msg),
             Err(Stall::Corrupt | Stall::Disconnected) => return Err(RecvFail::Disconnected),
             Err(Stall::Blocked | Stall::Busy) => {}
