@@ -21,18 +21,48 @@ pub(crate) const CACHE_LINE: usize = 64;
 /// of the payload; longer payloads stream in by themselves).
 const PREFETCH_LINES: usize = 4;
 
-/// Hints the CPU to bring the cache line at `p` into its cache.
-#[inline]
-fn prefetch_line(p: NonNull<u8>) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `PREFETCHT0` (SSE, part of the x86_64 baseline) only hints the cache: it
-    // never faults and reads or writes no memory.
+/// Whether this CPU has `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8).
+#[cfg(target_arch = "x86_64")]
+fn has_prefetchw() -> bool {
+    use core::arch::x86_64::__cpuid;
+    #[allow(unused_unsafe)]
+    // SAFETY: `CPUID` exists on every x86_64 CPU; leaf `0x8000_0000` reports the highest
+    // extended leaf, so `0x8000_0001` is only queried where it exists.
     unsafe {
-        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(p.as_ptr().cast::<i8>().cast_const());
+        __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_prefetchw() -> bool {
+    false
+}
+
+/// Hints the CPU to bring the cache line at `p` into its cache, in a writable
+/// (exclusive) state if `for_write` (which requires `PREFETCHW`, see [`has_prefetchw`]).
+#[inline]
+fn prefetch_line(p: NonNull<u8>, for_write: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if for_write {
+        // SAFETY: the caller checked that the CPU has `PREFETCHW`; like every prefetch it
+        // only hints the cache: it never faults and reads or writes no memory.
+        unsafe {
+            core::arch::asm!(
+                "prefetchw [{0}]",
+                in(reg) p.as_ptr(),
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+    } else {
+        // SAFETY: `PREFETCHT0` (SSE, part of the x86_64 baseline) only hints the cache:
+        // it never faults and reads or writes no memory.
+        unsafe {
+            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(p.as_ptr().cast::<i8>().cast_const());
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    let _ = (p, for_write);
 }
 
 /// The ring's storage: pointers into a mapping that outlives it (the `Segment` owning
@@ -48,6 +78,8 @@ pub(crate) struct ShmSlots {
     /// encoding): positions are `lap | index` with `index < mark_bit`.
     mark_bit: usize,
     slot_size: usize,
+    /// The CPU has `PREFETCHW`.
+    prefetchw: bool,
     payload_offset: usize,
     payload_size: usize,
 }
@@ -75,6 +107,7 @@ impl ShmSlots {
                 cap: layout.capacity,
                 mark_bit: (layout.capacity + 1).next_power_of_two(),
                 slot_size: layout.slot_size,
+                prefetchw: has_prefetchw(),
                 payload_offset: layout.payload_offset,
                 payload_size: layout.fingerprint.size,
             }
@@ -103,10 +136,14 @@ impl ShmSlots {
             .map(|p| unsafe { p.cast::<A>().as_ref() })
     }
 
-    /// Asks the CPU to fetch the first [`PREFETCH_LINES`] cache lines of slot `index`, so
-    /// that the lines an operation is about to touch (stamp, tag, payload) come over from
-    /// the peer's cache in parallel rather than one after another, each behind the
-    /// previous locked instruction of the claim.
+    /// Asks the CPU to fetch the first [`PREFETCH_LINES`] cache lines of slot `index`,
+    /// writable where the CPU can, so that the lines an operation is about to read and
+    /// then write (stamp and tag CASes, payload) come over from the peer's cache once and
+    /// in parallel, rather than one after another, each behind the previous locked
+    /// instruction of the claim, and then once more for the upgrade to writable.
+    ///
+    /// Callers only claim a slot that [`ShmSlots::may_proceed`] found ready, so the
+    /// lines are not taken away from a peer still working on the slot (but for races).
     #[inline]
     fn prefetch(&self, index: usize) {
         let Some(slot) = self.at(index, 0) else {
@@ -117,7 +154,7 @@ impl ShmSlots {
         while offset < end {
             // SAFETY: `offset < slot_size`, so the address is inside slot `index` (which
             // `at` checked); a prefetch reads nothing and cannot fault anyway.
-            prefetch_line(unsafe { slot.add(offset) });
+            prefetch_line(unsafe { slot.add(offset) }, self.prefetchw);
             offset += CACHE_LINE;
         }
     }
