@@ -300,90 +300,14 @@ impl ByteSender {
         self.ep.max_message()
     }
 
-    /// The number of messages queued (a snapshot).
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-sender-len-{}", std::process::id());
-    /// let tx = shm::ByteSender::create(&name, 1)?;
-    /// assert_eq!(tx.len(), 0);
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn len(&self) -> usize {
-        self.ep.len()
-    }
-
-    /// The number of slots.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-sender-capacity-{}", std::process::id());
-    /// let tx = shm::ByteSender::create(&name, 3)?;
-    /// assert_eq!(tx.capacity(), 4);
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn capacity(&self) -> usize {
-        self.ep.capacity()
-    }
-
-    /// Whether no message is queued.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-sender-is-empty-{}", std::process::id());
-    /// let tx = shm::ByteSender::create(&name, 1)?;
-    /// assert!(tx.is_empty());
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether every slot is taken.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-sender-is-full-{}", std::process::id());
-    /// let tx = shm::ByteSender::create(&name, 1)?;
-    /// tx.send(b"")?;
-    /// assert!(tx.is_full());
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn is_full(&self) -> bool {
-        self.len() == self.capacity()
-    }
-
-    /// Whether receivers attached at some point and none is attached now.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-sender-is-disconnected-{}", std::process::id());
-    /// let tx = shm::ByteSender::create(&name, 1)?;
-    /// assert!(!tx.is_disconnected());
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn is_disconnected(&self) -> bool {
-        self.ep.is_disconnected()
-    }
-
-    /// The channel's name.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-sender-name-{}", std::process::id());
-    /// let tx = shm::ByteSender::create(&name, 1)?;
-    /// assert_eq!(tx.name(), name);
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn name(&self) -> &str {
-        self.ep.name()
-    }
+    endpoint_accessors!(
+        "shm::ByteSender",
+        "byte-sender",
+        "receivers",
+        "shm::ByteSender",
+        "shm::ByteReceiver",
+        "end.send(b\"x\")?;"
+    );
 }
 
 impl ByteReceiver {
@@ -617,88 +541,12 @@ impl ByteReceiver {
         self.ep.max_message()
     }
 
-    /// The number of messages queued (a snapshot).
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-receiver-len-{}", std::process::id());
-    /// let rx = shm::ByteReceiver::create(&name, 2)?;
-    /// assert_eq!(rx.len(), 0);
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn len(&self) -> usize {
-        self.ep.len()
-    }
-
-    /// The number of slots.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-receiver-capacity-{}", std::process::id());
-    /// let rx = shm::ByteReceiver::create(&name, 2)?;
-    /// assert_eq!(rx.capacity(), 2);
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn capacity(&self) -> usize {
-        self.ep.capacity()
-    }
-
-    /// Whether no message is queued.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-receiver-is-empty-{}", std::process::id());
-    /// let rx = shm::ByteReceiver::create(&name, 2)?;
-    /// assert!(rx.is_empty());
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether every slot is taken.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-receiver-is-full-{}", std::process::id());
-    /// let rx = shm::ByteReceiver::create(&name, 2)?;
-    /// assert!(!rx.is_full());
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn is_full(&self) -> bool {
-        self.len() == self.capacity()
-    }
-
-    /// Whether senders attached at some point and none is attached now.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-receiver-is-disconnected-{}", std::process::id());
-    /// let rx = shm::ByteReceiver::create(&name, 2)?;
-    /// drop(shm::ByteSender::open(&name)?);
-    /// assert!(rx.is_disconnected());
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn is_disconnected(&self) -> bool {
-        self.ep.is_disconnected()
-    }
-
-    /// The channel's name.
-    ///
-    /// ```
-    /// use conduit::shm;
-    /// let name = format!("doc-byte-receiver-name-{}", std::process::id());
-    /// let rx = shm::ByteReceiver::create(&name, 2)?;
-    /// assert_eq!(rx.name(), name);
-    /// shm::unlink(&name)?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn name(&self) -> &str {
-        self.ep.name()
-    }
+    endpoint_accessors!(
+        "shm::ByteReceiver",
+        "byte-receiver",
+        "senders",
+        "shm::ByteSender",
+        "shm::ByteReceiver",
+        "shm::ByteSender::open(&name)?.send(b\"x\")?;"
+    );
 }

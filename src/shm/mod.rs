@@ -141,6 +141,9 @@ pub(crate) mod protocol;
 pub mod loom_api;
 
 #[cfg(not(loom))]
+#[macro_use]
+mod accessors;
+#[cfg(not(loom))]
 mod bytes;
 #[cfg(not(loom))]
 mod channel;
