@@ -212,3 +212,86 @@ fn receiver_races_reclaim() {
         assert_eq!(r.join().unwrap(), 7);
     });
 }
+
+/// The futex waiters' protocol (`conduit::shm` `futex` module) with the stamp-only
+/// re-check (`may_proceed`): a receiver registers (waiter count, then the wake-up
+/// sequence, then a SeqCst fence) and re-checks; a sender commits (with the fence inside
+/// the production send) and bumps the sequence if it sees a waiter. A receiver that
+/// decides to sleep must never sleep on a sequence value that the sender's commit left
+/// unchanged (it would sleep through the message).
+#[test]
+fn receiver_recheck_never_sleeps_through_a_commit() {
+    use loom::sync::atomic::{AtomicUsize, Ordering, fence};
+    model(|| {
+        let ring = Arc::new(Ring::new(1));
+        let waiters = Arc::new(AtomicUsize::new(0));
+        let seq = Arc::new(AtomicUsize::new(0));
+        let receiver = {
+            let (ring, waiters, seq) = (ring.clone(), waiters.clone(), seq.clone());
+            thread::spawn(move || {
+                waiters.fetch_add(1, Ordering::SeqCst);
+                let seen = seq.load(Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if ring.may_proceed(false) {
+                    assert_eq!(ring.recv(&Lane::new()), Ok(7));
+                    None
+                } else {
+                    Some(seen)
+                }
+            })
+        };
+        let sender = {
+            let (ring, waiters, seq) = (ring.clone(), waiters.clone(), seq.clone());
+            thread::spawn(move || {
+                ring.send(&Lane::new(), 7).unwrap();
+                if waiters.load(Ordering::Relaxed) != 0 {
+                    seq.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        sender.join().unwrap();
+        if let Some(seen) = receiver.join().unwrap() {
+            assert_ne!(seq.load(Ordering::SeqCst), seen, "slept through a commit");
+            assert_eq!(ring.recv(&Lane::new()), Ok(7));
+        }
+    });
+}
+
+/// The same for a sender waiting for room in a full ring while a receiver frees it.
+#[test]
+fn sender_recheck_never_sleeps_through_a_free() {
+    use loom::sync::atomic::{AtomicUsize, Ordering, fence};
+    model(|| {
+        let ring = Arc::new(Ring::new(1));
+        ring.send(&Lane::new(), 1).unwrap();
+        let waiters = Arc::new(AtomicUsize::new(0));
+        let seq = Arc::new(AtomicUsize::new(0));
+        let sender = {
+            let (ring, waiters, seq) = (ring.clone(), waiters.clone(), seq.clone());
+            thread::spawn(move || {
+                waiters.fetch_add(1, Ordering::SeqCst);
+                let seen = seq.load(Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if ring.may_proceed(true) {
+                    ring.send(&Lane::new(), 2).unwrap();
+                    None
+                } else {
+                    Some(seen)
+                }
+            })
+        };
+        let receiver = {
+            let (ring, waiters, seq) = (ring.clone(), waiters.clone(), seq.clone());
+            thread::spawn(move || {
+                assert_eq!(ring.recv(&Lane::new()), Ok(1));
+                if waiters.load(Ordering::Relaxed) != 0 {
+                    seq.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        receiver.join().unwrap();
+        if let Some(seen) = sender.join().unwrap() {
+            assert_ne!(seq.load(Ordering::SeqCst), seen, "slept through a free");
+        }
+    });
+}

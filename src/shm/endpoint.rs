@@ -137,13 +137,13 @@ impl Endpoint {
         self.seg().ring().storage()
     }
 
-    /// Spins (with `backoff`) until [`ShmSlots::may_proceed`] says that `side` may make
+    /// Spins (with `backoff`) until [`protocol::may_proceed`] says that `side` may make
     /// progress or the backoff completes.
     #[inline]
     fn spin_until_may_proceed(&self, backoff: &Backoff, side: Side) {
         while !backoff.is_completed() {
             backoff.snooze();
-            if self.slots().may_proceed(side == Side::Send) {
+            if protocol::may_proceed(self.seg().ring(), side == Side::Send) {
                 break;
             }
         }
@@ -160,7 +160,7 @@ impl Endpoint {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
-            if !self.slots().may_proceed(true) {
+            if !protocol::may_proceed(self.seg().ring(), true) {
                 return Err(Stall::Blocked);
             }
             let lane = self.peer.lane();
@@ -194,7 +194,7 @@ impl Endpoint {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
-            if peek && !self.slots().may_proceed(false) {
+            if peek && !protocol::may_proceed(self.seg().ring(), false) {
                 return Err(Stall::Blocked);
             }
             let lane = self.peer.lane();
@@ -290,7 +290,7 @@ impl Endpoint {
             self.seg(),
             Side::Send,
             deadline,
-            || self.slots().may_proceed(true),
+            || protocol::may_proceed(self.seg().ring(), true),
             attempt,
         )
         .unwrap_or(Err(SendFail::Timeout))
@@ -318,7 +318,7 @@ impl Endpoint {
             self.seg(),
             Side::Recv,
             deadline,
-            || self.slots().may_proceed(false),
+            || protocol::may_proceed(self.seg().ring(), false),
             attempt,
         )
         .unwrap_or(Err(RecvFail::Timeout))

@@ -16,8 +16,11 @@
 //! (d) increments `seq` and calls `FUTEX_WAKE`. By the fences, either (c) sees (1), and then
 //! (d) either precedes (2) (whose load then synchronizes with it, so (3) sees the commit) or
 //! follows it (so the kernel's check in (4) fails, or the wake finds the sleeper); or (3)
-//! sees the commit. Sleeps are also bounded by a timeout slice, so that peer death is
-//! noticed even without a wake-up.
+//! sees the commit. The re-check in (3) may be a claim attempt or just a load of the stamp
+//! of the slot at the waiter's position ([`super::protocol::may_proceed`]): either way
+//! its loads come after the fence. Sleeps are also bounded by a timeout slice, so that
+//! peer death is noticed even without a wake-up. (Modelled in
+//! `loom-tests/tests/loom_shm_ring.rs`, `*_recheck_never_sleeps_through_*`.)
 //!
 //! A process killed while asleep leaves its count raised: later commits then make a
 //! (harmless, wasted) `FUTEX_WAKE` call each, until the name is unlinked.

@@ -109,6 +109,12 @@ impl Ring {
         &self.0.storage().payloads[index]
     }
 
+    /// The production waiters' check of whether a claim may make progress
+    /// (`protocol::may_proceed`), for a sender (`sender`) or a receiver.
+    pub fn may_proceed(&self, sender: bool) -> bool {
+        protocol::may_proceed(&self.0, sender)
+    }
+
     /// A complete send (the production protocol).
     pub fn send(&self, lane: &Lane, value: usize) -> Result<(), Stall> {
         protocol::send(&self.0, &lane.0, |i| {

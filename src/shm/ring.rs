@@ -74,9 +74,6 @@ pub(crate) struct ShmSlots {
     /// Slot 0.
     slots: NonNull<u8>,
     cap: usize,
-    /// The ring's index mask plus one (see [`Ring`](crate::chan::ring::Ring)'s position
-    /// encoding): positions are `lap | index` with `index < mark_bit`.
-    mark_bit: usize,
     slot_size: usize,
     /// The CPU has `PREFETCHW`.
     prefetchw: bool,
@@ -105,7 +102,6 @@ impl ShmSlots {
                 tail: base.add(ring_offset + 128).cast(),
                 slots: base.add(layout.slots_offset),
                 cap: layout.capacity,
-                mark_bit: (layout.capacity + 1).next_power_of_two(),
                 slot_size: layout.slot_size,
                 prefetchw: has_prefetchw(),
                 payload_offset: layout.payload_offset,
@@ -142,7 +138,7 @@ impl ShmSlots {
     /// in parallel, rather than one after another, each behind the previous locked
     /// instruction of the claim, and then once more for the upgrade to writable.
     ///
-    /// Callers only claim a slot that [`ShmSlots::may_proceed`] found ready, so the
+    /// Callers only claim a slot that [`protocol::may_proceed`] found ready, so the
     /// lines are not taken away from a peer still working on the slot (but for races).
     #[inline]
     fn prefetch(&self, index: usize) {
@@ -156,27 +152,6 @@ impl ShmSlots {
             // `at` checked); a prefetch reads nothing and cannot fault anyway.
             prefetch_line(unsafe { slot.add(offset) }, self.prefetchw);
             offset += CACHE_LINE;
-        }
-    }
-
-    /// A hint for a waiting sender (`Side::Send`) or receiver: `false` while the slot at
-    /// its side's position plainly cannot be claimed yet (for a sender: it still holds
-    /// the previous lap's message; for a receiver: nothing is published in it), `true`
-    /// when a claim attempt may make progress (or reports something else). Reads only
-    /// the side's own position word and that slot's stamp, with no prefetch, so polling
-    /// it does not take cache lines away from the peer working on the slot.
-    #[inline]
-    pub(crate) fn may_proceed(&self, sender: bool) -> bool {
-        let pos = if sender { self.tail() } else { self.head() }.load(Ordering::Relaxed);
-        let Some(stamp) = self.word::<AtomicUsize>(pos & (self.mark_bit - 1), SLOT_STAMP) else {
-            return true;
-        };
-        let stamp = stamp.load(Ordering::Relaxed);
-        if sender {
-            // The previous lap's message (`pos - one_lap`, stamped `+ 1`) is still there.
-            pos & self.mark_bit != 0 || stamp.wrapping_add(2 * self.mark_bit) != pos + 1
-        } else {
-            stamp != pos
         }
     }
 
@@ -299,6 +274,12 @@ impl Slots for ShmSlots {
     fn tag(&self, index: usize) -> Option<&AtomicUsize> {
         self.word(index, SLOT_TAG)
     }
+
+    #[inline]
+    fn peek_stamp(&self, index: usize) -> Option<&AtomicUsize> {
+        // No prefetch: a waiter polls this while the peer may be working on the slot.
+        self.word(index, SLOT_STAMP)
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +287,10 @@ mod tests {
     use super::*;
     use crate::chan::ring::{Ring, Stall, initial_stamp};
     use crate::shm::header::{Fingerprint, Kind, Layout, RING_OFFSET};
+
+    fn may_proceed(ring: &Ring<ShmSlots>, sender: bool) -> bool {
+        crate::shm::protocol::may_proceed(ring, sender)
+    }
 
     /// `may_proceed` agrees with the ring's own claims, lap after lap, for capacities
     /// whose position encoding does (4) and does not (1) leave spare index bits.
@@ -325,27 +310,26 @@ mod tests {
                     .store(initial_stamp(i), Ordering::Relaxed);
             }
             let ring = Ring::new(slots, cap);
-            let slots = ring.storage();
             for _lap in 0..3 {
                 for queued in 0..cap {
-                    assert!(slots.may_proceed(true), "cap {cap}: room for {queued}");
-                    assert_eq!(slots.may_proceed(false), queued > 0);
+                    assert!(may_proceed(&ring, true), "cap {cap}: room for {queued}");
+                    assert_eq!(may_proceed(&ring, false), queued > 0);
                     let token = ring.start_send(|_| {}).unwrap();
                     // Claimed, not committed: a receiver still has nothing to take.
-                    assert_eq!(slots.may_proceed(false), queued > 0);
+                    assert_eq!(may_proceed(&ring, false), queued > 0);
                     assert!(ring.commit_send(token));
                 }
-                assert!(!slots.may_proceed(true), "cap {cap}: full");
+                assert!(!may_proceed(&ring, true), "cap {cap}: full");
                 assert_eq!(ring.start_send(|_| {}).unwrap_err(), Stall::Blocked);
                 for left in (0..cap).rev() {
-                    assert!(slots.may_proceed(false));
+                    assert!(may_proceed(&ring, false));
                     let token = ring.start_recv(|_| {}).unwrap();
                     // Claimed, not freed: a sender of the next lap must still wait.
-                    assert_eq!(slots.may_proceed(true), left + 1 < cap);
+                    assert_eq!(may_proceed(&ring, true), left + 1 < cap);
                     assert!(ring.commit_recv(token));
-                    assert!(slots.may_proceed(true));
+                    assert!(may_proceed(&ring, true));
                 }
-                assert!(!slots.may_proceed(false), "cap {cap}: empty");
+                assert!(!may_proceed(&ring, false), "cap {cap}: empty");
                 assert_eq!(ring.start_recv(|_| {}).unwrap_err(), Stall::Blocked);
             }
         }
