@@ -22,7 +22,7 @@ pub(crate) const CACHE_LINE: usize = 64;
 const PREFETCH_LINES: usize = 4;
 
 /// Whether this CPU has `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8).
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 fn has_prefetchw() -> bool {
     use core::arch::x86_64::__cpuid;
     #[allow(unused_unsafe)]
@@ -33,7 +33,8 @@ fn has_prefetchw() -> bool {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+/// Elsewhere, and under miri (which runs no inline assembly), prefetches are skipped.
+#[cfg(any(not(target_arch = "x86_64"), miri))]
 fn has_prefetchw() -> bool {
     false
 }
@@ -42,7 +43,7 @@ fn has_prefetchw() -> bool {
 /// (exclusive) state if `for_write` (which requires `PREFETCHW`, see [`has_prefetchw`]).
 #[inline]
 fn prefetch_line(p: NonNull<u8>, for_write: bool) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     if for_write {
         // SAFETY: the caller checked that the CPU has `PREFETCHW`; like every prefetch it
         // only hints the cache: it never faults and reads or writes no memory.
@@ -61,7 +62,7 @@ fn prefetch_line(p: NonNull<u8>, for_write: bool) {
             _mm_prefetch::<_MM_HINT_T0>(p.as_ptr().cast::<i8>().cast_const());
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(any(not(target_arch = "x86_64"), miri))]
     let _ = (p, for_write);
 }
 
