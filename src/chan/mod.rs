@@ -177,13 +177,15 @@ fn poll_send_queue<T>(
     wait: &mut AsyncWait,
 ) -> Poll<Result<(), T>> {
     if !wait.is_waiting() {
+        // Checked before claiming: a claimed slot must be written.
+        assert!(msg.is_some(), "future polled after completion");
         match q.claim_send() {
             Ok(slot) => {
-                q.write(slot, msg.take().expect("future polled after completion"));
+                q.write(slot, msg.take().expect("checked above"));
                 return Poll::Ready(Ok(()));
             }
             Err(NoSlot::Disconnected) => {
-                return Poll::Ready(Err(msg.take().expect("future polled after completion")));
+                return Poll::Ready(Err(msg.take().expect("checked above")));
             }
             Err(NoSlot::Wait) => {}
         }
