@@ -59,6 +59,14 @@ pub(crate) unsafe trait RingStorage {
     /// The stamp of slot `index`, or `None` if `index` is out of range (only possible when
     /// hostile memory corrupted a position).
     fn stamp(&self, index: usize) -> Option<&AtomicUsize>;
+
+    /// The stamp of slot `index` for [`Ring::may_proceed`], which only looks at it:
+    /// storage whose [`RingStorage::stamp`] also prepares the slot for a claim (shared
+    /// storage prefetches it for writing) returns it here without doing so.
+    #[inline]
+    fn peek_stamp(&self, index: usize) -> Option<&AtomicUsize> {
+        self.stamp(index)
+    }
 }
 
 /// Why an operation could not claim a slot right now.
@@ -213,6 +221,42 @@ impl<S: RingStorage> Ring<S> {
                 crate::sync::Backoff::new().spin();
                 tail = tail_pos.load(Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Whether a sender (`sender`) or receiver may make progress with a claim now,
+    /// judged by its side's position and the stamp of the slot there alone: `false` while
+    /// that slot plainly cannot be claimed (for a sender: it still holds the previous
+    /// lap's message, possibly being read; for a receiver: nothing is published in it,
+    /// though a sender may have claimed it), `true` otherwise, including for anything
+    /// unexpected (the claim then finds out). Two relaxed loads, and neither is of the
+    /// other side's position: the full and empty checks of [`Ring::start_send`] and
+    /// [`Ring::start_recv`] load `head` (`tail`), the word every receive (send) writes,
+    /// which takes its cache line away from the other side.
+    ///
+    /// As the re-check of a waiter (after registering and a SeqCst fence, see
+    /// `shm::futex`), a `false` here is as good as a claim's: a commit whose waker missed
+    /// the registration is ordered before the fence, so the stamp load sees it. A stale
+    /// position (another thread of this side moved on) only ever gives `true`: the slot at
+    /// an old position holds a stamp of a later state, never the one looked for.
+    #[inline]
+    pub(crate) fn may_proceed(&self, sender: bool) -> bool {
+        let pos = if sender {
+            self.storage.tail()
+        } else {
+            self.storage.head()
+        }
+        .load(Ordering::Relaxed);
+        let Some(stamp) = self.storage.peek_stamp(pos & (self.mark_bit - 1)) else {
+            return true;
+        };
+        let stamp = stamp.load(Ordering::Relaxed);
+        if sender {
+            // Still the previous lap's message (the same test as in `start_send`).
+            pos & self.mark_bit != 0 || stamp.wrapping_add(self.one_lap) != pos.wrapping_add(1)
+        } else {
+            // Nothing published at `pos` yet (the same test as in `start_recv`).
+            stamp != pos
         }
     }
 

@@ -137,13 +137,14 @@ impl Endpoint {
         self.seg().ring().storage()
     }
 
-    /// Spins (with `backoff`) until [`protocol::may_proceed`] says that `side` may make
-    /// progress or the backoff completes.
+    /// Spins (with `backoff`) until
+    /// [`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed) says that `side` may
+    /// make progress or the backoff completes.
     #[inline]
     fn spin_until_may_proceed(&self, backoff: &Backoff, side: Side) {
         while !backoff.is_completed() {
             backoff.snooze();
-            if protocol::may_proceed(self.seg().ring(), side == Side::Send) {
+            if self.seg().ring().may_proceed(side == Side::Send) {
                 break;
             }
         }
@@ -160,7 +161,7 @@ impl Endpoint {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
-            if !protocol::may_proceed(self.seg().ring(), true) {
+            if !self.seg().ring().may_proceed(true) {
                 return Err(Stall::Blocked);
             }
             let lane = self.peer.lane();
@@ -194,7 +195,7 @@ impl Endpoint {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
-            if peek && !protocol::may_proceed(self.seg().ring(), false) {
+            if peek && !self.seg().ring().may_proceed(false) {
                 return Err(Stall::Blocked);
             }
             let lane = self.peer.lane();
@@ -290,7 +291,7 @@ impl Endpoint {
             self.seg(),
             Side::Send,
             deadline,
-            || protocol::may_proceed(self.seg().ring(), true),
+            || self.seg().ring().may_proceed(true),
             attempt,
         )
         .unwrap_or(Err(SendFail::Timeout))
@@ -318,7 +319,7 @@ impl Endpoint {
             self.seg(),
             Side::Recv,
             deadline,
-            || protocol::may_proceed(self.seg().ring(), false),
+            || self.seg().ring().may_proceed(false),
             attempt,
         )
         .unwrap_or(Err(RecvFail::Timeout))

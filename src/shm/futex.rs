@@ -17,8 +17,9 @@
 //! (d) either precedes (2) (whose load then synchronizes with it, so (3) sees the commit) or
 //! follows it (so the kernel's check in (4) fails, or the wake finds the sleeper); or (3)
 //! sees the commit. The re-check in (3) may be a claim attempt or just a load of the stamp
-//! of the slot at the waiter's position ([`super::protocol::may_proceed`]): either way
-//! its loads come after the fence. Sleeps are also bounded by a timeout slice, so that
+//! of the slot at the waiter's position
+//! ([`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed)): either way its loads
+//! come after the fence. Sleeps are also bounded by a timeout slice, so that
 //! peer death is noticed even without a wake-up. (Modelled in
 //! `loom-tests/tests/loom_shm_ring.rs`, `*_recheck_never_sleeps_through_*`.)
 //!

@@ -110,9 +110,9 @@ impl Ring {
     }
 
     /// The production waiters' check of whether a claim may make progress
-    /// (`protocol::may_proceed`), for a sender (`sender`) or a receiver.
+    /// (`Ring::may_proceed`), for a sender (`sender`) or a receiver.
     pub fn may_proceed(&self, sender: bool) -> bool {
-        protocol::may_proceed(&self.0, sender)
+        self.0.may_proceed(sender)
     }
 
     /// A complete send (the production protocol).

@@ -94,52 +94,6 @@ pub(crate) fn decode(word: usize) -> Option<(Kind, usize)> {
 pub(crate) trait Slots: RingStorage {
     /// The tag of slot `index`, or `None` when out of range.
     fn tag(&self, index: usize) -> Option<&AtomicUsize>;
-
-    /// The stamp of slot `index` for [`may_proceed`], which only looks at it: storage
-    /// whose [`RingStorage::stamp`] also prepares the slot for a claim (the segment's
-    /// prefetches it for writing) returns it here without doing so.
-    fn peek_stamp(&self, index: usize) -> Option<&AtomicUsize> {
-        self.stamp(index)
-    }
-}
-
-/// Whether a sender (`sender`) or receiver may make progress with a claim now, judged by
-/// its side's position and the stamp of the slot there alone: `false` while that slot
-/// plainly cannot be claimed (for a sender: it still holds the previous lap's message,
-/// possibly being read; for a receiver: nothing is published in it, though a sender may
-/// have claimed it), `true` otherwise, including for anything unexpected (the claim then
-/// finds out). Two relaxed loads, and neither is of the other side's position: the
-/// ring's own full and empty checks load `head` (`tail`), the word every receive (send)
-/// writes, which takes its cache line away from the other side.
-///
-/// As the re-check of a waiter (after registering and a SeqCst fence, see
-/// `shm::futex`), a `false` here is as good as the ring's: a commit whose waker missed
-/// the registration is ordered before the fence, so the stamp load sees it. A stale
-/// position (another thread of this side moved on) only ever gives `true`: the slot at
-/// an old position holds a stamp of a later state, never the one looked for.
-#[inline]
-pub(crate) fn may_proceed<S: Slots>(ring: &Ring<S>, sender: bool) -> bool {
-    let storage = ring.storage();
-    // The ring's position encoding (see `chan::ring`): `lap | index`, `index` below
-    // `mark_bit`, one lap `2 * mark_bit`.
-    let mark_bit = (ring.capacity() + 1).next_power_of_two();
-    let pos = if sender {
-        storage.tail()
-    } else {
-        storage.head()
-    }
-    .load(Ordering::Relaxed);
-    let Some(stamp) = storage.peek_stamp(pos & (mark_bit - 1)) else {
-        return true;
-    };
-    let stamp = stamp.load(Ordering::Relaxed);
-    if sender {
-        // Still the previous lap's message: stamped `(pos - one_lap) + 1`.
-        pos & mark_bit != 0 || stamp.wrapping_add(2 * mark_bit) != pos.wrapping_add(1)
-    } else {
-        // Nothing published at `pos` yet.
-        stamp != pos
-    }
 }
 
 /// Claims a slot, runs `write(index)` to fill it, completes its tag and commits it.

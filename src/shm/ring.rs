@@ -139,7 +139,8 @@ impl ShmSlots {
     /// in parallel, rather than one after another, each behind the previous locked
     /// instruction of the claim, and then once more for the upgrade to writable.
     ///
-    /// Callers only claim a slot that [`protocol::may_proceed`] found ready, so the
+    /// Callers only claim a slot that
+    /// [`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed) found ready, so the
     /// lines are not taken away from a peer still working on the slot (but for races).
     #[inline]
     fn prefetch(&self, index: usize) {
@@ -268,18 +269,18 @@ unsafe impl RingStorage for ShmSlots {
         self.prefetch(index);
         self.word(index, SLOT_STAMP)
     }
+
+    #[inline]
+    fn peek_stamp(&self, index: usize) -> Option<&AtomicUsize> {
+        // No prefetch: a waiter polls this while the peer may be working on the slot.
+        self.word(index, SLOT_STAMP)
+    }
 }
 
 impl Slots for ShmSlots {
     #[inline]
     fn tag(&self, index: usize) -> Option<&AtomicUsize> {
         self.word(index, SLOT_TAG)
-    }
-
-    #[inline]
-    fn peek_stamp(&self, index: usize) -> Option<&AtomicUsize> {
-        // No prefetch: a waiter polls this while the peer may be working on the slot.
-        self.word(index, SLOT_STAMP)
     }
 }
 
@@ -289,11 +290,7 @@ mod tests {
     use crate::chan::ring::{Ring, Stall, initial_stamp};
     use crate::shm::header::{Fingerprint, Kind, Layout, RING_OFFSET};
 
-    fn may_proceed(ring: &Ring<ShmSlots>, sender: bool) -> bool {
-        crate::shm::protocol::may_proceed(ring, sender)
-    }
-
-    /// `may_proceed` agrees with the ring's own claims, lap after lap, for capacities
+    /// `Ring::may_proceed` agrees with the ring's own claims, lap after lap, for capacities
     /// whose position encoding does (4) and does not (1) leave spare index bits.
     #[test]
     fn may_proceed_matches_the_ring() {
@@ -313,24 +310,24 @@ mod tests {
             let ring = Ring::new(slots, cap);
             for _lap in 0..3 {
                 for queued in 0..cap {
-                    assert!(may_proceed(&ring, true), "cap {cap}: room for {queued}");
-                    assert_eq!(may_proceed(&ring, false), queued > 0);
+                    assert!(ring.may_proceed(true), "cap {cap}: room for {queued}");
+                    assert_eq!(ring.may_proceed(false), queued > 0);
                     let token = ring.start_send(|_| {}).unwrap();
                     // Claimed, not committed: a receiver still has nothing to take.
-                    assert_eq!(may_proceed(&ring, false), queued > 0);
+                    assert_eq!(ring.may_proceed(false), queued > 0);
                     assert!(ring.commit_send(token));
                 }
-                assert!(!may_proceed(&ring, true), "cap {cap}: full");
+                assert!(!ring.may_proceed(true), "cap {cap}: full");
                 assert_eq!(ring.start_send(|_| {}).unwrap_err(), Stall::Blocked);
                 for left in (0..cap).rev() {
-                    assert!(may_proceed(&ring, false));
+                    assert!(ring.may_proceed(false));
                     let token = ring.start_recv(|_| {}).unwrap();
                     // Claimed, not freed: a sender of the next lap must still wait.
-                    assert_eq!(may_proceed(&ring, true), left + 1 < cap);
+                    assert_eq!(ring.may_proceed(true), left + 1 < cap);
                     assert!(ring.commit_recv(token));
-                    assert!(may_proceed(&ring, true));
+                    assert!(ring.may_proceed(true));
                 }
-                assert!(!may_proceed(&ring, false), "cap {cap}: empty");
+                assert!(!ring.may_proceed(false), "cap {cap}: empty");
                 assert_eq!(ring.start_recv(|_| {}).unwrap_err(), Stall::Blocked);
             }
         }
