@@ -3,6 +3,15 @@
 //! Each slot holds its stamp next to its message, so a send or receive touches one cache
 //! line for the slot plus the contended position; `head` and `tail` sit on separate cache
 //! lines. No allocation happens after construction.
+//!
+//! Slots start on cache-line boundaries and small ones are padded to a whole line, so
+//! two neighbouring slots never share a line. A sender writing slot `i + 1` therefore
+//! does not take away the line a receiver is reading slot `i` from, which is what happens
+//! when both sides run concurrently close together (a nearly empty or nearly full ring):
+//! measured on a two-thread spin loop over `u64`s, 34–44 ns/message became 17–19. The
+//! price is memory: a slot takes at least 64 bytes, so a `bounded::<u64>(1024)` ring
+//! takes 64 KiB instead of 16 KiB. Rigtorp's `MPMCQueue` pads its slots for the same
+//! reason.
 
 use core::mem::MaybeUninit;
 
@@ -12,6 +21,9 @@ use super::ring::{Ring, RingStorage, Stall, Token, initial_stamp};
 use super::{NoSlot, Queue, Waiters};
 use crate::sync::{AtomicUsize, Backoff, UnsafeCell};
 
+/// One slot: its stamp and its message, aligned to (and so padded to a multiple of) a
+/// cache line; see the module docs.
+#[repr(align(64))]
 struct Slot<T> {
     stamp: AtomicUsize,
     msg: UnsafeCell<MaybeUninit<T>>,
