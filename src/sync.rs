@@ -106,5 +106,5 @@ impl Backoff {
     }
 }
 
-/// Event (wait-queue) used for blocking and async waits alike.
-pub(crate) use event_listener::{Event, EventListener, Listener, listener};
+/// The wait queue blocking waits park on.
+pub(crate) use event_listener::{Event, Listener, listener};

@@ -294,3 +294,99 @@ pub fn cancelled_recv_passes_wakeup(make: Make<u32>) {
         }
     });
 }
+
+/// An async receive on an empty channel completes once a message is sent: no wake-up is
+/// lost between its registration and the sender's look at the waiter counts.
+pub fn async_recv_woken_by_send(make: Make<u32>) {
+    model(move || {
+        let (tx, rx) = make();
+        let r = thread::spawn(move || loom::future::block_on(rx.recv_async()));
+        tx.send(3).unwrap();
+        assert_eq!(r.join().unwrap(), Ok(3));
+    });
+}
+
+/// An async receive is woken by the last sender's drop and reports the disconnection.
+pub fn async_recv_woken_by_disconnect(make: Make<u32>) {
+    model(move || {
+        let (tx, rx) = make();
+        let r = thread::spawn(move || loom::future::block_on(rx.recv_async()));
+        drop(tx);
+        assert_eq!(r.join().unwrap(), Err(conduit::RecvError));
+    });
+}
+
+/// An async send on a full channel completes once a message is received.
+pub fn async_send_woken_by_recv(make: Make<u32>, prefill: usize) {
+    model(move || {
+        let (tx, rx) = make();
+        for i in 0..prefill {
+            tx.send(i as u32).unwrap();
+        }
+        let s = thread::spawn(move || loom::future::block_on(tx.send_async(99)));
+        let mut got = vec![];
+        for _ in 0..=prefill {
+            got.push(rx.recv().unwrap());
+        }
+        s.join().unwrap().unwrap();
+        assert_eq!(got.last(), Some(&99));
+    });
+}
+
+/// An async and a blocking receiver wait at once and two messages are sent: both
+/// complete. Each kind of waiter has its own count, and a notification claimed from
+/// one count reaches a waiter of that kind.
+pub fn async_and_blocking_receivers(make: Make<u32>) {
+    race_model(move || {
+        let (tx, rx) = make();
+        let rx2 = rx.clone();
+        let a = thread::spawn(move || loom::future::block_on(rx.recv_async()).unwrap());
+        let b = thread::spawn(move || rx2.recv().unwrap());
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        let mut got = [a.join().unwrap(), b.join().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+    });
+}
+
+/// Two async receivers wait at once and two messages are sent: both complete, so the
+/// waker list's accounting (counts claimed and withdrawn, notifications passed on by a
+/// waiter whose re-check succeeded first) loses nothing.
+pub fn two_async_receivers(make: Make<u32>) {
+    race_model(move || {
+        let (tx, rx) = make();
+        let rx2 = rx.clone();
+        let a = thread::spawn(move || loom::future::block_on(rx.recv_async()).unwrap());
+        let b = thread::spawn(move || loom::future::block_on(rx2.recv_async()).unwrap());
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        let mut got = [a.join().unwrap(), b.join().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+    });
+}
+
+/// Two async receives wait: the older is polled once and then dropped, the younger
+/// sleeps in `block_on` (polled again only when woken); one message is sent meanwhile.
+/// The send notifies the older wait if it is still registered, and then its drop must
+/// pass the notification on, or the sleeper never wakes (loom reports the deadlock).
+/// That interleaving takes two preemptions; a search bounded at one misses it.
+pub fn dropped_recv_passes_wakeup_to_sleeper(make: Make<u32>) {
+    race_model_bounded(2, move || {
+        let (tx, rx) = make();
+        let rx2 = rx.clone();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut older = rx.recv_async();
+        assert!(poll_once(&mut older, &mut cx).is_pending());
+        let b = thread::spawn(move || loom::future::block_on(rx2.recv_async()));
+        let s = thread::spawn(move || {
+            tx.send(5).unwrap();
+            tx // kept alive: a disconnection would wake the sleeper anyway
+        });
+        drop(older);
+        let tx = s.join().unwrap();
+        assert_eq!(b.join().unwrap(), Ok(5));
+        drop(tx);
+    });
+}

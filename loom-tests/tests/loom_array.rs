@@ -54,3 +54,29 @@ fn queued_dropped_once() {
 fn cancelled_recv_wakeup_passes_on() {
     cancelled_recv_passes_wakeup(cap1);
 }
+
+#[test]
+fn async_recv_woken() {
+    async_recv_woken_by_send(cap1);
+    async_recv_woken_by_disconnect(cap1);
+}
+
+#[test]
+fn async_send_woken() {
+    async_send_woken_by_recv(cap1, 1);
+}
+
+#[test]
+fn async_and_blocking_receivers_both_woken() {
+    async_and_blocking_receivers(cap1);
+}
+
+#[test]
+fn two_async_receivers_both_woken() {
+    two_async_receivers(cap1);
+}
+
+#[test]
+fn dropped_recv_wakeup_passes_to_sleeper() {
+    dropped_recv_passes_wakeup_to_sleeper(cap1);
+}

@@ -58,3 +58,24 @@ fn queued_dropped_once() {
 fn cancelled_recv_wakeup_passes_on() {
     cancelled_recv_passes_wakeup(list);
 }
+
+#[test]
+fn async_recv_woken() {
+    async_recv_woken_by_send(list);
+    async_recv_woken_by_disconnect(list);
+}
+
+#[test]
+fn async_and_blocking_receivers_both_woken() {
+    async_and_blocking_receivers(list);
+}
+
+#[test]
+fn two_async_receivers_both_woken() {
+    two_async_receivers(list);
+}
+
+#[test]
+fn dropped_recv_wakeup_passes_to_sleeper() {
+    dropped_recv_passes_wakeup_to_sleeper(list);
+}

@@ -1,29 +1,46 @@
-//! Waiting, written once: an [`Event`] plus a count of registered waiters, and the
-//! blocking and async wait loops that every queue flavor shares.
+//! Waiting, written once: per side, the waiters registered for a change plus a count of
+//! them, and the blocking and async wait loops that every queue flavor shares.
 //!
-//! `event-listener` takes a lock in every `notify`, so a wake-up is only issued when the
-//! waiter count says someone is registered; the fast path of a send or receive is one
-//! extra load of a read-mostly word.
+//! Blocking waiters park on an `event-listener` [`Event`] (a stack listener each, with
+//! timeouts). Async waiters keep their wakers in a small list of our own ([`WakerList`]):
+//! registering is a push under an uncontended lock, with no allocation and no reference
+//! count, and a wait whose re-check succeeds (the common case under load: the peer was
+//! mid-operation) costs two short critical sections. Each kind has its own count, so
+//! a waker always knows which of the two to notify.
+//!
+//! The fast path of a send or receive never locks: a wake-up is only issued when a count
+//! says someone is registered, which is one extra load of a read-mostly line.
 //!
 //! # The no-lost-wake-up argument
-//! A waiter (1) registers a listener, (2) increments `waiters` (SeqCst RMW), (3) re-checks
-//! the queue, (4) sleeps. A waker (a) changes the queue with a SeqCst RMW (the ring's or
-//! list's claim CAS, a disconnect `fetch_or`), (b) loads `waiters` (SeqCst). In the
-//! single total order of SeqCst operations either (2) precedes (b), so the waker sees a
-//! waiter and notifies a listener that (1) already registered, or (a) precedes (3)'s
-//! SeqCst load ([`load_seqcst`]), so the re-check sees the change and does not sleep. A
-//! claimed but not yet committed operation is seen by the re-check as busy, and the
-//! checker spins until it commits instead of sleeping.
+//! A waiter (1) registers (a listener, or an entry in the waker list), (2) increments its
+//! kind's count (SeqCst RMW), (3) re-checks the queue, (4) sleeps. A waker (a) changes the
+//! queue with a SeqCst RMW (the ring's or list's claim CAS, a disconnect `fetch_or`),
+//! (b) loads the counts (SeqCst). In the single total order of SeqCst operations either
+//! (2) precedes (b), so the waker sees a waiter and notifies one that (1) already
+//! registered, or (a) precedes (3)'s SeqCst load ([`load_seqcst`]), so the re-check sees
+//! the change and does not sleep. A claimed but not yet committed operation is seen by
+//! the re-check as busy, and the checker spins until it commits instead of sleeping.
+//!
+//! # Counts and entries of async waiters
+//! The count of a kind is the number of registered waiters that no waker has claimed yet,
+//! give or take waiters passing through; counts are not tied to particular waiters. A
+//! waker claims a count (decrements it), then marks the *oldest* unnotified entry
+//! notified and wakes it, so an entry registered before the count a waker read is always
+//! found (the count's RMW chain makes the push happen before the waker's lock). A waiter
+//! that leaves unnotified removes its entry and withdraws a count under the list's lock;
+//! one that leaves notified without having looked (it was cancelled, or its re-check
+//! succeeded first) passes the notification on. Counts may therefore err high (an extra
+//! claim that finds no entry, which corrects it) but never leave an unnotified entry
+//! without a count.
 
-use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    AtomicUsize, Backoff, Event, EventListener, Listener, Ordering, listener, load_seqcst,
+    AtomicUsize, Backoff, Event, Listener, Mutex, Ordering, listener, load_seqcst, lock,
 };
 
 /// One side's wait queue: waiters for room (senders) or for messages (receivers).
@@ -34,8 +51,38 @@ pub(crate) struct Signal {
 
 #[derive(Debug, Default)]
 struct SignalInner {
+    /// Blocking waiters park here.
     event: Event,
+    /// Registered blocking waiters not yet claimed by a waker.
     waiters: AtomicUsize,
+    /// Registered async waiters not yet claimed by a waker.
+    async_waiters: AtomicUsize,
+    /// The async waiters' wakers.
+    wakers: Mutex<WakerList>,
+}
+
+/// The wakers of pending async waits, oldest first.
+#[derive(Debug, Default)]
+struct WakerList {
+    entries: VecDeque<Entry>,
+    /// The key the next registration gets.
+    next_key: u64,
+}
+
+/// One pending async wait.
+#[derive(Debug)]
+struct Entry {
+    key: u64,
+    /// `None` once a waker has notified the entry (and taken the waker to wake it).
+    waker: Option<Waker>,
+}
+
+/// How [`Signal::poll_async`] found a registered async wait.
+enum AsyncState {
+    /// Notified (the entry is gone and its count consumed): re-check the queue.
+    Notified,
+    /// Still waiting; the stored waker is up to date.
+    Waiting,
 }
 
 impl Signal {
@@ -45,14 +92,23 @@ impl Signal {
 
     /// Wakes one more waiter, if one is registered and not yet woken.
     ///
-    /// Called after the change being announced was made with a SeqCst RMW. `waiters`
-    /// counts registered waiters that no notification has been claimed for: a waker
-    /// claims one (decrements) before notifying, so while a woken waiter is on its way,
-    /// further changes do not take the event's lock to notify nobody.
+    /// Called after the change being announced was made with a SeqCst RMW. The counts
+    /// hold registered waiters that no notification has been claimed for: a waker claims
+    /// one (decrements) before notifying, so while a woken waiter is on its way, further
+    /// changes do not take a lock to notify nobody. Async waiters are served first; the
+    /// two kinds rarely wait on one channel at once.
     #[inline]
     pub(crate) fn notify_one(&self) {
-        if self.has_waiters() && self.claim() {
-            // `relaxed`: `has_waiters` already ordered the change we announce before this
+        if Self::has(&self.inner.async_waiters)
+            && Self::claim(&self.inner.async_waiters)
+            && self.wake_async()
+        {
+            return;
+        }
+        // No async waiter (a claimed async count that finds no entry was high: its waiter
+        // left, and then this change may be a blocking waiter's to see).
+        if Self::has(&self.inner.waiters) && Self::claim(&self.inner.waiters) {
+            // `relaxed`: `has` already ordered the change we announce before this
             // notification, and the event's own lock orders the rest.
             self.inner
                 .event
@@ -62,24 +118,54 @@ impl Signal {
         }
     }
 
-    /// Whether a waiter is registered, ordered after the caller's SeqCst RMW: if the load
-    /// misses a waiter's registration (an SC RMW), that registration, and the re-check
-    /// the waiter makes after it, come later in the single total order of SeqCst
-    /// operations, so the re-check observes our change (the argument in the module docs).
-    #[inline]
-    fn has_waiters(&self) -> bool {
-        load_seqcst(&self.inner.waiters) != 0
+    /// Notifies the oldest unnotified async waiter, for a count just claimed, and says
+    /// whether there was one. Finding none means the count was high (its waiter left).
+    #[cold]
+    fn wake_async(&self) -> bool {
+        let waker = {
+            let mut list = lock(&self.inner.wakers);
+            list.entries.iter_mut().find_map(|e| e.waker.take())
+        };
+        // Outside the lock: waking may run arbitrary executor code.
+        match waker {
+            Some(w) => {
+                w.wake();
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Wakes every waiter (disconnection).
+    /// Whether a waiter of the kind `count` counts is registered, ordered after the
+    /// caller's SeqCst RMW: if the load misses a waiter's registration (an SC RMW), that
+    /// registration, and the re-check the waiter makes after it, come later in the single
+    /// total order of SeqCst operations, so the re-check observes our change (the
+    /// argument in the module docs).
+    #[inline]
+    fn has(count: &AtomicUsize) -> bool {
+        load_seqcst(count) != 0
+    }
+
+    /// Wakes every waiter (disconnection). The counts are left as they are (high):
+    /// every woken waiter re-checks and finds the disconnection.
     pub(crate) fn notify_all(&self) {
         self.inner.event.notify(usize::MAX);
+        let wakers: Vec<Waker> = {
+            let mut list = lock(&self.inner.wakers);
+            list.entries
+                .iter_mut()
+                .filter_map(|e| e.waker.take())
+                .collect()
+        };
+        for w in wakers {
+            w.wake();
+        }
     }
 
-    /// Claims one registered waiter for a notification; `false` if none is left.
-    fn claim(&self) -> bool {
-        self.inner
-            .waiters
+    /// Claims one registered waiter of a kind for a notification; `false` if none is
+    /// left. Saturates at zero, which is also how a waiter withdraws its own count.
+    fn claim(count: &AtomicUsize) -> bool {
+        count
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
             .is_ok()
     }
@@ -88,14 +174,75 @@ impl Signal {
         self.inner.waiters.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// A waiter leaves without having received a notification (its re-check succeeded,
-    /// it timed out, or it was cancelled): withdraw its count. A waker may already have
-    /// claimed it, with a notification in flight; that notification then lands on the
-    /// next listener, or is passed on when this listener is dropped, so the count may
-    /// only err high (an extra, harmless notify), never low while a listener waits
-    /// unnotified. Hence the decrement saturates at zero.
+    /// A blocking waiter leaves without having received a notification (its re-check
+    /// succeeded or it timed out): withdraw its count. A waker may already have claimed
+    /// it, with a notification in flight; that notification then lands on the next
+    /// listener, or is passed on when this listener is dropped, so the count may only err
+    /// high (an extra, harmless notify), never low while a listener waits unnotified.
+    /// Hence the decrement saturates at zero.
     fn unregister(&self) {
-        self.claim();
+        Self::claim(&self.inner.waiters);
+    }
+
+    /// Registers an async waiter: its entry first, then its count (the order the module
+    /// docs' argument needs). Returns the entry's key.
+    fn register_async(&self, waker: &Waker) -> u64 {
+        let key = {
+            let mut list = lock(&self.inner.wakers);
+            let key = list.next_key;
+            list.next_key += 1;
+            list.entries.push_back(Entry {
+                key,
+                waker: Some(waker.clone()),
+            });
+            key
+        };
+        self.inner.async_waiters.fetch_add(1, Ordering::SeqCst);
+        key
+    }
+
+    /// A later poll of a registered async wait: consumes a notification, or refreshes
+    /// the stored waker.
+    fn poll_async(&self, key: u64, waker: &Waker) -> AsyncState {
+        let mut list = lock(&self.inner.wakers);
+        let Some(i) = list.entries.iter().position(|e| e.key == key) else {
+            unreachable!("a registered async wait has an entry until it leaves");
+        };
+        match &mut list.entries[i].waker {
+            None => {
+                list.entries.remove(i);
+                AsyncState::Notified
+            }
+            Some(w) => {
+                if !w.will_wake(waker) {
+                    w.clone_from(waker);
+                }
+                AsyncState::Waiting
+            }
+        }
+    }
+
+    /// An async waiter leaves (it finished, or was cancelled) with its entry still
+    /// registered: unnotified, it withdraws a count; notified, it passes the notification
+    /// on (see the module docs).
+    fn leave_async(&self, key: u64) {
+        let notified = {
+            let mut list = lock(&self.inner.wakers);
+            let Some(i) = list.entries.iter().position(|e| e.key == key) else {
+                unreachable!("a registered async wait has an entry until it leaves");
+            };
+            let notified = list.entries[i].waker.is_none();
+            list.entries.remove(i);
+            if !notified {
+                // Under the lock, so that a waker that claimed a count before this
+                // withdrawal finds the remaining entries as they are now.
+                Self::claim(&self.inner.async_waiters);
+            }
+            notified
+        };
+        if notified {
+            self.notify_one();
+        }
     }
 }
 
@@ -163,26 +310,26 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// The async counterpart of [`block_on`]'s state: at most one listener, allocated once
-/// per wait (never per poll). Dropping it before completion cancels the wait; a
-/// notification it consumed is passed on to another listener by `event-listener`.
+/// The async counterpart of [`block_on`]'s state: the key of this wait's entry in the
+/// side's [`WakerList`] while one is registered. Dropping it before completion (through
+/// [`AsyncWait::cancel`]) withdraws the wait; a notification it received is passed on.
 #[derive(Debug, Default)]
 pub(crate) struct AsyncWait {
-    listener: Option<EventListener>,
+    key: Option<u64>,
 }
 
 impl AsyncWait {
     pub(crate) const fn new() -> Self {
-        AsyncWait { listener: None }
+        AsyncWait { key: None }
     }
 
-    /// Whether a listener is registered (an earlier poll returned `Pending`).
+    /// Whether an entry is registered (an earlier poll returned `Pending`).
     #[inline]
     pub(crate) fn is_waiting(&self) -> bool {
-        self.listener.is_some()
+        self.key.is_some()
     }
 
-    /// One poll: run `attempt` until it finishes or a registered listener is pending.
+    /// One poll: run `attempt` until it finishes or a registered wait is pending.
     pub(crate) fn poll<R, S>(
         &mut self,
         signal: &Signal,
@@ -199,27 +346,35 @@ impl AsyncWait {
                 }
                 Attempt::Wait(s) => *state = Some(s),
             }
-            match &mut self.listener {
+            match self.key {
                 None => {
-                    self.listener = Some(signal.inner.event.listen());
-                    signal.register();
-                    // Loop: re-check after registering, so no wake-up is lost.
-                }
-                Some(l) => match Pin::new(l).poll(cx) {
-                    Poll::Ready(()) => {
-                        // Notified: the waker claimed our count.
-                        self.listener = None;
+                    self.key = Some(signal.register_async(cx.waker()));
+                    // Re-check after registering, so no wake-up is lost; if it fails,
+                    // the waker just stored is this poll's: return `Pending` at once.
+                    let s = state.take().expect("put back above");
+                    match attempt(s) {
+                        Attempt::Done(r) => {
+                            self.cancel(signal);
+                            return Poll::Ready(r);
+                        }
+                        Attempt::Wait(s) => *state = Some(s),
                     }
-                    Poll::Pending => return Poll::Pending,
+                    return Poll::Pending;
+                }
+                Some(key) => match signal.poll_async(key, cx.waker()) {
+                    // Our count was consumed with the notification: loop to re-check,
+                    // and register again if we must still wait.
+                    AsyncState::Notified => self.key = None,
+                    AsyncState::Waiting => return Poll::Pending,
                 },
             }
         }
     }
 
-    /// Drops the listener, if any (a consumed notification passes on).
+    /// Withdraws the registered wait, if any (a notification it received passes on).
     pub(crate) fn cancel(&mut self, signal: &Signal) {
-        if self.listener.take().is_some() {
-            signal.unregister();
+        if let Some(key) = self.key.take() {
+            signal.leave_async(key);
         }
     }
 }
