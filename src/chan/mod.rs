@@ -235,7 +235,7 @@ fn poll_recv_wait<T>(
 /// The state an async send keeps between polls.
 pub(crate) struct SendWait<T> {
     wait: AsyncWait,
-    offer: Option<(u64, Box<zero::Packet<T>>)>,
+    offer: Option<(u64, zero::OfferBox<T>)>,
 }
 
 /// The state an async receive keeps between polls.

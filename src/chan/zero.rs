@@ -24,6 +24,8 @@
 //! async operations box theirs once per wait. A queue entry points at its packet, and
 //! the owner removes the entry (under the lock) before the packet goes away.
 
+use core::ops::Deref;
+use core::ptr::NonNull;
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -69,6 +71,49 @@ impl<T> Packet<T> {
         self.state.with_mut(|p| f(unsafe { &mut *p }))
     }
 }
+
+/// The heap packet of a pending async send, owned by its future's state.
+///
+/// Held as a raw pointer rather than a `Box`: the queued offer keeps a shared pointer to
+/// the packet while the future's state moves around, and moving a `Box` asserts unique
+/// ownership, which would invalidate that pointer (miri's Stacked Borrows reports it).
+pub(crate) struct OfferBox<T>(NonNull<Packet<T>>);
+
+impl<T> OfferBox<T> {
+    fn new(packet: Packet<T>) -> Self {
+        OfferBox(NonNull::from(Box::leak(Box::new(packet))))
+    }
+
+    /// The pointer the queued offer keeps.
+    fn as_ptr(&self) -> *const Packet<T> {
+        self.0.as_ptr()
+    }
+}
+
+impl<T> Deref for OfferBox<T> {
+    type Target = Packet<T>;
+
+    fn deref(&self) -> &Packet<T> {
+        // SAFETY: the pointer came from `Box::leak` and is freed only in `drop`; only
+        // shared references are ever made from it (the state mutates through its cell).
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<T> Drop for OfferBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::leak` and is dropped once, here. The offer
+        // is off the queue by now (completed, or withdrawn by `cancel_send`), so no
+        // receiver holds the pointer any more.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+// SAFETY: an `OfferBox` owns its packet as a `Box` would, so it may cross threads on
+// the same terms as `Box<Packet<T>>`.
+unsafe impl<T> Send for OfferBox<T> where Box<Packet<T>>: Send {}
+// SAFETY: as above, on the terms of `Box<Packet<T>>`.
+unsafe impl<T> Sync for OfferBox<T> where Box<Packet<T>>: Sync {}
 
 /// How to wake a waiting operation.
 enum Wake {
@@ -405,7 +450,7 @@ impl<T> Channel<T> {
         &self,
         cx: &mut Context<'_>,
         msg: &mut Option<T>,
-        offer: &mut Option<(u64, Box<Packet<T>>)>,
+        offer: &mut Option<(u64, OfferBox<T>)>,
     ) -> Poll<Result<(), T>> {
         let mut g = lock(&self.inner);
         if let Some((id, packet)) = offer {
@@ -446,11 +491,11 @@ impl<T> Channel<T> {
             Ok(()) => return Poll::Ready(Ok(())),
             Err(back) => back,
         };
-        let packet = Box::new(Packet::new(Some(m)));
+        let packet = OfferBox::new(Packet::new(Some(m)));
         let id = g.id();
         g.senders.push_back(Entry {
             id,
-            packet: Some(&*packet),
+            packet: Some(packet.as_ptr()),
             wake: Wake::Task(cx.waker().clone()),
         });
         let woken = g.pop_async_receiver();
@@ -464,11 +509,11 @@ impl<T> Channel<T> {
 
     /// A pending async send is dropped: withdraw the offer unless it was taken (then it
     /// counts as sent). Returns the boxed packet's message, if withdrawn.
-    pub(crate) fn cancel_send(&self, offer: (u64, Box<Packet<T>>)) -> Option<T> {
+    pub(crate) fn cancel_send(&self, offer: (u64, OfferBox<T>)) -> Option<T> {
         let (id, packet) = offer;
         let mut g = lock(&self.inner);
         Inner::remove(&mut g.senders, id);
-        // SAFETY: the lock is held and the entry is gone; the box is ours.
+        // SAFETY: the lock is held and the entry is gone; the packet is ours.
         let msg = unsafe { packet.with(&g, |p| p.msg.take()) };
         drop(g);
         msg
