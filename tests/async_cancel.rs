@@ -29,7 +29,7 @@ fn thousands_of_dropped_recv_futures_lose_nothing() {
     watchdog(|| {
         for (name, make) in all::<u64>() {
             let (tx, rx) = make();
-            let n = if cfg!(miri) { 300 } else { 20_000u64 };
+            let n = if cfg!(miri) { 100 } else { 20_000u64 };
             let producer = thread::spawn(move || {
                 for i in 0..n {
                     tx.send(i).unwrap();
