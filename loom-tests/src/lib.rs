@@ -333,15 +333,14 @@ pub fn async_send_woken_by_recv(make: Make<u32>, prefill: usize) {
     });
 }
 
-/// An async and a blocking receiver wait at once and two messages are sent: both
-/// complete. Each kind of waiter has its own count, and a notification claimed from
-/// one count reaches a waiter of that kind.
-pub fn async_and_blocking_receivers(make: Make<u32>) {
+/// Two receivers wait at once, the first with `recv_async`, the second with `recv_b`,
+/// and two messages are sent: both receivers complete.
+fn two_receivers_both_served(make: Make<u32>, recv_b: fn(Receiver<u32>) -> u32) {
     race_model(move || {
         let (tx, rx) = make();
         let rx2 = rx.clone();
         let a = thread::spawn(move || loom::future::block_on(rx.recv_async()).unwrap());
-        let b = thread::spawn(move || rx2.recv().unwrap());
+        let b = thread::spawn(move || recv_b(rx2));
         tx.send(1).unwrap();
         tx.send(2).unwrap();
         let mut got = [a.join().unwrap(), b.join().unwrap()];
@@ -350,21 +349,18 @@ pub fn async_and_blocking_receivers(make: Make<u32>) {
     });
 }
 
+/// An async and a blocking receiver wait at once and two messages are sent: both
+/// complete. Each kind of waiter has its own count, and a notification claimed from
+/// one count reaches a waiter of that kind.
+pub fn async_and_blocking_receivers(make: Make<u32>) {
+    two_receivers_both_served(make, |rx| rx.recv().unwrap());
+}
+
 /// Two async receivers wait at once and two messages are sent: both complete, so the
 /// waker list's accounting (counts claimed and withdrawn, notifications passed on by a
 /// waiter whose re-check succeeded first) loses nothing.
 pub fn two_async_receivers(make: Make<u32>) {
-    race_model(move || {
-        let (tx, rx) = make();
-        let rx2 = rx.clone();
-        let a = thread::spawn(move || loom::future::block_on(rx.recv_async()).unwrap());
-        let b = thread::spawn(move || loom::future::block_on(rx2.recv_async()).unwrap());
-        tx.send(1).unwrap();
-        tx.send(2).unwrap();
-        let mut got = [a.join().unwrap(), b.join().unwrap()];
-        got.sort_unstable();
-        assert_eq!(got, [1, 2]);
-    });
+    two_receivers_both_served(make, |rx| loom::future::block_on(rx.recv_async()).unwrap());
 }
 
 /// Two async receives wait: the older is polled once and then dropped, the younger

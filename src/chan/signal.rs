@@ -337,6 +337,8 @@ impl AsyncWait {
         state: &mut Option<S>,
         mut attempt: impl FnMut(S) -> Attempt<R, S>,
     ) -> Poll<R> {
+        // Set once this poll registers: the re-check that follows is the last attempt.
+        let mut registered_now = false;
         loop {
             let s = state.take().expect("future polled after completion");
             match attempt(s) {
@@ -346,20 +348,16 @@ impl AsyncWait {
                 }
                 Attempt::Wait(s) => *state = Some(s),
             }
+            if registered_now {
+                // The re-check after registering failed; the waker stored is this
+                // poll's, so a notification from now on re-polls us.
+                return Poll::Pending;
+            }
             match self.key {
                 None => {
                     self.key = Some(signal.register_async(cx.waker()));
-                    // Re-check after registering, so no wake-up is lost; if it fails,
-                    // the waker just stored is this poll's: return `Pending` at once.
-                    let s = state.take().expect("put back above");
-                    match attempt(s) {
-                        Attempt::Done(r) => {
-                            self.cancel(signal);
-                            return Poll::Ready(r);
-                        }
-                        Attempt::Wait(s) => *state = Some(s),
-                    }
-                    return Poll::Pending;
+                    // Loop: re-check after registering, so no wake-up is lost.
+                    registered_now = true;
                 }
                 Some(key) => match signal.poll_async(key, cx.waker()) {
                     // Our count was consumed with the notification: loop to re-check,
