@@ -69,6 +69,17 @@ struct WakerList {
     next_key: u64,
 }
 
+impl WakerList {
+    /// Where the entry of the wait registered as `key` is: a registered wait keeps its
+    /// entry until it leaves (only its owner removes it).
+    fn index_of(&self, key: u64) -> usize {
+        self.entries
+            .iter()
+            .position(|e| e.key == key)
+            .expect("a registered async wait has an entry until it leaves")
+    }
+}
+
 /// One pending async wait.
 #[derive(Debug)]
 struct Entry {
@@ -205,9 +216,7 @@ impl Signal {
     /// the stored waker.
     fn poll_async(&self, key: u64, waker: &Waker) -> AsyncState {
         let mut list = lock(&self.inner.wakers);
-        let Some(i) = list.entries.iter().position(|e| e.key == key) else {
-            unreachable!("a registered async wait has an entry until it leaves");
-        };
+        let i = list.index_of(key);
         match &mut list.entries[i].waker {
             None => {
                 list.entries.remove(i);
@@ -228,9 +237,7 @@ impl Signal {
     fn leave_async(&self, key: u64) {
         let notified = {
             let mut list = lock(&self.inner.wakers);
-            let Some(i) = list.entries.iter().position(|e| e.key == key) else {
-                unreachable!("a registered async wait has an entry until it leaves");
-            };
+            let i = list.index_of(key);
             let notified = list.entries[i].waker.is_none();
             list.entries.remove(i);
             if !notified {
