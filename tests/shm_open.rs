@@ -4,7 +4,7 @@
 
 mod shm_support;
 
-use std::io::{ErrorKind, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 
 use conduit::shm::{self, ByteReceiver, ByteSender, Options, Receiver, Sender};
@@ -201,6 +201,7 @@ fn bad_magic_or_header_is_invalid_data() {
     watchdog(|| {
         let name = left_behind("magic");
         let mut file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .open(path(&name))
             .unwrap();
@@ -212,12 +213,15 @@ fn bad_magic_or_header_is_invalid_data() {
         invalid_data(Receiver::<u64>::open(&name).unwrap_err(), "bad magic");
         write_at(&mut file, 0, b"CONDUIT\x01");
         Receiver::<u64>::open(&name).unwrap();
+        let mut version = [0u8; 4];
+        file.seek(SeekFrom::Start(8)).unwrap();
+        file.read_exact(&mut version).unwrap();
         write_at(&mut file, 8, &7u32.to_ne_bytes()); // layout version
         invalid_data(
             Receiver::<u64>::open(&name).unwrap_err(),
             "layout version mismatch",
         );
-        write_at(&mut file, 8, &2u32.to_ne_bytes());
+        write_at(&mut file, 8, &version);
         write_at(&mut file, 24, &48u64.to_ne_bytes()); // slot size
         invalid_data(
             Receiver::<u64>::open(&name).unwrap_err(),

@@ -40,7 +40,7 @@ fn recv_settling(ring: &Ring, me: &Lane, dead: &Lane, live: &[&Lane]) -> usize {
 
 /// A sender dies between claiming and committing, racing a live sender for the same
 /// positions. The receiver gets the live sender's message exactly once and never the
-/// dead one's (its payload was written, its tag never completed).
+/// dead one's (its payload was written, its commit never happened).
 #[test]
 fn dead_sender_slot_is_skipped() {
     model(|| {
@@ -142,8 +142,8 @@ fn stale_intent_never_robs_a_live_sender() {
 
 /// The safety net: a live sender wrongly taken for dead (its own lane is settled as if
 /// dead, with no live lanes to protect it) races the reclaimer. Its message is
-/// delivered exactly once: either its tag CAS won (the message is delivered by whichever
-/// commit wins) or the seal won (a skip is published and the sender retries).
+/// delivered exactly once: either its commit won (the message is delivered) or the
+/// reclaim won (a skip is published, the commit fails and the sender retries).
 #[test]
 fn wrongly_reclaimed_sender_is_exactly_once() {
     model(|| {
@@ -187,6 +187,73 @@ fn concurrent_reclaims_settle_once() {
         assert_eq!(reclaimed, 1, "{outcomes:?}");
         ring.send(&Lane::new(), 5).unwrap();
         assert_eq!(ring.recv(&Lane::new()), Ok(5));
+    });
+}
+
+/// A skip from a dead sender holds the only slot: a sender of the next lap waits behind
+/// it (it neither overwrites it nor spins on it as corrupt) until a receiver consumes
+/// it, and a receiver gets the live message and never the dead payload.
+#[test]
+fn sender_waits_behind_a_skip() {
+    model(|| {
+        let ring = Arc::new(Ring::new(1));
+        let dead = Lane::new();
+        ring.claim_send_and_die(&dead, 99).unwrap();
+        assert_eq!(ring.resolve(&dead, &[]), Reclaim::Reclaimed);
+        // Full, as with a message (not a stamp it cannot make sense of).
+        assert_eq!(ring.send(&Lane::new(), 5), Err(Stall::Blocked));
+        assert!(!ring.may_proceed(true));
+        let s = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let me = Lane::new();
+                loop {
+                    match ring.send(&me, 7) {
+                        Ok(()) => return,
+                        Err(Stall::Blocked | Stall::Busy) => thread::yield_now(),
+                        Err(s) => panic!("unexpected {s:?}"),
+                    }
+                }
+            })
+        };
+        let r = {
+            let ring = ring.clone();
+            thread::spawn(move || recv_settling(&ring, &Lane::new(), &Lane::new(), &[]))
+        };
+        s.join().unwrap();
+        assert_eq!(r.join().unwrap(), 7);
+        assert!(ring.is_empty());
+    });
+}
+
+/// A receiver dies after claiming a skip: settling its claim frees the slot, and the
+/// ring goes on with the next lap.
+#[test]
+fn dead_receiver_of_a_skip_is_freed() {
+    model(|| {
+        let ring = Arc::new(Ring::new(1));
+        let (dead_tx, dead_rx) = (Lane::new(), Arc::new(Lane::new()));
+        ring.claim_send_and_die(&dead_tx, 99).unwrap();
+        assert_eq!(ring.resolve(&dead_tx, &[]), Reclaim::Reclaimed);
+        ring.claim_recv_and_die(&dead_rx).unwrap();
+        let s = {
+            let (ring, dead_rx) = (ring.clone(), dead_rx.clone());
+            thread::spawn(move || {
+                let me = Lane::new();
+                loop {
+                    match ring.send(&me, 7) {
+                        Ok(()) => return,
+                        Err(Stall::Blocked | Stall::Busy) => {
+                            ring.resolve(&dead_rx, &[&me]);
+                            thread::yield_now();
+                        }
+                        Err(s) => panic!("unexpected {s:?}"),
+                    }
+                }
+            })
+        };
+        s.join().unwrap();
+        assert_eq!(ring.recv(&Lane::new()), Ok(7));
     });
 }
 

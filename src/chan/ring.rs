@@ -15,6 +15,11 @@
 //! - `stamp == head + 1`: the slot holds the message for position `head`;
 //! - anything else: another thread is ahead of us, reload and retry.
 //!
+//! Stamps never carry `mark_bit` (an index stays below `cap < mark_bit`), except in
+//! shared storage, where `head + 1 + mark_bit` is a *skip*: a slot published on behalf
+//! of a sender that died before committing it (see [`Ring::reclaim_send`]). Receivers
+//! claim and free a skip like a message, without reading it.
+//!
 //! # Reserve, then commit
 //!
 //! A sender claims a slot by moving `tail` forward with a CAS ([`Ring::start_send`]), writes
@@ -36,11 +41,11 @@
 //! - [`Ring::len_untrusted`] never panics or loops on corrupted positions;
 //! - [`Ring::reclaim_send`] and [`Ring::reclaim_recv`] finish, on behalf of a claimant
 //!   known to be dead, a slot it claimed but never committed: a dead sender's slot is
-//!   published on its behalf (the caller first *seals* the slot: marked as skipped, so
-//!   that receivers drop it, unless its payload was complete), a dead receiver's slot is
-//!   freed for the next lap. Both are single CASes on the stamp that
-//!   only succeed while the slot is still in its claimed state, so they are idempotent
-//!   and lose cleanly against a late commit.
+//!   published as a skip, a dead receiver's slot is freed for the next lap. Both are
+//!   single CASes on the stamp that only succeed while the slot is still in its claimed
+//!   state, so they are idempotent and lose cleanly against a late commit, and a late
+//!   commit loses cleanly against them: its CAS fails, and the claimant learns that its
+//!   message was not delivered (a sender then retries at a new position).
 
 use crate::sync::{AtomicUsize, Ordering, fence, load_seqcst};
 
@@ -110,6 +115,8 @@ pub(crate) struct Token {
     pub(crate) pos: usize,
     /// The stamp the commit stores.
     stamp: usize,
+    /// A receiver's claim of a skip (shared storage only): there is nothing to read.
+    pub(crate) skipped: bool,
 }
 
 /// The ring's constants plus its storage.
@@ -148,6 +155,17 @@ impl<S: RingStorage> Ring<S> {
     /// The number of slots.
     pub(crate) fn capacity(&self) -> usize {
         self.cap
+    }
+
+    /// `stamp` without the skip mark (see the module docs). Only shared storage publishes
+    /// skips, so for the heap this is the identity and compiles to nothing.
+    #[inline]
+    fn unskip(&self, stamp: usize) -> usize {
+        if S::SHARED {
+            stamp & !self.mark_bit
+        } else {
+            stamp
+        }
     }
 
     /// The position after `pos`: the next index, or index 0 of the next lap.
@@ -197,12 +215,13 @@ impl<S: RingStorage> Ring<S> {
                             index,
                             pos: tail,
                             stamp: tail + 1,
+                            skipped: false,
                         });
                     }
                     Err(t) => tail = t,
                 }
-            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
-                // The slot still holds the previous lap's message.
+            } else if self.unskip(stamp).wrapping_add(self.one_lap) == tail + 1 {
+                // The slot still holds the previous lap's message (or skip).
                 // SeqCst: ordered after a waiting sender's registration (`chan::signal`).
                 let head = load_seqcst(self.storage.head());
                 if head.wrapping_add(self.one_lap) == tail {
@@ -253,7 +272,8 @@ impl<S: RingStorage> Ring<S> {
         let stamp = stamp.load(Ordering::Relaxed);
         if sender {
             // Still the previous lap's message (the same test as in `start_send`).
-            pos & self.mark_bit != 0 || stamp.wrapping_add(self.one_lap) != pos.wrapping_add(1)
+            pos & self.mark_bit != 0
+                || self.unskip(stamp).wrapping_add(self.one_lap) != pos.wrapping_add(1)
         } else {
             // Nothing published at `pos` yet (the same test as in `start_recv`).
             stamp != pos
@@ -266,6 +286,17 @@ impl<S: RingStorage> Ring<S> {
     #[inline]
     pub(crate) fn commit_send(&self, token: Token) -> bool {
         self.commit(token, token.pos)
+    }
+
+    /// Whether the slot of a claim that [`Ring::start_send`] made is still claimed by it.
+    /// For shared storage only: `false` once a survivor that took this process for dead
+    /// has published a skip in it; writing a payload there would then be in vain (the
+    /// commit fails) and could race the next lap's sender.
+    #[inline]
+    pub(crate) fn still_claimed(&self, token: Token) -> bool {
+        self.storage
+            .stamp(token.index)
+            .is_some_and(|s| s.load(Ordering::Relaxed) == token.pos)
     }
 
     /// Claims the slot at `head` for a receiver; `intent` as in [`Ring::start_send`].
@@ -282,7 +313,7 @@ impl<S: RingStorage> Ring<S> {
             // Sync point: Acquire pairs with the sender's Release in `commit_send`, so the
             // payload written before the commit is visible to our read.
             let stamp = stamp_at.load(Ordering::Acquire);
-            if head + 1 == stamp {
+            if head + 1 == self.unskip(stamp) {
                 intent(head);
                 match head_pos.compare_exchange_weak(
                     head,
@@ -295,6 +326,7 @@ impl<S: RingStorage> Ring<S> {
                             index,
                             pos: head,
                             stamp: head.wrapping_add(self.one_lap),
+                            skipped: stamp != head + 1,
                         });
                     }
                     Err(h) => head = h,
@@ -330,7 +362,17 @@ impl<S: RingStorage> Ring<S> {
     /// reclaimed the slot first (the payload read may then be torn and must be dropped).
     #[inline]
     pub(crate) fn commit_recv(&self, token: Token) -> bool {
-        self.commit(token, token.pos + 1)
+        self.commit(token, self.published(token.pos, token.skipped))
+    }
+
+    /// The stamp of a slot published at `pos`: a message, or a skip.
+    #[inline]
+    fn published(&self, pos: usize, skipped: bool) -> usize {
+        if skipped {
+            pos + 1 + self.mark_bit
+        } else {
+            pos + 1
+        }
     }
 
     #[inline]
@@ -409,12 +451,11 @@ impl<S: RingStorage> Ring<S> {
     }
 
     /// Shared storage only: publishes, on behalf of a sender that died between claiming
-    /// position `pos` and committing it, the slot as a message to skip.
+    /// position `pos` and committing it, the slot as a skip (whatever the dead sender had
+    /// written: its send never returned, so its message was never promised).
     ///
     /// `live_claim()` must report whether any live peer records a claim of `pos` (its
-    /// `intent`); `seal(index)` must mark the slot so that receivers drop it, unless the
-    /// claimant had finished writing it (then the commit below delivers it on the
-    /// claimant's behalf). The steps, and why a live claimant is never robbed:
+    /// `intent`). The steps, and why a live claimant is never robbed:
     /// 1. `tail` is loaded with Acquire: if `pos` is not behind it, nobody claimed `pos`
     ///    ([`Reclaim::Unclaimed`]). Otherwise the load synchronizes with the claiming CAS
     ///    (or a later RMW of its release sequence), so the claimant's `intent(pos)`, written
@@ -426,14 +467,11 @@ impl<S: RingStorage> Ring<S> {
     ///    only after its commit and a SeqCst fence, so if step 2 read the cleared intent
     ///    (or anything it wrote later), the fences order its commit before this re-check,
     ///    which then sees the stamp moved and reports [`Reclaim::Settled`].
-    /// 4. `seal`, then a Release CAS of the stamp from `pos` to `pos + 1`. It fails if
-    ///    another survivor, or the claimant itself, got there first ([`Reclaim::Settled`]).
-    pub(crate) fn reclaim_send(
-        &self,
-        pos: usize,
-        live_claim: impl FnOnce() -> bool,
-        seal: impl FnOnce(usize),
-    ) -> Reclaim {
+    /// 4. A CAS of the stamp from `pos` to the skip. It fails if another survivor, or
+    ///    the claimant itself, got there first ([`Reclaim::Settled`]). A claimant wrongly
+    ///    taken for dead whose commit comes later finds its CAS failing, and retries its
+    ///    message at a new position: delivered exactly once either way.
+    pub(crate) fn reclaim_send(&self, pos: usize, live_claim: impl FnOnce() -> bool) -> Reclaim {
         let tail = self.storage.tail().load(Ordering::Acquire) & !self.mark_bit;
         if pos >= tail {
             return Reclaim::Unclaimed;
@@ -452,12 +490,11 @@ impl<S: RingStorage> Ring<S> {
         if stamp_at.load(Ordering::Acquire) != pos {
             return Reclaim::Settled;
         }
-        seal(index);
-        // Sync point: Release publishes the seal (paired with the receivers' Acquire
-        // stamp load in `start_recv`), exactly as a commit publishes a payload.
+        // Sync point: Release, as a commit's (a skip carries no payload, but the slot's
+        // chain of Release stamps and Acquire claims stays the same for every state).
         match stamp_at.compare_exchange(
             pos,
-            pos.wrapping_add(1),
+            self.published(pos, true),
             Ordering::Release,
             Ordering::Relaxed,
         ) {
@@ -469,7 +506,7 @@ impl<S: RingStorage> Ring<S> {
     /// Shared storage only: frees, on behalf of a receiver that died between claiming
     /// position `pos` and committing it, the slot for the next lap's sender. The message
     /// it held is lost. The steps mirror [`Ring::reclaim_send`], with `head` for `tail`
-    /// and the claimed stamp `pos + 1`; nothing needs marking.
+    /// and the claimed stamp `pos + 1` (or the skip, which receivers claim too).
     pub(crate) fn reclaim_recv(&self, pos: usize, live_claim: impl FnOnce() -> bool) -> Reclaim {
         let head = self.storage.head().load(Ordering::Acquire);
         if pos >= head {
@@ -479,8 +516,8 @@ impl<S: RingStorage> Ring<S> {
         let Some(stamp_at) = self.storage.stamp(index) else {
             return Reclaim::Settled;
         };
-        let claimed = pos.wrapping_add(1);
-        if stamp_at.load(Ordering::Relaxed) != claimed {
+        let claimed = stamp_at.load(Ordering::Relaxed);
+        if self.unskip(claimed) != pos.wrapping_add(1) {
             return Reclaim::Settled;
         }
         if live_claim() {
@@ -517,8 +554,11 @@ impl<S: RingStorage> Ring<S> {
             let Some(stamp_at) = self.storage.stamp(index) else {
                 break;
             };
-            if stamp_at.load(Ordering::Acquire) == head + 1 {
-                discard(index);
+            let stamp = stamp_at.load(Ordering::Acquire);
+            if self.unskip(stamp) == head + 1 {
+                if stamp == head + 1 {
+                    discard(index);
+                }
                 stamp_at.store(head.wrapping_add(self.one_lap), Ordering::Release);
                 head = self.next(head);
             } else {

@@ -17,8 +17,8 @@ use crate::sync::AtomicUsize;
 /// "CONDUIT" plus the header format byte; stored last, with Release, by the creator.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"CONDUIT\x01");
 /// The layout version this build reads and writes (2: slots padded to cache lines, see
-/// [`slot_granule`]).
-pub(crate) const VERSION: u32 = 2;
+/// [`slot_granule`]; 3: no tag word, a dead sender's slot is marked in its stamp).
+pub(crate) const VERSION: u32 = 3;
 
 /// The most slots a channel may have.
 pub(crate) const MAX_CAPACITY: usize = 1 << 22;
@@ -85,14 +85,12 @@ pub(crate) const RING_OFFSET: usize = PEER_ENTRIES_OFFSET + MAX_PEERS * size_of:
 /// Where slots may start (after `head` and `tail`).
 const SLOTS_MIN_OFFSET: usize = RING_OFFSET + 256;
 
-/// Per-slot control words before the payload: stamp (u64), tag (u64), len (u32).
-const SLOT_CONTROL: usize = 24;
+/// Per-slot control words before the payload: stamp (u64), len (u32), 4 bytes unused.
+const SLOT_CONTROL: usize = 16;
 /// Offset of the stamp within a slot.
 pub(crate) const SLOT_STAMP: usize = 0;
-/// Offset of the tag within a slot.
-pub(crate) const SLOT_TAG: usize = 8;
 /// Offset of the length word within a slot.
-pub(crate) const SLOT_LEN: usize = 16;
+pub(crate) const SLOT_LEN: usize = 8;
 
 const _: () = {
     assert!(size_of::<Header>() == 384);
@@ -419,7 +417,7 @@ mod tests {
     #[test]
     fn layouts_are_aligned_and_bounded() {
         let l = Layout::new(Kind::Typed, 64, Fingerprint::of::<u64>()).unwrap();
-        assert_eq!(l.payload_offset, 24);
+        assert_eq!(l.payload_offset, 16);
         assert_eq!(l.slot_size, 32);
         assert_eq!(l.slots_offset % 8, 0);
         assert_eq!(l.total_size, l.slots_offset + 64 * 32);
@@ -431,6 +429,8 @@ mod tests {
         let l = Layout::new(Kind::Typed, 4, Fingerprint::of::<[u8; 64]>()).unwrap();
         assert_eq!(l.slot_size, 128);
         let l = Layout::new(Kind::Typed, 4, Fingerprint::of::<[u8; 20]>()).unwrap();
+        assert_eq!(l.slot_size, 64);
+        let l = Layout::new(Kind::Typed, 4, Fingerprint::of::<[u8; 48]>()).unwrap();
         assert_eq!(l.slot_size, 64);
         let l = Layout::new(Kind::Bytes, 4, Fingerprint::bytes(1000)).unwrap();
         assert_eq!(l.slot_size, 1024);

@@ -3,7 +3,7 @@
 //! exposed as `conduit::__loom_shm` under `--cfg loom` only.
 #![allow(missing_docs, missing_debug_implementations)]
 
-use super::protocol::{self, Kind, Slots};
+use super::protocol::{self, Kind};
 use crate::chan::ring::{self, RingStorage};
 use crate::sync::{AtomicUsize, Ordering};
 
@@ -11,7 +11,6 @@ struct Heap {
     head: AtomicUsize,
     tail: AtomicUsize,
     stamps: Box<[AtomicUsize]>,
-    tags: Box<[AtomicUsize]>,
     payloads: Box<[AtomicUsize]>,
 }
 
@@ -29,12 +28,6 @@ unsafe impl RingStorage for Heap {
 
     fn stamp(&self, index: usize) -> Option<&AtomicUsize> {
         self.stamps.get(index)
-    }
-}
-
-impl Slots for Heap {
-    fn tag(&self, index: usize) -> Option<&AtomicUsize> {
-        self.tags.get(index)
     }
 }
 
@@ -98,7 +91,6 @@ impl Ring {
                 head: AtomicUsize::new(0),
                 tail: AtomicUsize::new(0),
                 stamps: cells(ring::initial_stamp),
-                tags: cells(|_| protocol::NO_TAG),
                 payloads: cells(|_| 0),
             },
             cap,
@@ -131,8 +123,7 @@ impl Ring {
         .map_err(stall)
     }
 
-    /// A sender that claims a slot, writes `value` (without completing the tag) and dies
-    /// before committing. Returns the claimed position.
+    /// A sender that claims a slot, writes `value` and dies before committing. Returns the claimed position.
     pub fn claim_send_and_die(&self, lane: &Lane, value: usize) -> Result<usize, Stall> {
         let token = self
             .0

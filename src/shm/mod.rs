@@ -56,7 +56,7 @@
 //! - a process killed in the middle of a send or receive never wedges the ring. Before
 //!   claiming a position, each operation records it (an *intent*) in its peer slot; a
 //!   survivor that finds the peer dead finishes each claim it left: a sender's slot is
-//!   published as skipped (or delivered, if its payload was completely written), a
+//!   published as skipped (its send never returned: the message was never promised), a
 //!   receiver's slot is freed (its message is lost: it was being received by the
 //!   process that died). Every message whose send completed is still delivered, once.
 //!   A claim that a live peer also records is left alone until that peer is done.
@@ -79,7 +79,7 @@
 //! the file makes later accesses fault with `SIGBUS`: POSIX shared memory cannot prevent
 //! that.)
 //!
-//! # Layout (version 1)
+//! # Layout (version 3)
 //!
 //! | offset | size | contents |
 //! |---|---|---|
@@ -90,7 +90,7 @@
 //! | 1024 | 64 × 192 | peer entries: pid, lock object device and inode, 16 intent words |
 //! | 13312 | 128 | ring `head` (receivers' position) |
 //! | 13440 | 128 | ring `tail` (senders' position) |
-//! | 13568, aligned | capacity × slot size | slots: stamp `u64`, tag `u64`, length `u32`, payload (aligned to the type, at least 8) |
+//! | 13568, aligned | capacity × slot size | slots: stamp `u64`, length `u32`, 4 bytes unused, payload (aligned to the type, at least 8); each slot padded to a power of two up to a cache line, or to whole lines |
 //!
 //! All integers are native-endian; processes of one machine share a segment.
 //!

@@ -1,4 +1,4 @@
-//! The shared ring's message protocol on top of [`Ring`]: intents, skip tags and
+//! The shared ring's message protocol on top of [`Ring`]: intents, skips and
 //! reclaiming, generic over where the slots live.
 //!
 //! Production keeps the slots in the mapped segment ([`super::ring`]); the loom models
@@ -11,37 +11,17 @@
 //! SeqCst fence) or when the claim attempt gives up. A survivor that finds the peer dead
 //! therefore knows every position it may have claimed and not committed.
 //!
-//! # Tags and seals
-//! Each slot carries a tag next to its stamp. A sender that claimed position `pos` reads
-//! the tag, writes the payload, and then CASes the tag from the value it read to `pos`:
-//! that CAS *completes* the message. A survivor reclaiming the slot of a dead sender
-//! *seals* it first: if the tag is already `pos`, the message is complete and is left to
-//! be delivered; otherwise it CASes the tag to [`skip_mark`]`(pos)`, and receivers drop
-//! the slot. Then the survivor publishes the slot with the ring's CAS commit. A receiver
-//! delivers a slot only if its tag equals the position it claimed.
-//!
-//! The two tag CASes decide, exactly once, whether the message at `pos` is delivered.
-//! So even a sender wrongly taken for dead (which the peer locks rule out, but the
-//! protocol does not rely on it) never duplicates or loses a message: if its tag CAS
-//! won, the message is delivered by whichever commit wins; if the seal won, a skip is
-//! published (by whichever commit wins) and the sender retries at a new position. Tags
-//! never match by accident: positions only grow, and fresh slots hold [`NO_TAG`].
+//! # Skips
+//! A survivor reclaiming the slot of a dead sender publishes it as a *skip*
+//! ([`Ring::reclaim_send`]): receivers claim and free it without reading it. The sender's
+//! commit and the survivor's skip are CASes of the same stamp from the same claimed
+//! value, so exactly one of them wins. Even a sender wrongly taken for dead (which the
+//! peer locks rule out, but the protocol does not rely on it) therefore never duplicates
+//! or loses a message: if its commit won, the message is delivered; if the skip won, the
+//! sender's commit fails and it retries at a new position.
 
 use crate::chan::ring::{Reclaim, Ring, RingStorage, Stall};
 use crate::sync::{AtomicUsize, Ordering, fence};
-
-/// The tag of a fresh slot: never a position, nor a skip mark of one.
-pub(crate) const NO_TAG: usize = usize::MAX;
-
-/// The high bit that turns a position into its skip mark.
-const SKIPPED: usize = 1 << 63;
-
-/// The tag of a slot reclaimed at `pos` from a dead sender before its message was
-/// complete.
-#[inline]
-pub(crate) const fn skip_mark(pos: usize) -> usize {
-    pos | SKIPPED
-}
 
 /// An empty intent lane.
 pub(crate) const NO_INTENT: usize = 0;
@@ -90,18 +70,12 @@ pub(crate) fn decode(word: usize) -> Option<(Kind, usize)> {
     Some((kind, word & POS))
 }
 
-/// Ring storage whose slots also carry a tag.
-pub(crate) trait Slots: RingStorage {
-    /// The tag of slot `index`, or `None` when out of range.
-    fn tag(&self, index: usize) -> Option<&AtomicUsize>;
-}
-
-/// Claims a slot, runs `write(index)` to fill it, completes its tag and commits it.
-/// Retries at a new position if a survivor sealed the slot as skipped first (only
-/// possible if this process was wrongly taken for dead). On a stall, the lane is cleared
-/// and the stall returned.
+/// Claims a slot, runs `write(index)` to fill it and commits it. Retries at a new
+/// position if a survivor published the slot as a skip first (only possible if this
+/// process was wrongly taken for dead). On a stall, the lane is cleared and the stall
+/// returned.
 #[inline]
-pub(crate) fn send<S: Slots>(
+pub(crate) fn send<S: RingStorage>(
     ring: &Ring<S>,
     lane: &AtomicUsize,
     mut write: impl FnMut(usize),
@@ -115,37 +89,27 @@ pub(crate) fn send<S: Slots>(
                     return Err(stall);
                 }
             };
-        let mut complete = false;
-        if let Some(tag) = ring.storage().tag(token.index) {
-            let seen = tag.load(Ordering::Acquire);
-            if seen != skip_mark(token.pos) {
-                write(token.index);
-                // Sync point: Release orders the payload before the completed tag, for a
-                // reclaimer that reads it with Acquire and commits on our behalf.
-                complete = tag
-                    .compare_exchange(seen, token.pos, Ordering::Release, Ordering::Relaxed)
-                    .is_ok();
-            }
+        if ring.still_claimed(token) {
+            write(token.index);
         }
-        // Commit even when sealed: it publishes the skip if the sealer died before its
-        // own commit. If our commit fails, a survivor committed for us.
-        ring.commit_send(token);
+        // If the commit fails, a survivor published a skip here: retry.
+        let committed = ring.commit_send(token);
         // SeqCst fence: (a) the intent is cleared only after the commit is ordered (see
         // `Ring::reclaim_send`, step 3); (b) the caller's following waiter-count load is
         // ordered after the commit (the futex module's no-lost-wake-up argument).
         fence(Ordering::SeqCst);
         lane.store(NO_INTENT, Ordering::Relaxed);
-        if complete {
+        if committed {
             return Ok(());
         }
     }
 }
 
-/// Claims a slot, reads it with `read(index)` if its tag says it holds the message for
-/// the claimed position, and frees it. Skipped slots (and messages whose read returned
-/// `None`, or whose commit found the slot reclaimed) are consumed and the next one tried.
+/// Claims a slot, reads it with `read(index)` unless it is a skip, and frees it. Skips
+/// (and messages whose read returned `None`, or whose commit found the slot reclaimed)
+/// are consumed and the next slot tried.
 #[inline]
-pub(crate) fn recv<S: Slots, R>(
+pub(crate) fn recv<S: RingStorage, R>(
     ring: &Ring<S>,
     lane: &AtomicUsize,
     mut read: impl FnMut(usize) -> Option<R>,
@@ -160,14 +124,10 @@ pub(crate) fn recv<S: Slots, R>(
                     return Err(stall);
                 }
             };
-        let tag = ring
-            .storage()
-            .tag(token.index)
-            .map(|t| t.load(Ordering::Relaxed));
-        let msg = if tag == Some(token.pos) {
-            read(token.index)
-        } else {
+        let msg = if token.skipped {
             None
+        } else {
+            read(token.index)
         };
         let committed = ring.commit_recv(token);
         // SeqCst fence: as in `send` (the intent is cleared after the commit; the
@@ -188,30 +148,14 @@ pub(crate) fn recv<S: Slots, R>(
 
 /// Settles one intent of a peer known to be dead. `live_claim()` reports whether a live
 /// peer records the same intent word.
-pub(crate) fn resolve<S: Slots>(
+pub(crate) fn resolve<S: RingStorage>(
     ring: &Ring<S>,
     intent: usize,
     live_claim: impl FnOnce() -> bool,
 ) -> Reclaim {
     match decode(intent) {
         None => Reclaim::Settled,
-        Some((Kind::Send, pos)) => ring.reclaim_send(pos, live_claim, |index| {
-            if let Some(tag) = ring.storage().tag(index) {
-                // Sync point: Acquire pairs with the sender's Release tag CAS, so a
-                // complete message's payload is visible before we commit it.
-                let seen = tag.load(Ordering::Acquire);
-                if seen != pos {
-                    // Fails only if the sender completes the tag meanwhile: then the
-                    // message is complete and our commit delivers it.
-                    let _ = tag.compare_exchange(
-                        seen,
-                        skip_mark(pos),
-                        Ordering::Relaxed,
-                        Ordering::Acquire,
-                    );
-                }
-            }
-        }),
+        Some((Kind::Send, pos)) => ring.reclaim_send(pos, live_claim),
         Some((Kind::Recv, pos)) => ring.reclaim_recv(pos, live_claim),
     }
 }

@@ -10,8 +10,7 @@
 use core::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
-use super::header::{Layout, SLOT_LEN, SLOT_STAMP, SLOT_TAG};
-use super::protocol::Slots;
+use super::header::{Layout, SLOT_LEN, SLOT_STAMP};
 use crate::chan::ring::RingStorage;
 use crate::sync::AtomicUsize;
 
@@ -135,7 +134,7 @@ impl ShmSlots {
 
     /// Asks the CPU to fetch the first [`PREFETCH_LINES`] cache lines of slot `index`,
     /// writable where the CPU can, so that the lines an operation is about to read and
-    /// then write (stamp and tag CASes, payload) come over from the peer's cache once and
+    /// then write (stamp CAS, payload) come over from the peer's cache once and
     /// in parallel, rather than one after another, each behind the previous locked
     /// instruction of the claim, and then once more for the upgrade to writable.
     ///
@@ -274,13 +273,6 @@ unsafe impl RingStorage for ShmSlots {
     fn peek_stamp(&self, index: usize) -> Option<&AtomicUsize> {
         // No prefetch: a waiter polls this while the peer may be working on the slot.
         self.word(index, SLOT_STAMP)
-    }
-}
-
-impl Slots for ShmSlots {
-    #[inline]
-    fn tag(&self, index: usize) -> Option<&AtomicUsize> {
-        self.word(index, SLOT_TAG)
     }
 }
 

@@ -30,7 +30,6 @@ use super::header::{
     PEER_STATES_OFFSET, PeerEntry, RING_OFFSET,
 };
 use super::name;
-use super::protocol::NO_TAG;
 use super::ring::ShmSlots;
 use crate::chan::ring::{Ring, RingStorage, initial_stamp};
 
@@ -175,9 +174,6 @@ impl Segment {
             for i in 0..layout.capacity {
                 if let Some(stamp) = slots.stamp(i) {
                     stamp.store(initial_stamp(i), Ordering::Relaxed);
-                }
-                if let Some(tag) = super::protocol::Slots::tag(&slots, i) {
-                    tag.store(NO_TAG, Ordering::Relaxed);
                 }
             }
             layout.write(h, rustix::process::getpid().as_raw_nonzero().get() as u32);
