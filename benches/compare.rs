@@ -13,7 +13,10 @@
 //! - `ipc` scenarios measure two processes (a child `fork`ed before any thread exists)
 //!   talking over a pipe, a unix socket pair, a SysV and a POSIX message queue, and
 //!   spinning on shared memory, the physical limit; conduit takes part with its
-//!   `conduit::shm` channel (see [`conduit_ipc_contenders`]).
+//!   `conduit::shm` channel (see [`conduit_ipc_contenders`]). Where the process may run
+//!   on two CPUs or more, the parent and the child are pinned to two different ones (see
+//!   [`Pinning`]), for every transport alike: otherwise the scheduler sometimes leaves
+//!   both on one CPU for a whole run, and where the fork landed decides the result.
 //!
 //! Output: one markdown table per scenario (median and minimum ns per message over the
 //! repetitions, and each implementation's median divided by the best peer's, so a ratio
@@ -1182,6 +1185,7 @@ fn with_child<T: Transport, R>(
     );
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
+    let pinning = Pinning::new();
     // SAFETY: `alarm` is a plain system call; the process is single-threaded at the fork
     // (see `main`). The alarm is not inherited: the child sets its own.
     unsafe { libc::alarm(WATCHDOG_SECS) };
@@ -1190,6 +1194,9 @@ fn with_child<T: Transport, R>(
         0 => {
             // SAFETY: as above.
             unsafe { libc::alarm(WATCHDOG_SECS) };
+            if let Some(p) = &pinning {
+                p.pin(p.child);
+            }
             let ok = panic::catch_unwind(panic::AssertUnwindSafe(|| {
                 child_end.send(&[0; 8]);
                 child(&mut child_end);
@@ -1201,8 +1208,14 @@ fn with_child<T: Transport, R>(
         }
         pid => {
             drop(child_end);
+            if let Some(p) = &pinning {
+                p.pin(p.parent);
+            }
             parent_end.recv(&mut [0; 8]);
             let result = parent(&mut parent_end);
+            if let Some(p) = &pinning {
+                p.restore();
+            }
             let mut status = 0;
             // SAFETY: reaps our own child.
             unsafe { libc::waitpid(pid, &raw mut status, 0) };
@@ -1215,6 +1228,59 @@ fn with_child<T: Transport, R>(
             );
             result
         }
+    }
+}
+
+/// Two different CPUs for the two processes of an `ipc` run, and the parent's own CPU
+/// set to restore afterwards (the in-process scenarios use every CPU).
+struct Pinning {
+    allowed: libc::cpu_set_t,
+    parent: usize,
+    child: usize,
+}
+
+impl Pinning {
+    /// `None` where this process may run on fewer than two CPUs (or the set cannot be
+    /// read): then nothing is pinned.
+    fn new() -> Option<Self> {
+        // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+        let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `allowed` is a writable `cpu_set_t` of the size passed.
+        let got = unsafe {
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut allowed)
+        };
+        if got != 0 {
+            return None;
+        }
+        let mut cpus = (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `cpu` is below `CPU_SETSIZE`, the set's capacity.
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) });
+        let (parent, child) = (cpus.next()?, cpus.next()?);
+        Some(Pinning {
+            allowed,
+            parent,
+            child,
+        })
+    }
+
+    /// Restricts the calling process to `cpu`.
+    fn pin(&self, cpu: usize) {
+        // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `cpu` came from `allowed`, so it is below `CPU_SETSIZE`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        self.set(&set);
+    }
+
+    /// Gives the calling process back every CPU it had.
+    fn restore(&self) {
+        self.set(&self.allowed);
+    }
+
+    fn set(&self, set: &libc::cpu_set_t) {
+        // SAFETY: `set` is a valid `cpu_set_t` of the size passed. A failure only leaves
+        // the affinity as it was, which the measurement survives.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
     }
 }
 

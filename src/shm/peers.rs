@@ -87,12 +87,14 @@ impl Segment {
 
     /// How many LIVE peers have `side`'s role (dead ones not yet reaped included).
     pub(crate) fn live_count(&self, side: Side) -> usize {
-        (0..MAX_PEERS)
-            .filter(|&n| {
-                let (_, state, roles) = unpack(self.peer_state(n).load(Ordering::Acquire));
-                state == LIVE && roles & side.role() != 0
-            })
-            .count()
+        (0..MAX_PEERS).filter(|&n| self.is_live(n, side)).count()
+    }
+
+    /// Whether peer slot `n` is LIVE with `side`'s role.
+    #[inline]
+    fn is_live(&self, n: usize, side: Side) -> bool {
+        let (_, state, roles) = unpack(self.peer_state(n).load(Ordering::Acquire));
+        state == LIVE && roles & side.role() != 0
     }
 
     /// Whether every peer of `side` is gone after at least one attached. Ordering: the
@@ -100,7 +102,9 @@ impl Segment {
     /// with Acquire, so a message committed before a peer's detach is visible to a ring
     /// check made after this returns `true`.
     pub(crate) fn side_gone(&self, side: Side) -> bool {
-        self.ever(side) && self.live_count(side) == 0
+        // Stops at the first live peer: every empty `try_recv` (and full `try_send`)
+        // asks, and a waiter's attempts with it.
+        self.ever(side) && !(0..MAX_PEERS).any(|n| self.is_live(n, side))
     }
 
     /// Runs [`Segment::maintain`] if this mapping has not in the last
