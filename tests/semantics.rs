@@ -128,6 +128,38 @@ fn timed_recv_gets_message_sent_while_waiting() {
     });
 }
 
+/// A sender waiting on a full ring waits, while it spins, for a batch of free slots
+/// (half the ring); one freed slot must still let it through, blocking or timed, with
+/// its messages in order. The receiver frees one slot at a time, each only once the
+/// ring is full again, so a sender that insisted on a batch would never get one.
+#[test]
+fn sender_on_a_full_ring_takes_a_single_freed_slot() {
+    watchdog(|| {
+        let (cap, rounds) = (64, 200);
+        for timed in [false, true] {
+            let (tx, rx) = conduit::bounded(cap);
+            let t = thread::spawn(move || {
+                for i in 0..cap + rounds {
+                    if timed {
+                        tx.send_timeout(i, Duration::from_secs(30)).unwrap();
+                    } else {
+                        tx.send(i).unwrap();
+                    }
+                }
+            });
+            for i in 0..rounds {
+                while rx.len() < cap {
+                    thread::yield_now();
+                }
+                assert_eq!(rx.recv(), Ok(i), "timed: {timed}");
+            }
+            t.join().unwrap();
+            let rest: Vec<usize> = rx.try_iter().collect();
+            assert_eq!(rest, (rounds..cap + rounds).collect::<Vec<_>>(), "timed: {timed}");
+        }
+    });
+}
+
 #[test]
 fn huge_timeout_means_wait_forever_not_overflow() {
     watchdog(|| {

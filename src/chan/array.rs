@@ -12,6 +12,27 @@
 //! price is memory: a slot takes at least 64 bytes, so a `bounded::<u64>(1024)` ring
 //! takes 64 KiB instead of 16 KiB. Rigtorp's `MPMCQueue` pads its slots for the same
 //! reason.
+//!
+//! # A full ring refills in batches
+//!
+//! A sender that finds the ring full waits, while it spins, until half the ring (at
+//! most 512 slots, see [`Ring::send_batch_free`]) is free again, instead of taking each slot the moment
+//! a receiver frees it. Taking slots one by one keeps a fast sender right behind the
+//! receiver: every slot the receiver frees is one the sender is polling, so each receive
+//! has to take its cache line back, and the ring stays full and runs at the speed of
+//! that exchange (measured on this project's 2-core VM, `bounded::<u64>(1024)`, one
+//! sender and one receiver: 46–60 ns/message, with the sender waiting on about one
+//! message in twenty). Waiting for a batch lets the receiver run over slots nobody else
+//! touches, then the sender fills the batch behind it: 7–11 ns/message in the same
+//! test. Linux pipes and TCP windows avoid waking a writer for a sliver of room the
+//! same way.
+//!
+//! It costs the sender's message nothing: the ring is at least half full when it goes
+//! in, so it is received after the same messages, at the same time, as if it had gone
+//! in earlier. The hint is only consulted while spinning; the last spin, and every
+//! attempt once the sender parks, take any free slot, so a timed send never times out
+//! with room available and a receiver that stops after freeing a few slots does not
+//! leave the sender waiting for more.
 
 use core::mem::MaybeUninit;
 
@@ -156,6 +177,11 @@ impl<T> Queue<T> for Channel<T> {
         msg
     }
 
+    #[inline]
+    fn send_batch_free(&self) -> bool {
+        self.ring.send_batch_free()
+    }
+
     fn waiters(&self) -> &Waiters {
         &self.waiters
     }
@@ -202,5 +228,47 @@ impl<T> Drop for Channel<T> {
     fn drop(&mut self) {
         self.ring.disconnect();
         self.discard_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Ring::is_free_ahead(a)` is true exactly when more than `a` slots are free, and
+    /// `Ring::send_batch_free` when a batch (half the ring, at least one slot) is, from
+    /// every offset of `head` and `tail` within a lap, across laps; capacities with (3, 5)
+    /// and without (1, 4) spare index bits.
+    #[test]
+    fn free_ahead_counts_free_slots() {
+        for cap in [1, 3, 4, 5] {
+            let ring = &Channel::<()>::with_capacity(cap).ring;
+            let mut queued = 0;
+            for _offset in 0..2 * cap + 1 {
+                for target in (0..=cap).chain((0..cap).rev()) {
+                    while queued < target {
+                        ring.commit_send(ring.start_send(|_| {}).unwrap());
+                        queued += 1;
+                    }
+                    while queued > target {
+                        ring.commit_recv(ring.start_recv(|_| {}).unwrap());
+                        queued -= 1;
+                    }
+                    let free = cap - queued;
+                    for ahead in 0..cap {
+                        assert_eq!(
+                            ring.is_free_ahead(ahead),
+                            ahead < free,
+                            "cap {cap}, {queued} queued, {ahead} ahead"
+                        );
+                    }
+                    let batch = (cap / 2).max(1);
+                    assert_eq!(ring.send_batch_free(), batch == 1 || free >= batch);
+                }
+                // Shift both positions one slot on.
+                ring.commit_send(ring.start_send(|_| {}).unwrap());
+                ring.commit_recv(ring.start_recv(|_| {}).unwrap());
+            }
+        }
     }
 }

@@ -77,6 +77,14 @@ pub(crate) trait Queue<T> {
     /// The last receiver is gone: mark, wake everyone and drop the queued messages.
     fn disconnect_receivers(&self);
 
+    /// For a sender spinning on a full queue: whether a batch of slots is free again,
+    /// so that trying now is worth it (see `array`'s module docs). A hint only: `true`
+    /// for queues that are never full.
+    #[inline]
+    fn send_batch_free(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
         match self.claim_send() {
@@ -139,7 +147,10 @@ fn send_wait<T>(
     msg: T,
     deadline: Option<Instant>,
 ) -> Result<(), SendTimeoutError<T>> {
-    match block_on(&q.waiters().senders, msg, deadline, |m| send_attempt(q, m)) {
+    let batch_free = || q.send_batch_free();
+    match block_on(&q.waiters().senders, msg, deadline, batch_free, |m| {
+        send_attempt(q, m)
+    }) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(m)) => Err(SendTimeoutError::Disconnected(m)),
         Err(m) => Err(SendTimeoutError::Timeout(m)),
@@ -159,7 +170,13 @@ fn recv_blocking<T>(q: &impl Queue<T>, deadline: Option<Instant>) -> Result<T, R
 #[cold]
 #[inline(never)]
 fn recv_wait<T>(q: &impl Queue<T>, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-    match block_on(&q.waiters().receivers, (), deadline, |()| recv_attempt(q)) {
+    match block_on(
+        &q.waiters().receivers,
+        (),
+        deadline,
+        || true,
+        |()| recv_attempt(q),
+    ) {
         Ok(Ok(m)) => Ok(m),
         Ok(Err(())) => Err(RecvTimeoutError::Disconnected),
         Err(()) => Err(RecvTimeoutError::Timeout),

@@ -49,6 +49,10 @@
 
 use crate::sync::{AtomicUsize, Ordering, fence, load_seqcst};
 
+/// The most free slots a sender waiting on a full ring spins for ([`Ring::send_batch_free`]);
+/// more gains little once sender and receiver are that far apart.
+const MAX_SEND_BATCH: usize = 512;
+
 /// Where a ring keeps its two positions and its slot stamps.
 ///
 /// # Safety
@@ -126,6 +130,8 @@ pub(crate) struct Ring<S> {
     cap: usize,
     one_lap: usize,
     mark_bit: usize,
+    /// How many free slots a sender waiting on a full ring spins for (≥ 1).
+    send_batch: usize,
 }
 
 /// The initial stamp of slot `index`: free for the first lap's sender.
@@ -144,6 +150,7 @@ impl<S: RingStorage> Ring<S> {
             cap,
             one_lap: mark_bit * 2,
             mark_bit,
+            send_batch: (cap / 2).clamp(1, MAX_SEND_BATCH),
         }
     }
 
@@ -176,6 +183,22 @@ impl<S: RingStorage> Ring<S> {
             pos + 1
         } else {
             (pos & !(self.one_lap - 1)).wrapping_add(self.one_lap)
+        }
+    }
+
+    /// The position `n` after `pos` (`n < cap`), wrapping into the next lap as [`next`]
+    /// does.
+    ///
+    /// [`next`]: Ring::next
+    #[inline]
+    fn advance(&self, pos: usize, n: usize) -> usize {
+        debug_assert!(n < self.cap);
+        let index = (pos & (self.mark_bit - 1)) + n;
+        let lap = pos & !(self.one_lap - 1);
+        if index < self.cap {
+            lap + index
+        } else {
+            lap.wrapping_add(self.one_lap) + (index - self.cap)
         }
     }
 
@@ -260,24 +283,50 @@ impl<S: RingStorage> Ring<S> {
     /// an old position holds a stamp of a later state, never the one looked for.
     #[inline]
     pub(crate) fn may_proceed(&self, sender: bool) -> bool {
-        let pos = if sender {
-            self.storage.tail()
-        } else {
-            self.storage.head()
+        if sender {
+            return self.is_free_ahead(0);
         }
-        .load(Ordering::Relaxed);
+        let pos = self.storage.head().load(Ordering::Relaxed);
         let Some(stamp) = self.storage.peek_stamp(pos & (self.mark_bit - 1)) else {
             return true;
         };
-        let stamp = stamp.load(Ordering::Relaxed);
-        if sender {
-            // Still the previous lap's message (the same test as in `start_send`).
-            pos & self.mark_bit != 0
-                || self.unskip(stamp).wrapping_add(self.one_lap) != pos.wrapping_add(1)
-        } else {
-            // Nothing published at `pos` yet (the same test as in `start_recv`).
-            stamp != pos
+        // Nothing published at `pos` yet (the same test as in `start_recv`).
+        stamp.load(Ordering::Relaxed) != pos
+    }
+
+    /// Whether the slot `ahead` positions past `tail` (`ahead < cap`) no longer holds
+    /// the previous lap's message, or `tail` is marked disconnected; `true` for anything
+    /// unexpected. Like [`Ring::may_proceed`] (which is `ahead == 0` for a sender), two
+    /// relaxed loads that leave the receivers' lines alone: the sender's own `tail`, and
+    /// the stamp of a slot that no receiver writes until it gets there. Receivers free
+    /// slots in order, so `true` means (barring a stale `tail`) that `ahead + 1` slots
+    /// are free.
+    #[inline]
+    pub(crate) fn is_free_ahead(&self, ahead: usize) -> bool {
+        let tail = self.storage.tail().load(Ordering::Relaxed);
+        if tail & self.mark_bit != 0 {
+            return true;
         }
+        let pos = self.advance(tail, ahead);
+        let Some(stamp) = self.storage.peek_stamp(pos & (self.mark_bit - 1)) else {
+            return true;
+        };
+        // Still the previous lap's message (the same test as in `start_send`).
+        self.unskip(stamp.load(Ordering::Relaxed))
+            .wrapping_add(self.one_lap)
+            != pos.wrapping_add(1)
+    }
+
+    /// For a sender waiting on a full ring: whether a batch of slots (half the ring, at
+    /// most [`MAX_SEND_BATCH`]) is free again. Senders that retry only then, while they
+    /// spin, refill the ring in batches instead of trailing the receiver slot by slot,
+    /// which makes them fight over each slot's cache line (see `chan::array`'s module
+    /// docs for the measurements). A hint, like [`Ring::is_free_ahead`]; with a batch of
+    /// one it is always `true`, and the claim itself is the test.
+    #[inline]
+    pub(crate) fn send_batch_free(&self) -> bool {
+        // Slots are freed in order, so the batch's last slot being free means all are.
+        self.send_batch == 1 || self.is_free_ahead(self.send_batch - 1)
     }
 
     /// Publishes a slot claimed by [`Ring::start_send`] after its payload was written.

@@ -263,21 +263,32 @@ pub(crate) enum Attempt<R, S> {
 
 /// Blocks until `attempt` finishes or `deadline` passes: spin briefly, then park on
 /// `signal`. On timeout, returns `Err(state)`.
+///
+/// While spinning, `attempt` runs only when the cheap hint `worth_trying` says so
+/// (besides the first and the last spin): a waiter may wait for more than the smallest
+/// change that lets it through (see `array`'s batched refill). Once parking, every
+/// attempt is made, so the hint never decides whether a waiter sleeps.
 pub(crate) fn block_on<R, S>(
     signal: &Signal,
     mut state: S,
     deadline: Option<Instant>,
+    worth_trying: impl Fn() -> bool,
     mut attempt: impl FnMut(S) -> Attempt<R, S>,
 ) -> Result<R, S> {
     let backoff = Backoff::new();
+    let mut first = true;
     loop {
-        match attempt(state) {
-            Attempt::Done(r) => return Ok(r),
-            Attempt::Wait(s) => state = s,
+        let last = backoff.is_completed();
+        if first || last || worth_trying() {
+            match attempt(state) {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::Wait(s) => state = s,
+            }
         }
-        if backoff.is_completed() {
+        if last {
             break;
         }
+        first = false;
         backoff.snooze();
     }
     loop {

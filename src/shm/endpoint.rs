@@ -287,11 +287,13 @@ impl Endpoint {
             Err(SendFail::Full) => None,
             done => Some(done),
         };
+        // While spinning, a full ring is retried once a batch of it is free again (see
+        // `Ring::send_batch_free`).
         wait::block(
             self.seg(),
             Side::Send,
             deadline,
-            || self.seg().ring().may_proceed(true),
+            || self.seg().ring().send_batch_free(),
             attempt,
         )
         .unwrap_or(Err(SendFail::Timeout))
