@@ -155,7 +155,11 @@ fn sender_on_a_full_ring_takes_a_single_freed_slot() {
             }
             t.join().unwrap();
             let rest: Vec<usize> = rx.try_iter().collect();
-            assert_eq!(rest, (rounds..cap + rounds).collect::<Vec<_>>(), "timed: {timed}");
+            assert_eq!(
+                rest,
+                (rounds..cap + rounds).collect::<Vec<_>>(),
+                "timed: {timed}"
+            );
         }
     });
 }

@@ -15,24 +15,24 @@
 //!
 //! # A full ring refills in batches
 //!
-//! A sender that finds the ring full waits, while it spins, until half the ring (at
-//! most 512 slots, see [`Ring::send_batch_free`]) is free again, instead of taking each slot the moment
-//! a receiver frees it. Taking slots one by one keeps a fast sender right behind the
-//! receiver: every slot the receiver frees is one the sender is polling, so each receive
-//! has to take its cache line back, and the ring stays full and runs at the speed of
-//! that exchange (measured on this project's 2-core VM, `bounded::<u64>(1024)`, one
-//! sender and one receiver: 46–60 ns/message, with the sender waiting on about one
-//! message in twenty). Waiting for a batch lets the receiver run over slots nobody else
-//! touches, then the sender fills the batch behind it: 7–11 ns/message in the same
-//! test. Linux pipes and TCP windows avoid waking a writer for a sliver of room the
-//! same way.
+//! A sender that finds the ring full waits, while it spins, until half the ring (at most
+//! 512 slots, see [`Ring::send_batch_free`]) is free again, instead of taking each slot
+//! the moment a receiver frees it. Taking slots one by one keeps a fast sender right
+//! behind the receiver: every slot the receiver frees is one the sender is polling, so
+//! each receive has to take its cache line back, and the ring stays full and runs at
+//! the speed of that exchange (measured on this project's 2-core VM,
+//! `bounded::<u64>(1024)`, one sender and one receiver: 46–60 ns/message, with the
+//! sender waiting on about one message in twenty). Waiting for a batch lets the receiver
+//! run over slots nobody else touches, then the sender fills the batch behind it: 7–13
+//! ns/message in the same test. Linux pipes and TCP windows avoid waking a writer for a
+//! sliver of room the same way.
 //!
-//! It costs the sender's message nothing: the ring is at least half full when it goes
-//! in, so it is received after the same messages, at the same time, as if it had gone
-//! in earlier. The hint is only consulted while spinning; the last spin, and every
-//! attempt once the sender parks, take any free slot, so a timed send never times out
-//! with room available and a receiver that stops after freeing a few slots does not
-//! leave the sender waiting for more.
+//! It does not delay the sender's message: while the sender waits for its batch the
+//! ring is at least half full, so the receiver has that many messages to take before it
+//! could get to the new one. The hint is only consulted while spinning; the last spin,
+//! and every attempt once the sender parks, take a single free slot, so a receiver that
+//! stops after freeing a few slots does not leave the sender waiting for more, and a
+//! timed send gets the same attempts as before its deadline.
 
 use core::mem::MaybeUninit;
 
