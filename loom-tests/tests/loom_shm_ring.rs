@@ -23,6 +23,22 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     builder.check(f);
 }
 
+/// Sends `msg` from a live peer of its own, settling `dead`'s intent whenever the ring
+/// is stuck (full, or its slot still claimed) until the send goes through.
+fn send_settling(ring: &Ring, dead: &Lane, msg: usize) {
+    let live = Lane::new();
+    loop {
+        match ring.send(&live, msg) {
+            Ok(()) => return,
+            Err(Stall::Busy | Stall::Blocked) => {
+                ring.resolve(dead, &[&live]);
+                thread::yield_now();
+            }
+            Err(s) => panic!("unexpected {s:?}"),
+        }
+    }
+}
+
 /// Receives one message, settling `dead`'s intent whenever the ring is stuck.
 fn recv_settling(ring: &Ring, me: &Lane, dead: &Lane, live: &[&Lane]) -> usize {
     loop {
@@ -91,20 +107,8 @@ fn dead_receiver_slot_is_freed() {
         };
         let s = {
             let (ring, dead) = (ring.clone(), dead.clone());
-            thread::spawn(move || {
-                let live = Lane::new();
-                loop {
-                    match ring.send(&live, 2) {
-                        Ok(()) => return,
-                        Err(Stall::Busy | Stall::Blocked) => {
-                            // Full until the receiver's claim; stuck until settled.
-                            ring.resolve(&dead, &[&live]);
-                            thread::yield_now();
-                        }
-                        Err(s) => panic!("unexpected {s:?}"),
-                    }
-                }
-            })
+            // Full until the receiver's claim; stuck until settled.
+            thread::spawn(move || send_settling(&ring, &dead, 2))
         };
         d.join().unwrap();
         s.join().unwrap();
@@ -238,19 +242,7 @@ fn dead_receiver_of_a_skip_is_freed() {
         ring.claim_recv_and_die(&dead_rx).unwrap();
         let s = {
             let (ring, dead_rx) = (ring.clone(), dead_rx.clone());
-            thread::spawn(move || {
-                let me = Lane::new();
-                loop {
-                    match ring.send(&me, 7) {
-                        Ok(()) => return,
-                        Err(Stall::Blocked | Stall::Busy) => {
-                            ring.resolve(&dead_rx, &[&me]);
-                            thread::yield_now();
-                        }
-                        Err(s) => panic!("unexpected {s:?}"),
-                    }
-                }
-            })
+            thread::spawn(move || send_settling(&ring, &dead_rx, 7))
         };
         s.join().unwrap();
         assert_eq!(ring.recv(&Lane::new()), Ok(7));
