@@ -315,6 +315,27 @@ fn receiver_waits_for_the_first_sender() {
     });
 }
 
+/// A sender blocked on a full ring spins for a batch of free slots (half the ring), but
+/// one freed slot must still let it through. The receiver frees one slot at a time,
+/// each only once the ring is full again, so a sender that insisted on a batch would
+/// never get one.
+#[test]
+fn sender_on_a_full_ring_takes_a_single_freed_slot() {
+    watchdog(|| {
+        let cap = 64;
+        let name = Name::new("single-slot");
+        let rx = Receiver::<u64>::create(&name, cap).unwrap();
+        let mut child = Proc::spawn("stream_forever", &[("name", &name)]);
+        for i in 0..200 {
+            while rx.len() < cap {
+                std::thread::yield_now();
+            }
+            assert_eq!(rx.recv_timeout(STEP), Ok(i));
+        }
+        child.kill9();
+    });
+}
+
 #[test]
 fn sender_killed_mid_stream() {
     watchdog(|| {
