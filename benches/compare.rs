@@ -1208,14 +1208,10 @@ fn with_child<T: Transport, R>(
         }
         pid => {
             drop(child_end);
-            if let Some(p) = &pinning {
-                p.pin(p.parent);
-            }
+            // Unpinned again when the run ends, even by a panic.
+            let _pinned = pinning.as_ref().map(Pinning::pin_parent);
             parent_end.recv(&mut [0; 8]);
             let result = parent(&mut parent_end);
-            if let Some(p) = &pinning {
-                p.restore();
-            }
             let mut status = 0;
             // SAFETY: reaps our own child.
             unsafe { libc::waitpid(pid, &raw mut status, 0) };
@@ -1272,15 +1268,25 @@ impl Pinning {
         self.set(&set);
     }
 
-    /// Gives the calling process back every CPU it had.
-    fn restore(&self) {
-        self.set(&self.allowed);
+    /// Restricts the calling (parent) process to its CPU until the guard is dropped.
+    fn pin_parent(&self) -> Pinned<'_> {
+        self.pin(self.parent);
+        Pinned(self)
     }
 
     fn set(&self, set: &libc::cpu_set_t) {
         // SAFETY: `set` is a valid `cpu_set_t` of the size passed. A failure only leaves
         // the affinity as it was, which the measurement survives.
         unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    }
+}
+
+/// The parent's pinning: dropping it gives the process back every CPU it had.
+struct Pinned<'a>(&'a Pinning);
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        self.0.set(&self.0.allowed);
     }
 }
 
