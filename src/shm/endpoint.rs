@@ -155,13 +155,16 @@ impl Endpoint {
     /// A slot that still holds the previous lap's message is reported as
     /// [`Stall::Blocked`] from its stamp alone, before any claim: the ring's own full
     /// check would also load `head`, the word every receive writes, and so take its cache
-    /// line away from the receiver each time a sender finds the ring full.
+    /// line away from the receiver each time a sender finds the ring full. The stamp is
+    /// loaded as for a claim ([`Ring::may_claim_send`]), since a claim usually follows.
+    ///
+    /// [`Ring::may_claim_send`]: crate::chan::ring::Ring::may_claim_send
     #[inline]
     fn send_once(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
-            if !self.seg().ring().may_proceed(true) {
+            if !self.seg().ring().may_claim_send() {
                 return Err(Stall::Blocked);
             }
             let lane = self.peer.lane();

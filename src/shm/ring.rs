@@ -141,6 +141,11 @@ impl ShmSlots {
     /// Callers only claim a slot that
     /// [`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed) found ready, so the
     /// lines are not taken away from a peer still working on the slot (but for races).
+    /// The exception is a sender's one check before its claim
+    /// ([`Ring::may_claim_send`](crate::chan::ring::Ring::may_claim_send)), which
+    /// fetches the slot this way whether or not it is free: on a full ring it may take
+    /// the line from a receiver reading it, once per attempt (waiters poll with
+    /// [`RingStorage::peek_stamp`], which does not prefetch).
     #[inline]
     fn prefetch(&self, index: usize) {
         let Some(slot) = self.at(index, 0) else {
