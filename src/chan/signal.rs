@@ -307,12 +307,18 @@ pub(crate) fn block_on<R, S>(
                 waiting.wait();
                 true
             }
-            // On timeout we loop once more: the attempt may still succeed.
             Some(d) => waiting.wait_deadline(d).is_some(),
         };
         if notified {
             // The waker claimed our count.
             registered.0 = None;
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Timed out: one last attempt (a change that came with the deadline counts),
+            // then the timeout.
+            return match attempt(state) {
+                Attempt::Done(r) => Ok(r),
+                Attempt::Wait(s) => Err(s),
+            };
         }
     }
 }
