@@ -178,21 +178,14 @@ impl<S: RingStorage> Ring<S> {
     /// The position after `pos`: the next index, or index 0 of the next lap.
     #[inline]
     fn next(&self, pos: usize) -> usize {
-        let index = pos & (self.mark_bit - 1);
-        if index + 1 < self.cap {
-            pos + 1
-        } else {
-            (pos & !(self.one_lap - 1)).wrapping_add(self.one_lap)
-        }
+        self.advance(pos, 1)
     }
 
-    /// The position `n` after `pos` (`n < cap`), wrapping into the next lap as [`next`]
-    /// does.
-    ///
-    /// [`next`]: Ring::next
+    /// The position `n` after `pos` (`n <= cap`; `pos` without the mark bit), wrapping
+    /// into the next lap past the last index.
     #[inline]
     fn advance(&self, pos: usize, n: usize) -> usize {
-        debug_assert!(n < self.cap);
+        debug_assert!(n <= self.cap);
         let index = (pos & (self.mark_bit - 1)) + n;
         let lap = pos & !(self.one_lap - 1);
         if index < self.cap {
