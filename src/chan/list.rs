@@ -16,13 +16,16 @@
 //! and only after every slot is read.
 //!
 //! # Recycling
-//! The owner does not free the block but keeps it as the channel's one `spare`, which
-//! the next sender to need a block takes (and resets) instead of allocating; a spare it
-//! displaces is freed. Blocks reach the spare at exactly the point where freeing them
-//! would be safe, so no thread can still hold a pointer it would dereference; and
-//! positions only grow, so a stale pointer to a recycled block can never win a claim
-//! CAS. A steady stream therefore allocates nothing, and no block is freed on one thread
-//! after being allocated on another.
+//! The owner does not free the block but parks it among the channel's few `spares`,
+//! which the next sender to need a block takes (and resets) instead of allocating; only
+//! when every spare place is taken is the block freed. Blocks reach the spares at
+//! exactly the point where freeing them would be safe, so no thread can still hold a
+//! pointer it would dereference; and positions only grow, so a stale pointer to a
+//! recycled block can never win a claim CAS. A steady stream therefore allocates
+//! nothing, and a stream whose backlog swings keeps its receivers from freeing blocks
+//! while its senders allocate: with the system allocator that pair contends for one
+//! arena lock (the blocks come from the sender's arena), and each contended free put
+//! the receiver to sleep for microseconds.
 
 use core::mem::MaybeUninit;
 use core::ptr;
@@ -105,11 +108,11 @@ impl<T> Block<T> {
         }
     }
 
-    /// Makes a block taken back from [`Channel::spare`] look new: no next block and every
+    /// Makes a block taken back from [`Channel::spares`] look new: no next block and every
     /// slot empty.
     ///
     /// # Safety
-    /// The caller owns `this` exclusively (it took it out of the spare slot).
+    /// The caller owns `this` exclusively (it took it out of the spares).
     unsafe fn reset(this: *mut Block<T>) {
         // SAFETY: exclusive ownership (the caller's contract); the swap that handed us the
         // block ordered every earlier access to it before these stores.
@@ -122,12 +125,12 @@ impl<T> Block<T> {
     }
 
     /// Continues destroying `this` from slot `start` (see the module docs); the thread
-    /// that finishes keeps the block as the channel's `spare`.
+    /// that finishes keeps the block among the channel's `spares`.
     ///
     /// # Safety
     /// `this` is a live block whose slots before `start` are all read, and the caller is
     /// the thread the destruction protocol elected to continue.
-    unsafe fn destroy(this: *mut Block<T>, start: usize, spare: &AtomicPtr<Block<T>>) {
+    unsafe fn destroy(this: *mut Block<T>, start: usize, spares: &Spares<T>) {
         // The last slot's receiver started the destruction, so it needs no DESTROY bit.
         for i in start..BLOCK_CAP - 1 {
             // SAFETY: the block is live: this thread holds the destruction duty.
@@ -139,15 +142,69 @@ impl<T> Block<T> {
                 return;
             }
         }
-        // Every slot is read and no one else holds the duty: we own the block. Keep it
-        // for the next sender that needs a block; free the spare it replaces.
-        // Sync point: AcqRel. Release hands our ownership (and every read of the block's
-        // slots, ordered before our loads above) to the sender that takes it; Acquire
-        // takes ownership of the block it replaces.
-        let old = spare.swap(this, Ordering::AcqRel);
-        if !old.is_null() {
-            // SAFETY: a spare block is owned by whoever swaps it out: us.
-            drop(unsafe { Box::from_raw(old) });
+        // Every slot is read and no one else holds the duty: we own the block.
+        // SAFETY: it came from a `Box`, and no other thread can reach it any more.
+        unsafe { spares.put(this) };
+    }
+}
+
+/// How many emptied blocks a channel keeps for reuse (see the module docs): enough to
+/// ride out a backlog that shrinks and grows again, little memory on an idle channel.
+#[cfg(not(loom))]
+const SPARES: usize = 4;
+#[cfg(loom)]
+const SPARES: usize = 2;
+
+/// Emptied blocks kept for the next senders that need one; a null place is empty.
+struct Spares<T>([AtomicPtr<Block<T>>; SPARES]);
+
+impl<T> Spares<T> {
+    fn new() -> Self {
+        Spares(core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())))
+    }
+
+    /// Takes a spare block, if there is one.
+    fn take(&self) -> Option<*mut Block<T>> {
+        self.0.iter().find_map(|place| {
+            if place.load(Ordering::Relaxed).is_null() {
+                return None;
+            }
+            // Sync point: Acquire pairs with the Release in `put`, so the taker owns
+            // the block and every earlier access to it happened before.
+            let block = place.swap(ptr::null_mut(), Ordering::Acquire);
+            (!block.is_null()).then_some(block)
+        })
+    }
+
+    /// Keeps `block` for reuse, or frees it if every place is taken.
+    ///
+    /// # Safety
+    /// The caller owns `block`, which came from `Box::into_raw`.
+    unsafe fn put(&self, block: *mut Block<T>) {
+        for place in &self.0 {
+            // Sync point: Release hands our ownership (and every read of the block's
+            // slots, ordered before) to the sender that takes it.
+            if place.load(Ordering::Relaxed).is_null()
+                && place
+                    .compare_exchange(ptr::null_mut(), block, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        // SAFETY: ours (the caller's contract), and no place took it.
+        drop(unsafe { Box::from_raw(block) });
+    }
+}
+
+impl<T> Drop for Spares<T> {
+    fn drop(&mut self) {
+        for place in &self.0 {
+            let block = place.load(Ordering::Relaxed);
+            if !block.is_null() {
+                // SAFETY: `&mut self`: the spares are ours, and each came from a `Box`.
+                drop(unsafe { Box::from_raw(block) });
+            }
         }
     }
 }
@@ -161,10 +218,10 @@ struct Position<T> {
 pub(crate) struct Channel<T> {
     head: CachePadded<Position<T>>,
     tail: CachePadded<Position<T>>,
-    /// A block whose slots have all been read, kept for the next sender that needs a
-    /// block (null: none). In a steady stream blocks circulate through it and the
-    /// channel stops allocating; more than one spare is never kept.
-    spare: CachePadded<AtomicPtr<Block<T>>>,
+    /// Blocks whose slots have all been read, kept for the next senders that need a
+    /// block. In a steady stream blocks circulate through them and the channel stops
+    /// allocating.
+    spares: CachePadded<Spares<T>>,
     waiters: Waiters,
 }
 
@@ -191,26 +248,22 @@ impl<T> Channel<T> {
                 index: AtomicUsize::new(0),
                 block: AtomicPtr::new(ptr::null_mut()),
             }),
-            spare: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
+            spares: CachePadded::new(Spares::new()),
             waiters: Waiters::new(),
         }
     }
 
-    /// A new, empty block: the spare if there is one, else a fresh allocation.
+    /// A new, empty block: a spare if there is one, else a fresh allocation.
     #[cold]
     fn new_block(&self) -> Box<Block<T>> {
-        if !self.spare.load(Ordering::Relaxed).is_null() {
-            // Sync point: Acquire pairs with the destroyer's Release in `Block::destroy`.
-            let spare = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
-            if !spare.is_null() {
-                // SAFETY: the swap made us the block's only owner; it came from a `Box`.
-                unsafe {
-                    Block::reset(spare);
-                    return Box::from_raw(spare);
-                }
-            }
+        match self.spares.take() {
+            // SAFETY: taking it made us the block's only owner; it came from a `Box`.
+            Some(spare) => unsafe {
+                Block::reset(spare);
+                Box::from_raw(spare)
+            },
+            None => Block::new(),
         }
-        Block::new()
     }
 
     /// Claims a slot for a send; `None` if disconnected.
@@ -440,9 +493,9 @@ impl<T> Queue<T> for Channel<T> {
             slot.wait_write();
             let msg = slot.msg.with(|p| p.read().assume_init());
             if claim.offset + 1 == BLOCK_CAP {
-                Block::destroy(block, 0, &self.spare);
+                Block::destroy(block, 0, &self.spares);
             } else if slot.state.fetch_or(READ, Ordering::AcqRel) & DESTROY != 0 {
-                Block::destroy(block, claim.offset + 1, &self.spare);
+                Block::destroy(block, claim.offset + 1, &self.spares);
             }
             msg
         }
@@ -524,10 +577,66 @@ impl<T> Drop for Channel<T> {
             if !block.is_null() {
                 drop(Box::from_raw(block));
             }
-            let spare = self.spare.load(Ordering::Relaxed);
-            if !spare.is_null() {
-                drop(Box::from_raw(spare));
-            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn kept<T>(spares: &Spares<T>) -> usize {
+        let places = spares.0.iter();
+        places
+            .filter(|p| !p.load(Ordering::Relaxed).is_null())
+            .count()
+    }
+
+    #[test]
+    fn spares_keep_a_few_blocks_and_free_the_rest() {
+        let spares = Spares::<u64>::new();
+        assert_eq!(spares.take(), None);
+        let blocks: Vec<_> = (0..SPARES + 2)
+            .map(|_| Box::into_raw(Block::new()))
+            .collect();
+        for &block in &blocks {
+            // SAFETY: each block is fresh from `Box::into_raw` and handed over once.
+            unsafe { spares.put(block) };
+        }
+        assert_eq!(kept(&spares), SPARES);
+        let taken: Vec<_> = (0..SPARES).map(|_| spares.take().expect("kept")).collect();
+        assert_eq!(spares.take(), None);
+        assert_eq!(
+            taken,
+            blocks[..SPARES],
+            "the first blocks are kept, the rest freed"
+        );
+        for block in taken {
+            // SAFETY: taking a block makes the taker its owner.
+            drop(unsafe { Box::from_raw(block) });
+        }
+    }
+
+    #[test]
+    fn drained_backlog_is_kept_for_the_next_sends() {
+        let chan = Channel::<usize>::new();
+        let send = |n| chan.write(chan.claim_send().expect("connected"), n);
+        let backlog = (SPARES + 2) * BLOCK_CAP;
+        (0..backlog).for_each(send);
+        for n in 0..backlog {
+            assert_eq!(chan.read(chan.claim_recv().expect("queued")), n);
+        }
+        assert_eq!(
+            kept(&chan.spares),
+            SPARES,
+            "emptied blocks past the spares are freed"
+        );
+        // The head's block is the last one filled; each block the sends now fill needs
+        // a new one, taken from the spares.
+        (0..2 * BLOCK_CAP).for_each(send);
+        assert_eq!(kept(&chan.spares), SPARES - 2);
+        for n in 0..2 * BLOCK_CAP {
+            assert_eq!(chan.read(chan.claim_recv().expect("queued")), n);
         }
     }
 }
