@@ -12,7 +12,8 @@
 //! - async scenarios run on a 2-worker tokio multi-thread runtime;
 //! - `ipc` scenarios measure two processes (a child `fork`ed before any thread exists)
 //!   talking over a pipe, a unix socket pair, a SysV and a POSIX message queue, and
-//!   spinning on shared memory, the physical limit; conduit takes part with its
+//!   spinning on shared memory, the physical limit, and a bare copy of conduit's ring
+//!   protocol for reference ([`StampRing`]); conduit takes part with its
 //!   `conduit::shm` channel (see [`conduit_ipc_contenders`]). Where the process may run
 //!   on two CPUs or more, the parent and the child are pinned to two different ones (see
 //!   [`Pinning`]), for every transport alike: otherwise the scheduler sometimes leaves
@@ -1134,6 +1135,107 @@ impl Transport for SpinRing {
     }
 }
 
+/// A reference, neither a peer nor the limit: the ring protocol that `conduit::shm` runs
+/// (Vyukov's bounded MPMC queue: a sender claims `tail` by CAS when the slot's stamp says
+/// free, a receiver claims `head` when it says full; commits are CASes of the stamp, each
+/// followed by a SeqCst fence), bare: no intent lanes or crash recovery, no validation of
+/// the shared memory, no futex waits, no peer table. Its distance from the spin limit is
+/// what the protocol costs; conduit's distance from it is what the rest costs. 1024 slots
+/// per direction, each a stamp and the payload, rounded up to a power of two (16 bytes
+/// for the ping-pong's 8-byte messages, 128 for the stream's 64).
+struct StampRing {
+    map: SharedMap,
+    tx_ring: usize,
+    rx_ring: usize,
+    slot_bytes: usize,
+}
+
+const STAMP_SLOTS: u64 = 1024;
+/// `head` and `tail` sit on 128-byte blocks of their own before the slots.
+const STAMP_SLOTS_OFFSET: usize = 256;
+
+impl StampRing {
+    fn ring_bytes(slot_bytes: usize) -> usize {
+        STAMP_SLOTS_OFFSET + STAMP_SLOTS as usize * slot_bytes
+    }
+    fn stamp(&self, ring: usize, pos: u64) -> (&AtomicU64, usize) {
+        let slot = ring + STAMP_SLOTS_OFFSET + (pos % STAMP_SLOTS) as usize * self.slot_bytes;
+        (self.map.word(slot), slot + 8)
+    }
+    /// One claim attempt; `false` if the ring is full (or another sender moved on).
+    fn try_send(&self, buf: &[u8]) -> bool {
+        let tail = self.map.word(self.tx_ring + 128);
+        let pos = tail.load(Ordering::Relaxed);
+        let (stamp, payload) = self.stamp(self.tx_ring, pos);
+        if stamp.load(Ordering::Acquire) != pos
+            || tail
+                .compare_exchange(pos, pos + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        self.map.write(payload, buf);
+        // Nothing else writes a claimed slot's stamp here; conduit's commit is a CAS
+        // because a survivor may publish a skip in it.
+        let committed = stamp.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        debug_assert!(committed.is_ok());
+        true
+    }
+    /// One claim attempt; `false` if the ring is empty (or another receiver moved on).
+    fn try_recv(&self, buf: &mut [u8]) -> bool {
+        let head = self.map.word(self.rx_ring);
+        let pos = head.load(Ordering::Relaxed);
+        let (stamp, payload) = self.stamp(self.rx_ring, pos);
+        if stamp.load(Ordering::Acquire) != pos + 1
+            || head
+                .compare_exchange(pos, pos + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        self.map.read(payload, buf);
+        let freed = stamp.compare_exchange(
+            pos + 1,
+            pos + STAMP_SLOTS,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        std::sync::atomic::fence(Ordering::SeqCst);
+        debug_assert!(freed.is_ok());
+        true
+    }
+}
+
+impl Transport for StampRing {
+    const NAME: &'static str = "ref: MPMC stamp ring";
+    fn pair(msg_size: usize) -> io::Result<(Self, Self)> {
+        let slot_bytes = (8 + msg_size).next_power_of_two();
+        let ring_bytes = Self::ring_bytes(slot_bytes);
+        let map = SharedMap::new(2 * ring_bytes)?;
+        let end = |map, tx_ring, rx_ring| StampRing {
+            map,
+            tx_ring,
+            rx_ring,
+            slot_bytes,
+        };
+        let parent = end(map, 0, ring_bytes);
+        for ring in [0, ring_bytes] {
+            for pos in 0..STAMP_SLOTS {
+                parent.stamp(ring, pos).0.store(pos, Ordering::Relaxed);
+            }
+        }
+        let child = end(parent.map.peer(), ring_bytes, 0);
+        Ok((parent, child))
+    }
+    fn send(&mut self, buf: &[u8]) {
+        spin_until(|| self.try_send(buf));
+    }
+    fn recv(&mut self, buf: &mut [u8]) {
+        spin_until(|| self.try_recv(buf));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Cross-process scenarios
 // ---------------------------------------------------------------------------------------
@@ -1452,6 +1554,7 @@ fn ipc_contenders(kind: Ipc) -> Vec<Contender> {
         ipc::<PosixMq>(kind),
         ipc::<SpinLine>(kind),
         ipc::<SpinRing>(kind),
+        ipc::<StampRing>(kind),
     ]);
     v
 }
