@@ -319,7 +319,13 @@ impl<S: RingStorage> Ring<S> {
         if tail & self.mark_bit != 0 {
             return true;
         }
-        let pos = self.advance(tail, ahead);
+        // `advance(tail, 0)` is `tail` for any tail a ring can hold; skipping it keeps the
+        // checks before every claim (`may_claim_send`, `may_proceed`) a few loads.
+        let pos = if ahead == 0 {
+            tail
+        } else {
+            self.advance(tail, ahead)
+        };
         let index = pos & (self.mark_bit - 1);
         let stamp = if claiming {
             self.storage.stamp(index)
