@@ -16,9 +16,10 @@
 //! and only after every slot is read.
 //!
 //! # Recycling
-//! The owner does not free the block but parks it among the channel's few `spares`,
-//! which the next sender to need a block takes (and resets) instead of allocating; only
-//! when every spare place is taken is the block freed. Blocks reach the spares at
+//! The owner does not free the block but parks it among the channel's few `spares` (up
+//! to four, fewer for large messages: see [`SPARE_BYTES`]), which the next sender to need
+//! a block takes (and resets) instead of allocating; only when every spare place is
+//! taken is the block freed. Blocks reach the spares at
 //! exactly the point where freeing them would be safe, so no thread can still hold a
 //! pointer it would dereference; and positions only grow, so a stale pointer to a
 //! recycled block can never win a claim CAS. A steady stream therefore allocates
@@ -148,24 +149,46 @@ impl<T> Block<T> {
     }
 }
 
-/// How many emptied blocks a channel keeps for reuse (see the module docs): enough to
-/// ride out a backlog that shrinks and grows again, little memory on an idle channel.
+/// At most how many emptied blocks a channel keeps for reuse (see the module docs):
+/// enough to ride out a backlog that shrinks and grows again.
 #[cfg(not(loom))]
 const SPARES: usize = 4;
 #[cfg(loom)]
 const SPARES: usize = 2;
 
+/// The memory an idle channel may keep in spare blocks beyond the first: blocks of large
+/// messages are kept fewer (one block of 1 KiB messages is 31 KiB).
+const SPARE_BYTES: usize = 16 * 1024;
+
 /// Emptied blocks kept for the next senders that need one; a null place is empty.
 struct Spares<T>([AtomicPtr<Block<T>>; SPARES]);
 
 impl<T> Spares<T> {
+    /// How many places are used: [`SPARES`], fewer for blocks too big for
+    /// [`SPARE_BYTES`], never none.
+    const KEPT: usize = {
+        let fit = SPARE_BYTES / size_of::<Block<T>>();
+        if fit < 1 {
+            1
+        } else if fit > SPARES {
+            SPARES
+        } else {
+            fit
+        }
+    };
+
     fn new() -> Self {
         Spares(core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())))
     }
 
+    /// The places in use.
+    fn places(&self) -> &[AtomicPtr<Block<T>>] {
+        &self.0[..Self::KEPT]
+    }
+
     /// Takes a spare block, if there is one.
     fn take(&self) -> Option<*mut Block<T>> {
-        self.0.iter().find_map(|place| {
+        self.places().iter().find_map(|place| {
             if place.load(Ordering::Relaxed).is_null() {
                 return None;
             }
@@ -181,7 +204,7 @@ impl<T> Spares<T> {
     /// # Safety
     /// The caller owns `block`, which came from `Box::into_raw`.
     unsafe fn put(&self, block: *mut Block<T>) {
-        for place in &self.0 {
+        for place in self.places() {
             // Sync point: Release hands our ownership (and every read of the block's
             // slots, ordered before) to the sender that takes it.
             if place.load(Ordering::Relaxed).is_null()
@@ -615,6 +638,20 @@ mod tests {
             // SAFETY: taking a block makes the taker its owner.
             drop(unsafe { Box::from_raw(block) });
         }
+    }
+
+    #[test]
+    fn blocks_of_large_messages_are_kept_fewer() {
+        assert_eq!(Spares::<u64>::KEPT, SPARES);
+        // 8 + 31 × (256 + 8) bytes: two fit in the budget.
+        assert_eq!(Spares::<[u8; 256]>::KEPT, 2);
+        assert_eq!(Spares::<[u8; 1024]>::KEPT, 1);
+        let spares = Spares::<[u8; 1024]>::new();
+        for _ in 0..2 {
+            // SAFETY: each block is fresh from `Box::into_raw` and handed over once.
+            unsafe { spares.put(Box::into_raw(Block::new())) };
+        }
+        assert_eq!(kept(&spares), 1, "the second block is freed");
     }
 
     #[test]
