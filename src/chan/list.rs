@@ -19,14 +19,13 @@
 //! The owner does not free the block but parks it among the channel's few `spares` (up
 //! to four, fewer for large messages: see [`SPARE_BYTES`]), which the next sender to need
 //! a block takes (and resets) instead of allocating; only when every spare place is
-//! taken is the block freed. Blocks reach the spares at
-//! exactly the point where freeing them would be safe, so no thread can still hold a
-//! pointer it would dereference; and positions only grow, so a stale pointer to a
-//! recycled block can never win a claim CAS. A steady stream therefore allocates
-//! nothing, and a stream whose backlog swings keeps its receivers from freeing blocks
-//! while its senders allocate: with the system allocator that pair contends for one
-//! arena lock (the blocks come from the sender's arena), and each contended free put
-//! the receiver to sleep for microseconds.
+//! taken is the block freed. Blocks reach the spares at exactly the point where freeing
+//! them would be safe, so no thread can still hold a pointer it would dereference; and
+//! positions only grow, so a stale pointer to a recycled block can never win a claim
+//! CAS. A steady stream therefore allocates nothing, and a stream whose backlog swings
+//! keeps its receivers from freeing blocks while its senders allocate: with the system
+//! allocator that pair contends for one arena lock (the blocks come from the sender's
+//! arena), and each contended free put the receiver to sleep for microseconds.
 
 use core::mem::MaybeUninit;
 use core::ptr;
@@ -156,8 +155,9 @@ const SPARES: usize = 4;
 #[cfg(loom)]
 const SPARES: usize = 2;
 
-/// The memory an idle channel may keep in spare blocks beyond the first: blocks of large
-/// messages are kept fewer (one block of 1 KiB messages is 31 KiB).
+/// The memory an idle channel may keep in spare blocks, or one block where a block is
+/// bigger: blocks of large messages are kept fewer (one block of 1 KiB messages is 31
+/// KiB).
 const SPARE_BYTES: usize = 16 * 1024;
 
 /// Emptied blocks kept for the next senders that need one; a null place is empty.
