@@ -37,6 +37,7 @@ fn child_entry() {
         "user_send" => {
             if bytes {
                 let tx = ByteSender::open(&name).unwrap();
+                say("open");
                 let mut i = 0u32;
                 while Instant::now() < end {
                     let msg = vec![i as u8; (i % 64) as usize];
@@ -47,6 +48,7 @@ fn child_entry() {
                 }
             } else {
                 let tx = Sender::<[u64; 3]>::open(&name).unwrap();
+                say("open");
                 let mut i = 0u64;
                 while Instant::now() < end {
                     let _ = tx.send_timeout([i, i, i], OP);
@@ -60,6 +62,7 @@ fn child_entry() {
         "user_recv" => {
             if bytes {
                 let rx = ByteReceiver::open(&name).unwrap();
+                say("open");
                 let mut buf = vec![0; rx.max_message()];
                 while Instant::now() < end {
                     let _ = rx.recv_timeout(OP);
@@ -68,6 +71,7 @@ fn child_entry() {
                 }
             } else {
                 let rx = Receiver::<[u64; 3]>::open(&name).unwrap();
+                say("open");
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -142,6 +146,12 @@ fn hostile(bytes: bool, seed: u64) {
             spawn("user_recv", 0),
             spawn("user_recv", 0),
         ];
+        // Scribbling starts once every user has opened the channel: an open that meets
+        // a scribbled header is refused (`InvalidData`), which is right but would end
+        // that user before it did anything.
+        for user in &users {
+            user.expect("open");
+        }
         let attacker = spawn("hostile", seed);
         // This process uses it too, through the handle it created.
         let end = Instant::now() + RUN;
