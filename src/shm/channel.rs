@@ -24,14 +24,26 @@ pub(crate) fn write_typed<T: ShmSafe>(slots: &ShmSlots, index: usize, msg: &T) {
     unsafe { slots.write_payload(index, (msg as *const T).cast(), size_of::<T>()) };
 }
 
+/// A reader for `recv_with` that copies the payload of the slot it is given straight
+/// into `out` (`Some(())` once all of it is there), so that the message is not moved
+/// through each layer's `Result` on its way out.
+fn read_typed_into<T: ShmSafe>(
+    out: &mut MaybeUninit<T>,
+) -> impl FnMut(&ShmSlots, usize) -> Option<()> + '_ {
+    move |slots, index| {
+        // SAFETY: `out` is valid for writing `size_of::<T>()` bytes.
+        let copied = unsafe { slots.read_payload(index, out.as_mut_ptr().cast(), size_of::<T>()) };
+        copied.then_some(())
+    }
+}
+
 /// Reads a `T` out of the payload of slot `index`.
 pub(crate) fn read_typed<T: ShmSafe>(slots: &ShmSlots, index: usize) -> Option<T> {
     let mut out = MaybeUninit::<T>::uninit();
-    // SAFETY: `out` is valid for writing `size_of::<T>()` bytes.
-    let copied = unsafe { slots.read_payload(index, out.as_mut_ptr().cast(), size_of::<T>()) };
-    // SAFETY: `copied` means every byte of `out` was written, and `ShmSafe` guarantees
-    // that any bit pattern is a valid `T`.
-    copied.then(|| unsafe { out.assume_init() })
+    read_typed_into(&mut out)(slots, index)?;
+    // SAFETY: the read succeeded, so every byte of `out` was written, and `ShmSafe`
+    // guarantees that any bit pattern is a valid `T`.
+    Some(unsafe { out.assume_init() })
 }
 
 fn open<T: ShmSafe>(name: &str, opts: &Options, side: Side) -> io::Result<Endpoint> {
@@ -394,9 +406,14 @@ impl<T: ShmSafe> Receiver<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.ep
-            .recv_with(None, read_typed::<T>)
-            .map_err(|_| RecvError)
+        let mut out = MaybeUninit::uninit();
+        match self.ep.recv_with(None, read_typed_into::<T>(&mut out)) {
+            // SAFETY: `recv_with` succeeds with the `Some` of the read it succeeded with,
+            // which wrote every byte of `out` (and nothing reads after it); `ShmSafe`
+            // guarantees that any bit pattern is a valid `T`.
+            Ok(()) => Ok(unsafe { out.assume_init() }),
+            Err(_) => Err(RecvError),
+        }
     }
 
     /// Receives a message if one is queued: [`TryRecvError::Empty`] otherwise, or
@@ -412,7 +429,11 @@ impl<T: ShmSafe> Receiver<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.ep.try_recv_with(true, &mut read_typed::<T>)
+        let mut out = MaybeUninit::uninit();
+        self.ep
+            .try_recv_with(true, &mut read_typed_into::<T>(&mut out))?;
+        // SAFETY: as in `recv`: the read that succeeded wrote all of `out`.
+        Ok(unsafe { out.assume_init() })
     }
 
     /// [`Receiver::recv`], waiting at most `timeout`.
@@ -445,12 +466,16 @@ impl<T: ShmSafe> Receiver<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        self.ep
-            .recv_with(Some(deadline), read_typed::<T>)
-            .map_err(|e| match e {
-                RecvFail::Timeout => RecvTimeoutError::Timeout,
-                RecvFail::Disconnected => RecvTimeoutError::Disconnected,
-            })
+        let mut out = MaybeUninit::uninit();
+        match self
+            .ep
+            .recv_with(Some(deadline), read_typed_into::<T>(&mut out))
+        {
+            // SAFETY: as in `recv`: the read that succeeded wrote all of `out`.
+            Ok(()) => Ok(unsafe { out.assume_init() }),
+            Err(RecvFail::Timeout) => Err(RecvTimeoutError::Timeout),
+            Err(RecvFail::Disconnected) => Err(RecvTimeoutError::Disconnected),
+        }
     }
 
     /// An async [`Receiver::recv`]. Dropped before completing, it has taken nothing.
