@@ -406,14 +406,18 @@ impl<T: ShmSafe> Receiver<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_until(None).map_err(|_| RecvError)
+    }
+
+    /// The blocking receive behind [`Receiver::recv`] and [`Receiver::recv_deadline`].
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvFail> {
         let mut out = MaybeUninit::uninit();
-        match self.ep.recv_with(None, read_typed_into::<T>(&mut out)) {
-            // SAFETY: `recv_with` succeeds with the `Some` of the read it succeeded with,
-            // which wrote every byte of `out` (and nothing reads after it); `ShmSafe`
-            // guarantees that any bit pattern is a valid `T`.
-            Ok(()) => Ok(unsafe { out.assume_init() }),
-            Err(_) => Err(RecvError),
-        }
+        self.ep
+            .recv_with(deadline, read_typed_into::<T>(&mut out))?;
+        // SAFETY: `recv_with` succeeds with the `Some` of the read it succeeded with,
+        // which wrote every byte of `out` (and nothing reads after it); `ShmSafe`
+        // guarantees that any bit pattern is a valid `T`.
+        Ok(unsafe { out.assume_init() })
     }
 
     /// Receives a message if one is queued: [`TryRecvError::Empty`] otherwise, or
@@ -432,7 +436,7 @@ impl<T: ShmSafe> Receiver<T> {
         let mut out = MaybeUninit::uninit();
         self.ep
             .try_recv_with(true, &mut read_typed_into::<T>(&mut out))?;
-        // SAFETY: as in `recv`: the read that succeeded wrote all of `out`.
+        // SAFETY: as in `recv_until`: the read that succeeded wrote all of `out`.
         Ok(unsafe { out.assume_init() })
     }
 
@@ -466,16 +470,10 @@ impl<T: ShmSafe> Receiver<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        let mut out = MaybeUninit::uninit();
-        match self
-            .ep
-            .recv_with(Some(deadline), read_typed_into::<T>(&mut out))
-        {
-            // SAFETY: as in `recv`: the read that succeeded wrote all of `out`.
-            Ok(()) => Ok(unsafe { out.assume_init() }),
-            Err(RecvFail::Timeout) => Err(RecvTimeoutError::Timeout),
-            Err(RecvFail::Disconnected) => Err(RecvTimeoutError::Disconnected),
-        }
+        self.recv_until(Some(deadline)).map_err(|e| match e {
+            RecvFail::Timeout => RecvTimeoutError::Timeout,
+            RecvFail::Disconnected => RecvTimeoutError::Disconnected,
+        })
     }
 
     /// An async [`Receiver::recv`]. Dropped before completing, it has taken nothing.
