@@ -21,7 +21,9 @@
 //!
 //! Output: one markdown table per scenario (median and minimum ns per message over the
 //! repetitions, and each implementation's median divided by the best peer's, so a ratio
-//! below 1.0 means conduit is faster) and `target/conduit-bench/results.json`.
+//! below 1.0 means conduit is faster) and `target/conduit-bench/results.json`. Each
+//! scenario is bracketed by a machine check ([`line_round_trip_ns`]), and the run ends
+//! by naming the scenarios timed while the machine was in another state.
 //!
 //! Arguments (after `--`): `--quick` (or `CONDUIT_BENCH_QUICK=1`) for a run of under two
 //! minutes; any other non-flag argument keeps only the scenarios whose name contains it
@@ -180,11 +182,99 @@ fn measure(cfg: &Config, contenders: Vec<Contender>, full_msgs: u64) -> (u64, us
 }
 
 // ---------------------------------------------------------------------------------------
+// Machine check
+// ---------------------------------------------------------------------------------------
+
+/// Round trips timed per machine check (about 1.5 ms at the usual 75 ns).
+const CHECK_TRIPS: u64 = 20_000;
+
+/// A scenario whose check read more than this many times the run's lowest check ran on
+/// a machine in another state, and is flagged.
+const CHECK_SPREAD: f64 = 1.5;
+
+/// The machine check around one scenario: ns per round trip of one cache line between
+/// two threads ([`line_round_trip_ns`]) just before and just after it.
+#[derive(Clone, Copy)]
+struct Check {
+    before: f64,
+    after: f64,
+}
+
+impl Check {
+    fn worst(self) -> f64 {
+        self.before.max(self.after)
+    }
+}
+
+/// The machine check: two threads, pinned to two different CPUs where the process may
+/// use two ([`Pinning`]), pass one cache line back and forth; the result is ns per round
+/// trip. The hardware decides it alone, so it should read the same all through a run. On
+/// this project's VM it reads 70–80 ns most of the time, but for minutes at a time the
+/// hypervisor runs the VM's two CPUs where a cache line takes several times as long to
+/// cross (450 ns has been seen), or as long as it takes between hyperthreads of one core
+/// (30 ns). Timings taken in different states are not comparable, so every scenario
+/// shows the check from before and after it, and the run ends with a warning naming the
+/// scenarios whose check was off ([`CHECK_SPREAD`]).
+fn line_round_trip_ns() -> f64 {
+    let pinning = Pinning::new();
+    let _parent = pinning.as_ref().map(Pinning::pin_parent);
+    let line = &AtomicU64::new(0);
+    thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(p) = &pinning {
+                p.pin(p.child);
+            }
+            for i in 0..=CHECK_TRIPS {
+                spin_until(|| line.load(Ordering::Acquire) == 2 * i + 1);
+                line.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        // Trip 0 waits for the thread to start; the clock runs from its end.
+        line.store(1, Ordering::Release);
+        spin_until(|| line.load(Ordering::Acquire) == 2);
+        let t = Instant::now();
+        for i in 1..=CHECK_TRIPS {
+            line.store(2 * i + 1, Ordering::Release);
+            spin_until(|| line.load(Ordering::Acquire) == 2 * i + 2);
+        }
+        t.elapsed().as_nanos() as f64 / CHECK_TRIPS as f64
+    })
+}
+
+/// Prints which scenarios ran while the machine check read more than [`CHECK_SPREAD`]
+/// times its lowest reading in this run.
+fn warn_about_checks(rows: &[Row]) {
+    let lowest = rows
+        .iter()
+        .map(|r| r.check.before.min(r.check.after))
+        .fold(f64::INFINITY, f64::min);
+    let mut off: Vec<(&str, f64)> = Vec::new();
+    for r in rows {
+        if r.check.worst() > CHECK_SPREAD * lowest && off.last().map(|o| o.0) != Some(&r.scenario) {
+            off.push((&r.scenario, r.check.worst()));
+        }
+    }
+    if off.is_empty() {
+        eprintln!("compare: machine check steady (lowest {lowest:.0} ns per round trip)");
+        return;
+    }
+    eprintln!(
+        "compare: WARNING: the machine check (lowest {lowest:.0} ns per round trip) was off \
+         around these scenarios; their timings are not comparable with the rest:"
+    );
+    for (scenario, worst) in off {
+        eprintln!("  {scenario}: {worst:.0} ns");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Results: markdown tables and JSON
 // ---------------------------------------------------------------------------------------
 
 struct Row {
     scenario: String,
+    /// The machine check before and after the scenario, ns per round trip.
+    check: Check,
     implementation: &'static str,
     median: f64,
     min: f64,
@@ -210,7 +300,14 @@ fn fmt_ratio(r: Option<f64>) -> String {
 
 /// Prints the table for one scenario and returns its JSON rows. For `ipc` scenarios the
 /// table also compares with the pipe and with the spinning shared-memory limit.
-fn report(scenario: &str, title: &str, unit: &str, ipc: bool, mut stats: Vec<Stat>) -> Vec<Row> {
+fn report(
+    scenario: &str,
+    title: &str,
+    unit: &str,
+    ipc: bool,
+    check: Check,
+    mut stats: Vec<Stat>,
+) -> Vec<Row> {
     stats.sort_by(|a, b| a.median.total_cmp(&b.median));
     let best = best_of(&stats, |_| true).map(|s| (s.name, s.median));
     let pipe = best_of(&stats, |n| n == PIPE).map(|s| s.median);
@@ -249,6 +346,7 @@ fn report(scenario: &str, title: &str, unit: &str, ipc: bool, mut stats: Vec<Sta
         }
         rows.push(Row {
             scenario: scenario.to_string(),
+            check,
             implementation: s.name,
             median: s.median,
             min: s.min,
@@ -327,6 +425,12 @@ fn write_json(rows: &[Row]) -> io::Result<PathBuf> {
         if let Some(p) = r.vs_pipe {
             let _ = write!(out, ", \"ratio_vs_pipe\": {}", json_num(Some(p)));
         }
+        let _ = write!(
+            out,
+            ", \"check_before_ns\": {}, \"check_after_ns\": {}",
+            json_num(Some(r.check.before)),
+            json_num(Some(r.check.after))
+        );
         out.push_str(if i + 1 == rows.len() { "}\n" } else { "},\n" });
     }
     out.push_str("]\n");
@@ -1572,9 +1676,17 @@ fn main() {
     let mut rows = Vec::new();
     let mut run = |name: &str, ipc: bool, unit: &str, full: u64, contenders: Vec<Contender>| {
         let t = Instant::now();
+        let before = line_round_trip_ns();
         let (msgs, reps, stats) = measure(&cfg, contenders, full);
-        let title = format!("{name} — {msgs} msgs × {reps} reps");
-        rows.extend(report(name, &title, unit, ipc, stats));
+        let check = Check {
+            before,
+            after: line_round_trip_ns(),
+        };
+        let title = format!(
+            "{name} — {msgs} msgs × {reps} reps — machine check {:.0} / {:.0} ns",
+            check.before, check.after
+        );
+        rows.extend(report(name, &title, unit, ipc, check, stats));
         eprintln!("  ({name}: {:.1} s)", t.elapsed().as_secs_f64());
     };
 
@@ -1597,6 +1709,11 @@ fn main() {
         "\ncompare: done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // A smoke run's scenarios last milliseconds (unoptimized, under `cargo test`): too
+    // short for the check to say anything about them.
+    if cfg.mode != Mode::Smoke && !rows.is_empty() {
+        warn_about_checks(&rows);
+    }
     if cfg.mode != Mode::Smoke && !rows.is_empty() {
         match write_json(&rows) {
             Ok(path) => eprintln!("compare: results in {}", path.display()),
