@@ -26,16 +26,6 @@
 //! keeps its receivers from freeing blocks while its senders allocate: with the system
 //! allocator that pair contends for one arena lock (the blocks come from the sender's
 //! arena), and each contended free put the receiver to sleep for microseconds.
-//!
-//! # The receivers' copy of the tail
-//! A receiver must know that a sender has claimed its position before claiming it, and
-//! the word that says so, `tail.index`, is the one every send writes: loading it on
-//! every receive pulls its cache line away from the sender, whose next claim must fetch
-//! it back. So receivers keep, next to `head`, the last `tail.index` one of them loaded
-//! (`tail_seen`). The tail only grows, so any value ever stored there is a lower bound of
-//! it, and a position below it has been claimed: the receiver claims it without loading
-//! the tail. Only a receiver that has caught up with its copy loads the tail, and only
-//! that load decides "empty".
 
 use core::mem::MaybeUninit;
 use core::ptr;
@@ -245,9 +235,6 @@ impl<T> Drop for Spares<T> {
 struct Position<T> {
     index: AtomicUsize,
     block: AtomicPtr<Block<T>>,
-    /// In `head` only: a `tail.index` that some receiver loaded, a lower bound of the
-    /// tail (see "The receivers' copy of the tail" in the module docs). Unused in `tail`.
-    tail_seen: AtomicUsize,
 }
 
 /// An unbounded channel.
@@ -279,12 +266,10 @@ impl<T> Channel<T> {
             head: CachePadded::new(Position {
                 index: AtomicUsize::new(0),
                 block: AtomicPtr::new(ptr::null_mut()),
-                tail_seen: AtomicUsize::new(0),
             }),
             tail: CachePadded::new(Position {
                 index: AtomicUsize::new(0),
                 block: AtomicPtr::new(ptr::null_mut()),
-                tail_seen: AtomicUsize::new(0),
             }),
             spares: CachePadded::new(Spares::new()),
             waiters: Waiters::new(),
@@ -392,18 +377,8 @@ impl<T> Channel<T> {
             }
             let mut new_head = head + (1 << SHIFT);
             if new_head & MARK_BIT == 0 {
-                // Positions below a tail seen earlier are claimed already; only past it is
-                // the tail itself loaded (module docs). Relaxed: the value is only a
-                // bound, and the claim's CAS on `head` decides.
-                let seen = self.head.tail_seen.load(Ordering::Relaxed);
-                let tail = if head >> SHIFT < seen >> SHIFT {
-                    seen
-                } else {
-                    // SeqCst: see a sender's claim, or be seen by its waiter check.
-                    let tail = load_seqcst(&self.tail.index);
-                    self.head.tail_seen.store(tail, Ordering::Relaxed);
-                    tail
-                };
+                // SeqCst: see a sender's claim, or be seen by its waiter check.
+                let tail = load_seqcst(&self.tail.index);
                 if head >> SHIFT == tail >> SHIFT {
                     return Err(if tail & MARK_BIT != 0 {
                         NoSlot::Disconnected
