@@ -209,9 +209,9 @@ impl Check {
 /// The machine check: two threads, pinned to two different CPUs where the process may
 /// use two ([`Pinning`]), pass one cache line back and forth; the result is ns per round
 /// trip. The hardware decides it alone, so it should read the same all through a run. On
-/// this project's VM it reads 70–80 ns most of the time, but for minutes at a time the
-/// hypervisor runs the VM's two CPUs where a cache line takes several times as long to
-/// cross (450 ns has been seen), or as long as it takes between hyperthreads of one core
+/// this project's VM it reads 75–90 ns most of the time, but for milliseconds to minutes
+/// at a time the hypervisor runs the VM's two CPUs where a cache line takes several times
+/// as long to cross (400–500 ns), or as long as it takes between hyperthreads of one core
 /// (30 ns). Timings taken in different states are not comparable, so every scenario
 /// shows the check from before and after it, and the run ends with a warning naming the
 /// scenarios whose check was off ([`CHECK_SPREAD`]).
@@ -243,19 +243,15 @@ fn line_round_trip_ns() -> f64 {
 
 /// Prints which scenarios ran while the machine check read more than [`CHECK_SPREAD`]
 /// times its median reading in this run.
-fn warn_about_checks(rows: &[Row]) {
-    let mut checks: Vec<f64> = Vec::new();
-    let mut scenarios: Vec<(&str, Check)> = Vec::new();
-    for r in rows {
-        if scenarios.last().map(|s| s.0) != Some(r.scenario.as_str()) {
-            scenarios.push((&r.scenario, r.check));
-            checks.extend([r.check.before, r.check.after]);
-        }
-    }
+fn warn_about_checks(scenarios: &[(String, Check)]) {
+    let mut checks: Vec<f64> = scenarios
+        .iter()
+        .flat_map(|(_, c)| [c.before, c.after])
+        .collect();
     checks.sort_by(f64::total_cmp);
     let median = checks[checks.len() / 2];
     let off: Vec<_> = scenarios
-        .into_iter()
+        .iter()
         .filter(|(_, c)| c.worst() > CHECK_SPREAD * median)
         .collect();
     if off.is_empty() {
@@ -1679,6 +1675,7 @@ fn main() {
         Mode::Smoke => eprintln!("compare: smoke test (no --bench argument; nothing is saved)"),
     }
     let mut rows = Vec::new();
+    let mut checks = Vec::new();
     let mut run = |name: &str, ipc: bool, unit: &str, full: u64, contenders: Vec<Contender>| {
         let t = Instant::now();
         let before = line_round_trip_ns();
@@ -1692,6 +1689,7 @@ fn main() {
             check.before, check.after
         );
         rows.extend(report(name, &title, unit, ipc, check, stats));
+        checks.push((name.to_string(), check));
         eprintln!("  ({name}: {:.1} s)", t.elapsed().as_secs_f64());
     };
 
@@ -1717,9 +1715,7 @@ fn main() {
     // A smoke run's scenarios last milliseconds (unoptimized, under `cargo test`): too
     // short for the check to say anything about them.
     if cfg.mode != Mode::Smoke && !rows.is_empty() {
-        warn_about_checks(&rows);
-    }
-    if cfg.mode != Mode::Smoke && !rows.is_empty() {
+        warn_about_checks(&checks);
         match write_json(&rows) {
             Ok(path) => eprintln!("compare: results in {}", path.display()),
             Err(e) => eprintln!("compare: could not write results.json: {e}"),
