@@ -304,9 +304,12 @@ impl<S: RingStorage> Ring<S> {
     /// [`RingStorage::peek_stamp`], so shared storage fetches the slot writable at once.
     /// Otherwise the check would bring the line over shared and the claim that follows
     /// would have to take it from the receiver a second time to write it. Measured on
-    /// two pinned threads streaming 64-byte messages through `conduit::shm`, means of 20
-    /// interleaved runs: 69 → 57 ns/message; an 8-byte ping-pong is unchanged within
-    /// the noise.
+    /// two pinned threads streaming 64-byte messages through `conduit::shm`: 69 → 57
+    /// ns/message in means of 20 paired runs, but those ran the two builds in a fixed
+    /// order, which biases such pairs (see `benches/README.md`). Rechecked with both builds
+    /// aligned and the order rotating, 12 rounds: mixed in the VM's usual states (it won
+    /// 3 of 6), faster in its slow one (5 of 6; 57–131 against 141–205 ns). An 8-byte
+    /// ping-pong is unchanged within the noise.
     #[inline]
     // Only the shm endpoints use it, and loom builds leave them out.
     #[cfg_attr(loom, allow(dead_code))]
