@@ -308,7 +308,7 @@ impl<S: RingStorage> Ring<S> {
     /// ns/message in means of 20 paired runs, but those ran the two builds in a fixed
     /// order, which biases such pairs (see `benches/README.md`). Rechecked with both builds
     /// aligned and the order rotating, 12 rounds: mixed in the VM's usual states (it won
-    /// 3 of 6), faster in its slow one (5 of 6; 57–131 against 141–205 ns). An 8-byte
+    /// 4 of 6), faster in its slow one (5 of 6; 57–131 against 141–205 ns). An 8-byte
     /// ping-pong is unchanged within the noise.
     #[inline]
     // Only the shm endpoints use it, and loom builds leave them out.
