@@ -69,11 +69,12 @@ pub(crate) unsafe trait RingStorage {
     /// hostile memory corrupted a position).
     fn stamp(&self, index: usize) -> Option<&AtomicUsize>;
 
-    /// The stamp of slot `index` for [`Ring::may_proceed`], which only looks at it:
-    /// storage whose [`RingStorage::stamp`] also prepares the slot for a claim (shared
-    /// storage prefetches it for writing) returns it here without doing so.
+    /// [`RingStorage::stamp`] for an operation about to try to claim the slot: storage
+    /// may prepare the slot for it (shared storage prefetches the slot's lines for
+    /// writing). Everything else (commits, waiters' checks, recovery) uses
+    /// [`RingStorage::stamp`], so that the preparation runs once per claim attempt.
     #[inline]
-    fn peek_stamp(&self, index: usize) -> Option<&AtomicUsize> {
+    fn claim_stamp(&self, index: usize) -> Option<&AtomicUsize> {
         self.stamp(index)
     }
 }
@@ -197,8 +198,9 @@ impl<S: RingStorage> Ring<S> {
 
     /// Claims the slot at `tail` for a sender. `intent(pos)` runs before each CAS that
     /// tries to claim `pos` (the shared ring records it for crash recovery). For shared
-    /// storage, a stamp that stays inconsistent reports [`Stall::Busy`] after
-    /// [`SHARED_SPIN_LIMIT`] reloads.
+    /// storage, a slot that still holds the previous lap's message is [`Stall::Blocked`]
+    /// whether or not a receiver is reading it, and a stamp that stays inconsistent
+    /// reports [`Stall::Busy`] after [`SHARED_SPIN_LIMIT`] reloads.
     #[inline]
     pub(crate) fn start_send(&self, mut intent: impl FnMut(usize)) -> Result<Token, Stall> {
         let tail_pos = self.storage.tail();
@@ -209,7 +211,7 @@ impl<S: RingStorage> Ring<S> {
                 return Err(Stall::Disconnected);
             }
             let index = tail & (self.mark_bit - 1);
-            let Some(stamp_at) = self.storage.stamp(index) else {
+            let Some(stamp_at) = self.storage.claim_stamp(index) else {
                 return Err(Stall::Corrupt);
             };
             // Sync point: Acquire pairs with the receiver's Release in `commit_recv`, so
@@ -238,6 +240,14 @@ impl<S: RingStorage> Ring<S> {
                 }
             } else if self.unskip(stamp).wrapping_add(self.one_lap) == tail + 1 {
                 // The slot still holds the previous lap's message (or skip).
+                if S::SHARED {
+                    // Full, or a receiver is still reading: shared storage says `Blocked`
+                    // from the stamp alone. Loading `head`, the word every receive
+                    // writes, would take its cache line away from the receivers each time
+                    // a sender finds the ring full; its waiters judge by the stamp too
+                    // (`may_proceed`).
+                    return Err(Stall::Blocked);
+                }
                 // SeqCst: ordered after a waiting sender's registration (`chan::signal`).
                 let head = load_seqcst(self.storage.head());
                 if head.wrapping_add(self.one_lap) == tail {
@@ -280,7 +290,7 @@ impl<S: RingStorage> Ring<S> {
             return self.is_free_ahead(0);
         }
         let pos = self.storage.head().load(Ordering::Relaxed);
-        let Some(stamp) = self.storage.peek_stamp(pos & (self.mark_bit - 1)) else {
+        let Some(stamp) = self.storage.stamp(pos & (self.mark_bit - 1)) else {
             return true;
         };
         // Nothing published at `pos` yet (the same test as in `start_recv`).
@@ -296,48 +306,19 @@ impl<S: RingStorage> Ring<S> {
     /// are free.
     #[inline]
     pub(crate) fn is_free_ahead(&self, ahead: usize) -> bool {
-        self.free_at(ahead, false)
-    }
-
-    /// [`Ring::may_proceed`] for a sender that goes on to claim the slot if it is free:
-    /// the stamp is loaded through [`RingStorage::stamp`] rather than
-    /// [`RingStorage::peek_stamp`], so shared storage fetches the slot writable at once.
-    /// Otherwise the check would bring the line over shared and the claim that follows
-    /// would have to take it from the receiver a second time to write it. Measured on
-    /// two pinned threads streaming 64-byte messages through `conduit::shm`: 69 → 57
-    /// ns/message in means of 20 paired runs, but those ran the two builds in a fixed
-    /// order, which biases such pairs (see `benches/README.md`). Rechecked with both builds
-    /// aligned and the order rotating, 12 rounds: mixed in the VM's usual states (it won
-    /// 4 of 6), faster in its slow one (5 of 6; 57–131 against 141–205 ns). An 8-byte
-    /// ping-pong is unchanged within the noise.
-    #[inline]
-    // Only the shm endpoints use it, and loom builds leave them out.
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn may_claim_send(&self) -> bool {
-        self.free_at(0, true)
-    }
-
-    /// [`Ring::is_free_ahead`]; `claiming`: load the stamp as a claim does.
-    #[inline]
-    fn free_at(&self, ahead: usize, claiming: bool) -> bool {
         let tail = self.storage.tail().load(Ordering::Relaxed);
         if tail & self.mark_bit != 0 {
             return true;
         }
-        // `advance(tail, 0)` is `tail` for any tail a ring can hold; skipping it keeps the
-        // checks before every claim (`may_claim_send`, `may_proceed`) a few loads.
+        // `advance(tail, 0)` is `tail` for any tail a ring can hold; skipping it keeps a
+        // waiting sender's check (`may_proceed`) a few loads.
         let pos = if ahead == 0 {
             tail
         } else {
             self.advance(tail, ahead)
         };
         let index = pos & (self.mark_bit - 1);
-        let stamp = if claiming {
-            self.storage.stamp(index)
-        } else {
-            self.storage.peek_stamp(index)
-        };
-        let Some(stamp) = stamp else {
+        let Some(stamp) = self.storage.stamp(index) else {
             return true;
         };
         // Still the previous lap's message (the same test as in `start_send`).
@@ -385,7 +366,7 @@ impl<S: RingStorage> Ring<S> {
         let mut spins = 0u32;
         loop {
             let index = head & (self.mark_bit - 1);
-            let Some(stamp_at) = self.storage.stamp(index) else {
+            let Some(stamp_at) = self.storage.claim_stamp(index) else {
                 return Err(Stall::Corrupt);
             };
             // Sync point: Acquire pairs with the sender's Release in `commit_send`, so the

@@ -153,20 +153,14 @@ impl Endpoint {
     /// One claim-write-commit, with a short spin while the slot is busy.
     ///
     /// A slot that still holds the previous lap's message is reported as
-    /// [`Stall::Blocked`] from its stamp alone, before any claim: the ring's own full
-    /// check would also load `head`, the word every receive writes, and so take its cache
-    /// line away from the receiver each time a sender finds the ring full. The stamp is
-    /// loaded as for a claim ([`Ring::may_claim_send`]), since a claim usually follows.
-    ///
-    /// [`Ring::may_claim_send`]: crate::chan::ring::Ring::may_claim_send
+    /// [`Stall::Blocked`] from its stamp alone: for shared storage the ring's claim does
+    /// not load `head`, the word every receive writes (see
+    /// [`Ring::start_send`](crate::chan::ring::Ring::start_send)).
     #[inline]
     fn send_once(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
-            if !self.seg().ring().may_claim_send() {
-                return Err(Stall::Blocked);
-            }
             let lane = self.peer.lane();
             let r = protocol::send(seg.ring(), lane.word(), |i| write(self.slots(), i));
             drop(lane);
@@ -186,9 +180,10 @@ impl Endpoint {
     /// One claim-read-free, with a short spin while the slot is busy.
     ///
     /// With `peek`, a slot with nothing published in it is reported as [`Stall::Blocked`]
-    /// from its stamp alone, before any claim (as in [`Endpoint::send_once`]: the ring's
-    /// empty check would load `tail`, the word every send writes), whether or not a
-    /// sender has claimed it. Without, the ring tells the two apart ([`Stall::Busy`]).
+    /// from its stamp alone, before any claim (the ring's empty check would load `tail`,
+    /// the word every send writes, and its claim would prefetch the slot that a sender
+    /// may be writing), whether or not a sender has claimed it. Without, the ring tells
+    /// the two apart ([`Stall::Busy`]).
     #[inline]
     fn recv_once<R>(
         &self,
