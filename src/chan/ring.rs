@@ -69,13 +69,14 @@ pub(crate) unsafe trait RingStorage {
     /// hostile memory corrupted a position).
     fn stamp(&self, index: usize) -> Option<&AtomicUsize>;
 
-    /// [`RingStorage::stamp`] for an operation about to try to claim the slot: storage
-    /// may prepare the slot for it (shared storage prefetches the slot's lines for
-    /// writing). Everything else (commits, waiters' checks, recovery) uses
-    /// [`RingStorage::stamp`], so that the preparation runs once per claim attempt.
+    /// Prepares slot `index` for a claim that is about to be tried (shared storage
+    /// prefetches the slot's lines for writing); nothing by default. Called by
+    /// [`Ring::may_claim_send`] and [`Ring::may_claim_recv`] only, so once per attempt of
+    /// the callers that use them; the claims, commits and waiters' checks themselves
+    /// leave the slot alone.
     #[inline]
-    fn claim_stamp(&self, index: usize) -> Option<&AtomicUsize> {
-        self.stamp(index)
+    fn prepare_claim(&self, index: usize) {
+        let _ = index;
     }
 }
 
@@ -211,7 +212,7 @@ impl<S: RingStorage> Ring<S> {
                 return Err(Stall::Disconnected);
             }
             let index = tail & (self.mark_bit - 1);
-            let Some(stamp_at) = self.storage.claim_stamp(index) else {
+            let Some(stamp_at) = self.storage.stamp(index) else {
                 return Err(Stall::Corrupt);
             };
             // Sync point: Acquire pairs with the receiver's Release in `commit_recv`, so
@@ -297,6 +298,38 @@ impl<S: RingStorage> Ring<S> {
         stamp.load(Ordering::Relaxed) != pos
     }
 
+    /// [`Ring::may_proceed`] for a sender about to claim: storage that prepares slots for
+    /// claims ([`RingStorage::prepare_claim`]) prepares the slot at `tail` first, whether
+    /// or not it is free, so that the stamp load brings its line over writable at once.
+    /// Otherwise the check would bring the line over shared and the claim that follows
+    /// would have to take it from the receiver a second time to write it.
+    #[inline]
+    // Only the shm endpoints use it, and loom builds leave them out.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn may_claim_send(&self) -> bool {
+        let tail = self.storage.tail().load(Ordering::Relaxed);
+        self.storage.prepare_claim(tail & (self.mark_bit - 1));
+        self.is_free_at(tail, 0)
+    }
+
+    /// [`Ring::may_proceed`] for a receiver about to claim: if a message is published at
+    /// `head`, the slot is prepared for the claim ([`RingStorage::prepare_claim`]). Only
+    /// then: a slot that a sender may still be writing is left alone.
+    #[inline]
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn may_claim_recv(&self) -> bool {
+        let head = self.storage.head().load(Ordering::Relaxed);
+        let index = head & (self.mark_bit - 1);
+        let Some(stamp) = self.storage.stamp(index) else {
+            return true;
+        };
+        let published = stamp.load(Ordering::Relaxed) != head;
+        if published {
+            self.storage.prepare_claim(index);
+        }
+        published
+    }
+
     /// Whether the slot `ahead` positions past `tail` (`ahead < cap`) no longer holds
     /// the previous lap's message, or `tail` is marked disconnected; `true` for anything
     /// unexpected. Like [`Ring::may_proceed`] (which is `ahead == 0` for a sender), two
@@ -306,12 +339,17 @@ impl<S: RingStorage> Ring<S> {
     /// are free.
     #[inline]
     pub(crate) fn is_free_ahead(&self, ahead: usize) -> bool {
-        let tail = self.storage.tail().load(Ordering::Relaxed);
+        self.is_free_at(self.storage.tail().load(Ordering::Relaxed), ahead)
+    }
+
+    /// [`Ring::is_free_ahead`] from a `tail` already loaded.
+    #[inline]
+    fn is_free_at(&self, tail: usize, ahead: usize) -> bool {
         if tail & self.mark_bit != 0 {
             return true;
         }
-        // `advance(tail, 0)` is `tail` for any tail a ring can hold; skipping it keeps a
-        // waiting sender's check (`may_proceed`) a few loads.
+        // `advance(tail, 0)` is `tail` for any tail a ring can hold; skipping it keeps the
+        // checks before every claim (`may_claim_send`, `may_proceed`) a few loads.
         let pos = if ahead == 0 {
             tail
         } else {
@@ -366,7 +404,7 @@ impl<S: RingStorage> Ring<S> {
         let mut spins = 0u32;
         loop {
             let index = head & (self.mark_bit - 1);
-            let Some(stamp_at) = self.storage.claim_stamp(index) else {
+            let Some(stamp_at) = self.storage.stamp(index) else {
                 return Err(Stall::Corrupt);
             };
             // Sync point: Acquire pairs with the sender's Release in `commit_send`, so the

@@ -153,14 +153,20 @@ impl Endpoint {
     /// One claim-write-commit, with a short spin while the slot is busy.
     ///
     /// A slot that still holds the previous lap's message is reported as
-    /// [`Stall::Blocked`] from its stamp alone: for shared storage the ring's claim does
-    /// not load `head`, the word every receive writes (see
-    /// [`Ring::start_send`](crate::chan::ring::Ring::start_send)).
+    /// [`Stall::Blocked`] from its stamp alone, before the lane is taken: the ring's own
+    /// full check would load `head`, the word every receive writes, and so take its cache
+    /// line away from the receiver each time a sender finds the ring full. The check
+    /// prefetches the slot ([`Ring::may_claim_send`]).
+    ///
+    /// [`Ring::may_claim_send`]: crate::chan::ring::Ring::may_claim_send
     #[inline]
     fn send_once(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
+            if !seg.ring().may_claim_send() {
+                return Err(Stall::Blocked);
+            }
             let lane = self.peer.lane();
             let r = protocol::send(seg.ring(), lane.word(), |i| write(self.slots(), i));
             drop(lane);
@@ -193,7 +199,7 @@ impl Endpoint {
         let seg = self.seg();
         let backoff = Backoff::new();
         loop {
-            if peek && !self.seg().ring().may_proceed(false) {
+            if peek && !seg.ring().may_claim_recv() {
                 return Err(Stall::Blocked);
             }
             let lane = self.peer.lane();

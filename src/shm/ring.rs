@@ -136,22 +136,20 @@ impl ShmSlots {
     /// writable where the CPU can, so that the lines a claim is about to read and then
     /// write (stamp CAS, payload) come over from the peer's cache once and in parallel,
     /// rather than one after another, each behind the previous locked instruction of the
-    /// claim, and then once more for the upgrade to writable. Only claims ask for it
-    /// ([`RingStorage::claim_stamp`]), once per attempt; commits find the lines there,
-    /// and waiters poll with [`RingStorage::stamp`], so as not to take the lines from a
-    /// peer still working on the slot.
+    /// claim, and then once more for the upgrade to writable.
     ///
-    /// A receiver claims only once its peek found the slot published. A sender's claim
-    /// loads the stamp this way whether or not the slot is free: on a full ring it may
-    /// take the line from a receiver reading it, once per attempt; otherwise its check
-    /// would bring the line over shared and the claim would have to take it from the
-    /// receiver a second time to write it. Measured on two pinned threads streaming
-    /// 64-byte messages, when the check was a separate step before the claim: 69 → 57
-    /// ns/message in means of 20 paired runs, but those ran the two builds in a fixed
-    /// order, which biases such pairs (see `benches/README.md`). Rechecked with both
-    /// builds aligned and the order rotating, 12 rounds: mixed in the VM's usual states
-    /// (it won 4 of 6), faster in its slow one (5 of 6; 57–131 against 141–205 ns). An
-    /// 8-byte ping-pong is unchanged within the noise.
+    /// Only the checks that the endpoints make before a claim ask for it
+    /// ([`RingStorage::prepare_claim`]), once per attempt and before the intent lane is
+    /// taken, so that the fetch overlaps the lane's locked swap. Commits find the lines
+    /// there, and waiters poll with [`RingStorage::stamp`], so as not to take the lines
+    /// from a peer still working on the slot. A receiver's check prefetches only a slot
+    /// it found published; a sender's whether or not the slot is free: on a full ring it
+    /// may take the line from a receiver reading it, once per attempt.
+    ///
+    /// Measured on two pinned threads streaming 64-byte messages (aligned builds, order
+    /// rotating, see `benches/README.md`): prefetching in the claim itself, after the lane
+    /// is taken, instead of in the sender's check before it made the stream 8–10 ns per
+    /// message slower (1 of 8 rounds faster), though it ran 20% fewer instructions.
     #[inline]
     fn prefetch(&self, index: usize) {
         let Some(slot) = self.at(index, 0) else {
@@ -275,16 +273,12 @@ unsafe impl RingStorage for ShmSlots {
 
     #[inline]
     fn stamp(&self, index: usize) -> Option<&AtomicUsize> {
-        // No prefetch: a waiter polls this while the peer may be working on the slot, and
-        // a commit finds the lines that its claim fetched.
         self.word(index, SLOT_STAMP)
     }
 
     #[inline]
-    fn claim_stamp(&self, index: usize) -> Option<&AtomicUsize> {
-        // The ring loads the stamp next, to claim the slot.
+    fn prepare_claim(&self, index: usize) {
         self.prefetch(index);
-        self.word(index, SLOT_STAMP)
     }
 }
 
@@ -294,8 +288,10 @@ mod tests {
     use crate::chan::ring::{Ring, Stall, initial_stamp};
     use crate::shm::header::{Fingerprint, Kind, Layout, RING_OFFSET};
 
-    /// `Ring::may_proceed` agrees with the ring's own claims, lap after lap, for capacities
-    /// whose position encoding does (4) and does not (1) leave spare index bits.
+    /// `Ring::may_proceed`, and the endpoints' checks before a claim
+    /// (`may_claim_send`, `may_claim_recv`), agree with the ring's own claims, lap after
+    /// lap, for capacities whose position encoding does (4) and does not (1) leave spare
+    /// index bits.
     #[test]
     fn may_proceed_matches_the_ring() {
         for cap in [1, 4] {
@@ -312,26 +308,40 @@ mod tests {
                     .store(initial_stamp(i), Ordering::Relaxed);
             }
             let ring = Ring::new(slots, cap);
+            let may_proceed = |sender: bool| {
+                let claim = if sender {
+                    ring.may_claim_send()
+                } else {
+                    ring.may_claim_recv()
+                };
+                let proceed = ring.may_proceed(sender);
+                assert_eq!(claim, proceed, "cap {cap}, sender {sender}");
+                proceed
+            };
             for _lap in 0..3 {
                 for queued in 0..cap {
-                    assert!(ring.may_proceed(true), "cap {cap}: room for {queued}");
-                    assert_eq!(ring.may_proceed(false), queued > 0);
+                    assert!(may_proceed(true), "cap {cap}: room for {queued}");
+                    assert_eq!(may_proceed(false), queued > 0);
                     let token = ring.start_send(|_| {}).unwrap();
                     // Claimed, not committed: a receiver still has nothing to take.
-                    assert_eq!(ring.may_proceed(false), queued > 0);
+                    assert_eq!(may_proceed(false), queued > 0);
                     assert!(ring.commit_send(token));
                 }
-                assert!(!ring.may_proceed(true), "cap {cap}: full");
+                assert!(!may_proceed(true), "cap {cap}: full");
                 assert_eq!(ring.start_send(|_| {}).unwrap_err(), Stall::Blocked);
                 for left in (0..cap).rev() {
-                    assert!(ring.may_proceed(false));
+                    assert!(may_proceed(false));
                     let token = ring.start_recv(|_| {}).unwrap();
                     // Claimed, not freed: a sender of the next lap must still wait.
-                    assert_eq!(ring.may_proceed(true), left + 1 < cap);
+                    assert_eq!(may_proceed(true), left + 1 < cap);
+                    if left + 1 == cap {
+                        // From the stamp alone, without loading `head`: `Blocked`.
+                        assert_eq!(ring.start_send(|_| {}).unwrap_err(), Stall::Blocked);
+                    }
                     assert!(ring.commit_recv(token));
-                    assert!(ring.may_proceed(true));
+                    assert!(may_proceed(true));
                 }
-                assert!(!ring.may_proceed(false), "cap {cap}: empty");
+                assert!(!may_proceed(false), "cap {cap}: empty");
                 assert_eq!(ring.start_recv(|_| {}).unwrap_err(), Stall::Blocked);
             }
         }
