@@ -202,6 +202,7 @@ impl ByteSender {
     /// shm::unlink(&name)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn send(&self, msg: &[u8]) -> io::Result<()> {
         self.check_len(msg.len())?;
         self.ep
@@ -364,6 +365,7 @@ impl ByteReceiver {
     /// shm::unlink(&name)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn recv(&self) -> Result<Vec<u8>, RecvError> {
         self.ep.recv_with(None, read_bytes).map_err(|_| RecvError)
     }

@@ -196,6 +196,7 @@ impl<T: ShmSafe> Sender<T> {
     /// shm::unlink(&name)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
         self.ep
             .send_with(None, |slots, i| write_typed(slots, i, &msg))
@@ -405,11 +406,13 @@ impl<T: ShmSafe> Receiver<T> {
     /// shm::unlink(&name)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn recv(&self) -> Result<T, RecvError> {
         self.recv_until(None).map_err(|_| RecvError)
     }
 
     /// The blocking receive behind [`Receiver::recv`] and [`Receiver::recv_deadline`].
+    #[inline]
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvFail> {
         let mut out = MaybeUninit::uninit();
         self.ep
