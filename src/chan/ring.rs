@@ -290,12 +290,20 @@ impl<S: RingStorage> Ring<S> {
         if sender {
             return self.is_free_ahead(0);
         }
+        self.published_at_head()
+            .is_none_or(|(_, published)| published)
+    }
+
+    /// The index of the slot at `head` and whether it no longer reads as empty for this
+    /// lap (a message or skip is published there, or anything unexpected); `None` for an
+    /// index out of range. Two relaxed loads: `head` and the slot's stamp.
+    #[inline]
+    fn published_at_head(&self) -> Option<(usize, bool)> {
         let pos = self.storage.head().load(Ordering::Relaxed);
-        let Some(stamp) = self.storage.stamp(pos & (self.mark_bit - 1)) else {
-            return true;
-        };
+        let index = pos & (self.mark_bit - 1);
+        let stamp = self.storage.stamp(index)?;
         // Nothing published at `pos` yet (the same test as in `start_recv`).
-        stamp.load(Ordering::Relaxed) != pos
+        Some((index, stamp.load(Ordering::Relaxed) != pos))
     }
 
     /// [`Ring::may_proceed`] for a sender about to claim: storage that prepares slots for
@@ -318,12 +326,9 @@ impl<S: RingStorage> Ring<S> {
     #[inline]
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn may_claim_recv(&self) -> bool {
-        let head = self.storage.head().load(Ordering::Relaxed);
-        let index = head & (self.mark_bit - 1);
-        let Some(stamp) = self.storage.stamp(index) else {
+        let Some((index, published)) = self.published_at_head() else {
             return true;
         };
-        let published = stamp.load(Ordering::Relaxed) != head;
         if published {
             self.storage.prepare_claim(index);
         }

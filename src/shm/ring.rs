@@ -141,10 +141,10 @@ impl ShmSlots {
     /// Only the checks that the endpoints make before a claim ask for it
     /// ([`RingStorage::prepare_claim`]), once per attempt and before the intent lane is
     /// taken (which measured faster than prefetching after it, see below). Commits find
-    /// the lines there, and waiters poll with [`RingStorage::stamp`], so as not to take the lines
-    /// from a peer still working on the slot. A receiver's check prefetches only a slot
-    /// it found published; a sender's whether or not the slot is free: on a full ring it
-    /// may take the line from a receiver reading it, once per attempt.
+    /// the lines there, and waiters poll with [`RingStorage::stamp`], so as not to take
+    /// the lines from a peer still working on the slot. A receiver's check prefetches
+    /// only a slot it found published; a sender's whether or not the slot is free: on a
+    /// full ring it may take the line from a receiver reading it, once per attempt.
     ///
     /// Measured on two pinned threads streaming 64-byte messages (aligned builds, order
     /// rotating, see `benches/README.md`): prefetching in the claim itself, after the lane
