@@ -89,6 +89,7 @@ mod channel;
 pub mod error;
 mod future;
 mod iter;
+mod prefetch;
 #[cfg(all(unix, target_pointer_width = "64"))]
 pub mod shm;
 mod sync;

@@ -404,6 +404,11 @@ impl<T> Channel<T> {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    if new_head & MARK_BIT != 0 {
+                        // SAFETY: `block` is live until its last slot is read, and the
+                        // claim of slot `offset` keeps that from happening yet.
+                        unsafe { Self::prefetch_ahead(block, offset) };
+                    }
                     if offset + 1 == BLOCK_CAP {
                         // SAFETY: `block` is live until its last slot (ours) is read.
                         let next = unsafe { (*block).wait_next() };
@@ -425,6 +430,54 @@ impl<T> Channel<T> {
                 }
             }
         }
+    }
+
+    /// Slots ahead of a receiver's claim whose state words [`Channel::prefetch_ahead`]
+    /// prefetches: two cache lines' worth, at least one slot.
+    const PREFETCH_AHEAD: usize = {
+        let n = 2 * 64 / size_of::<Slot<T>>();
+        if n == 0 {
+            1
+        } else if n >= BLOCK_CAP {
+            BLOCK_CAP - 1
+        } else {
+            n
+        }
+    };
+
+    /// For a receiver that has claimed slot `offset` of `block` while the senders are in
+    /// a later block: asks the CPU to fetch, writable, the state word of the slot
+    /// [`Channel::PREFETCH_AHEAD`] positions on (in the next block, if that is already
+    /// installed, near the end of this one). Each receive does a read-modify-write on
+    /// its slot's state word, and when the receiver trails far behind, these lines sit
+    /// in the sender's cache, modified: without the hint each read-modify-write waits
+    /// for its line to come over. With senders in the same block, the slots ahead may be
+    /// the ones being written, so nothing is prefetched.
+    ///
+    /// Measured on two pinned threads, one draining 300,000 `u64`s the other had sent:
+    /// 14–18 ns per receive without, 12–14 with (noisy VM, 4 runs each).
+    ///
+    /// # Safety
+    /// `block` is live (the caller holds a claim on one of its slots).
+    #[inline]
+    unsafe fn prefetch_ahead(block: *mut Block<T>, offset: usize) {
+        let ahead = offset + Self::PREFETCH_AHEAD;
+        let (block, ahead) = if ahead < BLOCK_CAP {
+            (block, ahead)
+        } else {
+            // SAFETY: `block` is live (the caller's contract).
+            let next = unsafe { (*block).next.load(Ordering::Relaxed) };
+            if next.is_null() {
+                return;
+            }
+            (next, ahead - BLOCK_CAP)
+        };
+        // SAFETY: `block` is live: the caller's, or the installed next block, which
+        // cannot be freed before head moves into it and its slots are read, which the
+        // caller's unread slot in the block before keeps from happening. Only an
+        // address is formed; nothing is read through it.
+        let state = unsafe { ptr::addr_of!((*block).slots[ahead].state) };
+        crate::prefetch::for_write(state);
     }
 
     /// Drops every queued message and frees the blocks (the last receiver is gone and

@@ -1,0 +1,89 @@
+//! Cache prefetch hints, shared by the in-process list and the shared-memory ring.
+//!
+//! A prefetch never faults and reads or writes no memory, so it is correct for any
+//! address; these functions only decide which instruction to issue. Under loom and miri,
+//! and off x86_64, they do nothing.
+
+// Loom builds leave out the shared-memory slots, the only users of `line` and
+// `has_prefetchw` there.
+#![cfg_attr(loom, allow(dead_code))]
+
+use core::ptr::NonNull;
+
+/// Whether this CPU has `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8).
+#[cfg(all(target_arch = "x86_64", not(any(miri, loom))))]
+pub(crate) fn has_prefetchw() -> bool {
+    use core::arch::x86_64::__cpuid;
+    #[allow(unused_unsafe)]
+    // SAFETY: `CPUID` exists on every x86_64 CPU; leaf `0x8000_0000` reports the highest
+    // extended leaf, so `0x8000_0001` is only queried where it exists.
+    unsafe {
+        __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+    }
+}
+
+/// Elsewhere, and under miri and loom, prefetches are skipped.
+#[cfg(not(all(target_arch = "x86_64", not(any(miri, loom)))))]
+pub(crate) fn has_prefetchw() -> bool {
+    false
+}
+
+/// [`has_prefetchw`], asked once per process: 0 not yet, 1 no, 2 yes.
+#[cfg(not(loom))]
+static PREFETCHW: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// [`has_prefetchw`], cached after the first call.
+#[cfg(not(loom))]
+#[inline]
+fn prefetchw_cached() -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    match PREFETCHW.load(Relaxed) {
+        0 => {
+            let has = has_prefetchw();
+            PREFETCHW.store(if has { 2 } else { 1 }, Relaxed);
+            has
+        }
+        known => known == 2,
+    }
+}
+
+/// Hints the CPU to bring the cache line at `p` into its cache, in a writable
+/// (exclusive) state if `for_write` (which requires `PREFETCHW`, see [`has_prefetchw`];
+/// callers that have not checked pass `false`).
+#[inline]
+pub(crate) fn line(p: NonNull<u8>, for_write: bool) {
+    #[cfg(all(target_arch = "x86_64", not(any(miri, loom))))]
+    if for_write {
+        // SAFETY: the caller checked that the CPU has `PREFETCHW`; like every prefetch it
+        // only hints the cache: it never faults and reads or writes no memory.
+        unsafe {
+            core::arch::asm!(
+                "prefetchw [{0}]",
+                in(reg) p.as_ptr(),
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+    } else {
+        // SAFETY: `PREFETCHT0` (SSE, part of the x86_64 baseline) only hints the cache:
+        // it never faults and reads or writes no memory.
+        unsafe {
+            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(p.as_ptr().cast::<i8>().cast_const());
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(any(miri, loom)))))]
+    let _ = (p, for_write);
+}
+
+/// Hints the CPU to bring the cache line holding `*p` into its cache, writable where the
+/// CPU can (`PREFETCHW`, checked once per process), for an atomic read-modify-write that
+/// is about to come. `p` need not be valid: nothing is accessed.
+#[inline]
+pub(crate) fn for_write<T>(p: *const T) {
+    #[cfg(not(loom))]
+    if let Some(p) = NonNull::new(p.cast_mut().cast::<u8>()) {
+        line(p, prefetchw_cached());
+    }
+    #[cfg(loom)]
+    let _ = p;
+}
