@@ -454,8 +454,9 @@ impl<T> Channel<T> {
     /// for its line to come over. With senders in the same block, the slots ahead may be
     /// the ones being written, so nothing is prefetched.
     ///
-    /// Measured on two pinned threads, one draining 300,000 `u64`s the other had sent:
-    /// 14–18 ns per receive without, 12–14 with (noisy VM, 4 runs each).
+    /// Measured on two pinned threads, one draining 300,000 `u64`s the other had sent,
+    /// builds alternating: 18–21 ns per receive without, 13–14 with, in one state of the
+    /// VM; 13–14 either way in another.
     ///
     /// # Safety
     /// `block` is live (the caller holds a claim on one of its slots).
