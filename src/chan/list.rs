@@ -27,7 +27,7 @@
 //! allocator that pair contends for one arena lock (the blocks come from the sender's
 //! arena), and each contended free put the receiver to sleep for microseconds.
 
-use core::mem::MaybeUninit;
+use core::mem::{self, MaybeUninit};
 use core::ptr;
 
 use crossbeam_utils::CachePadded;
@@ -473,11 +473,14 @@ impl<T> Channel<T> {
             }
             (next, ahead - BLOCK_CAP)
         };
-        // SAFETY: `block` is live: the caller's, or the installed next block, which
-        // cannot be freed before head moves into it and its slots are read, which the
-        // caller's unread slot in the block before keeps from happening. Only an
-        // address is formed; nothing is read through it.
-        let state = unsafe { ptr::addr_of!((*block).slots[ahead].state) };
+        // Only an address is formed, with wrapping arithmetic, and nothing is accessed
+        // through it: other receivers may have emptied the next block and freed it
+        // already (the caller's unread slot keeps only its own block alive).
+        let state = block.cast::<u8>().wrapping_add(
+            mem::offset_of!(Block<T>, slots)
+                + ahead * size_of::<Slot<T>>()
+                + mem::offset_of!(Slot<T>, state),
+        );
         crate::prefetch::for_write(state);
     }
 
