@@ -4,15 +4,15 @@
 //! address; these functions only decide which instruction to issue. Under loom and miri,
 //! and off x86_64, they do nothing.
 
-// Loom builds leave out the shared-memory slots, the only users of `line` and
-// `has_prefetchw` there.
-#![cfg_attr(loom, allow(dead_code))]
-
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering};
 
-/// Whether this CPU has `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8).
+/// The cache line size assumed by the prefetches and by the shared-memory layout.
+pub(crate) const CACHE_LINE: usize = 64;
+
+/// Asks the CPU whether it has `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8).
 #[cfg(all(target_arch = "x86_64", not(any(miri, loom))))]
-pub(crate) fn has_prefetchw() -> bool {
+fn detect_prefetchw() -> bool {
     use core::arch::x86_64::__cpuid;
     #[allow(unused_unsafe)]
     // SAFETY: `CPUID` exists on every x86_64 CPU; leaf `0x8000_0000` reports the highest
@@ -24,23 +24,20 @@ pub(crate) fn has_prefetchw() -> bool {
 
 /// Elsewhere, and under miri and loom, prefetches are skipped.
 #[cfg(not(all(target_arch = "x86_64", not(any(miri, loom)))))]
-pub(crate) fn has_prefetchw() -> bool {
+fn detect_prefetchw() -> bool {
     false
 }
 
-/// [`has_prefetchw`], asked once per process: 0 not yet, 1 no, 2 yes.
-#[cfg(not(loom))]
-static PREFETCHW: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+/// [`has_prefetchw`]'s answer once known: 0 not yet, 1 no, 2 yes.
+static PREFETCHW: AtomicU8 = AtomicU8::new(0);
 
-/// [`has_prefetchw`], cached after the first call.
-#[cfg(not(loom))]
+/// Whether this CPU has `PREFETCHW`; the CPU is asked once per process.
 #[inline]
-fn prefetchw_cached() -> bool {
-    use core::sync::atomic::Ordering::Relaxed;
-    match PREFETCHW.load(Relaxed) {
+pub(crate) fn has_prefetchw() -> bool {
+    match PREFETCHW.load(Ordering::Relaxed) {
         0 => {
-            let has = has_prefetchw();
-            PREFETCHW.store(if has { 2 } else { 1 }, Relaxed);
+            let has = detect_prefetchw();
+            PREFETCHW.store(if has { 2 } else { 1 }, Ordering::Relaxed);
             has
         }
         known => known == 2,
@@ -76,14 +73,11 @@ pub(crate) fn line(p: NonNull<u8>, for_write: bool) {
 }
 
 /// Hints the CPU to bring the cache line holding `*p` into its cache, writable where the
-/// CPU can (`PREFETCHW`, checked once per process), for an atomic read-modify-write that
-/// is about to come. `p` need not be valid: nothing is accessed.
+/// CPU can ([`has_prefetchw`]), for an atomic read-modify-write that is about to come.
+/// `p` need not be valid: nothing is accessed.
 #[inline]
 pub(crate) fn for_write<T>(p: *const T) {
-    #[cfg(not(loom))]
     if let Some(p) = NonNull::new(p.cast_mut().cast::<u8>()) {
-        line(p, prefetchw_cached());
+        line(p, has_prefetchw());
     }
-    #[cfg(loom)]
-    let _ = p;
 }

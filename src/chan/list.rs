@@ -435,7 +435,7 @@ impl<T> Channel<T> {
     /// Slots ahead of a receiver's claim whose state words [`Channel::prefetch_ahead`]
     /// prefetches: two cache lines' worth, at least one slot.
     const PREFETCH_AHEAD: usize = {
-        let n = 2 * 64 / size_of::<Slot<T>>();
+        let n = 2 * crate::prefetch::CACHE_LINE / size_of::<Slot<T>>();
         if n == 0 {
             1
         } else if n >= BLOCK_CAP {

@@ -12,11 +12,9 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use super::header::{Layout, SLOT_LEN, SLOT_STAMP};
 use crate::chan::ring::RingStorage;
-use crate::prefetch::{self, has_prefetchw};
+use crate::prefetch::{self, CACHE_LINE, has_prefetchw};
 use crate::sync::AtomicUsize;
 
-/// The cache line size assumed by the layout and the prefetches.
-pub(crate) const CACHE_LINE: usize = 64;
 /// How many lines of a slot an operation prefetches (the control words and the start
 /// of the payload; longer payloads stream in by themselves).
 const PREFETCH_LINES: usize = 4;
