@@ -1,8 +1,8 @@
-//! Cache prefetch hints, shared by the in-process list and the shared-memory ring.
+//! Cache prefetch hints for the shared-memory ring.
 //!
 //! A prefetch never faults and reads or writes no memory, so it is correct for any
-//! address; these functions only decide which instruction to issue. Under loom and miri,
-//! and off x86_64, they do nothing.
+//! address; these functions only decide which instruction to issue. Under miri, and off
+//! x86_64, they do nothing.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 pub(crate) const CACHE_LINE: usize = 64;
 
 /// Asks the CPU whether it has `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8).
-#[cfg(all(target_arch = "x86_64", not(any(miri, loom))))]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 fn detect_prefetchw() -> bool {
     use core::arch::x86_64::__cpuid;
     #[allow(unused_unsafe)]
@@ -22,8 +22,8 @@ fn detect_prefetchw() -> bool {
     }
 }
 
-/// Elsewhere, and under miri and loom, prefetches are skipped.
-#[cfg(not(all(target_arch = "x86_64", not(any(miri, loom)))))]
+/// Elsewhere, and under miri, prefetches are skipped.
+#[cfg(not(all(target_arch = "x86_64", not(miri))))]
 fn detect_prefetchw() -> bool {
     false
 }
@@ -49,7 +49,7 @@ pub(crate) fn has_prefetchw() -> bool {
 /// callers that have not checked pass `false`).
 #[inline]
 pub(crate) fn line(p: NonNull<u8>, for_write: bool) {
-    #[cfg(all(target_arch = "x86_64", not(any(miri, loom))))]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     if for_write {
         // SAFETY: the caller checked that the CPU has `PREFETCHW`; like every prefetch it
         // only hints the cache: it never faults and reads or writes no memory.
@@ -68,16 +68,6 @@ pub(crate) fn line(p: NonNull<u8>, for_write: bool) {
             _mm_prefetch::<_MM_HINT_T0>(p.as_ptr().cast::<i8>().cast_const());
         }
     }
-    #[cfg(not(all(target_arch = "x86_64", not(any(miri, loom)))))]
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     let _ = (p, for_write);
-}
-
-/// Hints the CPU to bring the cache line holding `*p` into its cache, writable where the
-/// CPU can ([`has_prefetchw`]), for an atomic read-modify-write that is about to come.
-/// `p` need not be valid: nothing is accessed.
-#[inline]
-pub(crate) fn for_write<T>(p: *const T) {
-    if let Some(p) = NonNull::new(p.cast_mut().cast::<u8>()) {
-        line(p, has_prefetchw());
-    }
 }
