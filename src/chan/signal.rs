@@ -110,6 +110,16 @@ impl Signal {
     /// two kinds rarely wait on one channel at once.
     #[inline]
     pub(crate) fn notify_one(&self) {
+        if Self::has(&self.inner.async_waiters) || Self::has(&self.inner.waiters) {
+            self.notify_one_registered();
+        }
+    }
+
+    /// [`Signal::notify_one`] once it has seen a waiter count above zero: out of line, so
+    /// that the check stays small where it is inlined (every send and receive).
+    #[cold]
+    #[inline(never)]
+    fn notify_one_registered(&self) {
         if Self::has(&self.inner.async_waiters)
             && Self::claim(&self.inner.async_waiters)
             && self.wake_async()
