@@ -166,8 +166,9 @@ impl<T> Retired<T> {
         }
     }
 
-    /// Frees `block`, a block whose last slot has just been read, if all its slots are
-    /// read; otherwise keeps it waiting. Checks the waiting blocks first.
+    /// Hands `block`, a block whose last slot has just been read, to the spares (which
+    /// keep it for reuse or free it) if all its slots are read; otherwise keeps it
+    /// waiting. Checks the waiting blocks first.
     ///
     /// # Safety
     /// `block` came from `Box::into_raw` and its last slot's receiver is the caller,
@@ -188,7 +189,7 @@ impl<T> Retired<T> {
         }
     }
 
-    /// Frees the waiting blocks whose slots have all been read.
+    /// Hands the waiting blocks whose slots have all been read to the spares.
     #[cold]
     fn sweep(&self, spares: &Spares<T>) {
         let mut blocks = lock(&self.blocks);
