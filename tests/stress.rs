@@ -110,6 +110,52 @@ fn exactly_once_4x4_unbounded() {
     blocking_4x4("unbounded", conduit::unbounded);
 }
 
+/// The unbounded flavor with messages that own heap memory, and twice as many consumers
+/// as producers: consumers are often preempted between claiming a slot and finishing its
+/// copy, so blocks wait in retirement (`src/chan/list.rs`) while others move on. A block
+/// reused while a consumer still copied out of it would hand over a torn or freed
+/// `String`: a parse failure, a wrong value, or a crash.
+#[test]
+fn exactly_once_4x8_unbounded_owned_messages() {
+    const OWNED_CONSUMERS: usize = 8;
+    // Enough rounds for preemptions mid-copy to happen many times (a few tenths of a
+    // second). With the retirement's check broken to call every block read, this failed
+    // 10 debug runs in 10 and 9 release runs in 10.
+    const OWNED_PER_PRODUCER: u64 = 100_000;
+    watchdog(|| {
+        let (tx, rx) = conduit::unbounded::<String>();
+        let consumers: Vec<_> = (0..OWNED_CONSUMERS)
+            .map(|_| {
+                let rx = rx.clone();
+                thread::spawn(move || {
+                    let mut log = Vec::new();
+                    while let Ok(m) = rx.recv() {
+                        let (p, s) = m.split_once(':').expect("a producer:seq message");
+                        log.push(msg(p.parse().unwrap(), s.parse().unwrap()));
+                    }
+                    log
+                })
+            })
+            .collect();
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let tx = tx.clone();
+                thread::spawn(move || {
+                    for s in 0..OWNED_PER_PRODUCER {
+                        tx.send(format!("{p}:{s}")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for p in producers {
+            p.join().unwrap();
+        }
+        let logs: Vec<_> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+        verify("unbounded, owned", &logs, PRODUCERS, OWNED_PER_PRODUCER);
+    });
+}
+
 #[test]
 fn exactly_once_4x4_rendezvous() {
     blocking_4x4("rendezvous", conduit::rendezvous);
