@@ -26,9 +26,9 @@
 //! overwrites the other's bit), four per message instead of two.
 //!
 //! # Recycling
-//! The owner does not free the block but parks it among the channel's few `spares` (up
-//! to four, fewer for large messages: see [`SPARE_BYTES`]), which the next sender to need
-//! a block takes (and resets) instead of allocating; only when every spare place is
+//! The owner does not free the block but parks it among the channel's `spares` (as many
+//! as fit in [`SPARE_BYTES`], at most [`SPARES`], at least one), which the next sender to
+//! need a block takes (and resets) instead of allocating; only when every spare place is
 //! taken is the block freed. Blocks reach the spares at exactly the point where freeing
 //! them would be safe, so no thread can still hold a pointer it would dereference; and
 //! positions only grow, so a stale pointer to a recycled block can never win a claim
@@ -219,9 +219,13 @@ impl<T> Drop for Retired<T> {
 }
 
 /// At most how many emptied blocks a channel keeps for reuse (see the module docs):
-/// enough to ride out a backlog that shrinks and grows again.
+/// enough to ride out a backlog that shrinks and grows again by about a thousand
+/// messages. For `u64`s the [`SPARE_BYTES`] budget allows 32. Measured on this project's
+/// VM against 4, builds alternating: the unbounded SPSC stream 1.9 ns faster on average
+/// over three batches (−2.3 ± 1.2, −0.9 ± 0.9, −2.4 ± 1.7 ns), unbounded MPMC 4×4 3.2
+/// ns faster (−3.9 ± 1.2, −2.6 ± 0.9; 17 of 22 alternations).
 #[cfg(not(loom))]
-const SPARES: usize = 4;
+const SPARES: usize = 32;
 #[cfg(loom)]
 const SPARES: usize = 2;
 
