@@ -63,36 +63,61 @@ fn verify(name: &str, logs: &[Vec<u64>], producers: u64, per_producer: u64) {
 fn blocking_4x4(name: &'static str, make: fn() -> (Sender<u64>, Receiver<u64>)) {
     watchdog(move || {
         let (tx, rx) = make();
-        let consumers: Vec<_> = (0..CONSUMERS)
-            .map(|_| {
-                let rx = rx.clone();
-                thread::spawn(move || {
-                    let mut log = Vec::new();
-                    while let Ok(m) = rx.recv() {
-                        log.push(m);
-                    }
-                    log
-                })
-            })
-            .collect();
-        let producers: Vec<_> = (0..PRODUCERS)
-            .map(|p| {
-                let tx = tx.clone();
-                thread::spawn(move || {
-                    for s in 0..PER_PRODUCER {
-                        tx.send(msg(p, s)).unwrap();
-                    }
-                })
-            })
-            .collect();
-        drop(tx);
-        for p in producers {
-            p.join().unwrap();
-        }
-        let logs: Vec<_> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
-        verify(name, &logs, PRODUCERS, PER_PRODUCER);
+        blocking_run(name, (tx, rx.clone()), CONSUMERS, PER_PRODUCER, msg, |m| m);
         assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected), "{name}");
     });
+}
+
+/// [`PRODUCERS`] blocking producers send `per_producer` messages each (`to_msg(producer,
+/// seq)`), `consumers` blocking consumers receive until disconnection, and [`verify`]
+/// checks what they got (`from_msg` turns a message back into `msg(producer, seq)`).
+fn blocking_run<M: Send + 'static>(
+    name: &str,
+    (tx, rx): (Sender<M>, Receiver<M>),
+    consumers: usize,
+    per_producer: u64,
+    to_msg: fn(u64, u64) -> M,
+    from_msg: fn(M) -> u64,
+) {
+    let consumers: Vec<_> = (0..consumers)
+        .map(|_| {
+            let rx = rx.clone();
+            thread::spawn(move || {
+                let mut log = Vec::new();
+                while let Ok(m) = rx.recv() {
+                    log.push(from_msg(m));
+                }
+                log
+            })
+        })
+        .collect();
+    drop(rx);
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for s in 0..per_producer {
+                    tx.send(to_msg(p, s)).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    join_and_verify(name, producers, consumers, per_producer);
+}
+
+/// Waits for the producer threads, then for the consumers' logs, and [`verify`]s them.
+fn join_and_verify(
+    name: &str,
+    producers: Vec<thread::JoinHandle<()>>,
+    consumers: Vec<thread::JoinHandle<Vec<u64>>>,
+    per_producer: u64,
+) {
+    for p in producers {
+        p.join().unwrap();
+    }
+    let logs: Vec<_> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+    verify(name, &logs, PRODUCERS, per_producer);
 }
 
 #[test]
@@ -123,36 +148,17 @@ fn exactly_once_4x8_unbounded_owned_messages() {
     // 10 debug runs in 10 and 9 release runs in 10.
     const OWNED_PER_PRODUCER: u64 = 100_000;
     watchdog(|| {
-        let (tx, rx) = conduit::unbounded::<String>();
-        let consumers: Vec<_> = (0..OWNED_CONSUMERS)
-            .map(|_| {
-                let rx = rx.clone();
-                thread::spawn(move || {
-                    let mut log = Vec::new();
-                    while let Ok(m) = rx.recv() {
-                        let (p, s) = m.split_once(':').expect("a producer:seq message");
-                        log.push(msg(p.parse().unwrap(), s.parse().unwrap()));
-                    }
-                    log
-                })
-            })
-            .collect();
-        let producers: Vec<_> = (0..PRODUCERS)
-            .map(|p| {
-                let tx = tx.clone();
-                thread::spawn(move || {
-                    for s in 0..OWNED_PER_PRODUCER {
-                        tx.send(format!("{p}:{s}")).unwrap();
-                    }
-                })
-            })
-            .collect();
-        drop(tx);
-        for p in producers {
-            p.join().unwrap();
-        }
-        let logs: Vec<_> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
-        verify("unbounded, owned", &logs, PRODUCERS, OWNED_PER_PRODUCER);
+        blocking_run(
+            "unbounded, owned",
+            conduit::unbounded(),
+            OWNED_CONSUMERS,
+            OWNED_PER_PRODUCER,
+            |p, s| format!("{p}:{s}"),
+            |m: String| {
+                let (p, s) = m.split_once(':').expect("a producer:seq message");
+                msg(p.parse().unwrap(), s.parse().unwrap())
+            },
+        );
     });
 }
 
@@ -224,11 +230,7 @@ fn exactly_once_4x4_try_and_timeout_ops() {
                 })
                 .collect();
             drop(tx);
-            for p in producers {
-                p.join().unwrap();
-            }
-            let logs: Vec<_> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
-            verify(name, &logs, PRODUCERS, PER);
+            join_and_verify(name, producers, consumers, PER);
         });
     }
 }

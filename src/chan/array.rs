@@ -239,6 +239,17 @@ mod tests {
     /// `Ring::send_batch_free` when a batch (half the ring, at least one slot) is, from
     /// every offset of `head` and `tail` within a lap, across laps; capacities with (3, 5)
     /// and without (1, 4) spare index bits.
+    /// The claims' shortcut for the next position agrees with the general one, for
+    /// capacities with and without spare index bits.
+    #[test]
+    fn next_is_advance_by_one() {
+        for cap in 1..=9 {
+            Channel::<()>::with_capacity(cap)
+                .ring
+                .assert_next_is_advance_by_one(4);
+        }
+    }
+
     #[test]
     fn free_ahead_counts_free_slots() {
         for cap in [1, 3, 4, 5] {

@@ -679,48 +679,19 @@ impl<S: RingStorage> Ring<S> {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-
-    /// Positions and stamps on the heap, for tests of the position arithmetic.
-    struct Plain {
-        head: AtomicUsize,
-        tail: AtomicUsize,
-        stamps: Vec<AtomicUsize>,
-    }
-
-    // SAFETY: `stamp(i)` is element `i` of a vector that lives as long as the storage.
-    unsafe impl RingStorage for Plain {
-        const SHARED: bool = false;
-        fn head(&self) -> &AtomicUsize {
-            &self.head
-        }
-        fn tail(&self) -> &AtomicUsize {
-            &self.tail
-        }
-        fn stamp(&self, index: usize) -> Option<&AtomicUsize> {
-            self.stamps.get(index)
-        }
-    }
-
-    /// `next`, the claims' shortcut, agrees with `advance(pos, 1)` at every index of
-    /// several laps, for capacities with and without spare index bits.
-    #[test]
-    fn next_is_advance_by_one() {
-        for cap in 1..=9 {
-            let storage = Plain {
-                head: AtomicUsize::new(0),
-                tail: AtomicUsize::new(0),
-                stamps: (0..cap)
-                    .map(|i| AtomicUsize::new(initial_stamp(i)))
-                    .collect(),
-            };
-            let ring = Ring::new(storage, cap);
-            for lap in 0..4 {
-                for index in 0..cap {
-                    let pos = lap * ring.one_lap + index;
-                    assert_eq!(ring.next(pos), ring.advance(pos, 1), "cap {cap}, pos {pos}");
-                }
+impl<S: RingStorage> Ring<S> {
+    /// For tests: asserts that [`Ring::next`], the claims' shortcut, agrees with
+    /// `advance(pos, 1)` at every index of `laps` laps.
+    pub(crate) fn assert_next_is_advance_by_one(&self, laps: usize) {
+        for lap in 0..laps {
+            for index in 0..self.cap {
+                let pos = lap * self.one_lap + index;
+                assert_eq!(
+                    self.next(pos),
+                    self.advance(pos, 1),
+                    "cap {}, pos {pos}",
+                    self.cap
+                );
             }
         }
     }
