@@ -235,10 +235,6 @@ impl<T> Drop for Channel<T> {
 mod tests {
     use super::*;
 
-    /// `Ring::is_free_ahead(a)` is true exactly when more than `a` slots are free, and
-    /// `Ring::send_batch_free` when a batch (half the ring, at least one slot) is, from
-    /// every offset of `head` and `tail` within a lap, across laps; capacities with (3, 5)
-    /// and without (1, 4) spare index bits.
     /// The claims' shortcut for the next position agrees with the general one, for
     /// capacities with and without spare index bits.
     #[test]
@@ -250,6 +246,10 @@ mod tests {
         }
     }
 
+    /// `Ring::is_free_ahead(a)` is true exactly when more than `a` slots are free, and
+    /// `Ring::send_batch_free` when a batch (half the ring, at least one slot) is, from
+    /// every offset of `head` and `tail` within a lap, across laps; capacities with (3, 5)
+    /// and without (1, 4) spare index bits.
     #[test]
     fn free_ahead_counts_free_slots() {
         for cap in [1, 3, 4, 5] {
