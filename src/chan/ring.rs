@@ -678,7 +678,7 @@ impl<S: RingStorage> Ring<S> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 impl<S: RingStorage> Ring<S> {
     /// For tests: asserts that [`Ring::next`], the claims' shortcut, agrees with
     /// `advance(pos, 1)` at every index of `laps` laps.
