@@ -89,9 +89,6 @@ mod channel;
 pub mod error;
 mod future;
 mod iter;
-// Used by the shared-memory ring only.
-#[cfg(all(unix, target_pointer_width = "64", not(loom)))]
-mod prefetch;
 #[cfg(all(unix, target_pointer_width = "64"))]
 pub mod shm;
 mod sync;

@@ -11,7 +11,7 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::futex::SideSignal;
-use crate::prefetch::CACHE_LINE;
+use super::ring::CACHE_LINE;
 use crate::sync::AtomicUsize;
 
 /// "CONDUIT" plus the header format byte; stored last, with Release, by the creator.

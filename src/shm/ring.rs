@@ -12,12 +12,58 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use super::header::{Layout, SLOT_LEN, SLOT_STAMP};
 use crate::chan::ring::RingStorage;
-use crate::prefetch::{self, CACHE_LINE, has_prefetchw};
 use crate::sync::AtomicUsize;
 
+/// The cache line size assumed by the layout and the prefetches.
+pub(crate) const CACHE_LINE: usize = 64;
 /// How many lines of a slot an operation prefetches (the control words and the start
 /// of the payload; longer payloads stream in by themselves).
 const PREFETCH_LINES: usize = 4;
+
+/// Whether this CPU has `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8).
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+fn has_prefetchw() -> bool {
+    use core::arch::x86_64::__cpuid;
+    #[allow(unused_unsafe)]
+    // SAFETY: `CPUID` exists on every x86_64 CPU; leaf `0x8000_0000` reports the highest
+    // extended leaf, so `0x8000_0001` is only queried where it exists.
+    unsafe {
+        __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+    }
+}
+
+/// Elsewhere, and under miri (which runs no inline assembly), prefetches are skipped.
+#[cfg(any(not(target_arch = "x86_64"), miri))]
+fn has_prefetchw() -> bool {
+    false
+}
+
+/// Hints the CPU to bring the cache line at `p` into its cache, in a writable
+/// (exclusive) state if `for_write` (which requires `PREFETCHW`, see [`has_prefetchw`]).
+#[inline]
+fn prefetch_line(p: NonNull<u8>, for_write: bool) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if for_write {
+        // SAFETY: the caller checked that the CPU has `PREFETCHW`; like every prefetch it
+        // only hints the cache: it never faults and reads or writes no memory.
+        unsafe {
+            core::arch::asm!(
+                "prefetchw [{0}]",
+                in(reg) p.as_ptr(),
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+    } else {
+        // SAFETY: `PREFETCHT0` (SSE, part of the x86_64 baseline) only hints the cache:
+        // it never faults and reads or writes no memory.
+        unsafe {
+            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(p.as_ptr().cast::<i8>().cast_const());
+        }
+    }
+    #[cfg(any(not(target_arch = "x86_64"), miri))]
+    let _ = (p, for_write);
+}
 
 /// The ring's storage: pointers into a mapping that outlives it (the `Segment` owning
 /// both unmaps only when dropped).
@@ -94,11 +140,11 @@ impl ShmSlots {
     ///
     /// Only the checks that the endpoints make before a claim ask for it
     /// ([`RingStorage::prepare_claim`]), once per attempt and before the intent lane is
-    /// taken (which measured faster than prefetching after it, see below). Commits find
-    /// the lines there, and waiters poll with [`RingStorage::stamp`], so as not to take
-    /// the lines from a peer still working on the slot. A receiver's check prefetches
-    /// only a slot it found published; a sender's whether or not the slot is free: on a
-    /// full ring it may take the line from a receiver reading it, once per attempt.
+    /// taken, so that the fetch overlaps the lane's locked swap. Commits find the lines
+    /// there, and waiters poll with [`RingStorage::stamp`], so as not to take the lines
+    /// from a peer still working on the slot. A receiver's check prefetches only a slot
+    /// it found published; a sender's whether or not the slot is free: on a full ring it
+    /// may take the line from a receiver reading it, once per attempt.
     ///
     /// Measured on two pinned threads streaming 64-byte messages (aligned builds, order
     /// rotating, see `benches/README.md`): prefetching in the claim itself, after the lane
@@ -114,7 +160,7 @@ impl ShmSlots {
         while offset < end {
             // SAFETY: `offset < slot_size`, so the address is inside slot `index` (which
             // `at` checked); a prefetch reads nothing and cannot fault anyway.
-            prefetch::line(unsafe { slot.add(offset) }, self.prefetchw);
+            prefetch_line(unsafe { slot.add(offset) }, self.prefetchw);
             offset += CACHE_LINE;
         }
     }
