@@ -65,6 +65,18 @@ pub(crate) fn load_seqcst(a: &AtomicUsize) -> usize {
     a.load(Ordering::SeqCst)
 }
 
+/// Orders what follows after this thread's preceding SeqCst read-modify-write the way a
+/// SeqCst fence would, for the same kind of argument as [`load_seqcst`]: in production
+/// nothing is needed, since the RMW itself takes its place in the single total order of
+/// SeqCst operations (on x86 it is a locked instruction, already a full barrier), and the
+/// loads that the argument needs ordered after it are SeqCst. loom models SeqCst RMWs as
+/// acquire/release only, so under loom this is a SeqCst fence.
+#[inline(always)]
+pub(crate) fn after_seqcst_rmw() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
 /// Locks a mutex, ignoring poisoning: conduit's critical sections never leave a
 /// state half-updated when they panic (they only move values in and out of queues).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -274,8 +274,9 @@ fn receiver_races_reclaim() {
 
 /// The futex waiters' protocol (`conduit::shm` `futex` module) with the stamp-only
 /// re-check (`may_proceed`): a receiver registers (waiter count, then the wake-up
-/// sequence, then a SeqCst fence) and re-checks; a sender commits (with the fence inside
-/// the production send) and bumps the sequence if it sees a waiter. A receiver that
+/// sequence, then a SeqCst fence) and re-checks; a sender commits (a SeqCst CAS, which
+/// under loom is followed by a SeqCst fence: loom models SeqCst RMWs as acquire/release
+/// only) and bumps the sequence if its SeqCst load of the count sees a waiter. A receiver that
 /// decides to sleep must never sleep on a sequence value that the sender's commit left
 /// unchanged (it would sleep through the message).
 #[test]
@@ -303,7 +304,7 @@ fn receiver_recheck_never_sleeps_through_a_commit() {
             let (ring, waiters, seq) = (ring.clone(), waiters.clone(), seq.clone());
             thread::spawn(move || {
                 ring.send(&Lane::new(), 7).unwrap();
-                if waiters.load(Ordering::Relaxed) != 0 {
+                if waiters.load(Ordering::SeqCst) != 0 {
                     seq.fetch_add(1, Ordering::SeqCst);
                 }
             })
@@ -343,7 +344,7 @@ fn sender_recheck_never_sleeps_through_a_free() {
             let (ring, waiters, seq) = (ring.clone(), waiters.clone(), seq.clone());
             thread::spawn(move || {
                 assert_eq!(ring.recv(&Lane::new()), Ok(1));
-                if waiters.load(Ordering::Relaxed) != 0 {
+                if waiters.load(Ordering::SeqCst) != 0 {
                     seq.fetch_add(1, Ordering::SeqCst);
                 }
             })

@@ -489,10 +489,13 @@ impl<S: RingStorage> Ring<S> {
             return false;
         };
         // Sync point: Release publishes the payload access before the stamp (paired with
-        // the Acquire stamp loads in `start_send`/`start_recv`).
+        // the Acquire stamp loads in `start_send`/`start_recv`). For shared storage the
+        // commit is a SeqCst CAS: the waker's no-lost-wake-up argument (`shm::futex`)
+        // orders its waiter-count loads after it in the SeqCst total order, without a
+        // fence of its own.
         if S::SHARED {
             stamp_at
-                .compare_exchange(expected, token.stamp, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange(expected, token.stamp, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
         } else {
             stamp_at.store(token.stamp, Ordering::Release);
@@ -572,8 +575,9 @@ impl<S: RingStorage> Ring<S> {
     ///    ([`Reclaim::Settled`]). If `live_claim()` sees a live intent for `pos`, a live
     ///    claimant may be writing ([`Reclaim::Pending`]).
     /// 3. A SeqCst fence, then the stamp is re-checked. A live claimant clears its intent
-    ///    only after its commit and a SeqCst fence, so if step 2 read the cleared intent
-    ///    (or anything it wrote later), the fences order its commit before this re-check,
+    ///    only after its commit, and writes its intent word with Release stores only, so
+    ///    if step 2 read the cleared intent (or anything written to that word later), the
+    ///    fence synchronizes with that store: the commit happens before this re-check,
     ///    which then sees the stamp moved and reports [`Reclaim::Settled`].
     /// 4. A CAS of the stamp from `pos` to the skip. It fails if another survivor, or
     ///    the claimant itself, got there first ([`Reclaim::Settled`]). A claimant wrongly

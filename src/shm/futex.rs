@@ -11,12 +11,16 @@
 //! # The no-lost-wake-up argument
 //! A waiter (1) increments its count (SeqCst RMW), (2) loads `seq` (SeqCst), (3) issues
 //! a SeqCst fence and re-checks the ring, (4) sleeps in `FUTEX_WAIT` only if `seq` still
-//! holds the value from (2). A waker (a) commits its slot, (b) issues a SeqCst fence
-//! ([`super::protocol::send`] / `recv` do it), (c) loads the count and, if non-zero,
-//! (d) increments `seq` and calls `FUTEX_WAKE`. By the fences, either (c) sees (1), and then
-//! (d) either precedes (2) (whose load then synchronizes with it, so (3) sees the commit) or
-//! follows it (so the kernel's check in (4) fails, or the wake finds the sleeper); or (3)
-//! sees the commit. The re-check in (3) may be a claim attempt or just a load of the stamp
+//! holds the value from (2). A waker (a) commits its slot with a SeqCst CAS
+//! ([`super::protocol::send`] / `recv`), (c) loads the count with SeqCst and, if non-zero,
+//! (d) increments `seq` and calls `FUTEX_WAKE`. Either (c) sees (1), and then (d) either
+//! precedes (2) (whose load then synchronizes with it, so (3) sees the commit) or follows
+//! it (so the kernel's check in (4) fails, or the wake finds the sleeper); or (3) sees the
+//! commit. Were neither so, the single total order of SeqCst operations would have a
+//! cycle: the fence in (3) before the commit (the re-check read an older stamp), the
+//! commit before (c) (program order), (c) before (1) (it read an older count), and (1)
+//! before the fence (program order). The waker needs no fence of its own: on x86 its
+//! commit is a locked instruction and its loads are plain ones. The re-check in (3) may be a claim attempt or just a load of the stamp
 //! of the slot at the waiter's position
 //! ([`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed)): either way its loads
 //! come after the fence. Sleeps are also bounded by a timeout slice, so that
@@ -56,14 +60,14 @@ pub(crate) enum Woke {
 
 impl SideSignal {
     /// Announces one change (a commit) to one blocking waiter and every async helper, if
-    /// any sleeps. The caller has issued a SeqCst fence after the change.
+    /// any sleeps. The change was a SeqCst RMW (see the module docs).
     #[inline]
     pub(crate) fn notify_one(&self) {
-        if self.waiters.load(Ordering::Relaxed) != 0 {
+        if self.waiters.load(Ordering::SeqCst) != 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);
             wake(&self.seq, 1);
         }
-        if self.async_waiters.load(Ordering::Relaxed) != 0 {
+        if self.async_waiters.load(Ordering::SeqCst) != 0 {
             self.async_seq.fetch_add(1, Ordering::SeqCst);
             wake(&self.async_seq, u32::MAX);
         }

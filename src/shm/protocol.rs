@@ -7,9 +7,11 @@
 //! # Intents
 //! Every operation runs with one *intent lane* of its peer: an atomic word in the
 //! segment's peer table. The ring's `intent` hook stores `VALID | kind | pos` there
-//! before each CAS that tries to claim `pos`; the lane is cleared after the commit (and a
-//! SeqCst fence) or when the claim attempt gives up. A survivor that finds the peer dead
-//! therefore knows every position it may have claimed and not committed.
+//! before each CAS that tries to claim `pos`; the lane is cleared after the commit or when
+//! the claim attempt gives up. Every store to a lane is a Release store, so a survivor
+//! that reads one (and then fences) sees the commits made before it (see
+//! [`Ring::reclaim_send`], step 3). A survivor that finds the peer dead therefore knows
+//! every position it may have claimed and not committed.
 //!
 //! # Skips
 //! A survivor reclaiming the slot of a dead sender publishes it as a *skip*
@@ -21,7 +23,7 @@
 //! sender's commit fails and it retries at a new position.
 
 use crate::chan::ring::{Reclaim, Ring, RingStorage, Stall};
-use crate::sync::{AtomicUsize, Ordering, fence};
+use crate::sync::{AtomicUsize, Ordering, after_seqcst_rmw};
 
 /// An empty intent lane.
 pub(crate) const NO_INTENT: usize = 0;
@@ -82,10 +84,10 @@ pub(crate) fn send<S: RingStorage>(
 ) -> Result<(), Stall> {
     loop {
         let token =
-            match ring.start_send(|pos| lane.store(encode(Kind::Send, pos), Ordering::Relaxed)) {
+            match ring.start_send(|pos| lane.store(encode(Kind::Send, pos), Ordering::Release)) {
                 Ok(token) => token,
                 Err(stall) => {
-                    lane.store(NO_INTENT, Ordering::Relaxed);
+                    lane.store(NO_INTENT, Ordering::Release);
                     return Err(stall);
                 }
             };
@@ -93,12 +95,13 @@ pub(crate) fn send<S: RingStorage>(
             write(token.index);
         }
         // If the commit fails, a survivor published a skip here: retry.
+        // The commit is a SeqCst CAS: (a) the intent is cleared after it with a Release
+        // store (see `Ring::reclaim_send`, step 3); (b) the caller's following SeqCst
+        // waiter-count loads come after it in the SeqCst order (the futex module's
+        // no-lost-wake-up argument), with no fence between.
         let committed = ring.commit_send(token);
-        // SeqCst fence: (a) the intent is cleared only after the commit is ordered (see
-        // `Ring::reclaim_send`, step 3); (b) the caller's following waiter-count load is
-        // ordered after the commit (the futex module's no-lost-wake-up argument).
-        fence(Ordering::SeqCst);
-        lane.store(NO_INTENT, Ordering::Relaxed);
+        after_seqcst_rmw();
+        lane.store(NO_INTENT, Ordering::Release);
         if committed {
             return Ok(());
         }
@@ -117,10 +120,10 @@ pub(crate) fn recv<S: RingStorage, R>(
     let mut skipped = 0;
     loop {
         let token =
-            match ring.start_recv(|pos| lane.store(encode(Kind::Recv, pos), Ordering::Relaxed)) {
+            match ring.start_recv(|pos| lane.store(encode(Kind::Recv, pos), Ordering::Release)) {
                 Ok(token) => token,
                 Err(stall) => {
-                    lane.store(NO_INTENT, Ordering::Relaxed);
+                    lane.store(NO_INTENT, Ordering::Release);
                     return Err(stall);
                 }
             };
@@ -129,11 +132,11 @@ pub(crate) fn recv<S: RingStorage, R>(
         } else {
             read(token.index)
         };
+        // As in `send`: the intent is cleared after the SeqCst commit; the senders' waiter
+        // counts are loaded after it.
         let committed = ring.commit_recv(token);
-        // SeqCst fence: as in `send` (the intent is cleared after the commit; the
-        // senders' waiter count is loaded after it).
-        fence(Ordering::SeqCst);
-        lane.store(NO_INTENT, Ordering::Relaxed);
+        after_seqcst_rmw();
+        lane.store(NO_INTENT, Ordering::Release);
         match msg {
             Some(msg) if committed => return Ok(msg),
             _ => {
