@@ -203,6 +203,33 @@ impl<S: RingStorage> Ring<S> {
         }
     }
 
+    /// One attempt of [`Ring::start_send`] for the common case only: the slot at `tail`
+    /// is free and the CAS wins. `None` for anything else (full, a lost race,
+    /// disconnection, corruption), which `start_send` then sorts out from the start.
+    /// Written out apart from the loop so that a caller that inlines it pays none of the
+    /// loop's setup (the shared ring's protocol; for the heap ring the compiler already
+    /// makes the loop's first pass as short).
+    #[inline]
+    pub(crate) fn try_claim_send(&self, mut intent: impl FnMut(usize)) -> Option<Token> {
+        let tail_pos = self.storage.tail();
+        let tail = tail_pos.load(Ordering::Relaxed);
+        let index = tail & (self.mark_bit - 1);
+        // Sync point and SeqCst: as in `start_send`.
+        if tail & self.mark_bit != 0 || self.storage.stamp(index)?.load(Ordering::Acquire) != tail {
+            return None;
+        }
+        intent(tail);
+        tail_pos
+            .compare_exchange_weak(tail, self.next(tail), Ordering::SeqCst, Ordering::Relaxed)
+            .ok()?;
+        Some(Token {
+            index,
+            pos: tail,
+            stamp: tail + 1,
+            skipped: false,
+        })
+    }
+
     /// Claims the slot at `tail` for a sender. `intent(pos)` runs before each CAS that
     /// tries to claim `pos` (the shared ring records it for crash recovery). For shared
     /// storage, a slot that still holds the previous lap's message is [`Stall::Blocked`]
@@ -405,6 +432,31 @@ impl<S: RingStorage> Ring<S> {
         self.storage
             .stamp(token.index)
             .is_some_and(|s| s.load(Ordering::Relaxed) == token.pos)
+    }
+
+    /// One attempt of [`Ring::start_recv`] for the common case only: a message (or skip)
+    /// is published at `head` and the CAS wins; `None` for anything else. See
+    /// [`Ring::try_claim_send`].
+    #[inline]
+    pub(crate) fn try_claim_recv(&self, mut intent: impl FnMut(usize)) -> Option<Token> {
+        let head_pos = self.storage.head();
+        let head = head_pos.load(Ordering::Relaxed);
+        let index = head & (self.mark_bit - 1);
+        // Sync point: as in `start_recv`.
+        let stamp = self.storage.stamp(index)?.load(Ordering::Acquire);
+        if head + 1 != self.unskip(stamp) {
+            return None;
+        }
+        intent(head);
+        head_pos
+            .compare_exchange_weak(head, self.next(head), Ordering::SeqCst, Ordering::Relaxed)
+            .ok()?;
+        Some(Token {
+            index,
+            pos: head,
+            stamp: head.wrapping_add(self.one_lap),
+            skipped: stamp != head + 1,
+        })
     }
 
     /// Claims the slot at `head` for a receiver; `intent` as in [`Ring::start_send`].

@@ -22,7 +22,7 @@
 //! or loses a message: if its commit won, the message is delivered; if the skip won, the
 //! sender's commit fails and it retries at a new position.
 
-use crate::chan::ring::{Reclaim, Ring, RingStorage, Stall};
+use crate::chan::ring::{Reclaim, Ring, RingStorage, Stall, Token};
 use crate::sync::{AtomicUsize, Ordering, after_seqcst_rmw};
 
 /// An empty intent lane.
@@ -72,6 +72,40 @@ pub(crate) fn decode(word: usize) -> Option<(Kind, usize)> {
     Some((kind, word & POS))
 }
 
+/// Claims a slot for `kind`, recording each position tried in `lane`. The common case
+/// (the slot is ready and the CAS wins) is one inline attempt ([`Ring::try_claim_send`]);
+/// the full claim runs out of line. On a stall the lane is cleared.
+#[inline]
+fn claim<S: RingStorage>(ring: &Ring<S>, lane: &AtomicUsize, kind: Kind) -> Result<Token, Stall> {
+    let record = |pos| lane.store(encode(kind, pos), Ordering::Release);
+    let fast = match kind {
+        Kind::Send => ring.try_claim_send(record),
+        Kind::Recv => ring.try_claim_recv(record),
+    };
+    match fast {
+        Some(token) => Ok(token),
+        None => claim_loop(ring, lane, kind),
+    }
+}
+
+/// [`claim`] in every case.
+#[inline(never)]
+fn claim_loop<S: RingStorage>(
+    ring: &Ring<S>,
+    lane: &AtomicUsize,
+    kind: Kind,
+) -> Result<Token, Stall> {
+    let record = |pos| lane.store(encode(kind, pos), Ordering::Release);
+    let claimed = match kind {
+        Kind::Send => ring.start_send(record),
+        Kind::Recv => ring.start_recv(record),
+    };
+    if claimed.is_err() {
+        lane.store(NO_INTENT, Ordering::Release);
+    }
+    claimed
+}
+
 /// Claims a slot, runs `write(index)` to fill it and commits it. Retries at a new
 /// position if a survivor published the slot as a skip first (only possible if this
 /// process was wrongly taken for dead). On a stall, the lane is cleared and the stall
@@ -83,22 +117,15 @@ pub(crate) fn send<S: RingStorage>(
     mut write: impl FnMut(usize),
 ) -> Result<(), Stall> {
     loop {
-        let token =
-            match ring.start_send(|pos| lane.store(encode(Kind::Send, pos), Ordering::Release)) {
-                Ok(token) => token,
-                Err(stall) => {
-                    lane.store(NO_INTENT, Ordering::Release);
-                    return Err(stall);
-                }
-            };
+        let token = claim(ring, lane, Kind::Send)?;
         if ring.still_claimed(token) {
             write(token.index);
         }
-        // If the commit fails, a survivor published a skip here: retry.
         // The commit is a SeqCst CAS: (a) the intent is cleared after it with a Release
         // store (see `Ring::reclaim_send`, step 3); (b) the caller's following SeqCst
         // waiter-count loads come after it in the SeqCst order (the futex module's
-        // no-lost-wake-up argument), with no fence between.
+        // no-lost-wake-up argument), with no fence between. If it fails, a survivor
+        // published a skip here: retry.
         let committed = ring.commit_send(token);
         after_seqcst_rmw();
         lane.store(NO_INTENT, Ordering::Release);
@@ -119,14 +146,7 @@ pub(crate) fn recv<S: RingStorage, R>(
 ) -> Result<R, Stall> {
     let mut skipped = 0;
     loop {
-        let token =
-            match ring.start_recv(|pos| lane.store(encode(Kind::Recv, pos), Ordering::Release)) {
-                Ok(token) => token,
-                Err(stall) => {
-                    lane.store(NO_INTENT, Ordering::Release);
-                    return Err(stall);
-                }
-            };
+        let token = claim(ring, lane, Kind::Recv)?;
         let msg = if token.skipped {
             None
         } else {
