@@ -118,16 +118,22 @@ impl<T> Channel<T> {
 }
 
 /// A slot claimed for a send.
-pub(crate) struct SendSlot(Token);
+pub(crate) struct SendSlot<'a>(Token<'a>);
 /// A slot claimed for a receive.
-pub(crate) struct RecvSlot(Token);
+pub(crate) struct RecvSlot<'a>(Token<'a>);
 
 impl<T> Queue<T> for Channel<T> {
-    type SendSlot = SendSlot;
-    type RecvSlot = RecvSlot;
+    type SendSlot<'a>
+        = SendSlot<'a>
+    where
+        Self: 'a;
+    type RecvSlot<'a>
+        = RecvSlot<'a>
+    where
+        Self: 'a;
 
     #[inline]
-    fn claim_send(&self) -> Result<SendSlot, NoSlot> {
+    fn claim_send(&self) -> Result<SendSlot<'_>, NoSlot> {
         let backoff = Backoff::new();
         loop {
             match self.ring.start_send(|_| {}) {
@@ -141,7 +147,7 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     #[inline]
-    fn write(&self, SendSlot(token): SendSlot, msg: T) {
+    fn write(&self, SendSlot(token): SendSlot<'_>, msg: T) {
         // SAFETY: the claim made this slot ours until `commit_send`; it holds no message
         // (its previous message was read before the stamp let us claim it).
         self.slot(token)
@@ -152,7 +158,7 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     #[inline]
-    fn claim_recv(&self) -> Result<RecvSlot, NoSlot> {
+    fn claim_recv(&self) -> Result<RecvSlot<'_>, NoSlot> {
         let backoff = Backoff::new();
         loop {
             match self.ring.start_recv(|_| {}) {
@@ -165,7 +171,7 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     #[inline]
-    fn read(&self, RecvSlot(token): RecvSlot) -> T {
+    fn read(&self, RecvSlot(token): RecvSlot<'_>) -> T {
         // SAFETY: the claim made this slot ours until `commit_recv`; its stamp said a
         // committed message is in it, and the Acquire load made the write visible.
         let msg = self

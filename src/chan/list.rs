@@ -626,8 +626,14 @@ pub(crate) struct SendSlot<T>(Claim<T>);
 pub(crate) struct RecvSlot<T>(Claim<T>);
 
 impl<T> Queue<T> for Channel<T> {
-    type SendSlot = SendSlot<T>;
-    type RecvSlot = RecvSlot<T>;
+    type SendSlot<'a>
+        = SendSlot<T>
+    where
+        Self: 'a;
+    type RecvSlot<'a>
+        = RecvSlot<T>
+    where
+        Self: 'a;
 
     #[inline]
     fn claim_send(&self) -> Result<SendSlot<T>, NoSlot> {

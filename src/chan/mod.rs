@@ -56,18 +56,23 @@ pub(crate) enum NoSlot {
 /// the message goes straight between the caller and the slot: it is never moved into
 /// a `Result` on the way, which for large messages is a copy per layer.
 pub(crate) trait Queue<T> {
-    /// A slot claimed for a send: the claimant's alone until [`Queue::write`].
-    type SendSlot;
+    /// A slot claimed for a send: the claimant's alone until [`Queue::write`]. It may
+    /// borrow from the queue (the ring's claim keeps a reference to the slot's stamp).
+    type SendSlot<'a>
+    where
+        Self: 'a;
     /// A slot claimed for a receive: the claimant's alone until [`Queue::read`].
-    type RecvSlot;
+    type RecvSlot<'a>
+    where
+        Self: 'a;
     /// Claims a slot to send into.
-    fn claim_send(&self) -> Result<Self::SendSlot, NoSlot>;
+    fn claim_send(&self) -> Result<Self::SendSlot<'_>, NoSlot>;
     /// Writes `msg` into a claimed slot, publishes it and wakes a receiver.
-    fn write(&self, slot: Self::SendSlot, msg: T);
+    fn write(&self, slot: Self::SendSlot<'_>, msg: T);
     /// Claims a slot holding a message.
-    fn claim_recv(&self) -> Result<Self::RecvSlot, NoSlot>;
+    fn claim_recv(&self) -> Result<Self::RecvSlot<'_>, NoSlot>;
     /// Takes the message out of a claimed slot, frees the slot and wakes a sender.
-    fn read(&self, slot: Self::RecvSlot) -> T;
+    fn read(&self, slot: Self::RecvSlot<'_>) -> T;
     fn waiters(&self) -> &Waiters;
     fn len(&self) -> usize;
     fn capacity(&self) -> Option<usize>;

@@ -112,15 +112,19 @@ pub(crate) enum Reclaim {
     Reclaimed,
 }
 
-/// A claimed slot: the slot index and the stamp that commits it.
+/// A claimed slot: the slot index, its stamp word and the stamp that commits it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Token {
+pub(crate) struct Token<'a> {
     /// The slot's index, below the ring's capacity.
     pub(crate) index: usize,
     /// The position claimed.
     pub(crate) pos: usize,
     /// The stamp the commit stores.
     stamp: usize,
+    /// The slot's stamp word, as the claim found it in the storage: the commit and
+    /// [`Ring::still_claimed`] use it rather than look the index up again (a bounds
+    /// check and an address computation each, on the shared ring).
+    stamp_at: &'a AtomicUsize,
     /// A receiver's claim of a skip (shared storage only): there is nothing to read.
     pub(crate) skipped: bool,
 }
@@ -210,12 +214,16 @@ impl<S: RingStorage> Ring<S> {
     /// loop's setup (the shared ring's protocol; for the heap ring the compiler already
     /// makes the loop's first pass as short).
     #[inline]
-    pub(crate) fn try_claim_send(&self, mut intent: impl FnMut(usize)) -> Option<Token> {
+    pub(crate) fn try_claim_send(&self, mut intent: impl FnMut(usize)) -> Option<Token<'_>> {
         let tail_pos = self.storage.tail();
         let tail = tail_pos.load(Ordering::Relaxed);
         let index = tail & (self.mark_bit - 1);
+        if tail & self.mark_bit != 0 {
+            return None;
+        }
+        let stamp_at = self.storage.stamp(index)?;
         // Sync point and SeqCst: as in `start_send`.
-        if tail & self.mark_bit != 0 || self.storage.stamp(index)?.load(Ordering::Acquire) != tail {
+        if stamp_at.load(Ordering::Acquire) != tail {
             return None;
         }
         intent(tail);
@@ -226,6 +234,7 @@ impl<S: RingStorage> Ring<S> {
             index,
             pos: tail,
             stamp: tail + 1,
+            stamp_at,
             skipped: false,
         })
     }
@@ -236,7 +245,7 @@ impl<S: RingStorage> Ring<S> {
     /// whether or not a receiver is reading it, and a stamp that stays inconsistent
     /// reports [`Stall::Busy`] after [`SHARED_SPIN_LIMIT`] reloads.
     #[inline]
-    pub(crate) fn start_send(&self, mut intent: impl FnMut(usize)) -> Result<Token, Stall> {
+    pub(crate) fn start_send(&self, mut intent: impl FnMut(usize)) -> Result<Token<'_>, Stall> {
         let tail_pos = self.storage.tail();
         let mut tail = tail_pos.load(Ordering::Relaxed);
         let mut spins = 0u32;
@@ -267,6 +276,7 @@ impl<S: RingStorage> Ring<S> {
                             index,
                             pos: tail,
                             stamp: tail + 1,
+                            stamp_at,
                             skipped: false,
                         });
                     }
@@ -419,7 +429,7 @@ impl<S: RingStorage> Ring<S> {
     /// Returns `false` only for shared storage, when a survivor reclaimed the slot because
     /// it took this process for dead; the payload was then not delivered.
     #[inline]
-    pub(crate) fn commit_send(&self, token: Token) -> bool {
+    pub(crate) fn commit_send(&self, token: Token<'_>) -> bool {
         self.commit(token, token.pos)
     }
 
@@ -428,22 +438,21 @@ impl<S: RingStorage> Ring<S> {
     /// has published a skip in it; writing a payload there would then be in vain (the
     /// commit fails) and could race the next lap's sender.
     #[inline]
-    pub(crate) fn still_claimed(&self, token: Token) -> bool {
-        self.storage
-            .stamp(token.index)
-            .is_some_and(|s| s.load(Ordering::Relaxed) == token.pos)
+    pub(crate) fn still_claimed(&self, token: Token<'_>) -> bool {
+        token.stamp_at.load(Ordering::Relaxed) == token.pos
     }
 
     /// One attempt of [`Ring::start_recv`] for the common case only: a message (or skip)
     /// is published at `head` and the CAS wins; `None` for anything else. See
     /// [`Ring::try_claim_send`].
     #[inline]
-    pub(crate) fn try_claim_recv(&self, mut intent: impl FnMut(usize)) -> Option<Token> {
+    pub(crate) fn try_claim_recv(&self, mut intent: impl FnMut(usize)) -> Option<Token<'_>> {
         let head_pos = self.storage.head();
         let head = head_pos.load(Ordering::Relaxed);
         let index = head & (self.mark_bit - 1);
+        let stamp_at = self.storage.stamp(index)?;
         // Sync point: as in `start_recv`.
-        let stamp = self.storage.stamp(index)?.load(Ordering::Acquire);
+        let stamp = stamp_at.load(Ordering::Acquire);
         if head + 1 != self.unskip(stamp) {
             return None;
         }
@@ -455,13 +464,14 @@ impl<S: RingStorage> Ring<S> {
             index,
             pos: head,
             stamp: head.wrapping_add(self.one_lap),
+            stamp_at,
             skipped: stamp != head + 1,
         })
     }
 
     /// Claims the slot at `head` for a receiver; `intent` as in [`Ring::start_send`].
     #[inline]
-    pub(crate) fn start_recv(&self, mut intent: impl FnMut(usize)) -> Result<Token, Stall> {
+    pub(crate) fn start_recv(&self, mut intent: impl FnMut(usize)) -> Result<Token<'_>, Stall> {
         let head_pos = self.storage.head();
         let mut head = head_pos.load(Ordering::Relaxed);
         let mut spins = 0u32;
@@ -486,6 +496,7 @@ impl<S: RingStorage> Ring<S> {
                             index,
                             pos: head,
                             stamp: head.wrapping_add(self.one_lap),
+                            stamp_at,
                             skipped: stamp != head + 1,
                         });
                     }
@@ -521,7 +532,7 @@ impl<S: RingStorage> Ring<S> {
     /// next lap's sender. Returns `false` only for shared storage, when a survivor
     /// reclaimed the slot first (the payload read may then be torn and must be dropped).
     #[inline]
-    pub(crate) fn commit_recv(&self, token: Token) -> bool {
+    pub(crate) fn commit_recv(&self, token: Token<'_>) -> bool {
         self.commit(token, self.published(token.pos, token.skipped))
     }
 
@@ -536,10 +547,8 @@ impl<S: RingStorage> Ring<S> {
     }
 
     #[inline]
-    fn commit(&self, token: Token, expected: usize) -> bool {
-        let Some(stamp_at) = self.storage.stamp(token.index) else {
-            return false;
-        };
+    fn commit(&self, token: Token<'_>, expected: usize) -> bool {
+        let stamp_at = token.stamp_at;
         // Sync point: Release publishes the payload access before the stamp (paired with
         // the Acquire stamp loads in `start_send`/`start_recv`). For shared storage the
         // commit is a SeqCst CAS: the waker's no-lost-wake-up argument (`shm::futex`)

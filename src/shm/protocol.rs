@@ -76,7 +76,11 @@ pub(crate) fn decode(word: usize) -> Option<(Kind, usize)> {
 /// (the slot is ready and the CAS wins) is one inline attempt ([`Ring::try_claim_send`]);
 /// the full claim runs out of line. On a stall the lane is cleared.
 #[inline]
-fn claim<S: RingStorage>(ring: &Ring<S>, lane: &AtomicUsize, kind: Kind) -> Result<Token, Stall> {
+fn claim<'r, S: RingStorage>(
+    ring: &'r Ring<S>,
+    lane: &AtomicUsize,
+    kind: Kind,
+) -> Result<Token<'r>, Stall> {
     let record = |pos| lane.store(encode(kind, pos), Ordering::Release);
     let fast = match kind {
         Kind::Send => ring.try_claim_send(record),
@@ -90,11 +94,11 @@ fn claim<S: RingStorage>(ring: &Ring<S>, lane: &AtomicUsize, kind: Kind) -> Resu
 
 /// [`claim`] in every case.
 #[inline(never)]
-fn claim_loop<S: RingStorage>(
-    ring: &Ring<S>,
+fn claim_loop<'r, S: RingStorage>(
+    ring: &'r Ring<S>,
     lane: &AtomicUsize,
     kind: Kind,
-) -> Result<Token, Stall> {
+) -> Result<Token<'r>, Stall> {
     let record = |pos| lane.store(encode(kind, pos), Ordering::Release);
     let claimed = match kind {
         Kind::Send => ring.start_send(record),
