@@ -120,57 +120,99 @@ pub(crate) fn send<S: RingStorage>(
     lane: &AtomicUsize,
     mut write: impl FnMut(usize),
 ) -> Result<(), Stall> {
-    loop {
-        let token = claim(ring, lane, Kind::Send)?;
-        if ring.still_claimed(token) {
-            write(token.index);
-        }
-        // The commit is a SeqCst CAS: (a) the intent is cleared after it with a Release
-        // store (see `Ring::reclaim_send`, step 3); (b) the caller's following SeqCst
-        // waiter-count loads come after it in the SeqCst order (the futex module's
-        // no-lost-wake-up argument), with no fence between. If it fails, a survivor
-        // published a skip here: retry.
-        let committed = ring.commit_send(token);
-        after_seqcst_rmw();
-        lane.store(NO_INTENT, Ordering::Release);
-        if committed {
-            return Ok(());
-        }
+    if send_once(ring, lane, &mut write)? {
+        return Ok(());
     }
+    send_retry(ring, lane, write)
+}
+
+/// One claim, write and commit of [`send`]: `Ok(false)` if the commit failed.
+#[inline]
+fn send_once<S: RingStorage>(
+    ring: &Ring<S>,
+    lane: &AtomicUsize,
+    write: &mut impl FnMut(usize),
+) -> Result<bool, Stall> {
+    let token = claim(ring, lane, Kind::Send)?;
+    if ring.still_claimed(token) {
+        write(token.index);
+    }
+    // The commit is a SeqCst CAS: (a) the intent is cleared after it with a Release
+    // store (see `Ring::reclaim_send`, step 3); (b) the caller's following SeqCst
+    // waiter-count loads come after it in the SeqCst order (the futex module's
+    // no-lost-wake-up argument), with no fence between. If it fails, a survivor
+    // published a skip here.
+    let committed = ring.commit_send(token);
+    after_seqcst_rmw();
+    lane.store(NO_INTENT, Ordering::Release);
+    Ok(committed)
+}
+
+/// [`send`] after a failed commit, out of line: its loop would cost every send the
+/// setup of a loop that almost never runs twice.
+#[cold]
+#[inline(never)]
+fn send_retry<S: RingStorage>(
+    ring: &Ring<S>,
+    lane: &AtomicUsize,
+    mut write: impl FnMut(usize),
+) -> Result<(), Stall> {
+    while !send_once(ring, lane, &mut write)? {}
+    Ok(())
 }
 
 /// Claims a slot, reads it with `read(index)` unless it is a skip, and frees it. Skips
 /// (and messages whose read returned `None`, or whose commit found the slot reclaimed)
-/// are consumed and the next slot tried.
+/// are consumed and the next slot tried, up to [`SKIP_LIMIT`] slots in all.
 #[inline]
 pub(crate) fn recv<S: RingStorage, R>(
     ring: &Ring<S>,
     lane: &AtomicUsize,
     mut read: impl FnMut(usize) -> Option<R>,
 ) -> Result<R, Stall> {
-    let mut skipped = 0;
-    loop {
-        let token = claim(ring, lane, Kind::Recv)?;
-        let msg = if token.skipped {
-            None
-        } else {
-            read(token.index)
-        };
-        // As in `send`: the intent is cleared after the SeqCst commit; the senders' waiter
-        // counts are loaded after it.
-        let committed = ring.commit_recv(token);
-        after_seqcst_rmw();
-        lane.store(NO_INTENT, Ordering::Release);
-        match msg {
-            Some(msg) if committed => return Ok(msg),
-            _ => {
-                skipped += 1;
-                if skipped >= SKIP_LIMIT {
-                    return Err(Stall::Busy);
-                }
-            }
+    match recv_once(ring, lane, &mut read)? {
+        Some(msg) => Ok(msg),
+        None => recv_retry(ring, lane, read),
+    }
+}
+
+/// One claim, read and free of [`recv`]: `Ok(None)` if the slot held nothing to
+/// deliver (a skip, a read that returned `None`, or a commit that failed).
+#[inline]
+fn recv_once<S: RingStorage, R>(
+    ring: &Ring<S>,
+    lane: &AtomicUsize,
+    read: &mut impl FnMut(usize) -> Option<R>,
+) -> Result<Option<R>, Stall> {
+    let token = claim(ring, lane, Kind::Recv)?;
+    let msg = if token.skipped {
+        None
+    } else {
+        read(token.index)
+    };
+    // As in `send`: the intent is cleared after the SeqCst commit; the senders' waiter
+    // counts are loaded after it.
+    let committed = ring.commit_recv(token);
+    after_seqcst_rmw();
+    lane.store(NO_INTENT, Ordering::Release);
+    Ok(msg.filter(|_| committed))
+}
+
+/// [`recv`] after a slot with nothing to deliver, out of line (see [`send_retry`]).
+#[cold]
+#[inline(never)]
+fn recv_retry<S: RingStorage, R>(
+    ring: &Ring<S>,
+    lane: &AtomicUsize,
+    mut read: impl FnMut(usize) -> Option<R>,
+) -> Result<R, Stall> {
+    // The first attempt, in `recv`, consumed one slot.
+    for _ in 1..SKIP_LIMIT {
+        if let Some(msg) = recv_once(ring, lane, &mut read)? {
+            return Ok(msg);
         }
     }
+    Err(Stall::Busy)
 }
 
 /// Settles one intent of a peer known to be dead. `live_claim()` reports whether a live

@@ -77,6 +77,9 @@ pub(crate) struct ShmSlots {
     slot_size: usize,
     /// The CPU has `PREFETCHW`.
     prefetchw: bool,
+    /// How many bytes of a slot [`ShmSlots::prefetch`] covers (at least one line's
+    /// worth, at most [`PREFETCH_LINES`]).
+    prefetch_end: usize,
     payload_offset: usize,
     payload_size: usize,
 }
@@ -104,6 +107,7 @@ impl ShmSlots {
                 cap: layout.capacity,
                 slot_size: layout.slot_size,
                 prefetchw: has_prefetchw(),
+                prefetch_end: layout.slot_size.min(PREFETCH_LINES * CACHE_LINE),
                 payload_offset: layout.payload_offset,
                 payload_size: layout.fingerprint.size,
             }
@@ -155,13 +159,16 @@ impl ShmSlots {
         let Some(slot) = self.at(index, 0) else {
             return;
         };
-        let end = self.slot_size.min(PREFETCH_LINES * CACHE_LINE);
         let mut offset = 0;
-        while offset < end {
-            // SAFETY: `offset < slot_size`, so the address is inside slot `index` (which
-            // `at` checked); a prefetch reads nothing and cannot fault anyway.
+        loop {
+            // SAFETY: `offset < prefetch_end <= slot_size` (a slot is never empty), so
+            // the address is inside slot `index` (which `at` checked); a prefetch reads
+            // nothing and cannot fault anyway.
             prefetch_line(unsafe { slot.add(offset) }, self.prefetchw);
             offset += CACHE_LINE;
+            if offset >= self.prefetch_end {
+                break;
+            }
         }
     }
 
