@@ -161,24 +161,39 @@ impl Endpoint {
     /// [`Ring::may_claim_send`]: crate::chan::ring::Ring::may_claim_send
     #[inline(always)]
     fn send_once(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
+        match self.send_attempt(write) {
+            Err(Stall::Busy) => self.send_busy(write),
+            done => done,
+        }
+    }
+
+    /// One check, claim, write and commit of [`Endpoint::send_once`].
+    #[inline(always)]
+    fn send_attempt(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
         let seg = self.seg();
+        if !seg.ring().may_claim_send() {
+            return Err(Stall::Blocked);
+        }
+        let lane = self.peer.lane();
+        let r = protocol::send(seg.ring(), lane.word(), |i| write(self.slots(), i));
+        drop(lane);
+        if r.is_ok() {
+            seg.signal(Side::Recv).notify_one();
+        }
+        r
+    }
+
+    /// [`Endpoint::send_once`] after its slot was busy: the short spin, out of line (a
+    /// loop around the first attempt would cost every send its setup).
+    #[cold]
+    #[inline(never)]
+    fn send_busy(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
         let backoff = Backoff::new();
         loop {
-            if !seg.ring().may_claim_send() {
-                return Err(Stall::Blocked);
-            }
-            let lane = self.peer.lane();
-            let r = protocol::send(seg.ring(), lane.word(), |i| write(self.slots(), i));
-            drop(lane);
-            match r {
-                Ok(()) => {
-                    seg.signal(Side::Recv).notify_one();
-                    return Ok(());
-                }
-                Err(Stall::Busy) if !backoff.is_completed() => {
-                    self.spin_until_may_proceed(&backoff, Side::Send);
-                }
-                Err(stall) => return Err(stall),
+            self.spin_until_may_proceed(&backoff, Side::Send);
+            match self.send_attempt(write) {
+                Err(Stall::Busy) if !backoff.is_completed() => {}
+                done => return done,
             }
         }
     }
@@ -196,24 +211,47 @@ impl Endpoint {
         peek: bool,
         read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<R, Stall> {
+        match self.recv_attempt(peek, read) {
+            Err(Stall::Busy) => self.recv_busy(peek, read),
+            done => done,
+        }
+    }
+
+    /// One check, claim, read and free of [`Endpoint::recv_once`].
+    #[inline(always)]
+    fn recv_attempt<R>(
+        &self,
+        peek: bool,
+        read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Result<R, Stall> {
         let seg = self.seg();
+        if peek && !seg.ring().may_claim_recv() {
+            return Err(Stall::Blocked);
+        }
+        let lane = self.peer.lane();
+        let r = protocol::recv(seg.ring(), lane.word(), |i| read(self.slots(), i));
+        drop(lane);
+        if r.is_ok() {
+            seg.signal(Side::Send).notify_one();
+        }
+        r
+    }
+
+    /// [`Endpoint::recv_once`] after its slot was busy, out of line (see
+    /// [`Endpoint::send_busy`]).
+    #[cold]
+    #[inline(never)]
+    fn recv_busy<R>(
+        &self,
+        peek: bool,
+        read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Result<R, Stall> {
         let backoff = Backoff::new();
         loop {
-            if peek && !seg.ring().may_claim_recv() {
-                return Err(Stall::Blocked);
-            }
-            let lane = self.peer.lane();
-            let r = protocol::recv(seg.ring(), lane.word(), |i| read(self.slots(), i));
-            drop(lane);
-            match r {
-                Ok(msg) => {
-                    seg.signal(Side::Send).notify_one();
-                    return Ok(msg);
-                }
-                Err(Stall::Busy) if !backoff.is_completed() => {
-                    self.spin_until_may_proceed(&backoff, Side::Recv);
-                }
-                Err(stall) => return Err(stall),
+            self.spin_until_may_proceed(&backoff, Side::Recv);
+            match self.recv_attempt(peek, read) {
+                Err(Stall::Busy) if !backoff.is_completed() => {}
+                done => return done,
             }
         }
     }
