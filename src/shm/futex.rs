@@ -10,21 +10,21 @@
 //!
 //! # The no-lost-wake-up argument
 //! A waiter (1) increments its count (SeqCst RMW), (2) loads `seq` (SeqCst), (3) issues
-//! a SeqCst fence and re-checks the ring, (4) sleeps in `FUTEX_WAIT` only if `seq` still
-//! holds the value from (2). A waker (a) commits its slot with a SeqCst CAS
-//! ([`super::protocol::send`] / `recv`), (c) loads the count with SeqCst and, if non-zero,
-//! (d) increments `seq` and calls `FUTEX_WAKE`. Either (c) sees (1), and then (d) either
-//! precedes (2) (whose load then synchronizes with it, so (3) sees the commit) or follows
-//! it (so the kernel's check in (4) fails, or the wake finds the sleeper); or (3) sees the
-//! commit. Were neither so, the single total order of SeqCst operations would have a
-//! cycle: the fence in (3) before the commit (the re-check read an older stamp), the
-//! commit before (c) (program order), (c) before (1) (it read an older count), and (1)
-//! before the fence (program order). The waker needs no fence of its own: on x86 its
-//! commit is a locked instruction and its loads are plain ones. The re-check in (3) may be a claim attempt or just a load of the stamp
-//! of the slot at the waiter's position
-//! ([`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed)): either way its loads
-//! come after the fence. Sleeps are also bounded by a timeout slice, so that
-//! peer death is noticed even without a wake-up. (Modelled in
+//! a SeqCst fence and re-checks the ring, (4) sleeps in `FUTEX_WAIT` only if `seq`
+//! still holds the value from (2). A waker (a) commits its slot with a SeqCst CAS
+//! ([`super::protocol::send`] / `recv`), (b) loads the count with SeqCst and, if
+//! non-zero, (c) increments `seq` and calls `FUTEX_WAKE`. Either (b) sees (1), and then
+//! (c) either precedes (2) (whose load then synchronizes with it, so (3) sees the
+//! commit) or follows it (so the kernel's check in (4) fails, or the wake finds the
+//! sleeper); or (3) sees the commit. Were neither so, the single total order of SeqCst
+//! operations would have a cycle: the fence in (3) before the commit (the re-check read
+//! an older stamp), the commit before (b) (program order), (b) before (1) (it read an
+//! older count), and (1) before the fence (program order). The waker needs no fence of
+//! its own: on x86 its commit is a locked instruction and its loads are plain ones. The
+//! re-check in (3) may be a claim attempt or just a load of the stamp of the slot at
+//! the waiter's position ([`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed)):
+//! either way its loads come after the fence. Sleeps are also bounded by a timeout
+//! slice, so that peer death is noticed even without a wake-up. (Modelled in
 //! `loom-tests/tests/loom_shm_ring.rs`, `*_recheck_never_sleeps_through_*`.)
 //!
 //! A process killed while asleep leaves its count raised: later commits then make a

@@ -81,7 +81,7 @@ fn claim<'r, S: RingStorage>(
     lane: &AtomicUsize,
     kind: Kind,
 ) -> Result<Token<'r>, Stall> {
-    let record = |pos| lane.store(encode(kind, pos), Ordering::Release);
+    let record = recorder(lane, kind);
     let fast = match kind {
         Kind::Send => ring.try_claim_send(record),
         Kind::Recv => ring.try_claim_recv(record),
@@ -92,6 +92,13 @@ fn claim<'r, S: RingStorage>(
     }
 }
 
+/// The ring's `intent` hook for a claim of `kind`: records each position tried in
+/// `lane`, with a Release store (see the module docs).
+#[inline]
+fn recorder(lane: &AtomicUsize, kind: Kind) -> impl Fn(usize) + Copy + '_ {
+    move |pos| lane.store(encode(kind, pos), Ordering::Release)
+}
+
 /// [`claim`] in every case.
 #[inline(never)]
 fn claim_loop<'r, S: RingStorage>(
@@ -99,7 +106,7 @@ fn claim_loop<'r, S: RingStorage>(
     lane: &AtomicUsize,
     kind: Kind,
 ) -> Result<Token<'r>, Stall> {
-    let record = |pos| lane.store(encode(kind, pos), Ordering::Release);
+    let record = recorder(lane, kind);
     let claimed = match kind {
         Kind::Send => ring.start_send(record),
         Kind::Recv => ring.start_recv(record),
