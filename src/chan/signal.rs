@@ -271,6 +271,17 @@ pub(crate) enum Attempt<R, S> {
     Wait(S),
 }
 
+/// How many times [`block_on`] polls a single spin-loop hint apart before its exponential
+/// backoff. A hand-off that comes within a few hundred nanoseconds is then seen about one
+/// hint after it happens, rather than after a backoff step that may be as long as the
+/// wait so far. Measured by switching it at run time in interleaved blocks of one process
+/// (`bounded(1)`, one sender and one receiver, 20,000 messages a block, 30 blocks each way):
+/// the median block faster by 1.4–14 ns per message out of about 240 in each of ten runs
+/// (17–30 blocks of 30 faster); bounded and unbounded MPSC 4×1 and MPMC 4×4 unchanged
+/// within their noise (−2.4 to +0.3 ns). 64 polls gained less on `bounded(1)` and cost
+/// MPSC 2 ns; 4 gained less.
+const QUICK_POLLS: u32 = 16;
+
 /// Blocks until `attempt` finishes or `deadline` passes: spin briefly, then park on
 /// `signal`. On timeout, returns `Err(state)`.
 ///
@@ -278,6 +289,9 @@ pub(crate) enum Attempt<R, S> {
 /// (besides the first and the last spin): a waiter may wait for more than the smallest
 /// change that lets it through (see `array`'s batched refill). Once parking, every
 /// attempt is made, so the hint never decides whether a waiter sleeps.
+///
+/// The spin starts with [`QUICK_POLLS`] polls a single spin-loop hint apart, then backs
+/// off exponentially.
 pub(crate) fn block_on<R, S>(
     signal: &Signal,
     mut state: S,
@@ -287,6 +301,7 @@ pub(crate) fn block_on<R, S>(
 ) -> Result<R, S> {
     let backoff = Backoff::new();
     let mut first = true;
+    let mut quick = QUICK_POLLS;
     loop {
         let last = backoff.is_completed();
         if first || last || worth_trying() {
@@ -299,7 +314,12 @@ pub(crate) fn block_on<R, S>(
             break;
         }
         first = false;
-        backoff.snooze();
+        if quick > 0 {
+            quick -= 1;
+            core::hint::spin_loop();
+        } else {
+            backoff.snooze();
+        }
     }
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
