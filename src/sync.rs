@@ -118,5 +118,41 @@ impl Backoff {
     }
 }
 
+/// A spin that polls `quick` times a single spin-loop hint apart, then backs off
+/// exponentially ([`Backoff`]): a change that comes within the first few hundred
+/// nanoseconds of a wait is seen about one hint after it happens, rather than after a
+/// backoff step that may be as long as the wait so far. The waits that use it pick
+/// their own `quick` (and measured it). Under loom there are no quick polls: spinning
+/// must yield to the model's scheduler.
+pub(crate) struct QuickBackoff {
+    quick: u32,
+    backoff: Backoff,
+}
+
+impl QuickBackoff {
+    pub(crate) fn new(quick: u32) -> Self {
+        QuickBackoff {
+            quick: if cfg!(loom) { 0 } else { quick },
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// Whether the spin is over: the quick polls done and the backoff completed.
+    pub(crate) fn is_completed(&self) -> bool {
+        self.quick == 0 && self.backoff.is_completed()
+    }
+
+    /// One step of the spin: a single spin-loop hint while quick polls are left, a
+    /// backoff step after.
+    pub(crate) fn snooze(&mut self) {
+        if self.quick > 0 {
+            self.quick -= 1;
+            core::hint::spin_loop();
+        } else {
+            self.backoff.snooze();
+        }
+    }
+}
+
 /// The wait queue blocking waits park on.
 pub(crate) use event_listener::{Event, Listener, listener};

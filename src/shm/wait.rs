@@ -4,17 +4,17 @@ use std::time::{Duration, Instant};
 
 use super::futex::Woke;
 use super::segment::{Segment, Side};
-use crate::sync::Backoff;
+use crate::sync::QuickBackoff;
 
 /// The longest a blocking waiter sleeps before re-checking the ring and running
 /// maintenance (see [`super::peers`] for the resulting bounds).
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
 /// How many times a waiter polls with a single spin-loop hint between polls before
-/// backing off exponentially. A peer's commit is then seen within about one hint (tens
-/// of nanoseconds on current x86 CPUs) for the first few microseconds of a wait, which
-/// is what a round trip between two processes spends; an exponential backoff from the
-/// start would add, per hop, a delay of the order of the time already waited.
+/// backing off exponentially ([`QuickBackoff`]): a peer's commit is then seen within
+/// about one hint for the first few microseconds of a wait, which is what a round trip
+/// between two processes spends; an exponential backoff from the start would add, per
+/// hop, a delay of the order of the time already waited.
 const QUICK_POLLS: u32 = 64;
 
 /// Runs `attempt` until it returns `Some` or `deadline` passes (`None`). `side` is the
@@ -26,21 +26,16 @@ pub(crate) fn block<R>(
     mut may_proceed: impl FnMut() -> bool,
     mut attempt: impl FnMut() -> Option<R>,
 ) -> Option<R> {
-    let backoff = Backoff::new();
-    let mut quick_polls = QUICK_POLLS;
+    let mut spin = QuickBackoff::new(QUICK_POLLS);
     'spin: loop {
         if let Some(r) = attempt() {
             return Some(r);
         }
         loop {
-            if quick_polls > 0 {
-                quick_polls -= 1;
-                core::hint::spin_loop();
-            } else if backoff.is_completed() {
+            if spin.is_completed() {
                 break 'spin;
-            } else {
-                backoff.snooze();
             }
+            spin.snooze();
             if may_proceed() {
                 break;
             }
