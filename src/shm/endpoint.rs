@@ -162,7 +162,7 @@ impl Endpoint {
     #[inline(always)]
     fn send_once(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
         match self.send_attempt(write) {
-            Err(Stall::Busy) => self.send_busy(write),
+            Err(Stall::Busy) => self.retry_busy(Side::Send, || self.send_attempt(write)),
             done => done,
         }
     }
@@ -183,15 +183,20 @@ impl Endpoint {
         r
     }
 
-    /// [`Endpoint::send_once`] after its slot was busy: the short spin, out of line (a
-    /// loop around the first attempt would cost every send its setup).
+    /// [`Endpoint::send_once`] or [`Endpoint::recv_once`] (`side`) after its slot was
+    /// busy: a short spin, retrying `attempt` while the slot stays busy. Out of line: a
+    /// loop around the first attempt would cost every operation its setup.
     #[cold]
     #[inline(never)]
-    fn send_busy(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
+    fn retry_busy<R>(
+        &self,
+        side: Side,
+        mut attempt: impl FnMut() -> Result<R, Stall>,
+    ) -> Result<R, Stall> {
         let backoff = Backoff::new();
         loop {
-            self.spin_until_may_proceed(&backoff, Side::Send);
-            match self.send_attempt(write) {
+            self.spin_until_may_proceed(&backoff, side);
+            match attempt() {
                 Err(Stall::Busy) if !backoff.is_completed() => {}
                 done => return done,
             }
@@ -212,7 +217,7 @@ impl Endpoint {
         read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<R, Stall> {
         match self.recv_attempt(peek, read) {
-            Err(Stall::Busy) => self.recv_busy(peek, read),
+            Err(Stall::Busy) => self.retry_busy(Side::Recv, || self.recv_attempt(peek, read)),
             done => done,
         }
     }
@@ -235,25 +240,6 @@ impl Endpoint {
             seg.signal(Side::Send).notify_one();
         }
         r
-    }
-
-    /// [`Endpoint::recv_once`] after its slot was busy, out of line (see
-    /// [`Endpoint::send_busy`]).
-    #[cold]
-    #[inline(never)]
-    fn recv_busy<R>(
-        &self,
-        peek: bool,
-        read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
-    ) -> Result<R, Stall> {
-        let backoff = Backoff::new();
-        loop {
-            self.spin_until_may_proceed(&backoff, Side::Recv);
-            match self.recv_attempt(peek, read) {
-                Err(Stall::Busy) if !backoff.is_completed() => {}
-                done => return done,
-            }
-        }
     }
 
     /// A non-blocking send. `maintain`: may run peer maintenance (system calls) when
