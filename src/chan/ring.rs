@@ -129,6 +129,21 @@ pub(crate) struct Token<'a> {
     pub(crate) skipped: bool,
 }
 
+impl<'a> Token<'a> {
+    /// A sender's claim of position `pos` at slot `index`: its commit publishes the
+    /// message for that position (`pos + 1`).
+    #[inline]
+    fn send(index: usize, pos: usize, stamp_at: &'a AtomicUsize) -> Self {
+        Token {
+            index,
+            pos,
+            stamp: pos + 1,
+            stamp_at,
+            skipped: false,
+        }
+    }
+}
+
 /// The ring's constants plus its storage.
 #[derive(Debug)]
 pub(crate) struct Ring<S> {
@@ -181,6 +196,25 @@ impl<S: RingStorage> Ring<S> {
         }
     }
 
+    /// A receiver's claim of position `pos` at slot `index`, whose stamp read `stamp` (a
+    /// message, or a skip): its commit frees the slot for the next lap's sender.
+    #[inline]
+    fn recv_token<'a>(
+        &self,
+        index: usize,
+        pos: usize,
+        stamp: usize,
+        stamp_at: &'a AtomicUsize,
+    ) -> Token<'a> {
+        Token {
+            index,
+            pos,
+            stamp: pos.wrapping_add(self.one_lap),
+            stamp_at,
+            skipped: stamp != pos + 1,
+        }
+    }
+
     /// The position after `pos` (without the mark bit, and with its index below `cap`):
     /// the next index, or index 0 of the next lap. [`Ring::advance`] by one, in the form
     /// every claim uses: `pos + 1` unless the lap ends.
@@ -230,13 +264,7 @@ impl<S: RingStorage> Ring<S> {
         tail_pos
             .compare_exchange_weak(tail, self.next(tail), Ordering::SeqCst, Ordering::Relaxed)
             .ok()?;
-        Some(Token {
-            index,
-            pos: tail,
-            stamp: tail + 1,
-            stamp_at,
-            skipped: false,
-        })
+        Some(Token::send(index, tail, stamp_at))
     }
 
     /// Claims the slot at `tail` for a sender. `intent(pos)` runs before each CAS that
@@ -272,13 +300,7 @@ impl<S: RingStorage> Ring<S> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        return Ok(Token {
-                            index,
-                            pos: tail,
-                            stamp: tail + 1,
-                            stamp_at,
-                            skipped: false,
-                        });
+                        return Ok(Token::send(index, tail, stamp_at));
                     }
                     Err(t) => tail = t,
                 }
@@ -460,13 +482,7 @@ impl<S: RingStorage> Ring<S> {
         head_pos
             .compare_exchange_weak(head, self.next(head), Ordering::SeqCst, Ordering::Relaxed)
             .ok()?;
-        Some(Token {
-            index,
-            pos: head,
-            stamp: head.wrapping_add(self.one_lap),
-            stamp_at,
-            skipped: stamp != head + 1,
-        })
+        Some(self.recv_token(index, head, stamp, stamp_at))
     }
 
     /// Claims the slot at `head` for a receiver; `intent` as in [`Ring::start_send`].
@@ -492,13 +508,7 @@ impl<S: RingStorage> Ring<S> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        return Ok(Token {
-                            index,
-                            pos: head,
-                            stamp: head.wrapping_add(self.one_lap),
-                            stamp_at,
-                            skipped: stamp != head + 1,
-                        });
+                        return Ok(self.recv_token(index, head, stamp, stamp_at));
                     }
                     Err(h) => head = h,
                 }
