@@ -1,8 +1,8 @@
 //! loom models for conduit, shared by the per-flavor test files in `tests/`.
 //!
 //! Build and run with `RUSTFLAGS="--cfg loom" cargo test -p loom-tests --release`
-//! (bound the search with `LOOM_MAX_PREEMPTIONS=2` or `3`). Without `--cfg loom` this
-//! crate is empty.
+//! (bound the search with `LOOM_MAX_PREEMPTIONS`: CI uses 6, which takes about four
+//! minutes on two cores; 3 takes under one). Without `--cfg loom` this crate is empty.
 //!
 //! Each model is written once, generic over how the channel is made, and every flavor's
 //! test file runs the ones that apply to it.
@@ -27,7 +27,8 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
 
 /// Runs a race model, whose spin-waiting threads make the search grow steeply with the
 /// preemption bound: it uses `LOOM_RACE_PREEMPTIONS` (default 1) instead, so CI stays
-/// fast while a deeper search stays one variable away.
+/// fast while a deeper search stays one variable away. (At 2, the bounded flavor's
+/// blocking two-receiver models alone ran for over ten minutes without finishing.)
 fn race_model<F: Fn() + Sync + Send + 'static>(f: F) {
     race_model_bounded(1, f);
 }
