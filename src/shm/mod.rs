@@ -158,6 +158,8 @@ mod header;
 #[cfg(not(loom))]
 mod hub;
 #[cfg(not(loom))]
+mod inspect;
+#[cfg(not(loom))]
 mod name;
 #[cfg(not(loom))]
 mod options;
@@ -179,9 +181,11 @@ pub use channel::{Receiver, Sender};
 #[cfg(not(loom))]
 pub use future::{ByteSendFut, RecvFut, RecvStream, SendFut, SendSink};
 #[cfg(not(loom))]
+pub use inspect::{Inspection, Liveness, ObjectKind, PeerInfo, inspect};
+#[cfg(not(loom))]
 pub use options::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, Options};
 #[cfg(not(loom))]
-pub use stale::{list, remove_stale};
+pub use stale::{find_stale, list, remove_stale};
 
 /// How many handle families may be attached to one channel at once.
 pub const MAX_PEERS: usize = 64;

@@ -141,3 +141,17 @@ impl Segment {
         }
     }
 }
+
+/// TEMPORARY: the names `remove_stale` would remove, with a grace period.
+pub fn find_stale(grace: Duration) -> io::Result<Vec<String>> {
+    Ok(list()?
+        .into_iter()
+        .filter(|name| {
+            super::inspect(name).is_ok_and(|i| {
+                i.version == super::Inspection::SUPPORTED_VERSION
+                    && i.age.is_some_and(|a| a >= grace)
+                    && i.live_peers().next().is_none()
+            })
+        })
+        .collect())
+}

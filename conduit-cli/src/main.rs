@@ -1,0 +1,416 @@
+//! `conduit`: list, inspect, watch, clean and use conduit's shared-memory objects from a
+//! shell, the way `ipcs` and `ipcrm` serve SysV IPC.
+//!
+//! Every command reads segments through `conduit::shm::inspect`, which never attaches
+//! and never writes; only `send`, `recv` and `create` attach, as ordinary peers, and only
+//! `rm` and `clean` remove names. Exit status: 0 on success, 1 when an object is not
+//! found or an operation fails (one line on stderr says why), 2 for a usage error.
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{CommandFactory, Parser, Subcommand};
+use conduit::shm::{self, Inspection};
+
+mod render;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "conduit",
+    version,
+    about = "List, inspect, watch, clean and use conduit's shared-memory channels",
+    long_about = "List, inspect, watch, clean and use conduit's shared-memory channels.\n\n\
+        Objects live in /dev/shm as conduit.<name>, one file each. Commands that only \
+        look (ls, stat, watch) never attach to an object and never write to it.\n\n\
+        Exit status: 0 success, 1 not found or failed, 2 usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List every conduit object: kind, capacity, queue, payload, peers, creator, age.
+    Ls {
+        /// Print JSON (an array of objects) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one object in detail: header fields, positions, waiters, each peer slot.
+    ///
+    /// The segment is validated as `open` would; a corrupt one is reported field by
+    /// field, and the exit status is 1.
+    Stat {
+        /// The object's name (without the `conduit.` prefix).
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove objects by name, like `ipcrm`. Processes that have them open keep working.
+    Rm {
+        /// The names to remove.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove stale objects: every peer proven dead and older than a grace period.
+    ///
+    /// Never removes an object with a live peer, one of another layout version, or one
+    /// changed within the grace period.
+    Clean {
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave objects changed within this many seconds alone.
+        #[arg(long, default_value_t = 5)]
+        grace: u64,
+    },
+    /// Create a byte channel (a no-op if it exists with the same settings).
+    Create {
+        /// The name.
+        name: String,
+        /// Slots in the ring (rounded up to a power of two).
+        #[arg(long, default_value_t = shm::DEFAULT_CAPACITY)]
+        capacity: usize,
+        /// The longest message, in bytes.
+        #[arg(long, default_value_t = shm::DEFAULT_MAX_MESSAGE)]
+        max_message: usize,
+        /// Fail if the name exists.
+        #[arg(long)]
+        new: bool,
+    },
+    /// Send messages to a byte channel: the arguments, or else standard input.
+    ///
+    /// Standard input is sent one message per line (without the newline), or as one
+    /// message with --raw.
+    Send {
+        /// The byte channel's name.
+        name: String,
+        /// Messages to send, one per argument; standard input if none.
+        messages: Vec<String>,
+        /// Send standard input as one message, byte for byte.
+        #[arg(long)]
+        raw: bool,
+        /// Give up on a message that has found no room after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Create the channel if it does not exist.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Receive messages from a byte channel and print them, one per line.
+    Recv {
+        /// The byte channel's name.
+        name: String,
+        /// How many messages to receive (default 1; with --follow, no limit).
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+        /// Keep receiving until the senders are gone (or --count is reached).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Give up after waiting this many seconds for a message (exit status 1 if
+        /// nothing at all was received).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Write messages byte for byte, without a newline after each.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// A live view of objects: queue depth, message rates, peers (refreshes until
+    /// interrupted).
+    Watch {
+        /// Only this object.
+        name: Option<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes (for scripts and tests).
+        #[arg(long)]
+        iterations: Option<u64>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// A failure: the message for stderr and the exit status.
+struct Failure(String, u8);
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg, code)) => {
+            let _ = writeln!(io::stderr(), "conduit: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(command: Command) -> Outcome {
+    match command {
+        Command::Ls { json } => ls(json),
+        Command::Stat { name, json } => stat(&name, json),
+        Command::Rm { names } => rm(&names),
+        Command::Clean { dry_run, grace } => clean(dry_run, Duration::from_secs(grace)),
+        Command::Create {
+            name,
+            capacity,
+            max_message,
+            new,
+        } => create(&name, capacity, max_message, new),
+        Command::Send {
+            name,
+            messages,
+            raw,
+            timeout,
+            create,
+        } => send(&name, messages, raw, seconds(timeout)?, create),
+        Command::Recv {
+            name,
+            count,
+            follow,
+            timeout,
+            raw,
+        } => recv(&name, count, follow, seconds(timeout)?, raw),
+        Command::Watch {
+            name,
+            interval,
+            iterations,
+        } => watch(
+            name.as_deref(),
+            seconds(Some(interval))?.unwrap(),
+            iterations,
+        ),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "conduit", &mut io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn seconds(s: Option<f64>) -> Result<Option<Duration>, Failure> {
+    s.map(|s| {
+        Duration::try_from_secs_f64(s)
+            .map_err(|_| Failure(format!("invalid duration: {s} seconds"), 2))
+    })
+    .transpose()
+}
+
+/// Names an object in an error about it: `not found` and the like.
+fn about(name: &str, e: io::Error) -> Failure {
+    let what = match e.kind() {
+        io::ErrorKind::NotFound => "no such object".to_string(),
+        _ => e.to_string(),
+    };
+    Failure(format!("{name}: {what}"), 1)
+}
+
+/// Every object that can be inspected (objects that vanish meanwhile are skipped).
+fn inspect_all() -> io::Result<Vec<Inspection>> {
+    Ok(shm::list()?
+        .iter()
+        .filter_map(|name| shm::inspect(name).ok())
+        .collect())
+}
+
+fn ls(json: bool) -> Outcome {
+    let all = inspect_all()?;
+    let mut out = io::stdout().lock();
+    if json {
+        let list: Vec<_> = all.iter().map(render::json).collect();
+        writeln!(out, "{}", serde_json::Value::Array(list))?;
+    } else {
+        out.write_all(render::table(&all, None).as_bytes())?;
+    }
+    Ok(())
+}
+
+fn stat(name: &str, json: bool) -> Outcome {
+    let info = shm::inspect(name).map_err(|e| about(name, e))?;
+    let mut out = io::stdout().lock();
+    if json {
+        writeln!(out, "{:#}", render::json(&info))?;
+    } else {
+        out.write_all(render::detail(&info).as_bytes())?;
+    }
+    if info.is_valid() {
+        Ok(())
+    } else {
+        Err(Failure(
+            format!("{name}: {} problem(s) found", info.problems.len()),
+            1,
+        ))
+    }
+}
+
+fn rm(names: &[String]) -> Outcome {
+    let mut failed = None;
+    for name in names {
+        if let Err(e) = shm::unlink(name) {
+            let Failure(msg, code) = about(name, e);
+            let _ = writeln!(io::stderr(), "conduit: {msg}");
+            failed = Some(code);
+        }
+    }
+    match failed {
+        None => Ok(()),
+        Some(code) => Err(Failure("some objects were not removed".into(), code)),
+    }
+}
+
+fn clean(dry_run: bool, grace: Duration) -> Outcome {
+    let stale = shm::find_stale(grace)?;
+    let mut out = io::stdout().lock();
+    for name in &stale {
+        if dry_run {
+            writeln!(out, "would remove {name}")?;
+        } else {
+            match shm::unlink(name) {
+                Ok(()) => writeln!(out, "removed {name}")?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => writeln!(io::stderr(), "conduit: {name}: {e}")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn byte_options(capacity: usize, max_message: usize) -> shm::Options {
+    shm::Options::new()
+        .capacity(capacity)
+        .max_message(max_message)
+}
+
+fn create(name: &str, capacity: usize, max_message: usize, new: bool) -> Outcome {
+    let options = byte_options(capacity, max_message);
+    let options = if new {
+        options.create_new(true)
+    } else {
+        options.create(true)
+    };
+    // A receiver handle: creating attaches one side, and a receiver that leaves again
+    // makes no sender see a disconnection it would not see anyway.
+    shm::ByteReceiver::with(name, &options).map_err(|e| about(name, e))?;
+    Ok(())
+}
+
+fn send(
+    name: &str,
+    messages: Vec<String>,
+    raw: bool,
+    timeout: Option<Duration>,
+    create: bool,
+) -> Outcome {
+    let options = if create {
+        shm::Options::new().create(true)
+    } else {
+        shm::Options::new()
+    };
+    let tx = shm::ByteSender::with(name, &options).map_err(|e| about(name, e))?;
+    let send_one = |msg: &[u8]| -> Outcome {
+        match timeout {
+            Some(t) => tx.send_timeout(msg, t),
+            None => tx.send(msg),
+        }
+        .map_err(|e| about(name, e))
+    };
+    if !messages.is_empty() {
+        for msg in &messages {
+            send_one(msg.as_bytes())?;
+        }
+    } else if raw {
+        let mut buf = Vec::new();
+        io::stdin().lock().read_to_end(&mut buf)?;
+        send_one(&buf)?;
+    } else {
+        for line in io::stdin().lock().split(b'\n') {
+            send_one(&line?)?;
+        }
+    }
+    Ok(())
+}
+
+fn recv(
+    name: &str,
+    count: Option<u64>,
+    follow: bool,
+    timeout: Option<Duration>,
+    raw: bool,
+) -> Outcome {
+    let rx = shm::ByteReceiver::open(name).map_err(|e| about(name, e))?;
+    let limit = count.unwrap_or(if follow { u64::MAX } else { 1 });
+    let mut out = io::stdout().lock();
+    let mut received = 0u64;
+    while received < limit {
+        let msg = match timeout {
+            Some(t) => match rx.recv_timeout(t) {
+                Ok(msg) => msg,
+                Err(conduit::RecvTimeoutError::Timeout) if received > 0 => break,
+                Err(conduit::RecvTimeoutError::Disconnected) if follow => break,
+                Err(e) => return Err(Failure(format!("{name}: {e}"), 1)),
+            },
+            None => match rx.recv() {
+                Ok(msg) => msg,
+                // Following ends when the senders are gone.
+                Err(_) if follow => break,
+                Err(e) => return Err(Failure(format!("{name}: {e}"), 1)),
+            },
+        };
+        out.write_all(&msg)?;
+        if !raw {
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        received += 1;
+    }
+    Ok(())
+}
+
+fn watch(name: Option<&str>, interval: Duration, iterations: Option<u64>) -> Outcome {
+    let tty = io::stdout().is_terminal();
+    let mut previous: Option<(Instant, Vec<Inspection>)> = None;
+    let mut round = 0u64;
+    loop {
+        let now = Instant::now();
+        let all = match name {
+            Some(name) => vec![shm::inspect(name).map_err(|e| about(name, e))?],
+            None => inspect_all()?,
+        };
+        let rates = previous
+            .as_ref()
+            .map(|(then, before)| render::rates(before, &all, now.duration_since(*then)));
+        let mut out = io::stdout().lock();
+        if tty {
+            // Home and clear, then the table: a refreshing view.
+            out.write_all(b"\x1b[H\x1b[2J")?;
+        }
+        writeln!(
+            out,
+            "conduit watch: {} object(s), every {:.1}s",
+            all.len(),
+            interval.as_secs_f64()
+        )?;
+        out.write_all(render::table(&all, rates.as_deref()).as_bytes())?;
+        out.flush()?;
+        drop(out);
+        round += 1;
+        if iterations.is_some_and(|n| round >= n) {
+            return Ok(());
+        }
+        previous = Some((now, all));
+        std::thread::sleep(interval);
+    }
+}
