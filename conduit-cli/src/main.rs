@@ -153,7 +153,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg, code)) => {
-            let _ = writeln!(io::stderr(), "conduit: {msg}");
+            // An empty message: the command already said what failed.
+            if !msg.is_empty() {
+                let _ = writeln!(io::stderr(), "conduit: {msg}");
+            }
             ExitCode::from(code)
         }
     }
@@ -267,7 +270,7 @@ fn rm(names: &[String]) -> Outcome {
     }
     match failed {
         None => Ok(()),
-        Some(code) => Err(Failure("some objects were not removed".into(), code)),
+        Some(code) => Err(Failure(String::new(), code)),
     }
 }
 

@@ -160,7 +160,7 @@ impl Inspection {
     /// (typed channels), or the longest message (byte channels).
     pub fn payload(&self) -> String {
         match self.kind {
-            Some(ObjectKind::ByteChannel) => format!("bytes<= {}", self.max_message),
+            Some(ObjectKind::ByteChannel) => format!("max {} B", self.max_message),
             _ => format!(
                 "size {} align {} type {:016x}",
                 self.type_size, self.type_align, self.type_hash
