@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Options: `--kills N` (default 100), `--scribbles N` (1000), `--stops N` (10),
-//! `--senders N` (2), `--receivers N` (2), `--seed X`, `--json PATH` (default
-//! `target/conduit-soak/results.json`), `--quick` (10 kills, 100 scribbles, 2 stops).
+//! `--senders N` (2), `--receivers N` (2), `--scale N` (10 000 000), `--seed X`, `--json
+//! PATH` (default `target/conduit-soak/results.json`), `--quick` (10 kills, 100
+//! scribbles, 2 stops, scale 100 000).
 //!
 //! Each kind of channel (typed and byte) gets three trials:
 //! - **kill**: every acknowledged send (a sender prints `A seq` once `send` returned
@@ -26,6 +27,11 @@
 //!   traffic flows; every process must exit by itself, normally, before its deadline (no
 //!   crash, no panic, no hang). Lost or garbled messages are expected there and only
 //!   counted.
+//!
+//! Then the **scale** trials: `--scale` messages through one MPMC channel of each flavor
+//! (`bounded(1024)`, `unbounded`, `rendezvous` with a tenth of the count, and a shm
+//! channel) by 4 producer and 4 consumer threads, with an exact ledger: every message
+//! received exactly once, in order per producer.
 //!
 //! A failing trial prints its seed; the run exits with status 1.
 
@@ -419,6 +425,7 @@ struct Run {
     stops: u64,
     senders: usize,
     receivers: usize,
+    scale: u64,
 }
 
 fn new_channel(name: &str, kind: Kind) {
@@ -582,6 +589,160 @@ fn scribble_trial(run: &Run, kind: Kind, rng: &mut Rng) -> Outcome {
     out
 }
 
+/// The scale trial: `total` messages through one channel by 4 producers and 4 consumers
+/// (threads; for shm, each with its own handle family), with an exact ledger: a shared
+/// bitmap of every (producer, sequence) taken (a bit found set already is a duplicate),
+/// per-consumer FIFO checks per producer, and a final count of the bits.
+fn scale_trial<S, R>(
+    kind: &'static str,
+    total: u64,
+    make_sender: impl Fn() -> S + Sync,
+    make_receiver: impl Fn() -> R + Sync,
+    send: impl Fn(&S, u64) + Sync,
+    recv: impl Fn(&R, &AtomicBool) -> Option<u64> + Sync,
+) -> Outcome {
+    const PRODUCERS: u64 = 4;
+    const CONSUMERS: u64 = 4;
+    let per = total / PRODUCERS;
+    let bits: Vec<std::sync::atomic::AtomicU64> = (0..(per * PRODUCERS).div_ceil(64))
+        .map(|_| std::sync::atomic::AtomicU64::new(0))
+        .collect();
+    let duplicated = std::sync::atomic::AtomicU64::new(0);
+    let out_of_order = std::sync::atomic::AtomicU64::new(0);
+    let received = std::sync::atomic::AtomicU64::new(0);
+    // Set once every producer's last send returned: consumers then drain and stop.
+    let done = AtomicBool::new(false);
+    let producers_left = std::sync::atomic::AtomicU64::new(PRODUCERS);
+    let started = Instant::now();
+    thread::scope(|s| {
+        for p in 0..PRODUCERS {
+            let (make_sender, send, done, left) = (&make_sender, &send, &done, &producers_left);
+            s.spawn(move || {
+                let tx = make_sender();
+                for seq in 0..per {
+                    send(&tx, (p << 40) | seq);
+                }
+                if left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    done.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+        for _ in 0..CONSUMERS {
+            let (make_receiver, recv, done) = (&make_receiver, &recv, &done);
+            let (bits, duplicated, out_of_order, received) =
+                (&bits, &duplicated, &out_of_order, &received);
+            s.spawn(move || {
+                let rx = make_receiver();
+                let mut last = [None::<u64>; PRODUCERS as usize];
+                while let Some(msg) = recv(&rx, done) {
+                    let (p, seq) = (msg >> 40, msg & ((1 << 40) - 1));
+                    if p >= PRODUCERS || seq >= per {
+                        duplicated.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if last[p as usize].is_some_and(|l| l >= seq) {
+                        out_of_order.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last[p as usize] = Some(seq);
+                    let bit = p * per + seq;
+                    let old =
+                        bits[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);
+                    if old & (1 << (bit % 64)) != 0 {
+                        duplicated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let distinct: u64 = bits
+        .iter()
+        .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
+        .sum();
+    let mut out = Outcome {
+        kind,
+        trial: "scale 4x4",
+        messages: received.load(Ordering::Relaxed),
+        acked: per * PRODUCERS,
+        lost: per * PRODUCERS - distinct,
+        duplicated: duplicated.load(Ordering::Relaxed),
+        max_recovery_ms: 0.0,
+        ..Outcome::default()
+    };
+    let order = out_of_order.load(Ordering::Relaxed);
+    if order > 0 {
+        out.failures
+            .push(format!("{order} messages out of FIFO order"));
+    }
+    println!(
+        "soak: scale {kind}: {} messages in {:.1} s",
+        out.messages,
+        started.elapsed().as_secs_f64()
+    );
+    out
+}
+
+/// How long a scale consumer waits for a message before it checks whether the
+/// producers are done.
+const SCALE_POLL: Duration = Duration::from_millis(10);
+
+/// A scale consumer's receive: the next message, or `None` once every producer is done
+/// (`done`) and the channel is drained. The channel is not disconnected for that (the
+/// trial's own handles keep it open), so the consumers end by the producers' count.
+fn recv_until_done(
+    done: &AtomicBool,
+    mut recv: impl FnMut() -> Option<u64>,
+    is_empty: impl Fn() -> bool,
+) -> Option<u64> {
+    loop {
+        if let Some(m) = recv() {
+            return Some(m);
+        }
+        if done.load(Ordering::SeqCst) && is_empty() {
+            return None;
+        }
+    }
+}
+
+fn scale_trials(total: u64) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for (kind, cap) in [
+        ("bounded(1024)", Some(1024)),
+        ("unbounded", None),
+        ("rendezvous", Some(0)),
+    ] {
+        // Rendezvous hands off one message at a time: a tenth of the count.
+        let total = if cap == Some(0) { total / 10 } else { total };
+        let (tx, rx) = match cap {
+            Some(n) => conduit::bounded::<u64>(n),
+            None => conduit::unbounded::<u64>(),
+        };
+        outcomes.push(scale_trial(
+            kind,
+            total,
+            || tx.clone(),
+            || rx.clone(),
+            |tx, m| tx.send(m).unwrap(),
+            |rx, done| recv_until_done(done, || rx.recv_timeout(SCALE_POLL).ok(), || rx.is_empty()),
+        ));
+    }
+    let name = format!("soak-scale-{}", std::process::id());
+    let _ = shm::unlink(&name);
+    let options = Options::new().create_new(true).capacity(1024);
+    let keep = Receiver::<u64>::with(&name, &options).unwrap();
+    outcomes.push(scale_trial(
+        "shm channel",
+        total,
+        || Sender::<u64>::open(&name).unwrap(),
+        || Receiver::<u64>::open(&name).unwrap(),
+        |tx, m| tx.send(m).unwrap(),
+        |rx, done| recv_until_done(done, || rx.recv_timeout(SCALE_POLL).ok(), || rx.is_empty()),
+    ));
+    drop(keep);
+    let _ = shm::unlink(&name);
+    outcomes
+}
+
 fn arg_value(args: &[String], key: &str) -> Option<String> {
     args.iter()
         .position(|a| a == key)
@@ -627,6 +788,7 @@ fn main() -> ExitCode {
         stops: num("--stops", 10, 2),
         senders: num("--senders", 2, 2) as usize,
         receivers: num("--receivers", 2, 2) as usize,
+        scale: num("--scale", 10_000_000, 100_000),
     };
     let json_path = arg_value(&args, "--json")
         .unwrap_or_else(|| "target/conduit-soak/results.json".to_string());
@@ -642,6 +804,7 @@ fn main() -> ExitCode {
         outcomes.push(traffic_trial(&run, kind, &mut rng, true));
         outcomes.push(scribble_trial(&run, kind, &mut rng));
     }
+    outcomes.extend(scale_trials(run.scale));
     let mut failed = false;
     println!();
     println!(
