@@ -4,19 +4,25 @@
 //! # Entries
 //! The segment holds [`MAX_PEERS`] peer slots. Slot `n` has a state word
 //! (`generation << 32 | state << 8 | roles`, state one of FREE / LIVE / DEAD, roles the
-//! sender and receiver bits) and an entry with the owner's pid, the identity of its lock
-//! object and [`LANES`] intent words (see [`super::protocol`]). Every attached handle
-//! family (one `open`/`create` and its clones) owns one slot.
+//! sender and receiver bits) and an entry with the owner's pid and [`LANES`] intent
+//! words (see [`super::protocol`]). Every attached handle family (one
+//! `open`/`create` and its clones) owns one slot.
 //!
 //! # Liveness
-//! The owner of slot `n` holds an exclusive `flock` on the lock object
-//! `/conduit-peer.<name>.<n>` for as long as it is attached. The kernel drops the lock
-//! when the process dies, however it dies, so a *probe* that manages to take a shared
-//! lock on that object (non-blocking) has proof that nobody owns the slot. A slot is
-//! only ever taken over or reaped under that lock: the new owner holds the exclusive
-//! lock, a reaper the shared one, so the two exclude each other. A probe that cannot
-//! identify the lock object (it was unlinked, or replaced: its device/inode differ from
-//! the ones the owner recorded) treats the peer as alive.
+//! The owner of slot `n` holds an exclusive lock on byte [`lock_byte`]`(n)` of the
+//! segment file, through its family's own open file description, for as long as it is
+//! attached (see [`super::lock`]). The kernel drops the lock when the process dies,
+//! however it dies, so a *probe* that manages to take a shared lock on that byte
+//! (non-blocking, through a description of its own) has proof that nobody owns the slot.
+//! A slot is only ever taken over or reaped under that lock: the new owner holds the
+//! exclusive lock, a reaper the shared one, so the two exclude each other. A probe that
+//! cannot get a description of its own treats every peer as alive.
+//!
+//! The lock, not the state word, is the proof: an attach takes the lock *before* it
+//! stores LIVE, and a detach stores FREE before it releases the lock, so a slot can be
+//! locked while FREE (a peer moving in or out). Reapers only act on LIVE and DEAD slots,
+//! but [`Segment::prove_all_dead`] (for [`super::remove_stale`]) asks for every slot's
+//! lock, whatever its state says.
 //!
 //! # Reaping
 //! A dead owner's slot is marked DEAD (it no longer counts as a sender or receiver) and
@@ -39,12 +45,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rustix::fd::OwnedFd;
-use rustix::fs::{FlockOperation, fchmod, flock};
-use rustix::io::Errno;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::shm;
 
 use super::header::{LANES, MAX_PEERS};
+use super::lock::{self, Lock, lock_byte};
 use super::name;
 use super::protocol::{self, NO_INTENT};
 use super::segment::{self, Segment, Side, stat_of};
@@ -66,15 +71,10 @@ fn unpack(word: u64) -> (u32, u64, u64) {
     ((word >> 32) as u32, (word >> 8) & 0xff, word & 0xff)
 }
 
-/// What a probe of a peer slot's lock found.
-enum Probe {
-    /// Someone holds the lock: the owner is alive (or a new owner is moving in).
-    Held,
-    /// Nobody holds it; the returned descriptor holds a shared lock until dropped.
-    Free(#[allow(dead_code)] OwnedFd),
-    /// The lock object is missing or not the owner's: assume alive.
-    Unknown,
-}
+/// Proof that no peer is attached to a segment, nor attaching: a shared lock on every
+/// peer slot's byte, held through a description of its own until this is dropped. While
+/// it is held, no attach can take a slot (it fails as if all were in use).
+pub(crate) struct AllDead(#[allow(dead_code)] OwnedFd);
 
 impl Segment {
     /// Whether `side` ever had a peer attached.
@@ -132,14 +132,27 @@ impl Segment {
     /// every waiter of both sides if anything changed. Returns whether anything did.
     pub(crate) fn maintain(&self) -> bool {
         let mut changed = false;
+        // One description for the pass, opened at the first slot to probe, closed at the
+        // end (dropping any lock an unlock failed to release). Private to this call: two
+        // threads probing through one description would share (and release) each
+        // other's locks.
+        let mut probe: Option<OwnedFd> = None;
         for n in 0..MAX_PEERS {
             let (_, state, _) = unpack(self.peer_state(n).load(Ordering::Acquire));
             if state != LIVE && state != DEAD {
                 continue;
             }
-            if let Probe::Free(lock) = self.probe(n) {
+            if probe.is_none() {
+                // Without a description of our own nothing can be proven: all alive.
+                let Ok(fd) = self.reopen() else { break };
+                probe = Some(fd);
+            }
+            let Some(fd) = &probe else { break };
+            let byte = lock_byte(n);
+            // An error (rather than a refusal) proves nothing either: alive.
+            if let Ok(true) = lock::try_lock(fd.as_fd(), byte, 1, Lock::Shared) {
                 changed |= self.reap(n);
-                drop(lock);
+                let _ = lock::unlock(fd.as_fd(), byte, 1);
             }
         }
         if changed {
@@ -147,30 +160,6 @@ impl Segment {
             self.signal(Side::Recv).notify_all();
         }
         changed
-    }
-
-    fn probe(&self, n: usize) -> Probe {
-        let Ok(fd) = shm::open(
-            name::lock_object(self.name(), n).as_str(),
-            shm::OFlags::RDWR,
-            rustix::fs::Mode::empty(),
-        ) else {
-            return Probe::Unknown;
-        };
-        let Ok((_, _, dev, ino)) = stat_of(&fd) else {
-            return Probe::Unknown;
-        };
-        let entry = self.peer_entry(n);
-        if entry.lock_dev.load(Ordering::Relaxed) != dev
-            || entry.lock_ino.load(Ordering::Relaxed) != ino
-        {
-            return Probe::Unknown;
-        }
-        match flock(&fd, FlockOperation::NonBlockingLockShared) {
-            Ok(()) => Probe::Free(fd),
-            Err(Errno::WOULDBLOCK) => Probe::Held,
-            Err(_) => Probe::Unknown,
-        }
     }
 
     /// Reaps slot `n`, whose lock the caller holds (shared or exclusive) with nobody else
@@ -261,13 +250,15 @@ impl Segment {
             .collect()
     }
 
-    /// Whether any peer slot is LIVE with an owner that a probe finds alive (or cannot
-    /// tell). Used to decide whether a segment is stale.
-    pub(crate) fn any_peer_alive(&self) -> bool {
-        (0..MAX_PEERS).any(|n| {
-            let (_, state, _) = unpack(self.peer_state(n).load(Ordering::Acquire));
-            state == LIVE && !matches!(self.probe(n), Probe::Free(_))
-        })
+    /// Proves that no peer is attached or attaching, whatever the peer table says: takes
+    /// a shared lock on every slot's byte at once (one call, through a description of its
+    /// own). `Ok(None)` if any slot's lock is held exclusively (by an owner, or one
+    /// moving in or out; a reaper's shared lock does not conflict, and proves nothing
+    /// alive); an error if no description could be opened.
+    pub(crate) fn prove_all_dead(&self) -> io::Result<Option<AllDead>> {
+        let fd = self.reopen()?;
+        let all = lock::try_lock(fd.as_fd(), lock_byte(0), MAX_PEERS as u64, Lock::Shared)?;
+        Ok(all.then_some(AllDead(fd)))
     }
 }
 
@@ -276,8 +267,6 @@ pub(crate) struct Peer {
     seg: Arc<Segment>,
     index: usize,
     side: Side,
-    /// Holds the exclusive lock of the slot's lock object while attached.
-    lock: Option<OwnedFd>,
     /// Process-local: which intent lanes are in use. Lane 0, once taken, stays with
     /// `owner`.
     lanes: [AtomicBool; LANES],
@@ -310,20 +299,15 @@ impl core::fmt::Debug for Peer {
 }
 
 impl Peer {
-    /// Takes a free peer slot of `seg` for `side`.
+    /// Takes a free peer slot of `seg` for `side`. `seg` must be this family's own (see
+    /// [`Segment`]): the slot's lock is taken through its description.
     pub(crate) fn attach(seg: Arc<Segment>, side: Side, unlink_on_drop: bool) -> io::Result<Peer> {
+        let fd = seg.fd().as_fd();
         for n in 0..MAX_PEERS {
-            let fd = shm::open(
-                name::lock_object(seg.name(), n).as_str(),
-                shm::OFlags::CREATE | shm::OFlags::RDWR,
-                seg.lock_mode(),
-            )?;
-            // The umask may have narrowed the mode; only the file's owner can widen it.
-            let _ = fchmod(&fd, seg.lock_mode());
-            match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => {}
-                Err(Errno::WOULDBLOCK) => continue,
-                Err(e) => return Err(e.into()),
+            let byte = lock_byte(n);
+            if !lock::try_lock(fd, byte, 1, Lock::Exclusive)? {
+                // An owner, one moving in, or a reaper: not ours to take now.
+                continue;
             }
             let word = seg.peer_state(n);
             let (generation, state, _) = unpack(word.load(Ordering::Acquire));
@@ -333,19 +317,17 @@ impl Peer {
                 let (_, state, _) = unpack(word.load(Ordering::Acquire));
                 if state != FREE {
                     // A live peer may be the real claimant of one of its claims.
+                    lock::unlock(fd, byte, 1)?;
                     continue;
                 }
                 seg.signal(Side::Send).notify_all();
                 seg.signal(Side::Recv).notify_all();
             }
-            let (_, _, dev, ino) = stat_of(&fd)?;
             let entry = seg.peer_entry(n);
             entry.pid.store(
                 rustix::process::getpid().as_raw_nonzero().get() as u32,
                 Ordering::Relaxed,
             );
-            entry.lock_dev.store(dev, Ordering::Relaxed);
-            entry.lock_ino.store(ino, Ordering::Relaxed);
             for lane in &entry.intents {
                 lane.store(NO_INTENT, Ordering::Relaxed);
             }
@@ -366,7 +348,6 @@ impl Peer {
                 seg,
                 index: n,
                 side,
-                lock: Some(fd),
                 lanes: [const { AtomicBool::new(false) }; LANES],
                 owner: AtomicUsize::new(0),
                 intents,
@@ -374,7 +355,8 @@ impl Peer {
             });
         }
         Err(io::Error::other(format!(
-            "all {MAX_PEERS} peer slots of shm channel {:?} are in use",
+            "all {MAX_PEERS} peer slots of shm channel {:?} are in use (or it is being \
+             removed as stale)",
             seg.name()
         )))
     }
@@ -514,12 +496,13 @@ impl Drop for Peer {
         word.store(pack(generation, FREE, 0), Ordering::SeqCst);
         self.seg.signal(Side::Send).notify_all();
         self.seg.signal(Side::Recv).notify_all();
-        // Closing the descriptor releases the lock.
-        let lock = self.lock.take();
         if self.unlink_on_drop && same_object(&self.seg) {
             let _ = segment::unlink(self.seg.name());
         }
-        drop(lock);
+        // Last, release the slot's lock (the segment's description may stay open a while,
+        // e.g. in the async helper's hands; were the unlock to fail, closing it releases
+        // the lock).
+        let _ = lock::unlock(self.seg.fd().as_fd(), lock_byte(self.index), 1);
     }
 }
 
