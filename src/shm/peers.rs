@@ -540,6 +540,45 @@ mod tests {
         Peer::attach(Arc::new(seg), Side::Send, true).unwrap()
     }
 
+    /// Two handle families of one process each hold their own slot's lock (through
+    /// their own descriptions): a probe finds both held, neither's maintenance reaps
+    /// the other or itself, a slot marked LIVE without a lock is reaped, and the proof
+    /// that all are dead comes only once both detached.
+    #[test]
+    #[cfg_attr(miri, ignore = "shm_open and mmap")]
+    fn families_of_one_process_hold_their_own_locks() {
+        let a = attached("families");
+        let expect = crate::shm::header::Expect::any(Kind::Typed);
+        let seg = Segment::open(a.seg.name(), &expect).unwrap();
+        let b = Peer::attach(Arc::new(seg), Side::Recv, false).unwrap();
+        assert_ne!(a.index, b.index);
+        assert!(a.seg.prove_all_dead().unwrap().is_none());
+        // A slot marked LIVE whose lock nobody holds: its owner died.
+        let ghost = MAX_PEERS - 1;
+        a.seg
+            .peer_state(ghost)
+            .store(pack(1, LIVE, Side::Send.role()), Ordering::SeqCst);
+        assert_eq!(a.seg.live_count(Side::Send), 2);
+        assert!(b.seg.maintain(), "the ghost is reaped");
+        assert!(!a.seg.maintain(), "and nothing else");
+        assert_eq!(
+            unpack(a.seg.peer_state(ghost).load(Ordering::SeqCst)).1,
+            FREE
+        );
+        assert_eq!(a.seg.live_count(Side::Send), 1);
+        assert_eq!(a.seg.live_count(Side::Recv), 1);
+        let probe = Arc::clone(&b.seg);
+        drop(a);
+        assert!(
+            probe.prove_all_dead().unwrap().is_none(),
+            "b still holds its lock"
+        );
+        assert!(!probe.maintain());
+        assert_eq!(probe.live_count(Side::Recv), 1);
+        drop(b);
+        assert!(probe.prove_all_dead().unwrap().is_some(), "both released");
+    }
+
     fn word(lane: &Lane<'_>) -> usize {
         lane.word() as *const AtomicUsize as usize
     }
