@@ -144,6 +144,7 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 pub(crate) mod protocol;
+pub(crate) mod table;
 
 #[cfg(loom)]
 #[doc(hidden)]

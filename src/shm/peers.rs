@@ -24,6 +24,10 @@
 //! but [`Segment::prove_all_dead`] (for [`super::remove_stale`]) asks for every slot's
 //! lock, whatever its state says.
 //!
+//! The state machine itself (attach, reap, settle, detach, and the lanes below) is
+//! [`super::table`], shared with the loom models; this module binds it to the segment
+//! and its locks.
+//!
 //! # Reaping
 //! A dead owner's slot is marked DEAD (it no longer counts as a sender or receiver) and
 //! each of its recorded intents is settled with [`protocol::resolve`]: a slot it claimed
@@ -42,7 +46,7 @@ use core::cell::Cell;
 use core::ptr::NonNull;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustix::fd::{AsFd, OwnedFd};
@@ -51,25 +55,14 @@ use rustix::shm;
 use super::header::{LANES, MAX_PEERS};
 use super::lock::{self, Lock, lock_byte};
 use super::name;
-use super::protocol::{self, NO_INTENT};
+use super::ring::ShmSlots;
 use super::segment::{self, Segment, Side, stat_of};
-use crate::chan::ring::Reclaim;
-use crate::sync::{AtomicUsize, Backoff};
+use super::table::{self, LIVE, Lanes, Table, unpack};
+use crate::chan::ring::Ring;
+use crate::sync::AtomicUsize;
 
 /// How often (at most) one mapping runs maintenance.
 pub(crate) const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
-
-const FREE: u64 = 0;
-const LIVE: u64 = 1;
-const DEAD: u64 = 2;
-
-fn pack(generation: u32, state: u64, roles: u64) -> u64 {
-    (u64::from(generation) << 32) | ((state & 0xff) << 8) | (roles & 0xff)
-}
-
-fn unpack(word: u64) -> (u32, u64, u64) {
-    ((word >> 32) as u32, (word >> 8) & 0xff, word & 0xff)
-}
 
 /// Proof that no peer is attached to a segment, nor attaching: a shared lock on every
 /// peer slot's byte, held through a description of its own until this is dropped. While
@@ -95,8 +88,7 @@ impl Segment {
     /// Whether peer slot `n` is LIVE with `side`'s role.
     #[inline]
     fn is_live(&self, n: usize, side: Side) -> bool {
-        let (_, state, roles) = unpack(self.peer_state(n).load(Ordering::Acquire));
-        state == LIVE && roles & side.role() != 0
+        table::is_live(self, n, side.role())
     }
 
     /// Whether every peer of `side` is gone after at least one attached. Ordering: the
@@ -131,111 +123,22 @@ impl Segment {
     /// Probes every LIVE or DEAD peer slot and reaps those whose owner is gone. Wakes
     /// every waiter of both sides if anything changed. Returns whether anything did.
     pub(crate) fn maintain(&self) -> bool {
-        let mut changed = false;
-        // One description for the pass, opened at the first slot to probe, closed at the
-        // end (dropping any lock an unlock failed to release). Private to this call: two
-        // threads probing through one description would share (and release) each
-        // other's locks.
-        let mut probe: Option<OwnedFd> = None;
-        for n in 0..MAX_PEERS {
-            let (_, state, _) = unpack(self.peer_state(n).load(Ordering::Acquire));
-            if state != LIVE && state != DEAD {
-                continue;
-            }
-            if probe.is_none() {
-                // Without a description of our own nothing can be proven: all alive.
-                let Ok(fd) = self.reopen() else { break };
-                probe = Some(fd);
-            }
-            let Some(fd) = &probe else { break };
-            let byte = lock_byte(n);
+        // One description for the pass, private to this call (two threads probing
+        // through one description would share, and release, each other's locks), closed
+        // at the end, which drops any lock an unlock failed to release. Without one,
+        // nothing can be proven: every peer counts as alive.
+        let Ok(probe) = self.reopen() else {
+            return false;
+        };
+        let probe = probe.as_fd();
+        table::maintain(
+            self,
             // An error (rather than a refusal) proves nothing either: alive.
-            if let Ok(true) = lock::try_lock(fd.as_fd(), byte, 1, Lock::Shared) {
-                changed |= self.reap(n);
-                let _ = lock::unlock(fd.as_fd(), byte, 1);
-            }
-        }
-        if changed {
-            self.signal(Side::Send).notify_all();
-            self.signal(Side::Recv).notify_all();
-        }
-        changed
-    }
-
-    /// Reaps slot `n`, whose lock the caller holds (shared or exclusive) with nobody else
-    /// holding it: LIVE → DEAD, settle its intents, DEAD → FREE once all are settled.
-    /// Returns whether the state changed.
-    fn reap(&self, n: usize) -> bool {
-        let word = self.peer_state(n);
-        let w = word.load(Ordering::Acquire);
-        let (generation, state, roles) = unpack(w);
-        let dead = pack(generation, DEAD, roles);
-        let mut changed = false;
-        match state {
-            LIVE => {
-                if word
-                    .compare_exchange(w, dead, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_err()
-                {
-                    return false;
-                }
-                changed = true;
-            }
-            DEAD => {}
-            _ => return false,
-        }
-        if self.settle(n) {
-            changed |= word
-                .compare_exchange(
-                    dead,
-                    pack(generation, FREE, 0),
-                    Ordering::SeqCst,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-        }
-        changed
-    }
-
-    /// Settles every intent of dead slot `n`; returns whether all are settled.
-    fn settle(&self, n: usize) -> bool {
-        let mut all = true;
-        for lane in &self.peer_entry(n).intents {
-            let intent = lane.load(Ordering::Acquire);
-            if intent == NO_INTENT {
-                continue;
-            }
-            match protocol::resolve(self.ring(), intent, || self.live_claim(intent, n)) {
-                Reclaim::Pending => all = false,
-                outcome => {
-                    let _ = lane.compare_exchange(
-                        intent,
-                        NO_INTENT,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                    if outcome == Reclaim::Reclaimed {
-                        // A skipped slot to consume, or a freed one to fill.
-                        self.signal(Side::Send).notify_all();
-                        self.signal(Side::Recv).notify_all();
-                    }
-                }
-            }
-        }
-        all
-    }
-
-    /// Whether a LIVE slot other than `except` records `intent`.
-    fn live_claim(&self, intent: usize, except: usize) -> bool {
-        (0..MAX_PEERS).filter(|&m| m != except).any(|m| {
-            let (_, state, _) = unpack(self.peer_state(m).load(Ordering::Acquire));
-            state == LIVE
-                && self
-                    .peer_entry(m)
-                    .intents
-                    .iter()
-                    .any(|l| l.load(Ordering::Relaxed) == intent)
-        })
+            |n| lock::try_lock(probe, lock_byte(n), 1, Lock::Shared).unwrap_or(false),
+            |n| {
+                let _ = lock::unlock(probe, lock_byte(n), 1);
+            },
+        )
     }
 
     /// The pids recorded by LIVE peers of `side` (diagnostics).
@@ -262,18 +165,45 @@ impl Segment {
     }
 }
 
+impl Table for Segment {
+    type Slots = ShmSlots;
+
+    fn slots(&self) -> usize {
+        MAX_PEERS
+    }
+
+    fn state(&self, n: usize) -> &AtomicU64 {
+        self.peer_state(n)
+    }
+
+    fn intents(&self, n: usize) -> &[AtomicUsize] {
+        &self.peer_entry(n).intents
+    }
+
+    fn ring(&self) -> &Ring<ShmSlots> {
+        Segment::ring(self)
+    }
+
+    fn record_owner(&self, n: usize) {
+        self.peer_entry(n).pid.store(
+            rustix::process::getpid().as_raw_nonzero().get() as u32,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn wake_all(&self) {
+        self.signal(Side::Send).notify_all();
+        self.signal(Side::Recv).notify_all();
+    }
+}
+
 /// One attached handle family: a peer slot, its lock, and its intent lanes.
 pub(crate) struct Peer {
     seg: Arc<Segment>,
     index: usize,
     side: Side,
-    /// Process-local: which intent lanes are in use. Lane 0, once taken, stays with
-    /// `owner`.
-    lanes: [AtomicBool; LANES],
-    /// The [`thread_key`] of the thread that owns lane 0 for good, or 0 before any
-    /// thread took it: the first thread to find lane 0 free keeps it, so that a handle
-    /// used from one thread takes its lane without a read-modify-write.
-    owner: AtomicUsize,
+    /// Process-local: which intent lanes are in use, keyed by [`thread_key`].
+    lanes: Lanes<LANES>,
     /// This peer's intent words in the segment (its entry's `intents`), located once at
     /// attach: an operation takes one per call.
     intents: NonNull<[AtomicUsize; LANES]>,
@@ -303,39 +233,13 @@ impl Peer {
     /// [`Segment`]): the slot's lock is taken through its description.
     pub(crate) fn attach(seg: Arc<Segment>, side: Side, unlink_on_drop: bool) -> io::Result<Peer> {
         let fd = seg.fd().as_fd();
-        for n in 0..MAX_PEERS {
-            let byte = lock_byte(n);
-            if !lock::try_lock(fd, byte, 1, Lock::Exclusive)? {
-                // An owner, one moving in, or a reaper: not ours to take now.
-                continue;
-            }
-            let word = seg.peer_state(n);
-            let (generation, state, _) = unpack(word.load(Ordering::Acquire));
-            if state == LIVE || state == DEAD {
-                // Its previous owner died (we hold its lock): settle what it left.
-                seg.reap(n);
-                let (_, state, _) = unpack(word.load(Ordering::Acquire));
-                if state != FREE {
-                    // A live peer may be the real claimant of one of its claims.
-                    lock::unlock(fd, byte, 1)?;
-                    continue;
-                }
-                seg.signal(Side::Send).notify_all();
-                seg.signal(Side::Recv).notify_all();
-            }
-            let entry = seg.peer_entry(n);
-            entry.pid.store(
-                rustix::process::getpid().as_raw_nonzero().get() as u32,
-                Ordering::Relaxed,
-            );
-            for lane in &entry.intents {
-                lane.store(NO_INTENT, Ordering::Relaxed);
-            }
-            // Sync point: Release publishes the entry to probes (Acquire state loads).
-            word.store(
-                pack(generation.wrapping_add(1), LIVE, side.role()),
-                Ordering::SeqCst,
-            );
+        let taken = table::attach(
+            &*seg,
+            side.role(),
+            |n| lock::try_lock(fd, lock_byte(n), 1, Lock::Exclusive),
+            |n| lock::unlock(fd, lock_byte(n), 1),
+        )?;
+        if let Some(n) = taken {
             let h = seg.header();
             let ever = match side {
                 Side::Send => &h.ever_senders,
@@ -348,8 +252,7 @@ impl Peer {
                 seg,
                 index: n,
                 side,
-                lanes: [const { AtomicBool::new(false) }; LANES],
-                owner: AtomicUsize::new(0),
+                lanes: Lanes::new(),
                 intents,
                 unlink_on_drop,
             });
@@ -382,47 +285,10 @@ impl Peer {
     /// neither side swapping nor fencing after its commit (see `protocol`).
     #[inline]
     pub(crate) fn lane(&self) -> Lane<'_> {
-        let key = thread_key();
-        // Only this thread ever stores its own key (keys are never reused), so a match
-        // means lane 0 is ours, and nobody else uses it.
-        if self.owner.load(Ordering::Relaxed) == key {
-            return self.owned_lane();
-        }
-        self.lane_slow(key)
-    }
-
-    /// [`Peer::lane`] for a thread that does not own lane 0: it takes lane 0 for good if
-    /// nobody has, or else the first free lane of the others, waiting for one if need be.
-    #[cold]
-    fn lane_slow(&self, key: usize) -> Lane<'_> {
-        // Sync point (both swaps): Acquire pairs with the Release store of the lane's
-        // previous holder (in `Lane::drop`), so its use of the intent word happens
-        // before ours. Lane 0 had no previous holder: its word was last written at
-        // attach, which happens before any use of the handle.
-        if self.owner.load(Ordering::Relaxed) == 0 && !self.lanes[0].swap(true, Ordering::Acquire) {
-            self.owner.store(key, Ordering::Relaxed);
-            return self.owned_lane();
-        }
-        let backoff = Backoff::new();
-        loop {
-            for (lane, used) in self.lanes.iter().enumerate().skip(1) {
-                if !used.load(Ordering::Relaxed) && !used.swap(true, Ordering::Acquire) {
-                    return Lane {
-                        used: Some(used),
-                        word: &self.intents()[lane],
-                    };
-                }
-            }
-            backoff.snooze();
-        }
-    }
-
-    /// Lane 0, for its owner: kept, never given back.
-    #[inline]
-    fn owned_lane(&self) -> Lane<'_> {
+        let (index, borrowed) = self.lanes.take(thread_key());
         Lane {
-            used: None,
-            word: &self.intents()[0],
+            give_back: borrowed.then_some((&self.lanes, index)),
+            word: &self.intents()[index],
         }
     }
 
@@ -438,9 +304,9 @@ impl Peer {
 
 /// An intent lane taken for one operation.
 pub(crate) struct Lane<'a> {
-    /// The lane's in-use flag, to clear when the operation ends; `None` for lane 0,
-    /// which its owner keeps.
-    used: Option<&'a AtomicBool>,
+    /// The family's lanes and this lane's index, to give it back when the operation
+    /// ends; `None` for lane 0, which its owner keeps.
+    give_back: Option<(&'a Lanes<LANES>, usize)>,
     /// The lane's intent word in the segment.
     word: &'a AtomicUsize,
 }
@@ -456,8 +322,8 @@ impl Lane<'_> {
 impl Drop for Lane<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(used) = self.used {
-            used.store(false, Ordering::Release);
+        if let Some((lanes, index)) = self.give_back {
+            lanes.give_back(index);
         }
     }
 }
@@ -489,13 +355,8 @@ fn next_thread_key() -> usize {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let word = self.seg.peer_state(self.index);
-        let (generation, ..) = unpack(word.load(Ordering::Acquire));
         // Every operation has finished (no handle is left), so no intent is recorded.
-        // SeqCst, then wake everyone: the other side re-checks for disconnection.
-        word.store(pack(generation, FREE, 0), Ordering::SeqCst);
-        self.seg.signal(Side::Send).notify_all();
-        self.seg.signal(Side::Recv).notify_all();
+        table::detach(&*self.seg, self.index);
         if self.unlink_on_drop && same_object(&self.seg) {
             let _ = segment::unlink(self.seg.name());
         }
@@ -531,6 +392,7 @@ mod tests {
 
     use super::*;
     use crate::shm::header::{Fingerprint, Kind, Layout};
+    use crate::shm::table::{FREE, pack};
 
     /// A sender peer attached to a fresh segment, unlinked when the peer drops.
     fn attached(tag: &str) -> Peer {
@@ -595,7 +457,7 @@ mod tests {
             let peer = attached("lanes");
             let zero = &peer.intents()[0] as *const AtomicUsize as usize;
             assert_eq!(word(&peer.lane()), zero);
-            assert!(peer.lanes[0].load(Ordering::Relaxed), "lane 0 stays taken");
+            assert!(peer.lanes.in_use(0), "lane 0 stays taken");
             assert_eq!(word(&peer.lane()), zero, "and comes back to its owner");
             let barrier = Barrier::new(LANES - 1);
             let held: Vec<usize> = std::thread::scope(|s| {
@@ -614,9 +476,7 @@ mod tests {
             assert_eq!(distinct.len(), LANES - 1, "a lane held twice at once");
             assert!(!distinct.contains(&zero), "lane 0 lent to another thread");
             assert!(
-                peer.lanes[1..]
-                    .iter()
-                    .all(|used| !used.load(Ordering::Relaxed)),
+                (1..LANES).all(|lane| !peer.lanes.in_use(lane)),
                 "a lane not given back"
             );
             done.send(()).unwrap();
