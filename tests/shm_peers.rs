@@ -10,6 +10,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
+use conduit::RecvTimeoutError;
 use conduit::shm::{self, ByteSender, Receiver, Sender};
 use shm_support::*;
 
@@ -29,6 +30,12 @@ fn child_entry() {
             let rx = Receiver::<u64>::open(&name).unwrap();
             let _clones = (tx.clone(), tx2.clone(), rx.clone());
             say("attached");
+            hang();
+        }
+        "send_one" => {
+            let tx = Sender::<u64>::open(&name).unwrap();
+            tx.send(1).unwrap();
+            say("sent");
             hang();
         }
         "lock_byte" => {
@@ -76,6 +83,26 @@ fn one_channel_is_one_shm_entry() {
         shm::unlink(&bytes).unwrap();
         assert_eq!(shm_entries(&name), Vec::<String>::new());
         assert_eq!(shm_entries(&bytes), Vec::<String>::new());
+    });
+}
+
+/// After the name is unlinked, the processes still attached keep proving deaths: the
+/// locks are on the file itself, which lives while mapped. A sender killed after the
+/// unlink disconnects the receiver once its message is drained. (With lock files, the
+/// unlink removed them and a probe counted every peer as alive from then on: this test
+/// got `Timeout` instead of `Disconnected`.)
+#[test]
+fn deaths_are_noticed_after_unlink() {
+    watchdog(|| {
+        let name = Name::new("unlinked-death");
+        let rx = Receiver::<u64>::create(&name, 4).unwrap();
+        let mut child = Proc::spawn("send_one", &[("name", &name)]);
+        child.expect("sent");
+        shm::unlink(&name).unwrap();
+        child.kill9();
+        let step = Duration::from_secs(10);
+        assert_eq!(rx.recv_timeout(step), Ok(1));
+        assert_eq!(rx.recv_timeout(step), Err(RecvTimeoutError::Disconnected));
     });
 }
 
