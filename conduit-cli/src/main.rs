@@ -275,17 +275,15 @@ fn rm(names: &[String]) -> Outcome {
 }
 
 fn clean(dry_run: bool, grace: Duration) -> Outcome {
-    let stale = shm::find_stale(grace)?;
     let mut out = io::stdout().lock();
-    for name in &stale {
-        if dry_run {
+    if dry_run {
+        for name in shm::find_stale(grace)? {
             writeln!(out, "would remove {name}")?;
-        } else {
-            match shm::unlink(name) {
-                Ok(()) => writeln!(out, "removed {name}")?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => writeln!(io::stderr(), "conduit: {name}: {e}")?,
-            }
+        }
+    } else {
+        // Each removal holds its proof (every peer lock) across the unlink.
+        for name in shm::remove_stale_with_grace(grace)? {
+            writeln!(out, "removed {name}")?;
         }
     }
     Ok(())

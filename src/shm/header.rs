@@ -17,8 +17,13 @@ use crate::sync::AtomicUsize;
 /// "CONDUIT" plus the header format byte; stored last, with Release, by the creator.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"CONDUIT\x01");
 /// The layout version this build reads and writes (2: slots padded to cache lines, see
-/// [`slot_granule`]; 3: no tag word, a dead sender's slot is marked in its stamp).
-pub(crate) const VERSION: u32 = 3;
+/// [`slot_granule`]; 3: no tag word, a dead sender's slot is marked in its stamp; 4: peer
+/// liveness locks are byte-range locks on the segment file itself, see [`super::lock`],
+/// not lock files, and a peer entry no longer records a lock file's identity).
+///
+/// A peer of another version would not see this version's locks (nor this one its), so a
+/// segment of another version is refused ([`validate`]), never used.
+pub(crate) const VERSION: u32 = 4;
 
 /// The most slots a channel may have.
 pub(crate) const MAX_CAPACITY: usize = 1 << 22;
@@ -66,10 +71,8 @@ pub(crate) struct Header {
 #[repr(C, align(64))]
 pub(crate) struct PeerEntry {
     pub(crate) pid: AtomicU32,
-    _reserved: AtomicU32,
-    /// Device and inode of the peer's lock object, to recognise it when probing.
-    pub(crate) lock_dev: AtomicU64,
-    pub(crate) lock_ino: AtomicU64,
+    /// Unused (version 3 kept the identity of the peer's lock file here).
+    _reserved: [AtomicU32; 5],
     /// One intent word per lane (see `protocol`).
     pub(crate) intents: [AtomicUsize; LANES],
 }

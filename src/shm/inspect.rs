@@ -19,13 +19,14 @@ use rustix::fs::Mode;
 use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
 use rustix::shm;
 
-use self::tmp::PeerState;
 use super::header::{
     Fingerprint, Header, Kind, Layout, MAGIC, MAX_PEERS, PEER_ENTRIES_OFFSET, PEER_STATES_OFFSET,
     PeerEntry, RING_OFFSET, VERSION,
 };
+use super::lock::{self, lock_byte};
 use super::name;
 use super::segment::Side;
+use super::table::{self, DEAD, FREE, LIVE};
 
 /// What kind of object a segment holds, as its header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,8 @@ pub struct PeerInfo {
     pub slot: usize,
     /// The pid its owner recorded.
     pub pid: u32,
-    /// The slot's state word: `live`, `dead` (reaped, recovery pending) or `free`.
+    /// The slot's state word: `live`, `dead` (reaped, recovery pending), `free` (shown
+    /// only while its lock is held: a peer attaching, or the creator) or `invalid`.
     pub state: &'static str,
     /// Whether the owner attached as a sender.
     pub sender: bool,
@@ -453,11 +455,17 @@ fn read_positions(map: &ReadOnlyMap, info: &mut Inspection) {
 }
 
 fn read_peers(map: &ReadOnlyMap, fd: &OwnedFd, info: &mut Inspection) {
+    use rustix::fd::AsFd;
     for n in 0..MAX_PEERS {
-        let word = map.u64_at(PEER_STATES_OFFSET + n * 8);
-        let state = PeerState::unpack(word);
-        let liveness = tmp::probe_liveness(fd, &info.name, n);
-        if state.is_free() && liveness != Liveness::Alive {
+        let (generation, state, roles) = table::unpack(map.u64_at(PEER_STATES_OFFSET + n * 8));
+        // The query takes no lock: `fd` holds none, so any lock found is another's.
+        let liveness = match lock::is_held(fd.as_fd(), lock_byte(n), 1) {
+            Ok(true) => Liveness::Alive,
+            Ok(false) => Liveness::Dead,
+            Err(_) => Liveness::Unknown,
+        };
+        // A FREE slot whose lock is held is being attached (or is the creator's): shown.
+        if state == FREE && liveness != Liveness::Alive {
             continue;
         }
         let entry = PEER_ENTRIES_OFFSET + n * size_of::<PeerEntry>();
@@ -468,53 +476,17 @@ fn read_peers(map: &ReadOnlyMap, fd: &OwnedFd, info: &mut Inspection) {
         info.peers.push(PeerInfo {
             slot: n,
             pid: map.u32_at(entry + core::mem::offset_of!(PeerEntry, pid)),
-            state: state.describe(),
-            sender: state.has_role(Side::Send),
-            receiver: state.has_role(Side::Recv),
-            generation: state.generation(),
+            state: match state {
+                FREE => "free",
+                LIVE => "live",
+                DEAD => "dead",
+                _ => "invalid",
+            },
+            sender: roles & Side::Send.role() != 0,
+            receiver: roles & Side::Recv.role() != 0,
+            generation,
             liveness,
             intents,
         });
-    }
-}
-
-// TEMPORARY until the peer-lock change lands.
-mod tmp {
-    use super::*;
-    pub(super) struct PeerState(u64);
-    impl PeerState {
-        pub(super) fn unpack(w: u64) -> Self {
-            PeerState(w)
-        }
-        pub(super) fn is_free(&self) -> bool {
-            (self.0 >> 8) & 0xff == 0
-        }
-        pub(super) fn describe(&self) -> &'static str {
-            match (self.0 >> 8) & 0xff {
-                0 => "free",
-                1 => "live",
-                2 => "dead",
-                _ => "?",
-            }
-        }
-        pub(super) fn has_role(&self, side: Side) -> bool {
-            self.0 & side.role() != 0
-        }
-        pub(super) fn generation(&self) -> u32 {
-            (self.0 >> 32) as u32
-        }
-    }
-    pub(super) fn probe_liveness(_fd: &OwnedFd, name: &str, n: usize) -> Liveness {
-        let Ok(fd) = shm::open(
-            name::lock_object(name, n).as_str(),
-            shm::OFlags::RDWR,
-            Mode::empty(),
-        ) else {
-            return Liveness::Dead;
-        };
-        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockShared) {
-            Ok(()) => Liveness::Dead,
-            Err(_) => Liveness::Alive,
-        }
     }
 }

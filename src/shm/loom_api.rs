@@ -1,13 +1,16 @@
 //! The shared ring protocol ([`super::protocol`]) over heap storage with
-//! `SHARED = true`, for loom models of claim / commit / reclaim. Not part of the API:
-//! exposed as `conduit::__loom_shm` under `--cfg loom` only.
+//! `SHARED = true`, for loom models of claim / commit / reclaim, and the peer table's
+//! state machine ([`super::table`]) over heap storage with an atomic stand-in for each
+//! slot's liveness lock. Not part of the API: exposed as `conduit::__loom_shm` under
+//! `--cfg loom` only.
 #![allow(missing_docs, missing_debug_implementations)]
 
 use super::protocol::{self, Kind};
+use super::table::{self, Table};
 use crate::chan::ring::{self, RingStorage};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
-struct Heap {
+pub(crate) struct Heap {
     head: AtomicUsize,
     tail: AtomicUsize,
     stamps: Box<[AtomicUsize]>,
@@ -109,7 +112,11 @@ impl Ring {
 
     /// A complete send (the production protocol).
     pub fn send(&self, lane: &Lane, value: usize) -> Result<(), Stall> {
-        protocol::send(&self.0, &lane.0, |i| {
+        self.send_with(&lane.0, value)
+    }
+
+    fn send_with(&self, lane: &AtomicUsize, value: usize) -> Result<(), Stall> {
+        protocol::send(&self.0, lane, |i| {
             self.payload(i).store(value, Ordering::Relaxed)
         })
         .map_err(stall)
@@ -117,7 +124,11 @@ impl Ring {
 
     /// A complete receive (the production protocol).
     pub fn recv(&self, lane: &Lane) -> Result<usize, Stall> {
-        protocol::recv(&self.0, &lane.0, |i| {
+        self.recv_with(&lane.0)
+    }
+
+    fn recv_with(&self, lane: &AtomicUsize) -> Result<usize, Stall> {
+        protocol::recv(&self.0, lane, |i| {
             Some(self.payload(i).load(Ordering::Relaxed))
         })
         .map_err(stall)
@@ -125,12 +136,13 @@ impl Ring {
 
     /// A sender that claims a slot, writes `value` and dies before committing. Returns the claimed position.
     pub fn claim_send_and_die(&self, lane: &Lane, value: usize) -> Result<usize, Stall> {
+        self.claim_send_and_die_with(&lane.0, value)
+    }
+
+    fn claim_send_and_die_with(&self, lane: &AtomicUsize, value: usize) -> Result<usize, Stall> {
         let token = self
             .0
-            .start_send(|pos| {
-                lane.0
-                    .store(protocol::encode(Kind::Send, pos), Ordering::Relaxed)
-            })
+            .start_send(|pos| lane.store(protocol::encode(Kind::Send, pos), Ordering::Relaxed))
             .map_err(stall)?;
         self.payload(token.index).store(value, Ordering::Relaxed);
         Ok(token.pos)
@@ -138,11 +150,12 @@ impl Ring {
 
     /// A receiver that claims a message and dies before freeing its slot.
     pub fn claim_recv_and_die(&self, lane: &Lane) -> Result<usize, Stall> {
+        self.claim_recv_and_die_with(&lane.0)
+    }
+
+    fn claim_recv_and_die_with(&self, lane: &AtomicUsize) -> Result<usize, Stall> {
         self.0
-            .start_recv(|pos| {
-                lane.0
-                    .store(protocol::encode(Kind::Recv, pos), Ordering::Relaxed)
-            })
+            .start_recv(|pos| lane.store(protocol::encode(Kind::Recv, pos), Ordering::Relaxed))
             .map(|token| token.pos)
             .map_err(stall)
     }
@@ -167,5 +180,226 @@ impl Ring {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A peer slot's state (mirror of the table's FREE / LIVE / DEAD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Free,
+    Live,
+    Dead,
+    Other(u64),
+}
+
+/// The role bit of senders in a state word.
+pub const SENDER: u64 = 1;
+/// The role bit of receivers in a state word.
+pub const RECEIVER: u64 = 2;
+
+/// The stand-in for a slot's lock word: held exclusively by an owner.
+const EXCLUSIVE: usize = usize::MAX;
+
+/// A peer table on the heap over a shared [`Ring`], running the production state machine
+/// ([`super::table`]). Each slot's liveness lock (a byte-range lock on the segment file
+/// in production) is an atomic word: 0 free, [`EXCLUSIVE`] held by an owner, `k` held
+/// shared by `k` reapers, with the kernel's non-blocking semantics (a refused lock
+/// changes nothing). A peer that *dies* releases its lock and nothing else, as the kernel
+/// does for a killed process.
+pub struct Peers {
+    ring: Ring,
+    states: Box<[AtomicU64]>,
+    intents: Box<[Box<[AtomicUsize]>]>,
+    locks: Box<[AtomicUsize]>,
+}
+
+impl Table for Peers {
+    type Slots = Heap;
+
+    fn slots(&self) -> usize {
+        self.states.len()
+    }
+
+    fn state(&self, n: usize) -> &AtomicU64 {
+        &self.states[n]
+    }
+
+    fn intents(&self, n: usize) -> &[AtomicUsize] {
+        &self.intents[n]
+    }
+
+    fn ring(&self) -> &ring::Ring<Heap> {
+        &self.ring.0
+    }
+
+    fn record_owner(&self, _n: usize) {}
+
+    fn wake_all(&self) {}
+}
+
+impl Peers {
+    /// `slots` free peer slots of `lanes` intent lanes each, over a ring of `cap` slots.
+    pub fn new(slots: usize, lanes: usize, cap: usize) -> Self {
+        Peers {
+            ring: Ring::new(cap),
+            states: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            intents: (0..slots)
+                .map(|_| {
+                    (0..lanes)
+                        .map(|_| AtomicUsize::new(protocol::NO_INTENT))
+                        .collect()
+                })
+                .collect(),
+            locks: (0..slots).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    fn try_exclusive(&self, n: usize) -> bool {
+        // Sync point: Acquire pairs with the Release of the previous holder's release.
+        self.locks[n]
+            .compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    fn try_shared(&self, n: usize) -> bool {
+        let lock = &self.locks[n];
+        let mut held = lock.load(Ordering::Relaxed);
+        loop {
+            if held == EXCLUSIVE {
+                return false;
+            }
+            match lock.compare_exchange(held, held + 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    fn release_shared(&self, n: usize) {
+        self.locks[n].fetch_sub(1, Ordering::Release);
+    }
+
+    fn release_exclusive(&self, n: usize) {
+        self.locks[n].store(0, Ordering::Release);
+    }
+
+    /// Attaches a peer with `roles` (production `Peer::attach`): the slot taken, whose
+    /// lock it holds, or `None` if none could be.
+    pub fn attach(&self, roles: u64) -> Option<usize> {
+        let taken: Result<_, ()> = table::attach(
+            self,
+            roles,
+            |n| Ok(self.try_exclusive(n)),
+            |n| {
+                self.release_exclusive(n);
+                Ok(())
+            },
+        );
+        taken.unwrap()
+    }
+
+    /// The owner of slot `n` detaches (production `Peer::drop`): FREE, then the lock.
+    pub fn detach(&self, n: usize) {
+        table::detach(self, n);
+        self.release_exclusive(n);
+    }
+
+    /// The owner of slot `n` dies: the kernel releases its lock; nothing else changes.
+    pub fn die(&self, n: usize) {
+        self.release_exclusive(n);
+    }
+
+    /// One maintenance pass (production `Segment::maintain`); whether anything changed.
+    pub fn maintain(&self) -> bool {
+        table::maintain(self, |n| self.try_shared(n), |n| self.release_shared(n))
+    }
+
+    /// Slot `n`'s generation, state and roles.
+    pub fn state(&self, n: usize) -> (u32, State, u64) {
+        let (generation, state, roles) = table::unpack(self.states[n].load(Ordering::Acquire));
+        let state = match state {
+            table::FREE => State::Free,
+            table::LIVE => State::Live,
+            table::DEAD => State::Dead,
+            other => State::Other(other),
+        };
+        (generation, state, roles)
+    }
+
+    /// Whether nobody holds slot `n`'s lock.
+    pub fn unlocked(&self, n: usize) -> bool {
+        self.locks[n].load(Ordering::Acquire) == 0
+    }
+
+    /// Intent lane `lane` of slot `n`.
+    pub fn intent(&self, n: usize, lane: usize) -> usize {
+        self.intents[n][lane].load(Ordering::Acquire)
+    }
+
+    /// The owner of slot `n` records a receive intent for `pos` in `lane`, as an operation
+    /// does before its claim.
+    pub fn record_recv_intent(&self, n: usize, lane: usize, pos: usize) -> usize {
+        let word = protocol::encode(Kind::Recv, pos);
+        self.intents[n][lane].store(word, Ordering::Release);
+        word
+    }
+
+    /// The owner of slot `n` clears `lane` (its operation gave up or finished).
+    pub fn clear_intent(&self, n: usize, lane: usize) {
+        self.intents[n][lane].store(protocol::NO_INTENT, Ordering::Release);
+    }
+
+    /// The owner of slot `n` claims a send slot through `lane`, writes `value`, and does
+    /// not commit (it is about to die).
+    pub fn claim_send(&self, n: usize, lane: usize, value: usize) -> Result<usize, Stall> {
+        self.ring
+            .claim_send_and_die_with(&self.intents[n][lane], value)
+    }
+
+    /// The owner of slot `n` claims a message through `lane` and does not free its slot
+    /// (it is about to die).
+    pub fn claim_recv(&self, n: usize, lane: usize) -> Result<usize, Stall> {
+        self.ring.claim_recv_and_die_with(&self.intents[n][lane])
+    }
+
+    /// A complete send by the owner of slot `n` through `lane`.
+    pub fn send(&self, n: usize, lane: usize, value: usize) -> Result<(), Stall> {
+        self.ring.send_with(&self.intents[n][lane], value)
+    }
+
+    /// A complete receive by the owner of slot `n` through `lane`.
+    pub fn recv(&self, n: usize, lane: usize) -> Result<usize, Stall> {
+        self.ring.recv_with(&self.intents[n][lane])
+    }
+}
+
+/// A handle family's intent lanes (production `table::Lanes`, three of them).
+pub struct LaneSet(table::Lanes<3>);
+
+impl Default for LaneSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LaneSet {
+    pub fn new() -> Self {
+        LaneSet(table::Lanes::new())
+    }
+
+    /// Takes a lane for the thread with `key` (nonzero, distinct per thread): its index,
+    /// and whether it must be given back.
+    pub fn take(&self, key: usize) -> (usize, bool) {
+        self.0.take(key)
+    }
+
+    /// Gives back a lane taken with `true`.
+    pub fn give_back(&self, index: usize) {
+        self.0.give_back(index)
     }
 }

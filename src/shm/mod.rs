@@ -46,10 +46,11 @@
 //!
 //! # Peers and crashes
 //!
-//! Every attached handle family holds an exclusive `flock` on a per-slot lock object
-//! (`/dev/shm/conduit-peer.<name>.<n>`). The kernel releases it when the process dies,
-//! however it dies (`kill -9` included), and any process can prove the death by taking
-//! the lock itself. Waiting threads probe the peers at most every 100 ms, and blocking
+//! Every attached handle family holds an exclusive lock on one byte of the segment file,
+//! its peer slot's (an open-file-description lock, `fcntl(F_OFD_SETLK)`; advisory, so it
+//! does not affect the mapping). The kernel releases it when the process dies, however
+//! it dies (`kill -9` included), and any process can prove the death by taking the lock
+//! itself. A channel is thus exactly one entry in `/dev/shm`. Waiting threads probe the peers at most every 100 ms, and blocking
 //! waits sleep at most 100 ms at a time, so, while anyone waits on the channel:
 //! - when every sender process is gone, receivers drain the ring and get
 //!   `Disconnected`, and vice versa, within about 200 ms (well under 1 s);
@@ -79,7 +80,7 @@
 //! the file makes later accesses fault with `SIGBUS`: POSIX shared memory cannot prevent
 //! that.)
 //!
-//! # Layout (version 3)
+//! # Layout (version 4)
 //!
 //! | offset | size | contents |
 //! |---|---|---|
@@ -87,12 +88,18 @@
 //! | 128 | 128 | receivers' wait words: `seq`, `waiters`, `async_seq`, `async_waiters` (futex) |
 //! | 256 | 128 | senders' wait words |
 //! | 384 | 512 | peer state words, one `u64` per peer slot: generation, FREE / LIVE / DEAD, roles |
-//! | 1024 | 64 × 192 | peer entries: pid, lock object device and inode, 16 intent words |
+//! | 1024 | 64 × 192 | peer entries: pid, 20 bytes unused, 16 intent words |
 //! | 13312 | 128 | ring `head` (receivers' position) |
 //! | 13440 | 128 | ring `tail` (senders' position) |
 //! | 13568, aligned | capacity × slot size | slots: stamp `u64`, length `u32`, 4 bytes unused, payload (aligned to the type, at least 8); each slot padded to a power of two up to a cache line, or to whole lines |
 //!
 //! All integers are native-endian; processes of one machine share a segment.
+//!
+//! Liveness locks are not stored in the mapping: peer slot `n` is alive while byte `n` of
+//! the file (bytes 0 to 63 lie in the header; the lock is advisory) is locked
+//! exclusively, by an open-file-description lock. A process of another layout version
+//! would not see these locks, so opening a segment of another version fails with
+//! [`std::io::ErrorKind::InvalidData`] naming both versions; it is never used.
 //!
 //! # Limits
 //!
@@ -119,22 +126,25 @@
 //! # Cleaning up
 //!
 //! Segments outlive processes: a channel created without `unlink_on_drop` stays in
-//! `/dev/shm` (with its peer lock objects) until [`unlink`]ed, or until reboot. [`list`]
-//! names the channels present; [`remove_stale`] unlinks those that no live process has
-//! attached (and broken ones). From a shell, `rm /dev/shm/conduit.<name>
-//! /dev/shm/conduit-peer.<name>.*` does the same as `unlink`. `/dev/shm` is
-//! world-writable with the sticky bit, so only a segment's owner (or root) can remove it.
+//! `/dev/shm` until [`unlink`]ed, or until reboot. [`list`] names the channels present;
+//! [`remove_stale`] unlinks those that it can prove no process is attached to (or
+//! attaching to), and never a segment it cannot read (another layout version, a corrupt
+//! header). From a shell, `rm /dev/shm/conduit.<name>` does the same as `unlink`.
+//! `/dev/shm` is world-writable with the sticky bit, so only a segment's owner (or root)
+//! can remove it.
 //!
 //! # Platform
 //!
 //! `conduit::shm` is compiled on 64-bit Unix and relies on Linux: futexes (and
 //! `futex_waitv`, Linux 5.16, for async waits; older kernels fall back to polling every
-//! millisecond) and `/dev/shm`. Handles are not meant to cross `fork`: a forked child
-//! shares its parent's peer locks (so neither looks dead while the other lives) and has
+//! millisecond), open-file-description locks (Linux 3.15) and `/dev/shm`. Handles are
+//! not meant to cross `fork`: a forked child shares its parent's open file descriptions,
+//! and with them its peer locks (so neither looks dead while the other lives) and has
 //! no async helper thread; open channels anew in the child (or after `exec`).
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 pub(crate) mod protocol;
+pub(crate) mod table;
 
 #[cfg(loom)]
 #[doc(hidden)]
@@ -159,6 +169,8 @@ mod header;
 mod hub;
 #[cfg(not(loom))]
 mod inspect;
+#[cfg(not(loom))]
+mod lock;
 #[cfg(not(loom))]
 mod name;
 #[cfg(not(loom))]
@@ -185,7 +197,7 @@ pub use inspect::{Inspection, Liveness, ObjectKind, PeerInfo, inspect};
 #[cfg(not(loom))]
 pub use options::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, Options};
 #[cfg(not(loom))]
-pub use stale::{find_stale, list, remove_stale};
+pub use stale::{find_stale, list, remove_stale, remove_stale_with_grace};
 
 /// How many handle families may be attached to one channel at once.
 pub const MAX_PEERS: usize = 64;
@@ -230,7 +242,7 @@ pub unsafe trait ShmSafe: Copy + Send + 'static {}
 // (bytemuck's own contract), `Send` is required explicitly.
 unsafe impl<T: bytemuck::Pod + Send> ShmSafe for T {}
 
-/// Removes the channel `name` from the system (and its peer lock objects): the next
+/// Removes the channel `name` (its one file) from the system: the next
 /// `create` of that name makes a new channel, and processes that have it open keep
 /// using theirs. [`std::io::ErrorKind::NotFound`] if there is none;
 /// [`std::io::ErrorKind::InvalidInput`] for an invalid name.

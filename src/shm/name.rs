@@ -1,21 +1,17 @@
 //! Channel names and the files they map to.
 //!
 //! A channel `<name>` is the POSIX shared-memory object `/conduit.<name>` (the file
-//! `/dev/shm/conduit.<name>` on Linux). Its peers' liveness locks are the objects
-//! `/conduit-peer.<name>.<n>`: a different prefix, so that no channel name can collide
-//! with another channel's lock files, and `list` can tell them apart.
+//! `/dev/shm/conduit.<name>` on Linux), and that one object is all there is of it: its
+//! peers' liveness locks are byte-range locks on that file (see [`super::lock`]).
 
 use std::io;
 
-/// The longest accepted name, in bytes: with the prefixes and suffixes added, every
-/// object name stays well below the 255-byte `NAME_MAX`.
+/// The longest accepted name, in bytes: with the prefix added, the object name stays well
+/// below the 255-byte `NAME_MAX`.
 pub(crate) const MAX_NAME_LEN: usize = 200;
 
 /// The prefix of segment object names (after the leading `/`).
 pub(crate) const SEGMENT_PREFIX: &str = "conduit.";
-
-/// The prefix of peer lock object names (after the leading `/`).
-pub(crate) const LOCK_PREFIX: &str = "conduit-peer.";
 
 /// Checks a channel name: 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9._-]`, not `.` or
 /// `..`. Anything else is [`io::ErrorKind::InvalidInput`].
@@ -49,11 +45,6 @@ pub(crate) fn segment_object(name: &str) -> String {
     format!("/{SEGMENT_PREFIX}{name}")
 }
 
-/// The `shm_open` name of the liveness lock of peer slot `n`.
-pub(crate) fn lock_object(name: &str, n: usize) -> String {
-    format!("/{LOCK_PREFIX}{name}.{n}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +72,5 @@ mod tests {
             );
         }
         assert_eq!(segment_object("x"), "/conduit.x");
-        assert_eq!(lock_object("x", 3), "/conduit-peer.x.3");
     }
 }

@@ -110,7 +110,8 @@ impl Options {
     }
 
     /// The permission bits of a created segment (default `0o600`); not subject to the
-    /// umask. The peer lock objects get the same mode.
+    /// umask. (The peers' liveness locks are on the segment file itself: there is no other
+    /// file.)
     ///
     /// ```
     /// use std::os::unix::fs::PermissionsExt;
@@ -186,11 +187,12 @@ impl Options {
         self
     }
 
-    /// With `true`, a handle that *created* the channel unlinks its name (and its peer
-    /// lock objects) when the last clone of that handle is dropped, if the name still
-    /// refers to that segment. Handles that opened an existing channel never unlink.
-    /// Processes still attached keep working on their mapping, but can no longer tell
-    /// whether the others die (their lock objects are gone), so unlink last.
+    /// With `true`, a handle that *created* the channel unlinks its name when the last
+    /// clone of that handle is dropped, if the name still refers to that segment.
+    /// Handles that opened an existing channel never unlink. Processes still attached
+    /// keep working on their mapping (and, where `/proc` is mounted, still notice each
+    /// other's deaths: the liveness locks are on the file, which lives while mapped), but
+    /// nobody can open the channel by name any more, so unlink last.
     ///
     /// ```
     /// use conduit::shm::{self, Options};

@@ -4,19 +4,29 @@
 //! # Entries
 //! The segment holds [`MAX_PEERS`] peer slots. Slot `n` has a state word
 //! (`generation << 32 | state << 8 | roles`, state one of FREE / LIVE / DEAD, roles the
-//! sender and receiver bits) and an entry with the owner's pid, the identity of its lock
-//! object and [`LANES`] intent words (see [`super::protocol`]). Every attached handle
-//! family (one `open`/`create` and its clones) owns one slot.
+//! sender and receiver bits) and an entry with the owner's pid and [`LANES`] intent
+//! words (see [`super::protocol`]). Every attached handle family (one
+//! `open`/`create` and its clones) owns one slot.
 //!
 //! # Liveness
-//! The owner of slot `n` holds an exclusive `flock` on the lock object
-//! `/conduit-peer.<name>.<n>` for as long as it is attached. The kernel drops the lock
-//! when the process dies, however it dies, so a *probe* that manages to take a shared
-//! lock on that object (non-blocking) has proof that nobody owns the slot. A slot is
-//! only ever taken over or reaped under that lock: the new owner holds the exclusive
-//! lock, a reaper the shared one, so the two exclude each other. A probe that cannot
-//! identify the lock object (it was unlinked, or replaced: its device/inode differ from
-//! the ones the owner recorded) treats the peer as alive.
+//! The owner of slot `n` holds an exclusive lock on byte [`lock_byte`]`(n)` of the
+//! segment file, through its family's own open file description, for as long as it is
+//! attached (see [`super::lock`]). The kernel drops the lock when the process dies,
+//! however it dies, so a *probe* that manages to take a shared lock on that byte
+//! (non-blocking, through a description of its own) has proof that nobody owns the slot.
+//! A slot is only ever taken over or reaped under that lock: the new owner holds the
+//! exclusive lock, a reaper the shared one, so the two exclude each other. A probe that
+//! cannot get a description of its own treats every peer as alive.
+//!
+//! The lock, not the state word, is the proof: an attach takes the lock *before* it
+//! stores LIVE, and a detach stores FREE before it releases the lock, so a slot can be
+//! locked while FREE (a peer moving in or out). Reapers only act on LIVE and DEAD slots,
+//! but [`Segment::prove_all_dead`] (for [`super::remove_stale`]) asks for every slot's
+//! lock, whatever its state says.
+//!
+//! The state machine itself (attach, reap, settle, detach, and the lanes below) is
+//! [`super::table`], shared with the loom models; this module binds it to the segment
+//! and its locks.
 //!
 //! # Reaping
 //! A dead owner's slot is marked DEAD (it no longer counts as a sender or receiver) and
@@ -36,45 +46,28 @@ use core::cell::Cell;
 use core::ptr::NonNull;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rustix::fd::OwnedFd;
-use rustix::fs::{FlockOperation, fchmod, flock};
-use rustix::io::Errno;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::shm;
 
 use super::header::{LANES, MAX_PEERS};
+use super::lock::{self, Lock, lock_byte};
 use super::name;
-use super::protocol::{self, NO_INTENT};
+use super::ring::ShmSlots;
 use super::segment::{self, Segment, Side, stat_of};
-use crate::chan::ring::Reclaim;
-use crate::sync::{AtomicUsize, Backoff};
+use super::table::{self, LIVE, Lanes, Table, unpack};
+use crate::chan::ring::Ring;
+use crate::sync::AtomicUsize;
 
 /// How often (at most) one mapping runs maintenance.
 pub(crate) const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
 
-const FREE: u64 = 0;
-const LIVE: u64 = 1;
-const DEAD: u64 = 2;
-
-fn pack(generation: u32, state: u64, roles: u64) -> u64 {
-    (u64::from(generation) << 32) | ((state & 0xff) << 8) | (roles & 0xff)
-}
-
-fn unpack(word: u64) -> (u32, u64, u64) {
-    ((word >> 32) as u32, (word >> 8) & 0xff, word & 0xff)
-}
-
-/// What a probe of a peer slot's lock found.
-enum Probe {
-    /// Someone holds the lock: the owner is alive (or a new owner is moving in).
-    Held,
-    /// Nobody holds it; the returned descriptor holds a shared lock until dropped.
-    Free(#[allow(dead_code)] OwnedFd),
-    /// The lock object is missing or not the owner's: assume alive.
-    Unknown,
-}
+/// Proof that no peer is attached to a segment, nor attaching: a shared lock on every
+/// peer slot's byte, held through a description of its own until this is dropped. While
+/// it is held, no attach can take a slot (it fails as if all were in use).
+pub(crate) struct AllDead(#[allow(dead_code)] OwnedFd);
 
 impl Segment {
     /// Whether `side` ever had a peer attached.
@@ -95,8 +88,7 @@ impl Segment {
     /// Whether peer slot `n` is LIVE with `side`'s role.
     #[inline]
     fn is_live(&self, n: usize, side: Side) -> bool {
-        let (_, state, roles) = unpack(self.peer_state(n).load(Ordering::Acquire));
-        state == LIVE && roles & side.role() != 0
+        table::is_live(self, n, side.role())
     }
 
     /// Whether every peer of `side` is gone after at least one attached. Ordering: the
@@ -131,122 +123,22 @@ impl Segment {
     /// Probes every LIVE or DEAD peer slot and reaps those whose owner is gone. Wakes
     /// every waiter of both sides if anything changed. Returns whether anything did.
     pub(crate) fn maintain(&self) -> bool {
-        let mut changed = false;
-        for n in 0..MAX_PEERS {
-            let (_, state, _) = unpack(self.peer_state(n).load(Ordering::Acquire));
-            if state != LIVE && state != DEAD {
-                continue;
-            }
-            if let Probe::Free(lock) = self.probe(n) {
-                changed |= self.reap(n);
-                drop(lock);
-            }
-        }
-        if changed {
-            self.signal(Side::Send).notify_all();
-            self.signal(Side::Recv).notify_all();
-        }
-        changed
-    }
-
-    fn probe(&self, n: usize) -> Probe {
-        let Ok(fd) = shm::open(
-            name::lock_object(self.name(), n).as_str(),
-            shm::OFlags::RDWR,
-            rustix::fs::Mode::empty(),
-        ) else {
-            return Probe::Unknown;
+        // One description for the pass, private to this call (two threads probing
+        // through one description would share, and release, each other's locks), closed
+        // at the end, which drops any lock an unlock failed to release. Without one,
+        // nothing can be proven: every peer counts as alive.
+        let Ok(probe) = self.reopen() else {
+            return false;
         };
-        let Ok((_, _, dev, ino)) = stat_of(&fd) else {
-            return Probe::Unknown;
-        };
-        let entry = self.peer_entry(n);
-        if entry.lock_dev.load(Ordering::Relaxed) != dev
-            || entry.lock_ino.load(Ordering::Relaxed) != ino
-        {
-            return Probe::Unknown;
-        }
-        match flock(&fd, FlockOperation::NonBlockingLockShared) {
-            Ok(()) => Probe::Free(fd),
-            Err(Errno::WOULDBLOCK) => Probe::Held,
-            Err(_) => Probe::Unknown,
-        }
-    }
-
-    /// Reaps slot `n`, whose lock the caller holds (shared or exclusive) with nobody else
-    /// holding it: LIVE → DEAD, settle its intents, DEAD → FREE once all are settled.
-    /// Returns whether the state changed.
-    fn reap(&self, n: usize) -> bool {
-        let word = self.peer_state(n);
-        let w = word.load(Ordering::Acquire);
-        let (generation, state, roles) = unpack(w);
-        let dead = pack(generation, DEAD, roles);
-        let mut changed = false;
-        match state {
-            LIVE => {
-                if word
-                    .compare_exchange(w, dead, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_err()
-                {
-                    return false;
-                }
-                changed = true;
-            }
-            DEAD => {}
-            _ => return false,
-        }
-        if self.settle(n) {
-            changed |= word
-                .compare_exchange(
-                    dead,
-                    pack(generation, FREE, 0),
-                    Ordering::SeqCst,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-        }
-        changed
-    }
-
-    /// Settles every intent of dead slot `n`; returns whether all are settled.
-    fn settle(&self, n: usize) -> bool {
-        let mut all = true;
-        for lane in &self.peer_entry(n).intents {
-            let intent = lane.load(Ordering::Acquire);
-            if intent == NO_INTENT {
-                continue;
-            }
-            match protocol::resolve(self.ring(), intent, || self.live_claim(intent, n)) {
-                Reclaim::Pending => all = false,
-                outcome => {
-                    let _ = lane.compare_exchange(
-                        intent,
-                        NO_INTENT,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                    if outcome == Reclaim::Reclaimed {
-                        // A skipped slot to consume, or a freed one to fill.
-                        self.signal(Side::Send).notify_all();
-                        self.signal(Side::Recv).notify_all();
-                    }
-                }
-            }
-        }
-        all
-    }
-
-    /// Whether a LIVE slot other than `except` records `intent`.
-    fn live_claim(&self, intent: usize, except: usize) -> bool {
-        (0..MAX_PEERS).filter(|&m| m != except).any(|m| {
-            let (_, state, _) = unpack(self.peer_state(m).load(Ordering::Acquire));
-            state == LIVE
-                && self
-                    .peer_entry(m)
-                    .intents
-                    .iter()
-                    .any(|l| l.load(Ordering::Relaxed) == intent)
-        })
+        let probe = probe.as_fd();
+        table::maintain(
+            self,
+            // An error (rather than a refusal) proves nothing either: alive.
+            |n| lock::try_lock(probe, lock_byte(n), 1, Lock::Shared).unwrap_or(false),
+            |n| {
+                let _ = lock::unlock(probe, lock_byte(n), 1);
+            },
+        )
     }
 
     /// The pids recorded by LIVE peers of `side` (diagnostics).
@@ -261,13 +153,47 @@ impl Segment {
             .collect()
     }
 
-    /// Whether any peer slot is LIVE with an owner that a probe finds alive (or cannot
-    /// tell). Used to decide whether a segment is stale.
-    pub(crate) fn any_peer_alive(&self) -> bool {
-        (0..MAX_PEERS).any(|n| {
-            let (_, state, _) = unpack(self.peer_state(n).load(Ordering::Acquire));
-            state == LIVE && !matches!(self.probe(n), Probe::Free(_))
-        })
+    /// Proves that no peer is attached or attaching, whatever the peer table says: takes
+    /// a shared lock on every slot's byte at once (one call, through a description of its
+    /// own). `Ok(None)` if any slot's lock is held exclusively (by an owner, or one
+    /// moving in or out; a reaper's shared lock does not conflict, and proves nothing
+    /// alive); an error if no description could be opened.
+    pub(crate) fn prove_all_dead(&self) -> io::Result<Option<AllDead>> {
+        let fd = self.reopen()?;
+        let all = lock::try_lock(fd.as_fd(), lock_byte(0), MAX_PEERS as u64, Lock::Shared)?;
+        Ok(all.then_some(AllDead(fd)))
+    }
+}
+
+impl Table for Segment {
+    type Slots = ShmSlots;
+
+    fn slots(&self) -> usize {
+        MAX_PEERS
+    }
+
+    fn state(&self, n: usize) -> &AtomicU64 {
+        self.peer_state(n)
+    }
+
+    fn intents(&self, n: usize) -> &[AtomicUsize] {
+        &self.peer_entry(n).intents
+    }
+
+    fn ring(&self) -> &Ring<ShmSlots> {
+        Segment::ring(self)
+    }
+
+    fn record_owner(&self, n: usize) {
+        self.peer_entry(n).pid.store(
+            rustix::process::getpid().as_raw_nonzero().get() as u32,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn wake_all(&self) {
+        self.signal(Side::Send).notify_all();
+        self.signal(Side::Recv).notify_all();
     }
 }
 
@@ -276,15 +202,8 @@ pub(crate) struct Peer {
     seg: Arc<Segment>,
     index: usize,
     side: Side,
-    /// Holds the exclusive lock of the slot's lock object while attached.
-    lock: Option<OwnedFd>,
-    /// Process-local: which intent lanes are in use. Lane 0, once taken, stays with
-    /// `owner`.
-    lanes: [AtomicBool; LANES],
-    /// The [`thread_key`] of the thread that owns lane 0 for good, or 0 before any
-    /// thread took it: the first thread to find lane 0 free keeps it, so that a handle
-    /// used from one thread takes its lane without a read-modify-write.
-    owner: AtomicUsize,
+    /// Process-local: which intent lanes are in use, keyed by [`thread_key`].
+    lanes: Lanes<LANES>,
     /// This peer's intent words in the segment (its entry's `intents`), located once at
     /// attach: an operation takes one per call.
     intents: NonNull<[AtomicUsize; LANES]>,
@@ -310,50 +229,17 @@ impl core::fmt::Debug for Peer {
 }
 
 impl Peer {
-    /// Takes a free peer slot of `seg` for `side`.
+    /// Takes a free peer slot of `seg` for `side`. `seg` must be this family's own (see
+    /// [`Segment`]): the slot's lock is taken through its description.
     pub(crate) fn attach(seg: Arc<Segment>, side: Side, unlink_on_drop: bool) -> io::Result<Peer> {
-        for n in 0..MAX_PEERS {
-            let fd = shm::open(
-                name::lock_object(seg.name(), n).as_str(),
-                shm::OFlags::CREATE | shm::OFlags::RDWR,
-                seg.lock_mode(),
-            )?;
-            // The umask may have narrowed the mode; only the file's owner can widen it.
-            let _ = fchmod(&fd, seg.lock_mode());
-            match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => {}
-                Err(Errno::WOULDBLOCK) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            let word = seg.peer_state(n);
-            let (generation, state, _) = unpack(word.load(Ordering::Acquire));
-            if state == LIVE || state == DEAD {
-                // Its previous owner died (we hold its lock): settle what it left.
-                seg.reap(n);
-                let (_, state, _) = unpack(word.load(Ordering::Acquire));
-                if state != FREE {
-                    // A live peer may be the real claimant of one of its claims.
-                    continue;
-                }
-                seg.signal(Side::Send).notify_all();
-                seg.signal(Side::Recv).notify_all();
-            }
-            let (_, _, dev, ino) = stat_of(&fd)?;
-            let entry = seg.peer_entry(n);
-            entry.pid.store(
-                rustix::process::getpid().as_raw_nonzero().get() as u32,
-                Ordering::Relaxed,
-            );
-            entry.lock_dev.store(dev, Ordering::Relaxed);
-            entry.lock_ino.store(ino, Ordering::Relaxed);
-            for lane in &entry.intents {
-                lane.store(NO_INTENT, Ordering::Relaxed);
-            }
-            // Sync point: Release publishes the entry to probes (Acquire state loads).
-            word.store(
-                pack(generation.wrapping_add(1), LIVE, side.role()),
-                Ordering::SeqCst,
-            );
+        let fd = seg.fd().as_fd();
+        let taken = table::attach(
+            &*seg,
+            side.role(),
+            |n| lock::try_lock(fd, lock_byte(n), 1, Lock::Exclusive),
+            |n| lock::unlock(fd, lock_byte(n), 1),
+        )?;
+        if let Some(n) = taken {
             let h = seg.header();
             let ever = match side {
                 Side::Send => &h.ever_senders,
@@ -366,15 +252,14 @@ impl Peer {
                 seg,
                 index: n,
                 side,
-                lock: Some(fd),
-                lanes: [const { AtomicBool::new(false) }; LANES],
-                owner: AtomicUsize::new(0),
+                lanes: Lanes::new(),
                 intents,
                 unlink_on_drop,
             });
         }
         Err(io::Error::other(format!(
-            "all {MAX_PEERS} peer slots of shm channel {:?} are in use",
+            "all {MAX_PEERS} peer slots of shm channel {:?} are in use (or it is being \
+             removed as stale)",
             seg.name()
         )))
     }
@@ -400,47 +285,10 @@ impl Peer {
     /// neither side swapping nor fencing after its commit (see `protocol`).
     #[inline]
     pub(crate) fn lane(&self) -> Lane<'_> {
-        let key = thread_key();
-        // Only this thread ever stores its own key (keys are never reused), so a match
-        // means lane 0 is ours, and nobody else uses it.
-        if self.owner.load(Ordering::Relaxed) == key {
-            return self.owned_lane();
-        }
-        self.lane_slow(key)
-    }
-
-    /// [`Peer::lane`] for a thread that does not own lane 0: it takes lane 0 for good if
-    /// nobody has, or else the first free lane of the others, waiting for one if need be.
-    #[cold]
-    fn lane_slow(&self, key: usize) -> Lane<'_> {
-        // Sync point (both swaps): Acquire pairs with the Release store of the lane's
-        // previous holder (in `Lane::drop`), so its use of the intent word happens
-        // before ours. Lane 0 had no previous holder: its word was last written at
-        // attach, which happens before any use of the handle.
-        if self.owner.load(Ordering::Relaxed) == 0 && !self.lanes[0].swap(true, Ordering::Acquire) {
-            self.owner.store(key, Ordering::Relaxed);
-            return self.owned_lane();
-        }
-        let backoff = Backoff::new();
-        loop {
-            for (lane, used) in self.lanes.iter().enumerate().skip(1) {
-                if !used.load(Ordering::Relaxed) && !used.swap(true, Ordering::Acquire) {
-                    return Lane {
-                        used: Some(used),
-                        word: &self.intents()[lane],
-                    };
-                }
-            }
-            backoff.snooze();
-        }
-    }
-
-    /// Lane 0, for its owner: kept, never given back.
-    #[inline]
-    fn owned_lane(&self) -> Lane<'_> {
+        let (index, borrowed) = self.lanes.take(thread_key());
         Lane {
-            used: None,
-            word: &self.intents()[0],
+            give_back: borrowed.then_some((&self.lanes, index)),
+            word: &self.intents()[index],
         }
     }
 
@@ -456,9 +304,9 @@ impl Peer {
 
 /// An intent lane taken for one operation.
 pub(crate) struct Lane<'a> {
-    /// The lane's in-use flag, to clear when the operation ends; `None` for lane 0,
-    /// which its owner keeps.
-    used: Option<&'a AtomicBool>,
+    /// The family's lanes and this lane's index, to give it back when the operation
+    /// ends; `None` for lane 0, which its owner keeps.
+    give_back: Option<(&'a Lanes<LANES>, usize)>,
     /// The lane's intent word in the segment.
     word: &'a AtomicUsize,
 }
@@ -474,8 +322,8 @@ impl Lane<'_> {
 impl Drop for Lane<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(used) = self.used {
-            used.store(false, Ordering::Release);
+        if let Some((lanes, index)) = self.give_back {
+            lanes.give_back(index);
         }
     }
 }
@@ -507,19 +355,15 @@ fn next_thread_key() -> usize {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let word = self.seg.peer_state(self.index);
-        let (generation, ..) = unpack(word.load(Ordering::Acquire));
         // Every operation has finished (no handle is left), so no intent is recorded.
-        // SeqCst, then wake everyone: the other side re-checks for disconnection.
-        word.store(pack(generation, FREE, 0), Ordering::SeqCst);
-        self.seg.signal(Side::Send).notify_all();
-        self.seg.signal(Side::Recv).notify_all();
-        // Closing the descriptor releases the lock.
-        let lock = self.lock.take();
+        table::detach(&*self.seg, self.index);
         if self.unlink_on_drop && same_object(&self.seg) {
             let _ = segment::unlink(self.seg.name());
         }
-        drop(lock);
+        // Last, release the slot's lock (the segment's description may stay open a while,
+        // e.g. in the async helper's hands; were the unlock to fail, closing it releases
+        // the lock).
+        let _ = lock::unlock(self.seg.fd().as_fd(), lock_byte(self.index), 1);
     }
 }
 
@@ -548,6 +392,7 @@ mod tests {
 
     use super::*;
     use crate::shm::header::{Fingerprint, Kind, Layout};
+    use crate::shm::table::{FREE, pack};
 
     /// A sender peer attached to a fresh segment, unlinked when the peer drops.
     fn attached(tag: &str) -> Peer {
@@ -555,6 +400,45 @@ mod tests {
         let layout = Layout::new(Kind::Typed, 4, Fingerprint::of::<u64>()).unwrap();
         let seg = Segment::create(&name, layout, 0o600).unwrap();
         Peer::attach(Arc::new(seg), Side::Send, true).unwrap()
+    }
+
+    /// Two handle families of one process each hold their own slot's lock (through
+    /// their own descriptions): a probe finds both held, neither's maintenance reaps
+    /// the other or itself, a slot marked LIVE without a lock is reaped, and the proof
+    /// that all are dead comes only once both detached.
+    #[test]
+    #[cfg_attr(miri, ignore = "shm_open and mmap")]
+    fn families_of_one_process_hold_their_own_locks() {
+        let a = attached("families");
+        let expect = crate::shm::header::Expect::any(Kind::Typed);
+        let seg = Segment::open(a.seg.name(), &expect).unwrap();
+        let b = Peer::attach(Arc::new(seg), Side::Recv, false).unwrap();
+        assert_ne!(a.index, b.index);
+        assert!(a.seg.prove_all_dead().unwrap().is_none());
+        // A slot marked LIVE whose lock nobody holds: its owner died.
+        let ghost = MAX_PEERS - 1;
+        a.seg
+            .peer_state(ghost)
+            .store(pack(1, LIVE, Side::Send.role()), Ordering::SeqCst);
+        assert_eq!(a.seg.live_count(Side::Send), 2);
+        assert!(b.seg.maintain(), "the ghost is reaped");
+        assert!(!a.seg.maintain(), "and nothing else");
+        assert_eq!(
+            unpack(a.seg.peer_state(ghost).load(Ordering::SeqCst)).1,
+            FREE
+        );
+        assert_eq!(a.seg.live_count(Side::Send), 1);
+        assert_eq!(a.seg.live_count(Side::Recv), 1);
+        let probe = Arc::clone(&b.seg);
+        drop(a);
+        assert!(
+            probe.prove_all_dead().unwrap().is_none(),
+            "b still holds its lock"
+        );
+        assert!(!probe.maintain());
+        assert_eq!(probe.live_count(Side::Recv), 1);
+        drop(b);
+        assert!(probe.prove_all_dead().unwrap().is_some(), "both released");
     }
 
     fn word(lane: &Lane<'_>) -> usize {
@@ -573,7 +457,7 @@ mod tests {
             let peer = attached("lanes");
             let zero = &peer.intents()[0] as *const AtomicUsize as usize;
             assert_eq!(word(&peer.lane()), zero);
-            assert!(peer.lanes[0].load(Ordering::Relaxed), "lane 0 stays taken");
+            assert!(peer.lanes.in_use(0), "lane 0 stays taken");
             assert_eq!(word(&peer.lane()), zero, "and comes back to its owner");
             let barrier = Barrier::new(LANES - 1);
             let held: Vec<usize> = std::thread::scope(|s| {
@@ -592,9 +476,7 @@ mod tests {
             assert_eq!(distinct.len(), LANES - 1, "a lane held twice at once");
             assert!(!distinct.contains(&zero), "lane 0 lent to another thread");
             assert!(
-                peer.lanes[1..]
-                    .iter()
-                    .all(|used| !used.load(Ordering::Relaxed)),
+                (1..LANES).all(|lane| !peer.lanes.in_use(lane)),
                 "a lane not given back"
             );
             done.send(()).unwrap();

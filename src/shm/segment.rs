@@ -2,7 +2,11 @@
 //!
 //! # Creation protocol
 //! 1. `shm_open(O_CREAT | O_EXCL | O_RDWR)` with mode `0200` (owner write-only): other
-//!    users cannot open it yet, and `O_EXCL` makes exactly one creator win.
+//!    users cannot open it yet, and `O_EXCL` makes exactly one creator win. The creator
+//!    at once takes the liveness lock of peer slot 0 through its description (see
+//!    [`super::lock`]), the slot its attach then takes: from its first moment to its
+//!    creator's detach, a new channel always has a lock held, so
+//!    [`super::remove_stale`] can never find it unattached.
 //! 2. `ftruncate` to the layout's size, `mmap`, write the header and the slot stamps.
 //! 3. Store the magic word **last**, with Release.
 //! 4. `fchmod` to the requested mode.
@@ -18,7 +22,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, fchmod, fstat, ftruncate};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
@@ -29,6 +33,7 @@ use super::header::{
     self, Expect, HEADER_OFFSET, Header, Layout, MAGIC, MAX_PEERS, PEER_ENTRIES_OFFSET,
     PEER_STATES_OFFSET, PeerEntry, RING_OFFSET,
 };
+use super::lock::{self, Lock, lock_byte};
 use super::name;
 use super::ring::ShmSlots;
 use crate::chan::ring::{Ring, RingStorage, initial_stamp};
@@ -64,14 +69,16 @@ impl Side {
 }
 
 /// One mapping of a segment, with its validated layout and its ring.
+///
+/// Each `Segment` is its own open file description of the segment file (its own
+/// `shm_open`), and each attached handle family has its own `Segment`: the family's peer
+/// lock is held through that description (see [`super::lock`]).
 pub(crate) struct Segment {
     name: String,
     fd: OwnedFd,
     base: NonNull<u8>,
     layout: Layout,
     ring: Ring<ShmSlots>,
-    /// The mode for peer lock objects: the segment's own.
-    lock_mode: Mode,
     /// Process-local: when maintenance last ran (ms since `epoch`).
     pub(crate) last_maintenance: AtomicU64,
     pub(crate) epoch: Instant,
@@ -162,6 +169,9 @@ impl Segment {
             Mode::WUSR,
         )?;
         let mut guard = UnlinkOnFailure(Some(&object));
+        // Nobody else can open the file yet (mode 0200), so this succeeds; were it
+        // refused, the attach would take another slot.
+        lock::try_lock(fd.as_fd(), lock_byte(0), 1, Lock::Exclusive)?;
         ftruncate(&fd, layout.total_size as u64)?;
         let map = Mapping::new(&fd, layout.total_size, true)?;
         {
@@ -183,7 +193,7 @@ impl Segment {
         }
         fchmod(&fd, Mode::from_raw_mode(mode & 0o777))?;
         guard.0 = None;
-        Ok(Segment::from_parts(name, fd, map, layout, mode & 0o777))
+        Ok(Segment::from_parts(name, fd, map, layout))
     }
 
     /// Opens the existing segment `name` and validates it against `expect`.
@@ -230,12 +240,11 @@ impl Segment {
             }
             pause();
         };
-        let (_, st_mode, ..) = stat_of(&fd)?;
         let map = Mapping::new(&fd, layout.total_size, true)?;
-        Ok(Segment::from_parts(name, fd, map, layout, st_mode & 0o777))
+        Ok(Segment::from_parts(name, fd, map, layout))
     }
 
-    fn from_parts(name: &str, fd: OwnedFd, map: Mapping, layout: Layout, mode: u32) -> Segment {
+    fn from_parts(name: &str, fd: OwnedFd, map: Mapping, layout: Layout) -> Segment {
         debug_assert_eq!(map.len, layout.total_size);
         let base = map.into_raw();
         // SAFETY: `base` is a live mapping of `total_size` bytes, unmapped only by
@@ -247,7 +256,6 @@ impl Segment {
             base,
             layout,
             ring: Ring::new(slots, layout.capacity),
-            lock_mode: Mode::from_raw_mode(mode),
             last_maintenance: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -268,14 +276,16 @@ impl Segment {
         &self.ring
     }
 
-    /// The mode for peer lock objects.
-    pub(crate) fn lock_mode(&self) -> Mode {
-        self.lock_mode
-    }
-
-    /// The segment's file descriptor.
+    /// The segment's file descriptor: this mapping's own open file description, through
+    /// which the handle family that owns this `Segment` holds its peer lock.
     pub(crate) fn fd(&self) -> &OwnedFd {
         &self.fd
+    }
+
+    /// A new open file description of this segment's file, for probing peer locks (see
+    /// [`super::lock`]: never probe through [`Segment::fd`]).
+    pub(crate) fn reopen(&self) -> io::Result<OwnedFd> {
+        lock::reopen(&self.fd, &name::segment_object(&self.name))
     }
 
     /// The header.
@@ -330,18 +340,11 @@ impl Drop for Segment {
     }
 }
 
-/// Removes a channel's name and its peer lock objects. Processes that have it open keep
-/// using their mapping; the next `create` makes a new segment.
+/// Removes a channel's name (its one file: the peer locks are on the file itself).
+/// Processes that have it open keep using their mapping; the next `create` makes a new
+/// segment.
 pub(crate) fn unlink(name: &str) -> io::Result<()> {
     name::validate(name)?;
     shm::unlink(name::segment_object(name).as_str())?;
-    remove_locks(name);
     Ok(())
-}
-
-/// Removes the peer lock objects of `name` (ignoring missing ones).
-pub(crate) fn remove_locks(name: &str) {
-    for n in 0..MAX_PEERS {
-        let _ = shm::unlink(name::lock_object(name, n).as_str());
-    }
 }

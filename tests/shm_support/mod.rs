@@ -325,6 +325,62 @@ impl Drop for Raw {
     }
 }
 
+/// The entries of `/dev/shm` that belong to the channel `name` (any file whose name
+/// contains `name` followed by nothing or a `.`), sorted.
+pub fn shm_entries(name: &str) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|file| {
+            file.match_indices(name)
+                .any(|(at, _)| matches!(file[at + name.len()..].chars().next(), None | Some('.')))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Takes the liveness lock of peer slot `n` of channel `name` the way an attaching peer
+/// does (an exclusive open-file-description lock on byte `n` of the segment file, per
+/// the documented layout), without touching the peer table: a peer caught between
+/// taking its lock and marking itself LIVE. Held until the returned file is closed.
+pub fn lock_peer_byte(name: &str, n: usize) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm/conduit.{name}"))
+        .unwrap();
+    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = n as _;
+    fl.l_len = 1;
+    // SAFETY: `file` is open; F_OFD_SETLK only reads `fl`, which outlives the call.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    assert_eq!(r, 0, "lock byte {n}: {}", std::io::Error::last_os_error());
+    file
+}
+
+/// Waits (bounded by the watchdog) until every named segment file's status last changed
+/// more than `age` ago: `shm::remove_stale` leaves younger ones alone.
+pub fn wait_older_than(names: &[&str], age: Duration) {
+    use std::os::unix::fs::MetadataExt;
+    let older = |name: &&str| {
+        let meta = std::fs::metadata(format!("/dev/shm/conduit.{name}"))
+            .unwrap_or_else(|e| panic!("segment {name} vanished: {e}"));
+        let ctime =
+            std::time::UNIX_EPOCH + Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32);
+        std::time::SystemTime::now()
+            .duration_since(ctime)
+            .is_ok_and(|a| a > age)
+    };
+    while !names.iter().all(older) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The ring position after `pos` in a ring of `cap` slots (a power of two).
 pub fn next_pos(pos: u64, cap: u64) -> u64 {
     let one_lap = 2 * (cap + 1).next_power_of_two();
