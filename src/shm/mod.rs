@@ -129,9 +129,12 @@
 //! `/dev/shm` until [`unlink`]ed, or until reboot. [`list`] names the channels present;
 //! [`remove_stale`] unlinks those that it can prove no process is attached to (or
 //! attaching to), and never a segment it cannot read (another layout version, a corrupt
-//! header). From a shell, `rm /dev/shm/conduit.<name>` does the same as `unlink`.
-//! `/dev/shm` is world-writable with the sticky bit, so only a segment's owner (or root)
-//! can remove it.
+//! header). [`inspect`] reports on a segment without attaching to it or writing to it:
+//! every header field, the positions, waiter counts and each peer slot with whether its
+//! process is alive. The `conduit` command (`conduit-cli`) is built on these: `conduit
+//! ls`, `stat`, `watch`, `rm` and `clean`. From a shell, `rm /dev/shm/conduit.<name>`
+//! does the same as `unlink`. `/dev/shm` is world-writable with the sticky bit, so only a
+//! segment's owner (or root) can remove it.
 //!
 //! # Platform
 //!
