@@ -71,8 +71,19 @@
 //! hash, `max_message`, capacity, slot size and alignment, and the file's size. The
 //! layout is then fixed for the life of the handle: nothing read from the segment later
 //! is trusted. Positions are masked and range-checked, lengths are checked against the
-//! slot size, every access to shared memory is atomic (payloads are copied with relaxed
-//! atomic loads and stores), and loops over shared state are bounded. A peer that
+//! slot size, every access to shared memory is atomic, and loops over shared state are
+//! bounded.
+//!
+//! Every location is accessed with one access size only: payloads are copied with
+//! relaxed atomic loads and stores of whole, aligned 8-byte words (the layout pads each
+//! payload to whole words; a message whose length is not a multiple of 8 has its last
+//! word written whole, zero-padded, and read whole), never with narrower accesses at the
+//! end. This matters even within one process: a peer that rewrites stamps or positions
+//! can make two threads of this process own the same slot, and if one then copied a
+//! 16-byte message as two 8-byte stores while the other read a 13-byte message as an
+//! 8-byte load and five 1-byte loads, the two threads would race atomics of different
+//! sizes on the same bytes, which is undefined behaviour in Rust's memory model. Racing
+//! atomics of one size only garble the message. A peer that
 //! writes garbage into the segment can make operations fail, report disconnection, wait
 //! until their deadline, or lose and corrupt messages, but not cause out-of-bounds
 //! accesses, undefined behaviour or a panic in this process. (A peer that *truncates*
