@@ -83,10 +83,20 @@
 //! 16-byte message as two 8-byte stores while the other read a 13-byte message as an
 //! 8-byte load and five 1-byte loads, the two threads would race atomics of different
 //! sizes on the same bytes, which is undefined behaviour in Rust's memory model. Racing
-//! atomics of one size only garble the message. A peer that
-//! writes garbage into the segment can make operations fail, report disconnection, wait
-//! until their deadline, or lose and corrupt messages, but not cause out-of-bounds
-//! accesses, undefined behaviour or a panic in this process. (A peer that *truncates*
+//! atomics of one size only garble the message.
+//!
+//! Every loop over shared state is bounded: a claim gives up after a fixed number of
+//! failed rounds (a stamp that matches nothing expected, or a CAS lost because the
+//! position moved), a send after a fixed number of failed commits, a receive after a
+//! fixed number of skipped slots. A peer that keeps moving the positions or rewriting
+//! stamps therefore cannot keep a call spinning: `try_send` then reports `Full` and
+//! `try_recv` `Empty` (as for a slot that is busy), a timed call returns by its deadline
+//! (give or take one bounded attempt), and a blocking call keeps waiting through its
+//! wait loop (sleeping in slices and probing peers), not inside one attempt.
+//!
+//! A peer that writes garbage into the segment can make operations fail, report
+//! disconnection, wait until their deadline, or lose and corrupt messages, but not cause
+//! out-of-bounds accesses, undefined behaviour or a panic in this process. (A peer that *truncates*
 //! the file makes later accesses fault with `SIGBUS`: POSIX shared memory cannot prevent
 //! that.)
 //!
