@@ -240,9 +240,10 @@ impl ShmSlots {
         let rest = len % 8;
         if rest != 0 {
             let mut last = [0u8; 8];
-            // SAFETY: bytes `words * 8 .. len` of `src` are readable (the caller's
-            // contract), `rest < 8` bytes fit in `last`, and the two do not overlap.
-            unsafe { core::ptr::copy_nonoverlapping(src.add(words * 8), last.as_mut_ptr(), rest) };
+            for (i, byte) in last.iter_mut().enumerate().take(rest) {
+                // SAFETY: `words * 8 + i < len`: a byte of `src` (the caller's contract).
+                *byte = unsafe { src.add(words * 8 + i).read() };
+            }
             // SAFETY: `words = len.div_ceil(8) - 1 < payload_size.div_ceil(8)`.
             unsafe { self.payload_word(dst, words) }
                 .store(u64::from_ne_bytes(last), Ordering::Relaxed);
@@ -280,9 +281,10 @@ impl ShmSlots {
             let last = unsafe { self.payload_word(src, words) }
                 .load(Ordering::Relaxed)
                 .to_ne_bytes();
-            // SAFETY: bytes `words * 8 .. len` of `dst` are writable (the caller's
-            // contract), `rest < 8` bytes are read from `last`, and the two do not overlap.
-            unsafe { core::ptr::copy_nonoverlapping(last.as_ptr(), dst.add(words * 8), rest) };
+            for (i, byte) in last.into_iter().enumerate().take(rest) {
+                // SAFETY: `words * 8 + i < len`: a byte of `dst` (the caller's contract).
+                unsafe { dst.add(words * 8 + i).write(byte) };
+            }
         }
         true
     }
