@@ -35,9 +35,12 @@
 //! # Shared storage: hostile memory and dead claimants
 //!
 //! For shared storage only (the branches are compiled out for the heap):
-//! - a claim loop that keeps finding a stamp that is neither "ours" nor "the previous
-//!   lap's" gives up after [`SHARED_SPIN_LIMIT`] reloads and reports [`Stall::Busy`], so
-//!   corrupted positions or stamps can never spin a caller forever;
+//! - a claim loop gives up after [`SHARED_SPIN_LIMIT`] failed rounds and reports
+//!   [`Stall::Busy`]; every round that neither claims nor returns counts, whether its
+//!   stamp was neither "ours" nor "the previous lap's" or its CAS lost. A peer that
+//!   corrupts positions or stamps, or keeps moving a position so that every CAS loses,
+//!   can therefore never spin a caller forever (the counting is on the failure branches
+//!   only: a claim that succeeds at once pays nothing for it);
 //! - [`Ring::len_untrusted`] never panics or loops on corrupted positions;
 //! - [`Ring::reclaim_send`] and [`Ring::reclaim_recv`] finish, on behalf of a claimant
 //!   known to be dead, a slot it claimed but never committed: a dead sender's slot is
@@ -93,8 +96,9 @@ pub(crate) enum Stall {
     Corrupt,
 }
 
-/// How many times a claim loop over shared storage reloads a position whose slot stamp
-/// matches nothing it expects before reporting [`Stall::Busy`] (see the module docs).
+/// How many failed rounds (a stamp that matches nothing expected, or a lost CAS) a claim
+/// loop over shared storage makes before reporting [`Stall::Busy`] (see the module
+/// docs).
 pub(crate) const SHARED_SPIN_LIMIT: u32 = 1 << 10;
 
 /// The outcome of [`Ring::reclaim_send`] / [`Ring::reclaim_recv`].
@@ -215,6 +219,20 @@ impl<S: RingStorage> Ring<S> {
         }
     }
 
+    /// For shared storage: counts one more failed round of a claim loop (a CAS that lost,
+    /// or a stamp that matched nothing expected) in `spins` and says whether the loop must
+    /// give up ([`SHARED_SPIN_LIMIT`]). For the heap it is `false`, and compiles to
+    /// nothing: there every round that fails does so because another claim succeeded.
+    #[inline(always)]
+    fn give_up(spins: &mut u32) -> bool {
+        if S::SHARED {
+            *spins += 1;
+            *spins > SHARED_SPIN_LIMIT
+        } else {
+            false
+        }
+    }
+
     /// The position after `pos` (without the mark bit, and with its index below `cap`):
     /// the next index, or index 0 of the next lap. [`Ring::advance`] by one, in the form
     /// every claim uses: `pos + 1` unless the lap ends.
@@ -270,8 +288,8 @@ impl<S: RingStorage> Ring<S> {
     /// Claims the slot at `tail` for a sender. `intent(pos)` runs before each CAS that
     /// tries to claim `pos` (the shared ring records it for crash recovery). For shared
     /// storage, a slot that still holds the previous lap's message is [`Stall::Blocked`]
-    /// whether or not a receiver is reading it, and a stamp that stays inconsistent
-    /// reports [`Stall::Busy`] after [`SHARED_SPIN_LIMIT`] reloads.
+    /// whether or not a receiver is reading it, and the claim reports [`Stall::Busy`]
+    /// after [`SHARED_SPIN_LIMIT`] failed rounds (inconsistent stamps or lost CASes).
     #[inline]
     pub(crate) fn start_send(&self, mut intent: impl FnMut(usize)) -> Result<Token<'_>, Stall> {
         let tail_pos = self.storage.tail();
@@ -302,7 +320,14 @@ impl<S: RingStorage> Ring<S> {
                     Ok(_) => {
                         return Ok(Token::send(index, tail, stamp_at));
                     }
-                    Err(t) => tail = t,
+                    Err(t) => {
+                        // Another sender claimed `tail` first, or (shared storage) a
+                        // peer keeps moving it: bounded, see the module docs.
+                        if Self::give_up(&mut spins) {
+                            return Err(Stall::Busy);
+                        }
+                        tail = t;
+                    }
                 }
             } else if self.unskip(stamp).wrapping_add(self.one_lap) == tail + 1 {
                 // The slot still holds the previous lap's message (or skip).
@@ -323,11 +348,8 @@ impl<S: RingStorage> Ring<S> {
                 return Err(Stall::Busy);
             } else {
                 // Another sender moved past us; catch up.
-                if S::SHARED {
-                    spins += 1;
-                    if spins > SHARED_SPIN_LIMIT {
-                        return Err(Stall::Busy);
-                    }
+                if Self::give_up(&mut spins) {
+                    return Err(Stall::Busy);
                 }
                 crate::sync::Backoff::new().spin();
                 tail = tail_pos.load(Ordering::Relaxed);
@@ -510,7 +532,13 @@ impl<S: RingStorage> Ring<S> {
                     Ok(_) => {
                         return Ok(self.recv_token(index, head, stamp, stamp_at));
                     }
-                    Err(h) => head = h,
+                    Err(h) => {
+                        // As in `start_send`.
+                        if Self::give_up(&mut spins) {
+                            return Err(Stall::Busy);
+                        }
+                        head = h;
+                    }
                 }
             } else if stamp == head {
                 // Nothing published here yet. SeqCst: either we see a sender's claim of
@@ -526,11 +554,8 @@ impl<S: RingStorage> Ring<S> {
                 // A sender has claimed it and is still writing.
                 return Err(Stall::Busy);
             } else {
-                if S::SHARED {
-                    spins += 1;
-                    if spins > SHARED_SPIN_LIMIT {
-                        return Err(Stall::Busy);
-                    }
+                if Self::give_up(&mut spins) {
+                    return Err(Stall::Busy);
                 }
                 crate::sync::Backoff::new().spin();
                 head = head_pos.load(Ordering::Relaxed);

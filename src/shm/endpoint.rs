@@ -186,6 +186,12 @@ impl Endpoint {
     /// [`Endpoint::send_once`] or [`Endpoint::recv_once`] (`side`) after its slot was
     /// busy: a short spin, retrying `attempt` while the slot stays busy. Out of line: a
     /// loop around the first attempt would cost every operation its setup.
+    ///
+    /// Bounded: it ends when the backoff completes (a fixed number of steps), and each
+    /// attempt is bounded in turn (see `chan::ring` and `shm::protocol`); a claim that
+    /// gave up against a peer that keeps moving the positions reports [`Stall::Busy`],
+    /// which the callers treat as full (empty): `try_` calls return, waits go on
+    /// through [`wait::block`].
     #[cold]
     #[inline(never)]
     fn retry_busy<R>(

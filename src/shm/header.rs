@@ -175,7 +175,9 @@ pub(crate) struct Layout {
     pub(crate) kind: Kind,
     pub(crate) capacity: usize,
     pub(crate) fingerprint: Fingerprint,
-    /// Offset of the payload within a slot.
+    /// Offset of the payload within a slot: a multiple of 8, and the slot has room for
+    /// the payload size rounded up to a multiple of 8 after it (the payload copies
+    /// access whole 8-byte words only).
     pub(crate) payload_offset: usize,
     /// The distance between slots.
     pub(crate) slot_size: usize,
@@ -244,6 +246,13 @@ impl Layout {
             .and_then(|n| n.checked_add(slots_offset))
             .filter(|&n| n <= MAX_TOTAL)
             .ok_or_else(too_big)?;
+        // The payload copies access payloads in whole 8-byte words only
+        // (`ShmSlots::write_payload`): the payload starts 8-aligned and the slot has room
+        // for its size rounded up to a whole word (`slot_align >= 8`).
+        debug_assert!(
+            payload_offset.is_multiple_of(8)
+                && payload_offset + fingerprint.size.next_multiple_of(8) <= slot_size
+        );
         Ok(Layout {
             kind,
             capacity,
@@ -442,5 +451,34 @@ mod tests {
         assert!(Layout::new(Kind::Typed, MAX_CAPACITY * 2, Fingerprint::of::<u8>()).is_err());
         assert!(Layout::new(Kind::Bytes, 8, Fingerprint::bytes(0)).is_err());
         assert_ne!(Fingerprint::of::<u32>().hash, Fingerprint::of::<i32>().hash);
+    }
+
+    /// The payload of every slot starts 8-aligned and has room for its size rounded up
+    /// to whole 8-byte words: the payload copies access it in whole words only.
+    #[test]
+    fn payloads_are_whole_words() {
+        for size in (0..=130).chain([1000, 4096, 4097]) {
+            for align in [1, 2, 4, 8, 16, 64, 4096] {
+                let fp = Fingerprint {
+                    size,
+                    align,
+                    hash: 0,
+                    name: "test",
+                };
+                for kind in [Kind::Typed, Kind::Bytes] {
+                    let Ok(l) = Layout::new(kind, 4, fp) else {
+                        assert!(kind == Kind::Bytes && size == 0);
+                        continue;
+                    };
+                    assert!(l.payload_offset.is_multiple_of(8), "{l:?}");
+                    assert!(l.slot_size.is_multiple_of(8), "{l:?}");
+                    assert!(l.slots_offset.is_multiple_of(8), "{l:?}");
+                    assert!(
+                        l.payload_offset + size.next_multiple_of(8) <= l.slot_size,
+                        "{l:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -72,11 +72,32 @@
 //! hash, `max_message`, capacity, slot size and alignment, and the file's size. The
 //! layout is then fixed for the life of the handle: nothing read from the segment later
 //! is trusted. Positions are masked and range-checked, lengths are checked against the
-//! slot size, every access to shared memory is atomic (payloads are copied with relaxed
-//! atomic loads and stores), and loops over shared state are bounded. A peer that
-//! writes garbage into the segment can make operations fail, report disconnection, wait
-//! until their deadline, or lose and corrupt messages, but not cause out-of-bounds
-//! accesses, undefined behaviour or a panic in this process. (A peer that *truncates*
+//! slot size, every access to shared memory is atomic, and loops over shared state are
+//! bounded.
+//!
+//! Every location is accessed with one access size only: payloads are copied with
+//! relaxed atomic loads and stores of whole, aligned 8-byte words (the layout pads each
+//! payload to whole words; a message whose length is not a multiple of 8 has its last
+//! word written whole, zero-padded, and read whole), never with narrower accesses at the
+//! end. This matters even within one process: a peer that rewrites stamps or positions
+//! can make two threads of this process own the same slot, and if one then copied a
+//! 16-byte message as two 8-byte stores while the other read a 13-byte message as an
+//! 8-byte load and five 1-byte loads, the two threads would race atomics of different
+//! sizes on the same bytes, which is undefined behaviour in Rust's memory model. Racing
+//! atomics of one size only garble the message.
+//!
+//! Every loop over shared state is bounded: a claim gives up after a fixed number of
+//! failed rounds (a stamp that matches nothing expected, or a CAS lost because the
+//! position moved), a send after a fixed number of failed commits, a receive after a
+//! fixed number of skipped slots. A peer that keeps moving the positions or rewriting
+//! stamps therefore cannot keep a call spinning: `try_send` then reports `Full` and
+//! `try_recv` `Empty` (as for a slot that is busy), a timed call returns by its deadline
+//! (give or take one bounded attempt), and a blocking call keeps waiting through its
+//! wait loop (sleeping in slices and probing peers), not inside one attempt.
+//!
+//! A peer that writes garbage into the segment can make operations fail, report
+//! disconnection, wait until their deadline, or lose and corrupt messages, but not cause
+//! out-of-bounds accesses, undefined behaviour or a panic in this process. (A peer that *truncates*
 //! the file makes later accesses fault with `SIGBUS`: POSIX shared memory cannot prevent
 //! that.)
 //!

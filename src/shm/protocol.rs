@@ -38,6 +38,12 @@ const POS: usize = RECV - 1;
 /// memory produces long runs of them).
 const SKIP_LIMIT: usize = 1 << 12;
 
+/// How many claims one send attempt makes in all before giving up, while its commits
+/// fail. A commit fails only when a survivor published the slot as a skip, that is, only
+/// if this process was wrongly taken for dead (which the peer locks rule out) or a peer
+/// rewrites stamps: a second claim is rare, a run of them hostile.
+const COMMIT_LIMIT: usize = 1 << 4;
+
 /// Which side recorded an intent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -119,8 +125,10 @@ fn claim_loop<'r, S: RingStorage>(
 
 /// Claims a slot, runs `write(index)` to fill it and commits it. Retries at a new
 /// position if a survivor published the slot as a skip first (only possible if this
-/// process was wrongly taken for dead). On a stall, the lane is cleared and the stall
-/// returned.
+/// process was wrongly taken for dead), up to [`COMMIT_LIMIT`] claims in all: then
+/// [`Stall::Busy`], with nothing sent (every failed commit left its slot a skip), so
+/// that a peer that keeps rewriting stamps cannot keep a send here forever. On a stall,
+/// the lane is cleared and the stall returned.
 #[inline]
 pub(crate) fn send<S: RingStorage>(
     ring: &Ring<S>,
@@ -164,8 +172,13 @@ fn send_retry<S: RingStorage>(
     lane: &AtomicUsize,
     mut write: impl FnMut(usize),
 ) -> Result<(), Stall> {
-    while !send_once(ring, lane, &mut write)? {}
-    Ok(())
+    // The first attempt, in `send`, made one claim.
+    for _ in 1..COMMIT_LIMIT {
+        if send_once(ring, lane, &mut write)? {
+            return Ok(());
+        }
+    }
+    Err(Stall::Busy)
 }
 
 /// Claims a slot, reads it with `read(index)` unless it is a skip, and frees it. Skips
@@ -239,6 +252,144 @@ pub(crate) fn resolve<S: RingStorage>(
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::chan::ring::SHARED_SPIN_LIMIT;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// What [`Hostile`]'s stamp lookups do, as a peer would between a claim's load of a
+    /// position and its CAS.
+    #[derive(Clone, Copy)]
+    enum Peer {
+        /// Makes the slot free for the `tail` just loaded, then moves `tail` a lap on:
+        /// every claim finds its slot free and loses its CAS.
+        BumpTail,
+        /// Likewise for receivers: publishes the slot for the `head` just loaded, then
+        /// moves `head` a lap on.
+        BumpHead,
+        /// Makes the slot free for the current `tail` (the test's `write` then rewrites
+        /// the stamp, so that the commit fails).
+        KeepFree,
+    }
+
+    /// Shared storage on the heap whose `stamp` lookups act as a hostile peer
+    /// ([`Peer`]), deterministically, on one thread.
+    struct Hostile {
+        head: AtomicUsize,
+        tail: AtomicUsize,
+        stamps: Vec<AtomicUsize>,
+        one_lap: usize,
+        peer: Peer,
+        lookups: AtomicUsize,
+    }
+
+    impl Hostile {
+        fn ring(cap: usize, peer: Peer) -> Ring<Hostile> {
+            let storage = Hostile {
+                head: AtomicUsize::new(0),
+                tail: AtomicUsize::new(0),
+                stamps: (0..cap).map(AtomicUsize::new).collect(),
+                one_lap: 2 * (cap + 1).next_power_of_two(),
+                peer,
+                lookups: AtomicUsize::new(0),
+            };
+            Ring::new(storage, cap)
+        }
+    }
+
+    // SAFETY: `stamp(i)` is the `i`th element of a vector that lives as long as `self`.
+    unsafe impl RingStorage for Hostile {
+        const SHARED: bool = true;
+
+        fn head(&self) -> &AtomicUsize {
+            &self.head
+        }
+
+        fn tail(&self) -> &AtomicUsize {
+            &self.tail
+        }
+
+        fn stamp(&self, index: usize) -> Option<&AtomicUsize> {
+            let stamp = self.stamps.get(index)?;
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            match self.peer {
+                Peer::BumpTail => {
+                    let tail = self.tail.load(Ordering::Relaxed);
+                    stamp.store(tail, Ordering::Relaxed);
+                    self.tail.store(tail + self.one_lap, Ordering::Relaxed);
+                }
+                Peer::BumpHead => {
+                    let head = self.head.load(Ordering::Relaxed);
+                    stamp.store(head + 1, Ordering::Relaxed);
+                    self.head.store(head + self.one_lap, Ordering::Relaxed);
+                }
+                Peer::KeepFree => stamp.store(self.tail.load(Ordering::Relaxed), Ordering::Relaxed),
+            }
+            Some(stamp)
+        }
+    }
+
+    /// Runs `f` on a thread of its own and returns its result, failing if it has not
+    /// returned within a generous bound (a claim loop that never gives up).
+    fn returns<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("watchdog: the operation never returned")
+    }
+
+    /// A peer that moves `tail` on after each look, so that every claiming CAS loses,
+    /// cannot keep a send in its claim loop: it gives up ([`Stall::Busy`]) after
+    /// [`SHARED_SPIN_LIMIT`] lost rounds, with its intent cleared. Before, the lost CASes
+    /// were not counted and the send spun for as long as the peer went on.
+    #[test]
+    fn a_send_whose_cas_always_loses_gives_up() {
+        let (r, lookups, lane) = returns(|| {
+            let ring = Hostile::ring(2, Peer::BumpTail);
+            let lane = AtomicUsize::new(NO_INTENT);
+            let r = send(&ring, &lane, |_| panic!("nothing was claimed"));
+            let lookups = ring.storage().lookups.load(Ordering::Relaxed);
+            (r, lookups, lane.into_inner())
+        });
+        assert_eq!(r, Err(Stall::Busy));
+        assert_eq!(lane, NO_INTENT);
+        // The inline attempt, then the loop's rounds, each of which looked a slot up.
+        assert!(lookups <= 2 + SHARED_SPIN_LIMIT as usize, "{lookups}");
+    }
+
+    /// The same for a receive, with a peer that moves `head` on.
+    #[test]
+    fn a_recv_whose_cas_always_loses_gives_up() {
+        let (r, lane) = returns(|| {
+            let ring = Hostile::ring(2, Peer::BumpHead);
+            let lane = AtomicUsize::new(NO_INTENT);
+            let r = recv(&ring, &lane, |_| -> Option<()> {
+                panic!("nothing was claimed")
+            });
+            (r, lane.into_inner())
+        });
+        assert_eq!(r, Err(Stall::Busy));
+        assert_eq!(lane, NO_INTENT);
+    }
+
+    /// A peer that rewrites the stamp of each slot a send has claimed, so that every
+    /// commit fails, cannot keep the send retrying: it gives up ([`Stall::Busy`]) after
+    /// [`COMMIT_LIMIT`] claims. Before, it retried for as long as the peer went on.
+    #[test]
+    fn a_send_whose_commits_always_fail_gives_up() {
+        let (r, writes, lane) = returns(|| {
+            let ring = Hostile::ring(2, Peer::KeepFree);
+            let lane = AtomicUsize::new(NO_INTENT);
+            let mut writes = 0;
+            let r = send(&ring, &lane, |index| {
+                writes += 1;
+                ring.storage().stamps[index].store(usize::MAX, Ordering::Relaxed);
+            });
+            (r, writes, lane.into_inner())
+        });
+        assert_eq!(r, Err(Stall::Busy));
+        assert_eq!(writes, COMMIT_LIMIT);
+        assert_eq!(lane, NO_INTENT);
+    }
 
     #[test]
     fn intents_round_trip() {

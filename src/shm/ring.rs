@@ -4,11 +4,13 @@
 //! Every index is checked against the capacity before a slot address is formed, and
 //! every payload copy is bounded by the layout's payload size, so corrupted positions or
 //! lengths can only select an in-bounds slot or be rejected. Payloads are copied with
-//! relaxed atomic loads and stores (8 bytes at a time, then single bytes), so a peer
-//! writing the same bytes concurrently is a race on atomics, never a data race.
+//! relaxed atomic loads and stores of whole 8-byte words only (the layout pads every
+//! payload to whole words, see [`Layout::new`]), so a peer or another thread accessing
+//! the same bytes concurrently is a race of atomics of one size, never a data race and
+//! never a race of atomics of different sizes (see [`ShmSlots::write_payload`]).
 
 use core::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::header::{Layout, SLOT_LEN, SLOT_STAMP};
 use crate::chan::ring::RingStorage;
@@ -182,8 +184,40 @@ impl ShmSlots {
         self.payload_size
     }
 
+    /// Payload word `w` (bytes `8 * w .. 8 * w + 8`) of the payload starting at
+    /// `payload`: the only way payload bytes are ever accessed, so that every location
+    /// of a payload area is accessed with one size, 8 bytes, whatever the lengths of the
+    /// messages that pass through it (see [`ShmSlots::write_payload`]).
+    ///
+    /// # Safety
+    /// `payload` must be a slot's payload address ([`ShmSlots::at`] with the payload
+    /// offset) and `w < payload_size.div_ceil(8)`: the layout pads the payload to whole
+    /// words inside the slot ([`Layout::new`]).
+    #[inline]
+    unsafe fn payload_word(&self, payload: NonNull<u8>, w: usize) -> &AtomicU64 {
+        debug_assert!(w < self.payload_size.div_ceil(8));
+        #[cfg(test)]
+        access_log::record(w * 8, 8);
+        // SAFETY: the payload offset is a multiple of 8 from an 8-aligned slot, so the
+        // word is aligned; it lies inside the slot, within the mapping, which outlives
+        // `self` (the caller's contract and the layout's padding); the memory is only
+        // ever accessed atomically.
+        unsafe { payload.add(w * 8).cast::<AtomicU64>().as_ref() }
+    }
+
     /// Copies `src` into the payload of slot `index`. `src` longer than the payload, or an
     /// index out of range, copies nothing (callers check lengths first).
+    ///
+    /// The copy stores whole 8-byte words only, with relaxed `AtomicU64` stores: `len / 8`
+    /// words from `src`, then, if `len` is not a multiple of 8, the last word assembled
+    /// from the remaining bytes and zeros (the bytes past `len` up to the word's end are
+    /// padding that belongs to the slot). It never stores single bytes: a hostile peer
+    /// that rewrites stamps or positions can make two threads of this process own the same
+    /// slot at once, and if one copied a 16-byte message as two `u64` stores while the
+    /// other read a 13-byte one as a `u64` and five `u8` loads, the two would race
+    /// atomics of different sizes on the same bytes, which Rust's memory model leaves
+    /// undefined. With one access size everywhere such a race is only a race of relaxed
+    /// atomics: the message is garbled, the behaviour defined.
     ///
     /// # Safety
     /// `src` must point to `len` initialised bytes.
@@ -198,30 +232,30 @@ impl ShmSlots {
         let words = len / 8;
         for w in 0..words {
             // SAFETY: `w * 8 + 8 <= len` bytes of `src` are readable (the caller's
-            // contract); the destination word is inside the payload (`len <=
-            // payload_size`) and 8-aligned (the payload offset is a multiple of 8).
-            unsafe {
-                let v = src.add(w * 8).cast::<u64>().read_unaligned();
-                dst.add(w * 8)
-                    .cast::<AtomicU64>()
-                    .as_ref()
-                    .store(v, Ordering::Relaxed);
-            }
+            // contract).
+            let v = unsafe { src.add(w * 8).cast::<u64>().read_unaligned() };
+            // SAFETY: `w < len / 8 <= payload_size.div_ceil(8)`, and `dst` is the payload.
+            unsafe { self.payload_word(dst, w) }.store(v, Ordering::Relaxed);
         }
-        for b in words * 8..len {
-            // SAFETY: `b < len`, in bounds of both, as above.
-            unsafe {
-                let v = src.add(b).read();
-                dst.add(b)
-                    .cast::<AtomicU8>()
-                    .as_ref()
-                    .store(v, Ordering::Relaxed);
+        let rest = len % 8;
+        if rest != 0 {
+            let mut last = [0u8; 8];
+            for (i, byte) in last.iter_mut().enumerate().take(rest) {
+                // SAFETY: `words * 8 + i < len`: a byte of `src` (the caller's contract).
+                *byte = unsafe { src.add(words * 8 + i).read() };
             }
+            // SAFETY: `words = len.div_ceil(8) - 1 < payload_size.div_ceil(8)`.
+            unsafe { self.payload_word(dst, words) }
+                .store(u64::from_ne_bytes(last), Ordering::Relaxed);
         }
     }
 
     /// Copies `len` bytes of the payload of slot `index` to `dst`; `false` (nothing
     /// copied) if `len` exceeds the payload or the index is out of range.
+    ///
+    /// Like [`ShmSlots::write_payload`], and for the same reason, it loads whole 8-byte
+    /// words only: the last word is loaded whole when `len` is not a multiple of 8, and
+    /// only its first `len % 8` bytes are copied out.
     ///
     /// # Safety
     /// `dst` must be valid for writing `len` bytes.
@@ -235,26 +269,21 @@ impl ShmSlots {
         };
         let words = len / 8;
         for w in 0..words {
-            // SAFETY: mirror of `write_payload`: both ranges are in bounds, the source
-            // word is 8-aligned, the destination may be unaligned.
-            unsafe {
-                let v = src
-                    .add(w * 8)
-                    .cast::<AtomicU64>()
-                    .as_ref()
-                    .load(Ordering::Relaxed);
-                dst.add(w * 8).cast::<u64>().write_unaligned(v);
-            }
+            // SAFETY: `w < len / 8 <= payload_size.div_ceil(8)`, and `src` is the payload.
+            let v = unsafe { self.payload_word(src, w) }.load(Ordering::Relaxed);
+            // SAFETY: `w * 8 + 8 <= len` bytes of `dst` are writable (the caller's
+            // contract); it may be unaligned.
+            unsafe { dst.add(w * 8).cast::<u64>().write_unaligned(v) };
         }
-        for b in words * 8..len {
-            // SAFETY: `b < len`, in bounds of both.
-            unsafe {
-                let v = src
-                    .add(b)
-                    .cast::<AtomicU8>()
-                    .as_ref()
-                    .load(Ordering::Relaxed);
-                dst.add(b).write(v);
+        let rest = len % 8;
+        if rest != 0 {
+            // SAFETY: `words = len.div_ceil(8) - 1 < payload_size.div_ceil(8)`.
+            let last = unsafe { self.payload_word(src, words) }
+                .load(Ordering::Relaxed)
+                .to_ne_bytes();
+            for (i, byte) in last.into_iter().enumerate().take(rest) {
+                // SAFETY: `words * 8 + i < len`: a byte of `dst` (the caller's contract).
+                unsafe { dst.add(words * 8 + i).write(byte) };
             }
         }
         true
@@ -289,11 +318,106 @@ unsafe impl RingStorage for ShmSlots {
     }
 }
 
+/// For tests: every payload word access ([`ShmSlots::payload_word`]) of this thread, as
+/// (byte offset in the payload, access size).
+#[cfg(test)]
+mod access_log {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static LOG: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn record(offset: usize, size: usize) {
+        LOG.with(|l| l.borrow_mut().push((offset, size)));
+    }
+
+    /// The accesses recorded since the last call.
+    pub(super) fn take() -> Vec<(usize, usize)> {
+        LOG.with(|l| std::mem::take(&mut *l.borrow_mut()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::chan::ring::{Ring, Stall, initial_stamp};
     use crate::shm::header::{Fingerprint, Kind, Layout, RING_OFFSET};
+
+    /// Every payload copy, of every length from 0 to 40 bytes (the whole payload) and in
+    /// both directions, accesses the slot with whole, aligned 8-byte words only, exactly
+    /// the words that hold the message; a short last word is written whole, its bytes
+    /// past the message zeroed; and the bytes round-trip. Before, the copy ended with
+    /// single-byte accesses, so the access size at a location depended on each
+    /// message's length.
+    #[test]
+    fn payload_copies_use_whole_words_only() {
+        let layout = Layout::new(Kind::Bytes, 2, Fingerprint::bytes(40)).unwrap();
+        let mut memory = vec![0u64; layout.total_size.div_ceil(8)];
+        let base = NonNull::new(memory.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: `memory` covers `total_size` bytes, is 8-aligned (the layout's slot
+        // alignment for byte channels) and outlives `slots`.
+        let slots = unsafe { ShmSlots::new(base, &layout, RING_OFFSET) };
+        let ones = [0xffu8; 40];
+        let src: Vec<u8> = (1..=40).collect();
+        for len in 0..=40usize {
+            // SAFETY: `ones` holds 40 bytes.
+            unsafe { slots.write_payload(1, ones.as_ptr(), 40) };
+            access_log::take();
+            // SAFETY: `src` holds 40 bytes.
+            unsafe { slots.write_payload(1, src.as_ptr(), len) };
+            let words: Vec<(usize, usize)> = (0..len.div_ceil(8)).map(|w| (w * 8, 8)).collect();
+            assert_eq!(access_log::take(), words, "write of {len} bytes");
+            let mut out = vec![0u8; 40];
+            // SAFETY: `out` has room for 40 bytes.
+            assert!(unsafe { slots.read_payload(1, out.as_mut_ptr(), 40) });
+            access_log::take();
+            let padded = len.next_multiple_of(8);
+            assert_eq!(out[..len], src[..len], "{len} bytes");
+            assert!(out[len..padded].iter().all(|&b| b == 0), "{len}: {out:?}");
+            assert!(out[padded..].iter().all(|&b| b == 0xff), "{len}: {out:?}");
+            let mut out = vec![0u8; len];
+            // SAFETY: `out` has room for `len` bytes.
+            assert!(unsafe { slots.read_payload(1, out.as_mut_ptr(), len) });
+            assert_eq!(access_log::take(), words, "read of {len} bytes");
+            assert_eq!(out, src[..len]);
+        }
+        // Longer than the payload: nothing is accessed.
+        // SAFETY: `src` holds 40 bytes; 41 are not read (the length is refused).
+        unsafe { slots.write_payload(1, src.as_ptr(), 41) };
+        assert!(!unsafe { slots.read_payload(1, [0u8; 41].as_mut_ptr(), 41) });
+        assert_eq!(access_log::take(), []);
+    }
+
+    /// Typed payloads whose size is not a multiple of 8 are copied in whole words too.
+    #[test]
+    fn typed_payloads_use_whole_words_only() {
+        fn check<T: crate::shm::ShmSafe + PartialEq + core::fmt::Debug>(value: T) {
+            let layout = Layout::new(Kind::Typed, 1, Fingerprint::of::<T>()).unwrap();
+            let mut memory = vec![0u64; layout.total_size.div_ceil(8)];
+            let base = NonNull::new(memory.as_mut_ptr().cast::<u8>()).unwrap();
+            // SAFETY: as above (the types here align to at most 8).
+            let slots = unsafe { ShmSlots::new(base, &layout, RING_OFFSET) };
+            access_log::take();
+            crate::shm::channel::write_typed(&slots, 0, &value);
+            let read = crate::shm::channel::read_typed::<T>(&slots, 0);
+            let words: Vec<(usize, usize)> = (0..size_of::<T>().div_ceil(8))
+                .map(|w| (w * 8, 8))
+                .collect();
+            let log = access_log::take();
+            assert_eq!(log.len(), 2 * words.len(), "{log:?}");
+            assert_eq!(log[..words.len()], words[..]);
+            assert_eq!(log[words.len()..], words[..]);
+            assert_eq!(read, Some(value));
+        }
+        check(7u8);
+        check(0x0102_0304u32);
+        check([1u8, 2, 3]);
+        check([9u16; 7]);
+        check([5u32; 5]);
+        check(u64::MAX);
+        check([1u8; 0]);
+    }
 
     /// `Ring::may_proceed`, and the endpoints' checks before a claim
     /// (`may_claim_send`, `may_claim_recv`), agree with the ring's own claims, lap after

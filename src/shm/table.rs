@@ -270,7 +270,8 @@ impl<const N: usize> Lanes<N> {
 
     /// [`Lanes::take`] for a thread that does not own lane 0: it takes lane 0 for good
     /// if nobody has, or else the first free lane of the others, waiting for one if need
-    /// be.
+    /// be. The `used` flags are this process's own memory, not the segment's, and a lane
+    /// is held for one attempt of one operation, which is bounded: the wait ends.
     #[cold]
     fn take_slow(&self, key: usize) -> (usize, bool) {
         // Sync point (both swaps): Acquire pairs with the Release store of the lane's

@@ -19,6 +19,13 @@ const QUICK_POLLS: u32 = 64;
 
 /// Runs `attempt` until it returns `Some` or `deadline` passes (`None`). `side` is the
 /// waiter's side: senders sleep on the send words, receivers on the receive words.
+///
+/// Every loop here is bounded by the deadline: it is checked after each attempt that
+/// fails, in the spin as in the sleeps. Each attempt is bounded in turn (the claim loops
+/// and retries of `chan::ring` and `shm::protocol` give up after a fixed number of failed
+/// rounds), so a timed wait returns at most one attempt after its deadline however a
+/// peer moves the positions, and a wait without a deadline keeps coming back here, where
+/// it sleeps and runs maintenance, rather than spinning inside one attempt.
 pub(crate) fn block<R>(
     seg: &Segment,
     side: Side,
@@ -30,6 +37,9 @@ pub(crate) fn block<R>(
     'spin: loop {
         if let Some(r) = attempt() {
             return Some(r);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
         }
         loop {
             if spin.is_completed() {
