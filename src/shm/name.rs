@@ -7,41 +7,16 @@
 
 use std::io;
 
-/// The longest accepted name, in bytes: with the prefixes and suffixes added, every
-/// object name stays well below the 255-byte `NAME_MAX`.
-pub(crate) const MAX_NAME_LEN: usize = 200;
-
 /// The prefix of segment object names (after the leading `/`).
 pub(crate) const SEGMENT_PREFIX: &str = "conduit.";
 
 /// The prefix of peer lock object names (after the leading `/`).
 pub(crate) const LOCK_PREFIX: &str = "conduit-peer.";
 
-/// Checks a channel name: 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9._-]`, not `.` or
+/// Checks a channel name: 1 to [`MAX_NAME_LEN`](crate::names::MAX_NAME_LEN) bytes of `[A-Za-z0-9._-]`, not `.` or
 /// `..`. Anything else is [`io::ErrorKind::InvalidInput`].
 pub(crate) fn validate(name: &str) -> io::Result<()> {
-    let bad = |why: &str| {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid shm channel name {name:?}: {why}"),
-        ))
-    };
-    if name.is_empty() {
-        return bad("empty");
-    }
-    if name.len() > MAX_NAME_LEN {
-        return bad(&format!("longer than {MAX_NAME_LEN} bytes"));
-    }
-    if name == "." || name == ".." {
-        return bad("`.` and `..` are reserved");
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return bad(&format!("{c:?} is not one of [A-Za-z0-9._-]"));
-    }
-    Ok(())
+    crate::names::validate(name, "shm channel")
 }
 
 /// The `shm_open` name of a channel's segment.
@@ -57,6 +32,7 @@ pub(crate) fn lock_object(name: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::MAX_NAME_LEN;
 
     #[test]
     fn names() {
