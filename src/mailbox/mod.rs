@@ -10,7 +10,8 @@
 //!   queued for the next open until [`close`](PostOffice::close) removes the name.
 //! - **Many-to-many.** Any number of handles, in any threads, send and receive. Each
 //!   message is received exactly once (or dropped with the mailbox), and messages from
-//!   one sender (one handle family) are received in the order sent, within any selection.
+//!   one sender (one handle family) are received in the order sent, within any selection
+//!   (for `TagAtMost`, which takes lower tags first: in order within each tag).
 //! - **Envelopes.** A message is received as an [`Envelope`]: its body, a `u64` tag
 //!   (`0` for the untagged `send`), the sender's [`Address`] and, for a request, the
 //!   [`Reply`] capability.
