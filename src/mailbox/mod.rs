@@ -86,7 +86,8 @@
 //! capability stays in the envelope.
 //!
 //! # Limits
-//! - At most 2³² − 1 messages queued in one mailbox (an unbounded one panics beyond).
+//! - At most 2³² − 1 messages queued in one mailbox: beyond, even an unbounded one
+//!   is full (`try_send` fails with `Full`, `send` waits).
 //! - Names: 1 to 200 bytes of `[A-Za-z0-9._-]`, not `.` or `..` (as for `shm` channels);
 //!   anything else is `InvalidInput`.
 //! - Capacity 0 (rendezvous) is not offered: `InvalidInput`.

@@ -208,7 +208,7 @@ impl<T> State<T> {
     }
 
     fn has_room(&self, capacity: Option<usize>) -> bool {
-        self.index.len() < capacity.unwrap_or(MAX_QUEUED)
+        self.index.len() < capacity.map_or(MAX_QUEUED, |c| c.min(MAX_QUEUED))
     }
 
     /// One send attempt under the lock.
