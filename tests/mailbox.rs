@@ -717,3 +717,17 @@ fn async_selective_receivers() {
         });
     }
 }
+
+/// The handle, envelope and future types cross threads when `T: Send`.
+#[test]
+fn auto_traits() {
+    fn send_sync<X: Send + Sync>() {}
+    fn send<X: Send>() {}
+    send_sync::<Mailbox<u32>>();
+    send_sync::<conduit::mailbox::Envelope<u32>>();
+    send_sync::<PostOffice>();
+    send_sync::<conduit::mailbox::Reply<String>>();
+    send::<conduit::mailbox::SendFut<'static, u32>>();
+    send::<conduit::mailbox::RecvFut<'static, u32>>();
+    send::<conduit::mailbox::RequestFut<'static, u32, String>>();
+}

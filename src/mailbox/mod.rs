@@ -536,7 +536,7 @@ pub(crate) struct Stored<T> {
     body: T,
     from: Address,
     /// A request's `Reply<R>`, type-erased.
-    reply: Option<Box<dyn Any + Send>>,
+    reply: Option<Box<dyn Any + Send + Sync>>,
 }
 
 /// What the handles of one family share.
@@ -687,7 +687,7 @@ impl<T> Mailbox<T> {
         &self.fam.shared
     }
 
-    fn stored(&self, body: T, reply: Option<Box<dyn Any + Send>>) -> Stored<T> {
+    fn stored(&self, body: T, reply: Option<Box<dyn Any + Send + Sync>>) -> Stored<T> {
         Stored {
             body,
             from: self.fam.address.clone(),
@@ -1272,7 +1272,7 @@ pub struct Envelope<T> {
     tag: u64,
     body: T,
     from: Address,
-    reply: Option<Box<dyn Any + Send>>,
+    reply: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl<T> Envelope<T> {
