@@ -731,3 +731,20 @@ fn auto_traits() {
     send::<conduit::mailbox::RecvFut<'static, u32>>();
     send::<conduit::mailbox::RequestFut<'static, u32, String>>();
 }
+
+/// A `RequestFut` dropped after its request went out abandons the reply: the replier
+/// gets its value back instead of it vanishing.
+#[test]
+fn dropped_request_future_abandons_reply() {
+    let po = PostOffice::new();
+    let mb: Mailbox<u32> = po.open("abandon").unwrap();
+    mb.try_recv().ok();
+    let mut fut = mb.request_async::<String>(1);
+    assert!(poll_noop(&mut fut).is_pending());
+    let mut env = mb.try_recv().unwrap();
+    let reply = env.take_reply::<String>().unwrap();
+    assert!(!reply.is_abandoned());
+    drop(fut);
+    assert!(reply.is_abandoned());
+    assert_eq!(reply.reply("late".into()), Err("late".to_string()));
+}

@@ -2,6 +2,9 @@
 //! receive, a request's reply racing the requester's timeout, and the reply slot.
 #![cfg(loom)]
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conduit::mailbox::{Mailbox, Options, PostOffice, RequestError, Select};
@@ -133,4 +136,29 @@ fn reply_slot_answer_or_drop() {
             );
         });
     }
+}
+
+/// An async `Any` receive is registered first and then dropped while an async `Tag(3)`
+/// receive sleeps in another thread and a tag-3 message is sent: if the send notified
+/// the `Any` receive, its drop must pass the wake-up on to the `Tag(3)` receive, or that
+/// one never wakes (loom reports the deadlock).
+#[test]
+fn dropped_async_receive_passes_wakeup_to_other_selection() {
+    model(|| {
+        let po = PostOffice::new();
+        let tx = open(&po, "a");
+        let rx = open(&po, "a");
+        let rx3 = rx.clone();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut any = rx.recv_async();
+        assert!(matches!(Pin::new(&mut any).poll(&mut cx), Poll::Pending));
+        let b = thread::spawn(move || {
+            loom::future::block_on(rx3.recv_select_async(Select::Tag(3)))
+                .unwrap()
+                .into_body()
+        });
+        tx.send_tagged(3, 30).unwrap();
+        drop(any);
+        assert_eq!(b.join().unwrap(), 30);
+    });
 }
