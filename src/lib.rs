@@ -89,6 +89,8 @@ mod channel;
 pub mod error;
 mod future;
 mod iter;
+pub mod mailbox;
+mod names;
 #[cfg(all(unix, target_pointer_width = "64"))]
 pub mod shm;
 mod sync;

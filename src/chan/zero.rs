@@ -116,13 +116,13 @@ unsafe impl<T> Send for OfferBox<T> where Box<Packet<T>>: Send {}
 unsafe impl<T> Sync for OfferBox<T> where Box<Packet<T>>: Sync {}
 
 /// How to wake a waiting operation.
-enum Wake {
+pub(crate) enum Wake {
     Thread(Thread),
     Task(Waker),
 }
 
 impl Wake {
-    fn wake(self) {
+    pub(crate) fn wake(self) {
         match self {
             Wake::Thread(t) => t.unpark(),
             Wake::Task(w) => w.wake(),
@@ -263,7 +263,7 @@ fn deliver_to_blocked<T>(mut g: Guard<'_, T>, msg: T) -> Result<(), (Guard<'_, T
 }
 
 #[cfg(not(loom))]
-fn park_until(deadline: Option<Instant>) {
+pub(crate) fn park_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => thread::park_timeout(d.saturating_duration_since(Instant::now())),
         None => thread::park(),
@@ -271,12 +271,12 @@ fn park_until(deadline: Option<Instant>) {
 }
 
 #[cfg(loom)]
-fn park_until(_deadline: Option<Instant>) {
+pub(crate) fn park_until(_deadline: Option<Instant>) {
     // loom has no timed park; loom models use no deadlines.
     thread::park();
 }
 
-fn expired(deadline: Option<Instant>) -> bool {
+pub(crate) fn expired(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)
 }
 

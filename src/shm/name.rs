@@ -6,38 +6,13 @@
 
 use std::io;
 
-/// The longest accepted name, in bytes: with the prefix added, the object name stays well
-/// below the 255-byte `NAME_MAX`.
-pub(crate) const MAX_NAME_LEN: usize = 200;
-
 /// The prefix of segment object names (after the leading `/`).
 pub(crate) const SEGMENT_PREFIX: &str = "conduit.";
 
-/// Checks a channel name: 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9._-]`, not `.` or
-/// `..`. Anything else is [`io::ErrorKind::InvalidInput`].
+/// Checks a channel name: 1 to [`MAX_NAME_LEN`](crate::names::MAX_NAME_LEN) bytes of
+/// `[A-Za-z0-9._-]`, not `.` or `..`. Anything else is [`io::ErrorKind::InvalidInput`].
 pub(crate) fn validate(name: &str) -> io::Result<()> {
-    let bad = |why: &str| {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid shm channel name {name:?}: {why}"),
-        ))
-    };
-    if name.is_empty() {
-        return bad("empty");
-    }
-    if name.len() > MAX_NAME_LEN {
-        return bad(&format!("longer than {MAX_NAME_LEN} bytes"));
-    }
-    if name == "." || name == ".." {
-        return bad("`.` and `..` are reserved");
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return bad(&format!("{c:?} is not one of [A-Za-z0-9._-]"));
-    }
-    Ok(())
+    crate::names::validate(name, "shm channel")
 }
 
 /// The `shm_open` name of a channel's segment.
@@ -48,6 +23,7 @@ pub(crate) fn segment_object(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::MAX_NAME_LEN;
 
     #[test]
     fn names() {

@@ -1,0 +1,318 @@
+//! Request/reply: a one-shot reply slot per request, shared by the requester and the
+//! request's [`Reply`] capability, so a reply goes straight to its requester (no shared
+//! reply queue, nothing to correlate or scan).
+//!
+//! # The slot
+//! One short lock over: the reply value, whether the replier is gone (it replied, or its
+//! `Reply` was dropped unanswered: with the envelope, with the mailbox, or by a replier
+//! that panicked), whether the requester is gone (it timed out or its future was
+//! dropped), and the requester's wake-up.
+//!
+//! # The no-lost-wake-up argument
+//! The requester checks the slot and, finding neither a value nor the replier gone,
+//! stores its wake-up in the *same* critical section; the replier (or the `Reply`'s drop)
+//! publishes its outcome and takes the stored wake-up in one critical section. So either
+//! the requester's check comes after the publication and sees it, or its wake-up was
+//! stored before and the replier takes and fires it (after unlocking: an `unpark` before
+//! the `park` is remembered, and a `Waker` may be woken before the task sleeps).
+//!
+//! # Nothing hangs, nothing leaks
+//! A `Reply` is consumed by [`Reply::reply`] or dropped; either way the slot records the
+//! replier gone and wakes the requester, who then has the value or
+//! [`RequestError::Unanswered`]. A requester that leaves first marks itself gone, so a
+//! late reply is handed back to the replier (`Err(value)`) instead of being stored, and a
+//! value that raced in just before is dropped by the leaving requester, outside the lock.
+
+use core::fmt;
+use core::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crate::chan::zero::{Wake, expired, park_until};
+use crate::sync::{Arc, Mutex, lock, thread};
+
+struct SlotState<R> {
+    value: Option<R>,
+    replier_gone: bool,
+    requester_gone: bool,
+    wake: Option<Wake>,
+}
+
+type Slot<R> = Mutex<SlotState<R>>;
+
+/// The right to answer one request, carried by its [`Envelope`](super::Envelope) and
+/// taken with [`Envelope::take_reply`](super::Envelope::take_reply). Dropping it without
+/// replying fails the request with [`RequestError::Unanswered`] at once.
+///
+/// ```
+/// use std::thread;
+/// use conduit::mailbox::PostOffice;
+///
+/// let po = PostOffice::new();
+/// let server = po.open::<u32>("square").unwrap();
+/// let client = po.open::<u32>("square").unwrap();
+/// server.try_recv().ok(); // attach the server as a receiver
+/// let t = thread::spawn(move || {
+///     let mut env = server.recv().unwrap();
+///     let reply = env.take_reply::<u64>().unwrap();
+///     let n = *env.body() as u64;
+///     reply.reply(n * n).unwrap();
+/// });
+/// assert_eq!(client.request::<u64>(12), Ok(144));
+/// t.join().unwrap();
+/// ```
+pub struct Reply<R> {
+    slot: Option<Arc<Slot<R>>>,
+}
+
+/// The requester's end of a reply slot.
+pub(crate) struct Waiting<R> {
+    slot: Arc<Slot<R>>,
+}
+
+/// A fresh slot: the capability for the envelope, the waiting end for the requester.
+pub(crate) fn pair<R>() -> (Reply<R>, Waiting<R>) {
+    let slot = Arc::new(Mutex::new(SlotState {
+        value: None,
+        replier_gone: false,
+        requester_gone: false,
+        wake: None,
+    }));
+    (
+        Reply {
+            slot: Some(slot.clone()),
+        },
+        Waiting { slot },
+    )
+}
+
+impl<R> Reply<R> {
+    /// Answers the request. `Err(value)` hands the value back when the requester is no
+    /// longer waiting (it timed out or was cancelled).
+    ///
+    /// ```
+    /// # use conduit::mailbox::PostOffice;
+    /// # let po = PostOffice::new();
+    /// # let mb = po.open::<&str>("echo").unwrap();
+    /// # mb.try_recv().ok();
+    /// # let t = { let mb = mb.clone(); std::thread::spawn(move || {
+    /// let mut env = mb.recv().unwrap();
+    /// let reply = env.take_reply::<String>().unwrap();
+    /// reply.reply(env.body().to_uppercase()).unwrap();
+    /// # })};
+    /// # assert_eq!(mb.request::<String>("hi").unwrap(), "HI");
+    /// # t.join().unwrap();
+    /// ```
+    pub fn reply(mut self, value: R) -> Result<(), R> {
+        let slot = self.slot.take().expect("a Reply holds its slot until used");
+        let wake = {
+            let mut s = lock(&slot);
+            if s.requester_gone {
+                s.replier_gone = true;
+                return Err(value);
+            }
+            s.value = Some(value);
+            s.replier_gone = true;
+            s.wake.take()
+        };
+        if let Some(w) = wake {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether the requester has stopped waiting (a reply would be handed back).
+    ///
+    /// ```
+    /// # use conduit::mailbox::PostOffice;
+    /// # use std::time::Duration;
+    /// let po = PostOffice::new();
+    /// let mb = po.open::<u8>("late").unwrap();
+    /// mb.try_recv().ok();
+    /// // Nobody answers within the timeout.
+    /// assert!(mb.request_timeout::<u8>(1, Duration::from_millis(1)).is_err());
+    /// let mut env = mb.try_recv().unwrap();
+    /// let reply = env.take_reply::<u8>().unwrap();
+    /// assert!(reply.is_abandoned());
+    /// assert_eq!(reply.reply(2), Err(2));
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        self.slot
+            .as_ref()
+            .is_some_and(|slot| lock(slot).requester_gone)
+    }
+}
+
+impl<R> Drop for Reply<R> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let wake = {
+                let mut s = lock(&slot);
+                s.replier_gone = true;
+                s.wake.take()
+            };
+            if let Some(w) = wake {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<R> fmt::Debug for Reply<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("abandoned", &self.is_abandoned())
+            .finish()
+    }
+}
+
+/// Why the requester stopped waiting for its reply.
+pub(crate) enum NoReply {
+    Unanswered,
+    Timeout,
+}
+
+impl<R> Waiting<R> {
+    /// One look at the slot; registers `wake` (made on demand) when there is nothing yet.
+    fn check(&self, wake: impl FnOnce() -> Option<Wake>) -> Option<Result<R, NoReply>> {
+        let (out, old) = {
+            let mut s = lock(&self.slot);
+            if let Some(v) = s.value.take() {
+                (Some(Ok(v)), None)
+            } else if s.replier_gone {
+                (Some(Err(NoReply::Unanswered)), None)
+            } else {
+                match wake() {
+                    Some(w) => (None, s.wake.replace(w)),
+                    None => (None, None),
+                }
+            }
+        };
+        drop(old); // outside the lock: a waker's drop is executor code
+        out
+    }
+
+    /// Blocks until the reply comes, the replier goes, or `deadline` passes.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<R, NoReply> {
+        loop {
+            if let Some(out) = self.check(|| Some(Wake::Thread(thread::current()))) {
+                return out;
+            }
+            if expired(deadline) {
+                return self.abandon();
+            }
+            park_until(deadline);
+        }
+    }
+
+    /// Stops waiting: a reply that races in from now on is handed back to its replier.
+    /// A value already stored is still taken (the reply won the race).
+    pub(crate) fn abandon(&self) -> Result<R, NoReply> {
+        let (value, wake) = {
+            let mut s = lock(&self.slot);
+            s.requester_gone = true;
+            (s.value.take(), s.wake.take())
+        };
+        drop(wake);
+        value.ok_or(NoReply::Timeout)
+    }
+
+    /// One poll of an async wait.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<R, NoReply>> {
+        if let Some(out) = self.check(|| None) {
+            return Poll::Ready(out);
+        }
+        let waker: Waker = cx.waker().clone();
+        match self.check(|| Some(Wake::Task(waker))) {
+            Some(out) => Poll::Ready(out),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<R> Drop for Waiting<R> {
+    fn drop(&mut self) {
+        let (value, wake) = {
+            let mut s = lock(&self.slot);
+            s.requester_gone = true;
+            (s.value.take(), s.wake.take())
+        };
+        drop(value);
+        drop(wake);
+    }
+}
+
+/// An error from a request ([`Mailbox::request`](super::Mailbox::request) and its
+/// timed and async forms). `Debug` hides the message.
+///
+/// ```
+/// use conduit::mailbox::{PostOffice, RequestError};
+/// let po = PostOffice::new();
+/// let mb = po.open::<i32>("nobody").unwrap();
+/// // No handle of this mailbox has ever received: nobody would answer.
+/// assert_eq!(mb.request::<i32>(1), Err(RequestError::NoResponders(1)));
+/// ```
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum RequestError<T> {
+    /// No receiver is attached to the mailbox; the request was not sent (handed back).
+    NoResponders(T),
+    /// The mailbox is closed; the request was not sent (handed back).
+    Disconnected(T),
+    /// The deadline passed. `Some(msg)`: the mailbox stayed full and the request was
+    /// not sent; `None`: it was sent and no reply came in time (a later reply is handed
+    /// back to its replier).
+    Timeout(Option<T>),
+    /// The request was received but its reply capability was dropped without an answer
+    /// (dropped envelope, closed-and-dropped mailbox, panicking replier, or every
+    /// receiver detached while it was queued).
+    Unanswered,
+}
+
+impl<T> RequestError<T> {
+    /// The request's message, when it was not sent.
+    ///
+    /// ```
+    /// # use conduit::mailbox::{PostOffice, RequestError};
+    /// # let mb = PostOffice::new().open::<i32>("x").unwrap();
+    /// assert_eq!(mb.request::<()>(7).unwrap_err().into_inner(), Some(7));
+    /// ```
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            RequestError::NoResponders(m) | RequestError::Disconnected(m) => Some(m),
+            RequestError::Timeout(m) => m,
+            RequestError::Unanswered => None,
+        }
+    }
+
+    pub(crate) fn from_no_reply(e: NoReply) -> Self {
+        match e {
+            NoReply::Unanswered => RequestError::Unanswered,
+            NoReply::Timeout => RequestError::Timeout(None),
+        }
+    }
+}
+
+impl<T> fmt::Debug for RequestError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::NoResponders(_) => f.write_str("NoResponders(..)"),
+            RequestError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            RequestError::Timeout(Some(_)) => f.write_str("Timeout(Some(..))"),
+            RequestError::Timeout(None) => f.write_str("Timeout(None)"),
+            RequestError::Unanswered => f.write_str("Unanswered"),
+        }
+    }
+}
+
+impl<T> fmt::Display for RequestError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestError::NoResponders(_) => "no receiver attached to the mailbox",
+            RequestError::Disconnected(_) => "sending on a closed mailbox",
+            RequestError::Timeout(Some(_)) => "timed out sending a request",
+            RequestError::Timeout(None) => "timed out waiting for a reply",
+            RequestError::Unanswered => "the request was dropped without a reply",
+        })
+    }
+}
+
+impl<T> std::error::Error for RequestError<T> {}

@@ -1,0 +1,389 @@
+//! One mailbox's state and its waiting: the index, the waiters of both sides, and the
+//! blocking and async wait loops, all behind one short lock.
+//!
+//! # Why a lock
+//! A selective receive must find *the* oldest matching message and remove it from every
+//! structure of the index at once, and a waiter must be matched against the message
+//! that arrives; both are multi-word updates. One mutex over the whole state keeps them
+//! simple and is short: every critical section does O(log t) index work (see
+//! `index`) plus, only when someone waits, a walk over the waiters. No
+//! user code runs under the lock: messages and wakers that leave the state are dropped,
+//! and wake-ups issued, after unlocking (they are gathered in an [`After`]).
+//!
+//! # Waiters that want different things
+//! A channel may wake *any* one receiver for a new message; a mailbox may not: a
+//! receiver waiting for tag 3 must not swallow the wake-up meant for one waiting for
+//! tag 5. So each waiting receiver registers its selection, and wake-ups are aimed:
+//! - a **send** wakes the first registered, unnotified receiver whose selection matches
+//!   the new message (and nothing if none matches);
+//! - a **receive** from a bounded mailbox frees a place and wakes the first unnotified
+//!   waiting sender;
+//! - a **notified waiter that finishes** (it took a message, found nothing and waits
+//!   again, timed out, or was cancelled) **passes on**: it wakes the first unnotified
+//!   receiver that has a matching message queued now (receivers), or, if there is room,
+//!   the first unnotified sender (senders);
+//! - **close** wakes everyone.
+//!
+//! # The no-lost-wake-up argument
+//! Registration, the re-check before it, and every change to the index happen in one
+//! critical section of the same lock, so (unlike `chan::signal`) no ordering argument
+//! about separate atomics is needed; what remains is to show that a waiter never sleeps
+//! while it could proceed and nobody is on the way to let it. Call a waiter *in flight*
+//! from the moment a waker marks it notified until its next critical section. For
+//! receivers the invariant is:
+//!
+//! > (J) if some registered, unnotified receiver has a matching message queued, some
+//! > receiver is in flight.
+//!
+//! 1. Registering keeps (J): a waiter registers in the critical section in which it
+//!    found no matching message.
+//! 2. A send keeps (J): if an unnotified receiver matches the new message, one of them
+//!    is notified (in flight); otherwise the set of waiters with a match is unchanged.
+//! 3. A receive by anyone keeps (J): it only removes messages.
+//! 4. An in-flight waiter's next critical section ends with the pass-on, which notifies
+//!    an unnotified receiver with a match if there is one, so (J) holds after it
+//!    whatever else is in flight.
+//! 5. An in-flight waiter always reaches that critical section: a woken thread re-locks;
+//!    a woken task is polled (and re-locks) or dropped (and re-locks to leave).
+//!
+//! So a sleeping receiver with a match always has an in-flight waiter ahead of it, and
+//! each in-flight waiter either takes a message or passes on: messages are finite, so
+//! the chain ends with the sleeper woken or its match taken. The senders' invariant is
+//! the same with "a matching message" replaced by "room" (a receive adds one place and
+//! notifies one sender). Wake-ups are issued after the unlock; `unpark` before `park`
+//! is remembered and a `Waker` may be woken before the task sleeps, so the order of
+//! "mark notified, unlock, wake" against "register, unlock, sleep" does not matter.
+//!
+//! Costs: a send or receive with nobody waiting touches no waiter; with `w` waiters, a
+//! send scans at most `w` entries (O(1) each) and a pass-on at most `w` selections
+//! (O(log t) each). Woken waiters only ever re-check their own selection.
+
+use core::any::Any;
+use core::task::{Context, Poll, Waker};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::Stored;
+use super::index::{Index, MAX_QUEUED, Sel};
+use crate::chan::zero::{Wake, expired, park_until};
+use crate::sync::{Mutex, MutexGuard, lock, thread};
+
+/// The two sides that wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Send,
+    Recv,
+}
+
+/// One registered wait.
+struct Waiter {
+    key: u64,
+    /// What a receiver takes (`None` for senders).
+    sel: Option<Sel>,
+    /// `None` once notified (the waker took it to wake this waiter).
+    wake: Option<Wake>,
+}
+
+/// Work to do after unlocking: wake-ups to issue and values to drop.
+#[derive(Default)]
+pub(crate) struct After {
+    wakes: Vec<Wake>,
+    drops: Vec<Box<dyn Any + Send>>,
+}
+
+impl After {
+    fn wake(&mut self, w: Option<Wake>) {
+        if let Some(w) = w {
+            self.wakes.push(w);
+        }
+    }
+
+    /// Drops `v` after unlocking (it may run user code).
+    pub(crate) fn drop_later(&mut self, v: Box<dyn Any + Send>) {
+        self.drops.push(v);
+    }
+
+    /// Issues the wake-ups and drops the values. Call with the lock released.
+    pub(crate) fn run(self) {
+        for w in self.wakes {
+            w.wake();
+        }
+        drop(self.drops);
+    }
+}
+
+/// The state behind a mailbox's lock.
+pub(crate) struct State<T> {
+    pub(crate) index: Index<Stored<T>>,
+    pub(crate) closed: bool,
+    /// Handle families attached as receivers (see `Mailbox`'s docs on requests).
+    pub(crate) receivers: usize,
+    recv_waiters: VecDeque<Waiter>,
+    send_waiters: VecDeque<Waiter>,
+    next_key: u64,
+}
+
+/// One mailbox: what every handle to it shares.
+pub(crate) struct Shared<T> {
+    pub(crate) name: std::sync::Arc<str>,
+    /// `None`: unbounded.
+    pub(crate) capacity: Option<usize>,
+    pub(crate) state: Mutex<State<T>>,
+}
+
+/// Why a send did not queue its message.
+pub(crate) enum SendFail {
+    /// Full: worth waiting.
+    Full,
+    Disconnected,
+    /// A request found no receiver attached.
+    NoResponders,
+}
+
+impl<T> State<T> {
+    fn waiters(&mut self, side: Side) -> &mut VecDeque<Waiter> {
+        match side {
+            Side::Send => &mut self.send_waiters,
+            Side::Recv => &mut self.recv_waiters,
+        }
+    }
+
+    fn register(&mut self, side: Side, sel: Option<Sel>, wake: Wake) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.waiters(side).push_back(Waiter {
+            key,
+            sel,
+            wake: Some(wake),
+        });
+        key
+    }
+
+    /// Removes a registered wait; says whether it had been notified (then the caller
+    /// passes on, step 4 of the argument). An unused wake-up is dropped after unlocking.
+    fn leave(&mut self, side: Side, key: u64, after: &mut After) -> bool {
+        let list = self.waiters(side);
+        let i = list
+            .iter()
+            .position(|w| w.key == key)
+            .expect("a registered wait keeps its entry until it leaves");
+        let w = list.remove(i).expect("index in range");
+        match w.wake {
+            None => true,
+            Some(Wake::Task(waker)) => {
+                after.drop_later(Box::new(waker));
+                false
+            }
+            Some(Wake::Thread(_)) => false,
+        }
+    }
+
+    /// Step 4: a notified waiter of `side` has finished; notify the next one that can
+    /// proceed now, if any.
+    fn pass_on(&mut self, side: Side, capacity: Option<usize>, after: &mut After) {
+        match side {
+            Side::Recv => {
+                let index = &self.index;
+                let w = self
+                    .recv_waiters
+                    .iter_mut()
+                    .filter(|w| w.wake.is_some())
+                    .find(|w| index.find(w.sel.expect("receivers select")).is_some());
+                if let Some(w) = w {
+                    after.wake(w.wake.take());
+                }
+            }
+            Side::Send => {
+                if self.has_room(capacity) {
+                    self.notify_sender(after);
+                }
+            }
+        }
+    }
+
+    fn notify_sender(&mut self, after: &mut After) {
+        if let Some(w) = self.send_waiters.iter_mut().find(|w| w.wake.is_some()) {
+            after.wake(w.wake.take());
+        }
+    }
+
+    fn has_room(&self, capacity: Option<usize>) -> bool {
+        self.index.len() < capacity.map_or(MAX_QUEUED, |c| c.min(MAX_QUEUED))
+    }
+
+    /// One send attempt under the lock.
+    pub(crate) fn try_push(
+        &mut self,
+        capacity: Option<usize>,
+        tag: u64,
+        msg: Stored<T>,
+        need_receiver: bool,
+        after: &mut After,
+    ) -> Result<(), (SendFail, Stored<T>)> {
+        if self.closed {
+            return Err((SendFail::Disconnected, msg));
+        }
+        if need_receiver && self.receivers == 0 {
+            return Err((SendFail::NoResponders, msg));
+        }
+        if !self.has_room(capacity) {
+            return Err((SendFail::Full, msg));
+        }
+        let from = msg.from.id;
+        self.index.push(tag, from, msg);
+        // Step 2: aim the wake-up at a receiver that can take this message.
+        if let Some(w) = self
+            .recv_waiters
+            .iter_mut()
+            .filter(|w| w.wake.is_some())
+            .find(|w| w.sel.expect("receivers select").matches(tag, from))
+        {
+            after.wake(w.wake.take());
+        }
+        Ok(())
+    }
+
+    /// One receive attempt under the lock: the message `sel` takes, `Err(true)` when
+    /// there is none and the mailbox is closed, `Err(false)` when there is none yet.
+    pub(crate) fn try_take(
+        &mut self,
+        sel: Sel,
+        capacity: Option<usize>,
+        after: &mut After,
+    ) -> Result<(u64, Stored<T>), bool> {
+        match self.index.find(sel) {
+            Some(found) => {
+                let taken = self.index.take(found);
+                if capacity.is_some() {
+                    self.notify_sender(after);
+                }
+                Ok(taken)
+            }
+            None => Err(self.closed),
+        }
+    }
+
+    /// Marks the mailbox closed and wakes every waiter.
+    pub(crate) fn close(&mut self, after: &mut After) {
+        self.closed = true;
+        for w in self
+            .recv_waiters
+            .iter_mut()
+            .chain(self.send_waiters.iter_mut())
+        {
+            after.wake(w.wake.take());
+        }
+    }
+}
+
+/// The outcome of one attempt inside a wait loop.
+pub(crate) enum Attempt<R> {
+    Done(R),
+    Wait,
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn new(name: std::sync::Arc<str>, capacity: Option<usize>) -> Self {
+        Shared {
+            name,
+            capacity,
+            state: Mutex::new(State {
+                index: Index::default(),
+                closed: false,
+                receivers: 0,
+                recv_waiters: VecDeque::new(),
+                send_waiters: VecDeque::new(),
+                next_key: 0,
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
+        lock(&self.state)
+    }
+
+    /// Blocks until `attempt` (run under the lock) finishes or `deadline` passes
+    /// (`None` then). `sel` is what a receiver registers (`None` for senders).
+    pub(crate) fn block<R>(
+        &self,
+        side: Side,
+        sel: Option<Sel>,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(&mut State<T>, &mut After) -> Attempt<R>,
+    ) -> Option<R> {
+        let mut key: Option<u64> = None;
+        loop {
+            let mut after = After::default();
+            let mut g = self.lock();
+            let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
+            let out = match attempt(&mut g, &mut after) {
+                Attempt::Done(r) => Some(Some(r)),
+                Attempt::Wait if expired(deadline) => Some(None),
+                Attempt::Wait => {
+                    key = Some(g.register(side, sel, Wake::Thread(thread::current())));
+                    None
+                }
+            };
+            if notified {
+                g.pass_on(side, self.capacity, &mut after);
+            }
+            drop(g);
+            after.run();
+            if let Some(out) = out {
+                return out;
+            }
+            park_until(deadline);
+        }
+    }
+
+    /// One poll of an async wait whose registration is `key`. The waker is cloned
+    /// outside the lock (its clone is executor code): a poll that must register
+    /// unlocks, clones, and tries once more.
+    pub(crate) fn poll<R>(
+        &self,
+        side: Side,
+        sel: Option<Sel>,
+        key: &mut Option<u64>,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut(&mut State<T>, &mut After) -> Attempt<R>,
+    ) -> Poll<R> {
+        let mut waker: Option<Waker> = None;
+        loop {
+            let mut after = After::default();
+            let mut g = self.lock();
+            let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
+            let out = match attempt(&mut g, &mut after) {
+                Attempt::Done(r) => Some(Poll::Ready(r)),
+                Attempt::Wait => match waker.take() {
+                    Some(w) => {
+                        *key = Some(g.register(side, sel, Wake::Task(w)));
+                        Some(Poll::Pending)
+                    }
+                    None => None,
+                },
+            };
+            if notified {
+                g.pass_on(side, self.capacity, &mut after);
+            }
+            drop(g);
+            after.run();
+            match out {
+                Some(p) => return p,
+                None => waker = Some(cx.waker().clone()),
+            }
+        }
+    }
+
+    /// Withdraws an async wait (its future was dropped); a wake-up it received passes on.
+    pub(crate) fn cancel(&self, side: Side, key: &mut Option<u64>) {
+        if let Some(k) = key.take() {
+            let mut after = After::default();
+            let mut g = self.lock();
+            if g.leave(side, k, &mut after) {
+                g.pass_on(side, self.capacity, &mut after);
+            }
+            drop(g);
+            after.run();
+        }
+    }
+}
