@@ -169,3 +169,61 @@ fn pending_futures_see_disconnection() {
         assert_eq!(rt.block_on(s).unwrap(), Err(SendError(2)));
     });
 }
+
+/// A waker that records being woken, and then panics if `panics`.
+struct RecordingWaker {
+    woken: std::sync::atomic::AtomicBool,
+    panics: bool,
+}
+
+impl RecordingWaker {
+    fn new(panics: bool) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(RecordingWaker {
+            woken: Default::default(),
+            panics,
+        })
+    }
+
+    /// Waits (under the test's watchdog) until woken.
+    fn wait(&self) {
+        while !self.woken.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl std::task::Wake for RecordingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::SeqCst);
+        if self.panics {
+            panic!("wake");
+        }
+    }
+}
+
+/// The helper thread wakes tasks for every shm channel of the process: a task's waker
+/// that panics must not end it, or no async wait would be woken again.
+#[test]
+fn helper_thread_survives_a_panicking_waker() {
+    watchdog(|| {
+        let name = Name::new("async-panic-waker");
+        let rx = Receiver::<u64>::create(&name, 4).unwrap();
+        let tx = Sender::<u64>::open(&name).unwrap();
+        for (panics, msg) in [(true, 1), (false, 2)] {
+            let recorder = RecordingWaker::new(panics);
+            let waker = Waker::from(recorder.clone());
+            let mut fut = rx.recv_async();
+            let mut cx = Context::from_waker(&waker);
+            assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+            tx.send(msg).unwrap();
+            // Woken by the helper thread (the second time only if the first wake's panic
+            // did not end it).
+            recorder.wait();
+            assert_eq!(poll_once(&mut fut), Poll::Ready(Ok(msg)));
+        }
+    });
+}

@@ -39,6 +39,7 @@ use core::mem::MaybeUninit;
 use crossbeam_utils::CachePadded;
 
 use super::ring::{Ring, RingStorage, Stall, Token, initial_stamp};
+use super::unwind::Unwind;
 use super::{NoSlot, Queue, Waiters};
 use crate::sync::{AtomicUsize, Backoff, UnsafeCell};
 
@@ -211,21 +212,27 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     fn disconnect_receivers(&self) {
+        let mut unwind = Unwind::new();
         if self.ring.disconnect() {
-            self.waiters.notify_all();
+            unwind.run(|| self.waiters.notify_all());
         }
-        self.discard_all();
+        self.discard_all(&mut unwind);
+        unwind.finish();
     }
 }
 
 impl<T> Channel<T> {
-    /// Drops every queued message (the last receiver is gone).
-    fn discard_all(&self) {
+    /// Drops every queued message (the last receiver is gone). A message whose `Drop`
+    /// panics does not stop the others: its panic is kept in `unwind` (see
+    /// `chan::unwind`).
+    fn discard_all(&self, unwind: &mut Unwind) {
         self.ring.discard_all(|index| {
             let slot = &self.ring.storage().slots[index];
             // SAFETY: `discard_all` calls us only for committed slots, with no receiver
-            // left to race with; the message is dropped once and the slot freed after.
-            slot.msg.with_mut(|p| unsafe { (*p).assume_init_drop() });
+            // left to race with, after it has freed the slot (so no later walk calls us
+            // for it again); the message is dropped once, here, whether or not its
+            // `Drop` panics.
+            unwind.run(|| slot.msg.with_mut(|p| unsafe { (*p).assume_init_drop() }));
         });
     }
 }
@@ -233,13 +240,45 @@ impl<T> Channel<T> {
 impl<T> Drop for Channel<T> {
     fn drop(&mut self) {
         self.ring.disconnect();
-        self.discard_all();
+        // Normally empty: the last receiver's `discard_all` emptied it.
+        let mut unwind = Unwind::new();
+        self.discard_all(&mut unwind);
+        unwind.finish();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Ring::discard_all` frees each slot and moves `head` before handing the slot to
+    /// `discard`: if `discard` panics, the ring is consistent, and a later call goes on
+    /// with the next message without handing any slot over twice.
+    #[test]
+    fn discard_publishes_progress_before_each_message() {
+        let ring = &Channel::<()>::with_capacity(4).ring;
+        // Move the positions on, so the queued messages wrap around.
+        for _ in 0..3 {
+            ring.commit_send(ring.start_send(|_| {}).unwrap());
+            ring.commit_recv(ring.start_recv(|_| {}).unwrap());
+        }
+        for _ in 0..3 {
+            ring.commit_send(ring.start_send(|_| {}).unwrap());
+        }
+        ring.disconnect();
+        let mut seen = vec![];
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ring.discard_all(|index| {
+                seen.push(index);
+                assert_ne!(index, 0, "the second message panics");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(ring.len(), 1);
+        ring.discard_all(|index| seen.push(index));
+        assert_eq!(seen, [3, 0, 1]);
+        assert_eq!(ring.len(), 0);
+    }
 
     /// The claims' shortcut for the next position agrees with the general one, for
     /// capacities with and without spare index bits.

@@ -42,6 +42,7 @@ use core::ptr;
 
 use crossbeam_utils::CachePadded;
 
+use super::unwind::Unwind;
 use super::{NoSlot, Queue, Waiters};
 use crate::sync::{
     AtomicPtr, AtomicUsize, Backoff, Mutex, Ordering, UnsafeCell, load_seqcst, lock,
@@ -573,8 +574,10 @@ impl<T> Channel<T> {
     }
 
     /// Drops every queued message and frees the blocks (the last receiver is gone and
-    /// the tail is marked, so no new claims happen).
-    fn discard_all(&self) {
+    /// the tail is marked, so no new claims happen). A message whose `Drop` panics does
+    /// not stop the walk: its panic is kept in `unwind` (see `chan::unwind`), and the
+    /// walk goes on to the tail, so the channel ends up empty and consistent either way.
+    fn discard_all(&self, unwind: &mut Unwind) {
         let backoff = Backoff::new();
         let mut tail = self.tail.index.load(Ordering::Acquire);
         // Wait for a sender installing the next block to finish.
@@ -597,11 +600,12 @@ impl<T> Channel<T> {
             if offset < BLOCK_CAP {
                 // SAFETY: `block` is live (we own every remaining block now) and the slot
                 // at `offset` was claimed by a sender; `wait_write` waits for its message.
-                unsafe {
-                    let slot = &(*block).slots[offset];
-                    slot.wait_write();
-                    slot.msg.with_mut(|p| (*p).assume_init_drop());
-                }
+                let slot = unsafe { &(*block).slots[offset] };
+                slot.wait_write();
+                // SAFETY: the message is written (above) and ours alone; it is dropped
+                // once, here: whether its `Drop` returns or panics, the walk moves past
+                // it and nothing reads the slot again.
+                unwind.run(|| slot.msg.with_mut(|p| unsafe { (*p).assume_init_drop() }));
             } else {
                 // SAFETY: as above; the next block exists because the tail is past it.
                 unsafe {
@@ -726,12 +730,14 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     fn disconnect_receivers(&self) {
+        let mut unwind = Unwind::new();
         if self.tail.index.fetch_or(MARK_BIT, Ordering::SeqCst) & MARK_BIT == 0 {
-            self.waiters.notify_all();
+            unwind.run(|| self.waiters.notify_all());
         }
         // Runs once: the receiver count reaches zero once. Even if the senders left
         // first, a `WeakSender` may keep the channel alive, so drop the messages now.
-        self.discard_all();
+        self.discard_all(&mut unwind);
+        unwind.finish();
     }
 }
 
@@ -740,15 +746,18 @@ impl<T> Drop for Channel<T> {
         let mut head = self.head.index.load(Ordering::Relaxed) & !((1 << SHIFT) - 1);
         let tail = self.tail.index.load(Ordering::Relaxed) & !((1 << SHIFT) - 1);
         let mut block = self.head.block.load(Ordering::Relaxed);
+        // Normally empty: the last receiver's `discard_all` emptied it. Panics of
+        // messages' `Drop` are handled as there.
+        let mut unwind = Unwind::new();
         // SAFETY: `&mut self`: no other thread touches the channel; every position
-        // between head and tail holds a written message (all senders are gone).
+        // between head and tail holds a written message (all senders are gone). Each
+        // message is dropped once: the walk moves past it whether its `Drop` panics.
         unsafe {
             while head != tail {
                 let offset = (head >> SHIFT) % LAP;
                 if offset < BLOCK_CAP {
-                    (*block).slots[offset]
-                        .msg
-                        .with_mut(|p| (*p).assume_init_drop());
+                    let msg = &(*block).slots[offset].msg;
+                    unwind.run(|| msg.with_mut(|p| (*p).assume_init_drop()));
                 } else {
                     let next = (*block).next.load(Ordering::Relaxed);
                     drop(Box::from_raw(block));
@@ -760,6 +769,7 @@ impl<T> Drop for Channel<T> {
                 drop(Box::from_raw(block));
             }
         }
+        unwind.finish();
     }
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod array;
 pub(crate) mod list;
 pub(crate) mod ring;
 pub(crate) mod signal;
+pub(crate) mod unwind;
 pub(crate) mod zero;
 
 use core::task::{Context, Poll};
@@ -34,10 +35,13 @@ impl Waiters {
         }
     }
 
-    /// Wakes every waiter on both sides (disconnection).
+    /// Wakes every waiter on both sides (disconnection), all of them even if some
+    /// wakers panic; then resumes the first panic (see [`unwind`]).
     pub(crate) fn notify_all(&self) {
-        self.senders.notify_all();
-        self.receivers.notify_all();
+        let mut unwind = unwind::Unwind::new();
+        unwind.run(|| self.senders.notify_all());
+        unwind.run(|| self.receivers.notify_all());
+        unwind.finish();
     }
 }
 

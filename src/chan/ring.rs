@@ -751,6 +751,12 @@ impl<S: RingStorage> Ring<S> {
     /// `discard(index)` for each so the caller can drop its payload. Waits for senders
     /// that claimed a slot before the disconnect to finish writing it.
     ///
+    /// Progress is published before each `discard`: the slot is freed and `head` moved
+    /// past it first, so if `discard` panics (a message's `Drop` is user code) the ring
+    /// is consistent, the slot is never handed to `discard` again, and a later call
+    /// resumes with the next message. Freeing the slot before its payload is dropped is
+    /// safe because the ring is disconnected: no sender can claim the slot again.
+    ///
     /// Must only run after [`Ring::disconnect`] (no new claims) and with no receiver
     /// running concurrently.
     pub(crate) fn discard_all(&self, mut discard: impl FnMut(usize)) {
@@ -764,11 +770,13 @@ impl<S: RingStorage> Ring<S> {
             };
             let stamp = stamp_at.load(Ordering::Acquire);
             if self.unskip(stamp) == head + 1 {
-                if stamp == head + 1 {
+                stamp_at.store(head.wrapping_add(self.one_lap), Ordering::Release);
+                let pos = head;
+                head = self.next(head);
+                self.storage.head().store(head, Ordering::Release);
+                if stamp == pos + 1 {
                     discard(index);
                 }
-                stamp_at.store(head.wrapping_add(self.one_lap), Ordering::Release);
-                head = self.next(head);
             } else {
                 // A sender claimed this position before the disconnect and is writing.
                 backoff.snooze();

@@ -178,9 +178,9 @@ impl Signal {
                 .filter_map(|e| e.waker.take())
                 .collect()
         };
-        for w in wakers {
-            w.wake();
-        }
+        // Each one even if an earlier one panics (see `chan::unwind`): every entry is
+        // marked notified already, so a waker skipped here would never be woken.
+        super::unwind::wake_all(wakers, Waker::wake);
     }
 
     /// Claims one registered waiter of a kind for a notification; `false` if none is

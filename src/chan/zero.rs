@@ -24,12 +24,15 @@
 //! async operations box theirs once per wait. A queue entry points at its packet, and
 //! the owner removes the entry (under the lock) before the packet goes away.
 
+use core::mem;
 use core::ops::Deref;
 use core::ptr::NonNull;
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::Instant;
 
+use super::unwind::wake_all;
 use crate::error::{SendTimeoutError, TryRecvError, TrySendError};
 use crate::sync::{
     AtomicBool, Backoff, Mutex, MutexGuard, Ordering, Thread, UnsafeCell, lock, thread,
@@ -326,7 +329,14 @@ impl<T> Channel<T> {
         let woken = g.pop_async_receiver();
         drop(g);
         if let Some(r) = woken {
-            r.wake.wake();
+            // The queued offer points at `packet`, on this stack frame: a waker that
+            // panics must not unwind past it while it is queued. Withdraw the offer
+            // first (if a receiver took it meanwhile, the message was delivered), then
+            // let the panic go on; an untaken message is dropped with `packet`.
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| r.wake.wake())) {
+                Inner::remove(&mut lock(&self.inner).senders, id);
+                resume_unwind(panic);
+            }
         }
         loop {
             wait_for(&packet, deadline);
@@ -491,12 +501,16 @@ impl<T> Channel<T> {
             Ok(()) => return Poll::Ready(Ok(())),
             Err(back) => back,
         };
-        let packet = OfferBox::new(Packet::new(Some(m)));
+        // The waker is cloned (user code, which may panic) while the future still holds
+        // the message, so such a panic loses nothing.
+        *msg = Some(m);
+        let waker = cx.waker().clone();
+        let packet = OfferBox::new(Packet::new(msg.take()));
         let id = g.id();
         g.senders.push_back(Entry {
             id,
             packet: Some(packet.as_ptr()),
-            wake: Wake::Task(cx.waker().clone()),
+            wake: Wake::Task(waker),
         });
         let woken = g.pop_async_receiver();
         drop(g);
@@ -530,21 +544,27 @@ impl<T> Channel<T> {
             return;
         }
         g.disconnected = true;
-        let wakes: Vec<Wake> = g
-            .senders
-            .iter()
-            .chain(g.receivers.iter())
-            .map(|e| match &e.wake {
+        // Tasks' wakers are taken, not cloned, so no user code runs under the lock. The
+        // no-op left in an entry's place is never used: the side that disconnected has
+        // no operation in flight (each holds a handle), so no hand-off will wake a
+        // waiter of the other side again, and each of those re-checks `disconnected`
+        // under the lock once woken here.
+        let Inner {
+            senders, receivers, ..
+        } = &mut *g;
+        let wakes: Vec<Wake> = senders
+            .iter_mut()
+            .chain(receivers.iter_mut())
+            .map(|e| match &mut e.wake {
                 Wake::Thread(t) => Wake::Thread(t.clone()),
-                Wake::Task(w) => Wake::Task(w.clone()),
+                Wake::Task(w) => Wake::Task(mem::replace(w, Waker::noop().clone())),
             })
             .collect();
         // Async receivers hold no packet and re-register if polled again: drop them.
         g.receivers.retain(|e| e.packet.is_some());
         drop(g);
-        for w in wakes {
-            w.wake();
-        }
+        // Every waiter, even if a waker panics (see `chan::unwind`).
+        wake_all(wakes, Wake::wake);
     }
 }
 

@@ -116,7 +116,9 @@ impl Hub {
                     let word = &r.seg.signal(r.side).async_seq;
                     let now = word.load(Ordering::SeqCst);
                     if now != r.seen {
-                        fire.push(r.waker.clone());
+                        // Taken, not cloned: no user code runs under the lock (the
+                        // registration is dropped here).
+                        fire.push(std::mem::replace(&mut r.waker, Waker::noop().clone()));
                         return false;
                     }
                     let addr = word as *const AtomicU32 as *mut core::ffi::c_void;
@@ -136,7 +138,10 @@ impl Hub {
             // Words beyond what one `futex_waitv` takes are polled.
             let overflow = waits.len() >= WAITV_MAX - 1;
             for waker in fire.drain(..) {
-                waker.wake();
+                // A task's waker is user code: if it panics, the panic hook has reported
+                // it, and this thread, which every async wait of the process relies on,
+                // goes on (there is no caller to pass the panic to).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
             }
             for seg in &segs {
                 // Bumps `async_seq` (seen next round) if a peer was reaped.
