@@ -221,15 +221,13 @@ impl Signal {
         self.inner.waiters.swap(0, Ordering::SeqCst);
         self.inner.event.notify(usize::MAX);
         let wakers: Vec<Waker> = {
-            let mut guard = lock(&self.inner.wakers);
-            let list = &mut *guard;
-            let mut wakers = Vec::new();
-            for e in &mut list.entries {
-                if let Some(w) = e.waker.take() {
-                    wakers.push(w);
-                }
-            }
-            for _ in 0..wakers.len() {
+            let mut list = lock(&self.inner.wakers);
+            let wakers: Vec<Waker> = list
+                .entries
+                .iter_mut()
+                .filter_map(|e| e.waker.take())
+                .collect();
+            for _ in &wakers {
                 list.settle(&self.inner.async_waiters);
             }
             wakers
