@@ -2,8 +2,10 @@
 //! re-poll, notifications passed on, counts exact) and disconnections while async
 //! senders and receivers are pending, shared by the flavors' test files.
 //!
-//! The models of `chan::signal` that predate this file (a cancelled or dropped receive
-//! passing its wake-up on, async and blocking waiters together) are in the crate root.
+//! The models of `chan::signal` that predate this file are in the crate root: a woken
+//! receive dropped before polling passes its wake-up on to a sleeping one
+//! (`dropped_recv_passes_wakeup_to_sleeper`, which now also checks the counts), and
+//! async and blocking waiters together.
 //!
 //! Futures are polled by hand with [`poll_once`] where a model needs a poll to race
 //! something, and then finished with `loom::future::block_on`, which parks until woken:
@@ -18,7 +20,7 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
-use crate::{Counted, Make, model, poll_once, race_model_bounded};
+use crate::{Counted, Make, model, poll_once};
 
 /// A waker that counts its wake-ups (in a loom atomic).
 struct CountingWaker(AtomicUsize);
@@ -73,31 +75,6 @@ pub fn arm_disarm_repoll(make: Make<u32>) {
         tx.send(1).unwrap();
         let (got, rx) = r.join().unwrap();
         assert_eq!(got, Ok(1));
-        assert_eq!(rx.__waiter_counts(), [0, 0]);
-        drop(tx);
-    });
-}
-
-/// Two async receives wait: the older is polled once and dropped, the younger sleeps in
-/// `block_on`; one message is sent meanwhile. If the send woke the older, its drop must
-/// pass the wake-up on (else the sleeper never wakes: a deadlock), and every count
-/// returns to zero, whichever of them the notification was claimed for. That
-/// interleaving takes two preemptions.
-pub fn woken_recv_dropped_passes_on(make: Make<u32>) {
-    race_model_bounded(2, move || {
-        let (tx, rx) = make();
-        let rx2 = rx.clone();
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut older = rx.recv_async();
-        assert!(poll_once(&mut older, &mut cx).is_pending());
-        let b = thread::spawn(move || loom::future::block_on(rx2.recv_async()));
-        let s = thread::spawn(move || {
-            tx.send(5).unwrap();
-            tx // kept alive: a disconnection would wake the sleeper anyway
-        });
-        drop(older);
-        let tx = s.join().unwrap();
-        assert_eq!(b.join().unwrap(), Ok(5));
         assert_eq!(rx.__waiter_counts(), [0, 0]);
         drop(tx);
     });
