@@ -236,6 +236,16 @@ macro_rules! common_methods {
             self.shared.receivers.load(Ordering::SeqCst)
         }
 
+        /// The waits each side (senders, receivers) of the channel still accounts for:
+        /// waiter counts and registrations. Both are zero whenever no operation is
+        /// waiting or being woken. Not part of the API: for conduit's own tests and
+        /// loom models only.
+        #[cfg(any(test, loom))]
+        #[doc(hidden)]
+        pub fn __waiter_counts(&self) -> [usize; 2] {
+            self.shared.flavor.waiter_counts()
+        }
+
         /// Whether `other` is a handle of the same channel.
         ///
         /// ```

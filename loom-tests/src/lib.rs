@@ -8,6 +8,8 @@
 //! test file runs the ones that apply to it.
 #![cfg(loom)]
 
+pub mod async_models;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,7 +21,7 @@ use loom::thread;
 
 /// Runs a model with a branch budget large enough for event-listener's internals.
 /// The preemption bound comes from `LOOM_MAX_PREEMPTIONS`.
-fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
     builder.check(f);
@@ -35,7 +37,7 @@ fn race_model<F: Fn() + Sync + Send + 'static>(f: F) {
 
 /// [`race_model`] with another default preemption bound, for models small enough to
 /// search deeper (`LOOM_RACE_PREEMPTIONS` still overrides it).
-fn race_model_bounded<F: Fn() + Sync + Send + 'static>(default: usize, f: F) {
+pub fn race_model_bounded<F: Fn() + Sync + Send + 'static>(default: usize, f: F) {
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
     builder.preemption_bound = Some(
@@ -255,7 +257,7 @@ pub fn queued_messages_dropped_once(make: Make<Counted>, sends: usize) {
 }
 
 /// Polls a future once with the given context.
-fn poll_once<F: Future + Unpin>(fut: &mut F, cx: &mut Context<'_>) -> Poll<F::Output> {
+pub fn poll_once<F: Future + Unpin>(fut: &mut F, cx: &mut Context<'_>) -> Poll<F::Output> {
     Pin::new(fut).poll(cx)
 }
 
@@ -384,6 +386,7 @@ pub fn dropped_recv_passes_wakeup_to_sleeper(make: Make<u32>) {
         drop(older);
         let tx = s.join().unwrap();
         assert_eq!(b.join().unwrap(), Ok(5));
+        assert_eq!(rx.__waiter_counts(), [0, 0]);
         drop(tx);
     });
 }

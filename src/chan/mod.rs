@@ -397,6 +397,15 @@ impl<T> Flavor<T> {
         dispatch!(self, q => q.is_disconnected(), z => z.is_disconnected())
     }
 
+    /// The waits each side (senders, receivers) still accounts for; see
+    /// [`Signal::accounted`]. For tests only.
+    #[cfg(any(test, loom))]
+    pub(crate) fn waiter_counts(&self) -> [usize; 2] {
+        dispatch!(self,
+            q => [q.waiters().senders.accounted(), q.waiters().receivers.accounted()],
+            z => z.queued_waits())
+    }
+
     pub(crate) fn disconnect_senders(&self) {
         dispatch!(self, q => q.disconnect_senders(), z => z.disconnect())
     }

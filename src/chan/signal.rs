@@ -22,16 +22,34 @@
 //! the re-check as busy, and the checker spins until it commits instead of sleeping.
 //!
 //! # Counts and entries of async waiters
-//! The count of a kind is the number of registered waiters that no waker has claimed yet,
-//! give or take waiters passing through; counts are not tied to particular waiters. A
-//! waker claims a count (decrements it), then marks the *oldest* unnotified entry
-//! notified and wakes it, so an entry registered before the count a waker read is always
-//! found (the count's RMW chain makes the push happen before the waker's lock). A waiter
-//! that leaves unnotified removes its entry and withdraws a count under the list's lock;
-//! one that leaves notified without having looked (it was cancelled, or its re-check
-//! succeeded first) passes the notification on. Counts may therefore err high (an extra
-//! claim that finds no entry, which corrects it) but never leave an unnotified entry
-//! without a count.
+//! The async count is the number of unnotified entries, less the claims in flight (a
+//! waker that has decremented the count and not yet taken the list's lock), plus the
+//! list's `excess` (claims in flight that no entry is left for); counts are not tied to
+//! particular waiters. Step by step, each under the list's lock unless said otherwise:
+//! 1. A waiter registers: it pushes its entry and increments the count (SeqCst RMW,
+//!    inside the same critical section, so the count never lags the entries it counts).
+//! 2. A waker claims (decrements, outside the lock; only a count above zero), then
+//!    under the lock either consumes one `excess`, or marks the *oldest* unnotified entry
+//!    notified and wakes it. An entry registered before the count the waker read is
+//!    always found (the count's RMW chain makes the push happen before the waker's lock).
+//! 3. A waiter that leaves unnotified removes its entry and withdraws a count; if the
+//!    count is already zero, a claim in flight took it, and that claim has no entry left
+//!    to serve: `excess` grows by one instead.
+//! 4. [`Signal::notify_all`] (disconnection) marks every unnotified entry notified and
+//!    settles each as in step 3, so a notified entry's count is consumed however it was
+//!    notified.
+//! 5. A waiter that finds its entry notified removes it and re-checks (its count was
+//!    consumed); one that leaves notified without having looked (it was cancelled, or its
+//!    re-check succeeded first) passes the notification on (step 2 again).
+//!
+//! Each step keeps `count + in flight = unnotified entries + excess`, and `excess` never
+//! exceeds the claims in flight (step 2 consumes an excess before it wakes anyone, and an
+//! excess is only made while the count is zero), so once no wake-up is in flight the
+//! count equals the unnotified entries exactly: zero when no async wait is pending. A
+//! claim that consumes an excess wakes no one, and loses nothing: the waiter whose count
+//! it took has left, every entry still unnotified then has a claim of its own in flight
+//! (the counts say so), and a waiter registering after the claim re-checks after the
+//! change it announces (the no-lost-wake-up argument above).
 
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
@@ -67,6 +85,9 @@ struct WakerList {
     entries: VecDeque<Entry>,
     /// The key the next registration gets.
     next_key: u64,
+    /// Claims in flight whose waiter has left (see the module docs, step 3): the next
+    /// waker to reach the list consumes one instead of waking anyone.
+    excess: usize,
 }
 
 impl WakerList {
@@ -77,6 +98,16 @@ impl WakerList {
             .iter()
             .position(|e| e.key == key)
             .expect("a registered async wait has an entry until it leaves")
+    }
+
+    /// Consumes the count of an entry that leaves the unnotified set without a waker's
+    /// claim (its waiter leaves, or [`Signal::notify_all`] notifies it): withdraws one
+    /// from `count`, or, if a claim in flight already took it, records that claim as
+    /// excess. Called with the list locked (`self` is the locked list).
+    fn settle(&mut self, count: &AtomicUsize) {
+        if !Signal::claim(count) {
+            self.excess += 1;
+        }
     }
 }
 
@@ -140,12 +171,18 @@ impl Signal {
     }
 
     /// Notifies the oldest unnotified async waiter, for a count just claimed, and says
-    /// whether there was one. Finding none means the count was high (its waiter left).
+    /// whether it did. It does not when the claim is an excess (its waiter left: module
+    /// docs, step 3), nor when no unnotified entry is left.
     #[cold]
     fn wake_async(&self) -> bool {
         let waker = {
             let mut list = lock(&self.inner.wakers);
-            list.entries.iter_mut().find_map(|e| e.waker.take())
+            if list.excess > 0 {
+                list.excess -= 1;
+                None
+            } else {
+                list.entries.iter_mut().find_map(|e| e.waker.take())
+            }
         };
         // Outside the lock: waking may run arbitrary executor code.
         match waker {
@@ -167,20 +204,49 @@ impl Signal {
         load_seqcst(count) != 0
     }
 
-    /// Wakes every waiter (disconnection). The counts are left as they are (high):
-    /// every woken waiter re-checks and finds the disconnection.
+    /// Wakes every waiter (disconnection, which is final): every woken waiter re-checks
+    /// and finds the disconnection.
+    ///
+    /// The counts are consumed with the notifications, so that they return to zero once
+    /// the waiters are gone (left high, every later change would take the slow path to
+    /// notify nobody). Blocking waiters: the count is taken to zero *before* the event
+    /// notifies every listener, so each waiter it took a count from is notified (its
+    /// listener was inserted before its increment) and does not withdraw it again. A
+    /// waiter that withdraws anyway (its re-check succeeded, or it timed out) finds a
+    /// zero count, or takes one from a waiter that registered after the swap; such a
+    /// waiter's re-check comes after the disconnection, so it never sleeps and withdraws
+    /// in turn, and the count ends at zero. Async waiters: each entry notified here is
+    /// settled under the list's lock (module docs, step 4).
     pub(crate) fn notify_all(&self) {
+        self.inner.waiters.swap(0, Ordering::SeqCst);
         self.inner.event.notify(usize::MAX);
         let wakers: Vec<Waker> = {
             let mut list = lock(&self.inner.wakers);
-            list.entries
+            let wakers: Vec<Waker> = list
+                .entries
                 .iter_mut()
                 .filter_map(|e| e.waker.take())
-                .collect()
+                .collect();
+            for _ in &wakers {
+                list.settle(&self.inner.async_waiters);
+            }
+            wakers
         };
         // Each one even if an earlier one panics (see `chan::unwind`): every entry is
         // marked notified already, so a waker skipped here would never be woken.
         super::unwind::wake_all(wakers, Waker::wake);
+    }
+
+    /// What this side still accounts for: the blocking and async waiter counts, the
+    /// async entries and the excess claims. Zero once no wait is pending and no wake-up
+    /// is in flight; anything else is a count that drifted. For tests only.
+    #[cfg(any(test, loom))]
+    pub(crate) fn accounted(&self) -> usize {
+        let list = lock(&self.inner.wakers);
+        self.inner.waiters.load(Ordering::SeqCst)
+            + self.inner.async_waiters.load(Ordering::SeqCst)
+            + list.entries.len()
+            + list.excess
     }
 
     /// Claims one registered waiter of a kind for a notification; `false` if none is
@@ -206,18 +272,16 @@ impl Signal {
     }
 
     /// Registers an async waiter: its entry first, then its count (the order the module
-    /// docs' argument needs). Returns the entry's key.
+    /// docs' argument needs), both under the list's lock (step 1). Returns the entry's
+    /// key.
     fn register_async(&self, waker: &Waker) -> u64 {
-        let key = {
-            let mut list = lock(&self.inner.wakers);
-            let key = list.next_key;
-            list.next_key += 1;
-            list.entries.push_back(Entry {
-                key,
-                waker: Some(waker.clone()),
-            });
-            key
-        };
+        let mut list = lock(&self.inner.wakers);
+        let key = list.next_key;
+        list.next_key += 1;
+        list.entries.push_back(Entry {
+            key,
+            waker: Some(waker.clone()),
+        });
         self.inner.async_waiters.fetch_add(1, Ordering::SeqCst);
         key
     }
@@ -252,8 +316,8 @@ impl Signal {
             list.entries.remove(i);
             if !notified {
                 // Under the lock, so that a waker that claimed a count before this
-                // withdrawal finds the remaining entries as they are now.
-                Self::claim(&self.inner.async_waiters);
+                // withdrawal finds the remaining entries (and excess) as they are now.
+                list.settle(&self.inner.async_waiters);
             }
             notified
         };

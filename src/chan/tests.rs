@@ -121,3 +121,286 @@ fn threads_exchange_exactly_once() {
         assert_eq!(got, 2 * per_sender, "{name}");
     }
 }
+
+/// A waker that counts its wake-ups.
+struct CountingWaker(AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Polls `fut` once with `waker`.
+fn poll_with<F: std::future::Future + Unpin>(
+    fut: &mut F,
+    waker: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    std::pin::Pin::new(fut).poll(&mut std::task::Context::from_waker(waker))
+}
+
+/// Every flavor, rendezvous included, with whether its senders can wait (unbounded's
+/// never do).
+fn every_flavor() -> Vec<(&'static str, Make, bool)> {
+    vec![
+        ("bounded(1)", || bounded(1), true),
+        ("unbounded", unbounded, false),
+        ("rendezvous", rendezvous, true),
+    ]
+}
+
+/// Makes `tx` unable to send without waiting: fills a bounded channel (a rendezvous
+/// channel with no receiver waiting is already there).
+fn fill(tx: &Sender<usize>) {
+    while tx.try_send(0).is_ok() {}
+}
+
+/// Async waiters pending when the other side disconnects are all woken, and once they
+/// are gone (two complete with the disconnection, one is dropped woken but unpolled)
+/// the waiter counts are back to exactly zero. (On one thread this held before too:
+/// each waiter passed its notification on and so withdrew a count; the drift needed a
+/// poll racing the disconnection, which the next tests and the loom models provoke.)
+#[test]
+fn waiter_counts_exact_after_disconnect() {
+    for (name, make, senders_wait) in every_flavor() {
+        let flag = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(flag.clone());
+
+        // Receivers waiting for a message; the last sender goes.
+        let (tx, rx) = make();
+        let mut futs: Vec<_> = (0..3).map(|_| rx.recv_async()).collect();
+        for f in &mut futs {
+            assert!(poll_with(f, &waker).is_pending(), "{name}");
+        }
+        assert_ne!(rx.__waiter_counts(), [0, 0], "{name}: registered");
+        drop(tx);
+        assert_eq!(flag.0.load(Ordering::SeqCst), 3, "{name}: all woken");
+        let dropped_unpolled = futs.pop().unwrap();
+        for f in &mut futs {
+            assert_eq!(
+                poll_with(f, &waker),
+                std::task::Poll::Ready(Err(crate::RecvError))
+            );
+        }
+        drop(dropped_unpolled);
+        drop(futs);
+        assert_eq!(
+            rx.__waiter_counts(),
+            [0, 0],
+            "{name}: receivers after disconnect"
+        );
+        drop(rx);
+
+        if !senders_wait {
+            continue;
+        }
+        // Senders waiting for room; the last receiver goes.
+        flag.0.store(0, Ordering::SeqCst);
+        let (tx, rx) = make();
+        fill(&tx);
+        let mut futs: Vec<_> = (0..3).map(|i| tx.send_async(i)).collect();
+        for f in &mut futs {
+            assert!(poll_with(f, &waker).is_pending(), "{name}");
+        }
+        assert_ne!(tx.__waiter_counts(), [0, 0], "{name}: registered");
+        drop(rx);
+        assert_eq!(flag.0.load(Ordering::SeqCst), 3, "{name}: all woken");
+        let dropped_unpolled = futs.pop().unwrap();
+        for (i, f) in futs.iter_mut().enumerate() {
+            assert_eq!(
+                poll_with(f, &waker),
+                std::task::Poll::Ready(Err(crate::SendError(i))),
+                "{name}"
+            );
+        }
+        drop(dropped_unpolled);
+        drop(futs);
+        assert_eq!(
+            tx.__waiter_counts(),
+            [0, 0],
+            "{name}: senders after disconnect"
+        );
+    }
+}
+
+/// Without a disconnection, the counts also return to exactly zero after pending
+/// async waits are cancelled, after a woken one is dropped (passing its wake-up on),
+/// and after they complete.
+#[test]
+fn waiter_counts_exact_after_cancel_and_completion() {
+    for (name, make, senders_wait) in every_flavor() {
+        let waker = std::task::Waker::noop();
+        let (tx, rx) = make();
+
+        // Cancelled while pending.
+        let mut futs: Vec<_> = (0..2).map(|_| rx.recv_async()).collect();
+        for f in &mut futs {
+            assert!(poll_with(f, waker).is_pending(), "{name}");
+        }
+        drop(futs);
+        assert_eq!(rx.__waiter_counts(), [0, 0], "{name}: cancelled receives");
+
+        // One woken and dropped unpolled; the other takes the message.
+        let mut first = rx.recv_async();
+        let mut second = rx.recv_async();
+        assert!(poll_with(&mut first, waker).is_pending(), "{name}");
+        assert!(poll_with(&mut second, waker).is_pending(), "{name}");
+        let mut send = tx.send_async(7);
+        // Rendezvous: the offer waits for a receiver to take it.
+        let sent = poll_with(&mut send, waker);
+        drop(first);
+        assert_eq!(
+            poll_with(&mut second, waker),
+            std::task::Poll::Ready(Ok(7)),
+            "{name}"
+        );
+        if sent.is_pending() {
+            assert_eq!(
+                poll_with(&mut send, waker),
+                std::task::Poll::Ready(Ok(())),
+                "{name}"
+            );
+        }
+        drop(send);
+        assert_eq!(rx.__waiter_counts(), [0, 0], "{name}: completed receives");
+
+        if senders_wait {
+            // Senders: one cancelled, one completed.
+            fill(&tx);
+            let mut a = tx.send_async(1);
+            let mut b = tx.send_async(2);
+            assert!(poll_with(&mut a, waker).is_pending(), "{name}");
+            assert!(poll_with(&mut b, waker).is_pending(), "{name}");
+            drop(a);
+            let mut got = Vec::new();
+            while let Ok(m) = rx.try_recv() {
+                got.push(m);
+            }
+            assert_eq!(
+                poll_with(&mut b, waker),
+                std::task::Poll::Ready(Ok(())),
+                "{name}"
+            );
+            drop(b);
+            got.extend(rx.try_iter());
+            assert_eq!(got.last(), Some(&2), "{name}: {got:?}");
+            assert_eq!(tx.__waiter_counts(), [0, 0], "{name}: senders");
+        }
+    }
+}
+
+/// How long the threaded tests below wait for something a correct channel produces
+/// promptly; past it they fail instead of hanging.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Spins (yielding) until `cond()` holds, failing the test past [`PATIENCE`].
+fn spin_until(what: &str, cond: impl Fn() -> bool) {
+    let give_up = std::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "gave up waiting: {what}"
+        );
+        thread::yield_now();
+    }
+}
+
+/// An async wait is re-polled in a loop on one thread while the other side disconnects
+/// on another, so the disconnection's notification lands between a poll's failed
+/// attempt and its look at its entry (the entry found notified): the counts end at
+/// zero. Before, that entry's count was never consumed. The loop cannot hang: it polls
+/// without waiting for a wake-up, and a disconnected channel completes every poll.
+#[test]
+fn waiter_counts_exact_after_disconnect_racing_polls() {
+    let rounds = if cfg!(miri) { 5 } else { 100 };
+    for (name, make, senders_wait) in every_flavor() {
+        for side in ["receiver", "sender"] {
+            if side == "sender" && !senders_wait {
+                continue;
+            }
+            for _ in 0..rounds {
+                let (tx, rx) = make();
+                // The poller takes a clone of its end; the other end, the last of its
+                // side, is dropped to disconnect, and the one kept reads the counts.
+                let (poll_tx, poll_rx) = if side == "receiver" {
+                    (None, Some(rx.clone()))
+                } else {
+                    (Some(tx.clone()), None)
+                };
+                let (mut tx_left, mut rx_left) = (Some(tx), Some(rx));
+                let registered = AtomicUsize::new(0);
+                thread::scope(|s| {
+                    let registered = &registered;
+                    s.spawn(move || {
+                        let waker = std::task::Waker::noop();
+                        let first_poll_done = || registered.store(1, Ordering::SeqCst);
+                        if let Some(rx) = poll_rx {
+                            let mut f = rx.recv_async();
+                            while poll_with(&mut f, waker).is_pending() {
+                                first_poll_done();
+                            }
+                        } else if let Some(tx) = poll_tx {
+                            fill(&tx);
+                            let mut f = tx.send_async(1);
+                            while poll_with(&mut f, waker).is_pending() {
+                                first_poll_done();
+                            }
+                        }
+                    });
+                    spin_until("first poll", || registered.load(Ordering::SeqCst) == 1);
+                    // The disconnection, racing the poller's next polls.
+                    if side == "receiver" {
+                        drop(tx_left.take());
+                    } else {
+                        drop(rx_left.take());
+                    }
+                });
+                let counts = match (&tx_left, &rx_left) {
+                    (Some(tx), _) => tx.__waiter_counts(),
+                    (_, Some(rx)) => rx.__waiter_counts(),
+                    _ => unreachable!("one end is kept"),
+                };
+                assert_eq!(counts, [0, 0], "{name}, {side}s");
+            }
+        }
+    }
+}
+
+/// Blocking waiters woken by a disconnection leave no count behind either (before, a
+/// waiter notified by the disconnection kept the count it registered with).
+#[test]
+fn waiter_counts_exact_after_disconnect_blocking() {
+    let rounds = if cfg!(miri) { 2 } else { 20 };
+    for (name, make, senders_wait) in every_flavor() {
+        for _ in 0..rounds {
+            let (tx, rx) = make();
+            thread::scope(|s| {
+                let r = s.spawn(|| rx.recv_timeout(PATIENCE));
+                spin_until("receiver registered", || rx.__waiter_counts()[1] != 0);
+                drop(tx);
+                assert_eq!(
+                    r.join().unwrap(),
+                    Err(crate::RecvTimeoutError::Disconnected)
+                );
+            });
+            assert_eq!(rx.__waiter_counts(), [0, 0], "{name}: receiver");
+        }
+        if !senders_wait {
+            continue;
+        }
+        for _ in 0..rounds {
+            let (tx, rx) = make();
+            fill(&tx);
+            thread::scope(|s| {
+                let w = s.spawn(|| tx.send_timeout(1, PATIENCE));
+                spin_until("sender registered", || tx.__waiter_counts()[0] != 0);
+                drop(rx);
+                assert_eq!(
+                    w.join().unwrap(),
+                    Err(crate::SendTimeoutError::Disconnected(1))
+                );
+            });
+            assert_eq!(tx.__waiter_counts(), [0, 0], "{name}: sender");
+        }
+    }
+}

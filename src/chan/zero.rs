@@ -533,6 +533,14 @@ impl<T> Channel<T> {
         msg
     }
 
+    /// The waits still queued, senders' and receivers': zero once no wait is pending.
+    /// For tests only.
+    #[cfg(any(test, loom))]
+    pub(crate) fn queued_waits(&self) -> [usize; 2] {
+        let g = lock(&self.inner);
+        [g.senders.len(), g.receivers.len()]
+    }
+
     pub(crate) fn is_disconnected(&self) -> bool {
         lock(&self.inner).disconnected
     }
