@@ -67,10 +67,7 @@ impl SideSignal {
             self.seq.fetch_add(1, Ordering::SeqCst);
             wake(&self.seq, 1);
         }
-        if self.async_waiters.load(Ordering::SeqCst) != 0 {
-            self.async_seq.fetch_add(1, Ordering::SeqCst);
-            wake(&self.async_seq, u32::MAX);
-        }
+        super::hub::notify(self);
     }
 
     /// Wakes every waiter of this side, in every process (a peer came or went).

@@ -1,73 +1,152 @@
 //! Async waits: one helper thread per process sleeps on the async futex words of every
 //! side that a task waits on, and wakes those tasks' `Waker`s.
 //!
-//! A task that must wait counts itself in the side's `async_waiters` (so every commit on
-//! that side bumps `async_seq` and issues a wake-up), reads `async_seq`, re-checks the
-//! ring, and *arms* a registration `(segment, side, seen, waker)` here. The helper
-//! thread builds one `futex_waitv` over the distinct words of all registrations, plus a
-//! private control word that arming bumps; whenever a word differs from a registration's
-//! `seen`, it wakes that registration's task and drops the registration (the task
-//! re-arms when it polls again). No executor thread ever blocks, and the helper also
-//! runs peer maintenance for the segments it watches, so tasks learn of dead peers.
+//! The protocol is written once, generic over what it waits on ([`Watched`], whose
+//! [`WaitWords`] are a segment side's `async_seq` and `async_waiters` in production) and
+//! over how the helper sleeps on several words at once ([`Sleeper`]: `futex_waitv` in
+//! production, a stand-in for the kernel in the loom models of `loom-tests/tests/loom_hub.rs`,
+//! through `conduit::__loom_shm::AsyncHub`). A [`Hub`] is an instance: production uses
+//! one process-wide static whose helper thread runs for the life of the process; a model
+//! makes its own, runs [`Hub::run`] on a thread of the model and ends it with
+//! [`Hub::stop`].
 //!
-//! Without `futex_waitv` (Linux < 5.16) the helper polls the words every millisecond.
+//! # Arming and disarming
+//! Step by step (a [`Wait`] is one future's state; the committer is any sender or
+//! receiver of any process whose commit may let the future proceed):
+//! 1. A poll tries the operation; if it cannot proceed, the future counts itself in the
+//!    side's `async_waiters` (SeqCst RMW; once per future, until it completes or is
+//!    dropped), loads `async_seq` (SeqCst) as `seen`, issues a SeqCst fence and tries
+//!    again (the re-check).
+//! 2. If that fails too, it *arms*: under the hub's lock it inserts (or refreshes) a
+//!    registration `(target, seen, waker)`, then bumps the hub's private control word
+//!    and wakes it, so that the helper, which may be asleep on an older set of words,
+//!    starts a new round.
+//! 3. A committer commits with a SeqCst RMW and then, in [`notify`], loads
+//!    `async_waiters` (SeqCst); if it is not zero it bumps `async_seq` and wakes every
+//!    helper sleeping on it (in every process).
+//! 4. Each round the helper loads the control word, then under the lock loads the
+//!    `async_seq` of every registration: a registration whose word differs from its
+//!    `seen` is removed and its waker woken (outside the lock); the others' words, each
+//!    with the value just loaded, and the control word make up the next sleep, which
+//!    returns as soon as any of them differs (the kernel checks each word against its
+//!    value and queues the sleeper atomically, as for `FUTEX_WAIT`).
+//! 5. A woken task polls again (step 1, already counted); a future that completes or is
+//!    dropped *disarms* (removes its registration, if the helper has not) and then
+//!    un-counts itself, exactly once ([`Wait::cancel`]).
+//!
+//! No wake-up is lost: by the futex module's argument (steps 1 and 3 are its (1)-(3)
+//! and (a)-(c)), either the re-check sees the commit, or the committer sees the count
+//! and bumps `async_seq` after the waiter loaded `seen`. In the second case the bump
+//! reaches the helper: if the helper's round that reads the registration (after step 2's
+//! insert) loads the bumped word, it wakes the task at once; if it loads the old value,
+//! its sleep includes the word with that value, so the bump either makes the kernel's
+//! check fail or finds the helper queued. A round that ran before the insert took the
+//! lock before step 2 did, so its control load precedes step 2's bump of the control
+//! word, and its sleep returns at once or is woken by the control wake.
+//!
+//! The decrement of step 5 needs no ordering of its own: every value the count takes
+//! between a future's increment and its decrement (in the count's modification order, a
+//! chain of RMWs) includes that future, so a committer's load that misses the increment
+//! read an older value, which makes the load precede the increment in the SeqCst order,
+//! the case the argument already covers. Its Release pairs with nothing; a Relaxed
+//! decrement would do as well.
+//!
+//! Without `futex_waitv` (Linux < 5.16) the production helper polls the words every
+//! millisecond, as it does for words past the 127 that one `futex_waitv` takes. It also
+//! runs peer maintenance for the segments it watches, so tasks learn of dead peers.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use core::task::{Context, Poll, Waker};
+use std::collections::BTreeMap;
 
-use rustix::io::Errno;
-use rustix::thread::futex;
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, fence, lock};
 
-use super::segment::{Segment, Side};
-use super::wait::SLICE;
+/// One side's async wait words (a segment side's, in production).
+pub(crate) trait WaitWords {
+    /// Bumped by every wake-up of async helpers; they sleep on it.
+    fn async_seq(&self) -> &AtomicU32;
+    /// How many async waits (of any process) are counted on this side.
+    fn async_waiters(&self) -> &AtomicU32;
+    /// Wakes every helper thread sleeping on `async_seq` (in every process).
+    fn wake_helpers(&self);
+}
 
-/// `futex_waitv` takes at most this many words.
-const WAITV_MAX: usize = 128;
+/// What a registration keeps: the words it waits on, and whatever keeps them alive.
+pub(crate) trait Watched: Clone {
+    /// The words.
+    type Words: WaitWords;
+    /// The words waited on.
+    fn words(&self) -> &Self::Words;
+    /// Whether `self` and `other` belong to one segment (maintained once per round).
+    fn same_segment(&self, other: &Self) -> bool;
+    /// The helper's periodic work for the segment (production: peer maintenance).
+    fn maintain(&self);
+}
 
-struct Registration {
-    seg: Arc<Segment>,
-    side: Side,
+/// How the helper sleeps on several words at once, and how it is woken for a new round.
+pub(crate) trait Sleeper {
+    /// Buffers a sleep may keep from one round to the next.
+    type Scratch: Default;
+    /// Sleeps while every word of `watched` holds its value and `control` holds
+    /// `control_seen`, until woken (on one of them), or a timeout. May return early.
+    fn sleep<T: Watched>(
+        &self,
+        scratch: &mut Self::Scratch,
+        watched: &[(T, u32)],
+        control: &AtomicU32,
+        control_seen: u32,
+    );
+    /// Wakes the helper sleeping on `control` (which was just bumped).
+    fn wake_control(&self, control: &AtomicU32);
+}
+
+/// Announces a commit (a SeqCst RMW) to the async waits of the side of `words`: step 3
+/// of the module docs.
+#[inline]
+pub(crate) fn notify<W: WaitWords>(words: &W) {
+    if words.async_waiters().load(Ordering::SeqCst) != 0 {
+        words.async_seq().fetch_add(1, Ordering::SeqCst);
+        words.wake_helpers();
+    }
+}
+
+struct Registration<T> {
+    target: T,
     seen: u32,
     waker: Waker,
 }
 
-struct Hub {
-    registrations: Mutex<HashMap<u64, Registration>>,
-    /// Bumped (and woken) when a registration is added or re-armed.
+/// The registrations of pending async waits and the helper thread's loop over them.
+pub(crate) struct Hub<T, S> {
+    /// By id (ordered: a model's runs must not depend on a hasher's seed).
+    registrations: Mutex<BTreeMap<u64, Registration<T>>>,
+    /// Bumped (and woken) when a registration is added or re-armed, and by `stop`.
     control: AtomicU32,
     next_id: AtomicU64,
-    /// `futex_waitv` is unavailable: poll.
-    polling: AtomicBool,
+    /// Set by [`Hub::stop`]: the helper's loop returns.
+    stop: AtomicBool,
+    sleeper: S,
 }
 
-fn hub() -> &'static Hub {
-    static HUB: OnceLock<&'static Hub> = OnceLock::new();
-    HUB.get_or_init(|| {
-        let hub: &'static Hub = Box::leak(Box::new(Hub {
-            registrations: Mutex::new(HashMap::new()),
+impl<T: Watched, S: Sleeper> Hub<T, S> {
+    pub(crate) fn new(sleeper: S) -> Self {
+        Hub {
+            registrations: Mutex::new(BTreeMap::new()),
             control: AtomicU32::new(0),
             next_id: AtomicU64::new(1),
-            polling: AtomicBool::new(false),
-        }));
-        std::thread::Builder::new()
-            .name("conduit-shm-waker".into())
-            .spawn(move || hub.run())
-            .expect("conduit: cannot start the shm async helper thread");
-        hub
-    })
-}
-
-impl Hub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Registration>> {
-        self.registrations.lock().unwrap_or_else(|e| e.into_inner())
+            stop: AtomicBool::new(false),
+            sleeper,
+        }
     }
 
-    /// Adds or refreshes the registration `*id` (0: none yet).
-    fn arm(&self, id: &mut u64, seg: &Arc<Segment>, side: Side, seen: u32, waker: &Waker) {
-        let mut regs = self.lock();
+    fn nudge(&self) {
+        self.control.fetch_add(1, Ordering::Release);
+        self.sleeper.wake_control(&self.control);
+    }
+
+    /// Adds or refreshes the registration `*id` (0: none yet): step 2 of the module docs.
+    /// `target` is called only for a new registration.
+    fn arm(&self, id: &mut u64, target: impl FnOnce() -> T, seen: u32, waker: &Waker) {
+        let mut regs = lock(&self.registrations);
         let nudge = match regs.get_mut(id) {
             Some(r) if *id != 0 => {
                 if !r.waker.will_wake(waker) {
@@ -82,8 +161,7 @@ impl Hub {
                 regs.insert(
                     *id,
                     Registration {
-                        seg: seg.clone(),
-                        side,
+                        target: target(),
                         seen,
                         waker: waker.clone(),
                     },
@@ -93,72 +171,252 @@ impl Hub {
         };
         drop(regs);
         if nudge {
-            self.control.fetch_add(1, Ordering::Release);
-            let _ = futex::wake(&self.control, futex::Flags::PRIVATE, 1);
+            self.nudge();
         }
     }
 
     fn disarm(&self, id: u64) {
-        let removed = self.lock().remove(&id);
+        let removed = lock(&self.registrations).remove(&id);
         // Dropped outside the lock: it may unmap a segment.
         drop(removed);
     }
 
-    fn run(&self) {
+    /// How many registrations are armed (for the models' checks).
+    #[cfg(loom)]
+    pub(crate) fn armed(&self) -> usize {
+        lock(&self.registrations).len()
+    }
+
+    /// Ends [`Hub::run`] (at its next round: the helper is woken for it). The process's
+    /// hub is never stopped; the models stop theirs to join the helper.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.nudge();
+    }
+
+    /// The helper thread's loop (step 4 of the module docs), until [`Hub::stop`].
+    pub(crate) fn run(&self) {
         let mut fire = Vec::new();
-        let mut segs: Vec<Arc<Segment>> = Vec::new();
-        let mut waits: Vec<futex::Wait> = Vec::new();
+        let mut watched: Vec<(T, u32)> = Vec::new();
+        let mut scratch = S::Scratch::default();
         loop {
             let control = self.control.load(Ordering::Acquire);
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
             {
-                let mut regs = self.lock();
+                let mut regs = lock(&self.registrations);
                 regs.retain(|_, r| {
-                    let word = &r.seg.signal(r.side).async_seq;
+                    let word = r.target.words().async_seq();
                     let now = word.load(Ordering::SeqCst);
                     if now != r.seen {
                         // Taken, not cloned: no user code runs under the lock (the
                         // registration is dropped here).
-                        fire.push(std::mem::replace(&mut r.waker, Waker::noop().clone()));
+                        fire.push(core::mem::replace(&mut r.waker, Waker::noop().clone()));
                         return false;
                     }
-                    let addr = word as *const AtomicU32 as *mut core::ffi::c_void;
-                    if waits.len() < WAITV_MAX - 1 && !waits.iter().any(|w| w.uaddr.ptr == addr) {
-                        let mut w = futex::Wait::new();
-                        w.val = u64::from(now);
-                        w.uaddr = futex::WaitPtr::new(addr);
-                        w.flags = futex::WaitFlags::SIZE_U32;
-                        waits.push(w);
-                    }
-                    if !segs.iter().any(|s| Arc::ptr_eq(s, &r.seg)) {
-                        segs.push(r.seg.clone());
+                    if !watched
+                        .iter()
+                        .any(|(t, _)| core::ptr::eq(t.words().async_seq(), word))
+                    {
+                        watched.push((r.target.clone(), now));
                     }
                     true
                 });
             }
-            // Words beyond what one `futex_waitv` takes are polled.
-            let overflow = waits.len() >= WAITV_MAX - 1;
             for waker in fire.drain(..) {
                 // A task's waker is user code: if it panics, the panic hook has reported
                 // it, and this thread, which every async wait of the process relies on,
                 // goes on (there is no caller to pass the panic to).
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
             }
-            for seg in &segs {
-                // Bumps `async_seq` (seen next round) if a peer was reaped.
-                seg.maintain_if_due();
+            for (i, (t, _)) in watched.iter().enumerate() {
+                if !watched[..i].iter().any(|(o, _)| o.same_segment(t)) {
+                    // Bumps `async_seq` (seen next round) if a peer was reaped.
+                    t.maintain();
+                }
+            }
+            // The targets in `watched` keep their words alive during the sleep.
+            self.sleeper
+                .sleep(&mut scratch, &watched, &self.control, control);
+            watched.clear();
+        }
+    }
+}
+
+/// The state an async wait keeps between polls: counted in its side's `async_waiters`,
+/// and armed with a hub.
+#[derive(Debug, Default)]
+pub(crate) struct Wait {
+    /// The registration id (0: none).
+    id: u64,
+    /// Whether the side's `async_waiters` counts this wait.
+    counted: bool,
+}
+
+impl Wait {
+    pub(crate) const fn new() -> Self {
+        Wait {
+            id: 0,
+            counted: false,
+        }
+    }
+
+    /// Whether the wait is counted in its side's `async_waiters`.
+    pub(crate) fn is_counted(&self) -> bool {
+        self.counted
+    }
+
+    /// One poll (step 1 of the module docs): `attempt`, and if it must wait, count the
+    /// wait, re-check, and arm a wake-up with `hub` for `words` (`target` makes the
+    /// registration's copy). `hub` is called only if the wait arms or disarms.
+    pub(crate) fn poll<'h, T: Watched + 'h, S: Sleeper + 'h, R>(
+        &mut self,
+        hub: impl FnOnce() -> &'h Hub<T, S>,
+        words: &T::Words,
+        target: impl FnOnce() -> T,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut() -> Option<R>,
+    ) -> Poll<R> {
+        if let Some(r) = attempt() {
+            self.cancel(hub, words);
+            return Poll::Ready(r);
+        }
+        if !self.counted {
+            words.async_waiters().fetch_add(1, Ordering::SeqCst);
+            self.counted = true;
+        }
+        let seen = words.async_seq().load(Ordering::SeqCst);
+        // SeqCst fence before the re-check: the futex module's no-lost-wake-up argument.
+        fence(Ordering::SeqCst);
+        if let Some(r) = attempt() {
+            self.cancel(hub, words);
+            return Poll::Ready(r);
+        }
+        hub().arm(&mut self.id, target, seen, cx.waker());
+        Poll::Pending
+    }
+
+    /// Ends the wait (completion or drop): disarm, then un-count (step 5 of the module
+    /// docs). Idempotent: a second call does nothing.
+    pub(crate) fn cancel<'h, T: Watched + 'h, S: Sleeper + 'h>(
+        &mut self,
+        hub: impl FnOnce() -> &'h Hub<T, S>,
+        words: &T::Words,
+    ) {
+        if self.id != 0 {
+            hub().disarm(self.id);
+            self.id = 0;
+        }
+        if self.counted {
+            self.counted = false;
+            // No ordering needed (module docs, last paragraph).
+            words.async_waiters().fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) use production::AsyncWait;
+
+/// The process-wide hub over segments, with `futex_waitv`.
+#[cfg(not(loom))]
+mod production {
+    use core::task::{Context, Poll};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use rustix::io::Errno;
+    use rustix::thread::futex;
+
+    use super::{Hub, Sleeper, Wait, WaitWords, Watched};
+    use crate::shm::futex::SideSignal;
+    use crate::shm::segment::{Segment, Side};
+    use crate::shm::wait::SLICE;
+    use crate::sync::{Arc, AtomicBool, AtomicU32, Ordering};
+
+    /// `futex_waitv` takes at most this many words.
+    const WAITV_MAX: usize = 128;
+
+    impl WaitWords for SideSignal {
+        fn async_seq(&self) -> &AtomicU32 {
+            &self.async_seq
+        }
+
+        fn async_waiters(&self) -> &AtomicU32 {
+            &self.async_waiters
+        }
+
+        fn wake_helpers(&self) {
+            crate::shm::futex::wake(&self.async_seq, u32::MAX);
+        }
+    }
+
+    /// One side of a mapped segment.
+    #[derive(Clone)]
+    pub(super) struct SegmentSide {
+        seg: Arc<Segment>,
+        side: Side,
+    }
+
+    impl Watched for SegmentSide {
+        type Words = SideSignal;
+
+        fn words(&self) -> &SideSignal {
+            self.seg.signal(self.side)
+        }
+
+        fn same_segment(&self, other: &Self) -> bool {
+            Arc::ptr_eq(&self.seg, &other.seg)
+        }
+
+        fn maintain(&self) {
+            self.seg.maintain_if_due();
+        }
+    }
+
+    /// `futex_waitv` over the words, with a timeout slice; polling every millisecond
+    /// where it is unavailable.
+    #[derive(Default)]
+    pub(super) struct Futex {
+        /// `futex_waitv` is unavailable: poll.
+        polling: AtomicBool,
+    }
+
+    impl Sleeper for Futex {
+        type Scratch = Vec<futex::Wait>;
+
+        fn sleep<T: Watched>(
+            &self,
+            waits: &mut Vec<futex::Wait>,
+            watched: &[(T, u32)],
+            control: &AtomicU32,
+            control_seen: u32,
+        ) {
+            // Words beyond what one `futex_waitv` takes are polled.
+            let overflow = watched.len() >= WAITV_MAX - 1;
+            for (t, now) in watched.iter().take(WAITV_MAX - 1) {
+                let addr = t.words().async_seq() as *const AtomicU32 as *mut core::ffi::c_void;
+                let mut w = futex::Wait::new();
+                w.val = u64::from(*now);
+                w.uaddr = futex::WaitPtr::new(addr);
+                w.flags = futex::WaitFlags::SIZE_U32;
+                waits.push(w);
             }
             let mut control_wait = futex::Wait::new();
-            control_wait.val = u64::from(control);
+            control_wait.val = u64::from(control_seen);
             control_wait.uaddr =
-                futex::WaitPtr::new(&self.control as *const AtomicU32 as *mut core::ffi::c_void);
+                futex::WaitPtr::new(control as *const AtomicU32 as *mut core::ffi::c_void);
             control_wait.flags = futex::WaitFlags::SIZE_U32 | futex::WaitFlags::PRIVATE;
             waits.push(control_wait);
-            let timeout = if overflow || self.polling.load(Ordering::Relaxed) {
+            let polling = self.polling.load(Ordering::Relaxed);
+            let timeout = if overflow || polling {
                 Duration::from_millis(1)
             } else {
                 SLICE
             };
-            if self.polling.load(Ordering::Relaxed) {
+            if polling {
                 std::thread::sleep(timeout);
             } else {
                 let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -166,10 +424,10 @@ impl Hub {
                 let nanos = now.tv_nsec + timeout.as_nanos() as i64;
                 deadline.tv_sec += nanos / 1_000_000_000;
                 deadline.tv_nsec = nanos % 1_000_000_000;
-                // The segments in `segs` stay mapped during the wait: their `Arc`s are
-                // held until after it.
+                // The words stay mapped during the wait: the caller holds their segments'
+                // `Arc`s until after it.
                 if let Err(Errno::NOSYS) = futex::waitv(
-                    &waits,
+                    waits,
                     futex::WaitvFlags::empty(),
                     Some(&deadline),
                     futex::ClockId::Monotonic,
@@ -178,67 +436,77 @@ impl Hub {
                 }
             }
             waits.clear();
-            segs.clear();
         }
-    }
-}
 
-/// The state an async wait keeps between polls: counted in the side's `async_waiters`,
-/// and armed with the helper thread.
-#[derive(Debug, Default)]
-pub(crate) struct AsyncWait {
-    /// The registration id (0: none).
-    id: u64,
-    /// The side whose `async_waiters` counts this wait.
-    counted: Option<Side>,
-}
-
-impl AsyncWait {
-    pub(crate) const fn new() -> Self {
-        AsyncWait {
-            id: 0,
-            counted: None,
+        fn wake_control(&self, control: &AtomicU32) {
+            let _ = futex::wake(control, futex::Flags::PRIVATE, 1);
         }
     }
 
-    /// One poll: `attempt`, and if it must wait, arm a wake-up and re-check first.
-    pub(crate) fn poll<R>(
-        &mut self,
-        seg: &Arc<Segment>,
-        side: Side,
-        cx: &mut Context<'_>,
-        mut attempt: impl FnMut() -> Option<R>,
-    ) -> Poll<R> {
-        if let Some(r) = attempt() {
-            self.cancel(seg);
-            return Poll::Ready(r);
-        }
-        let signal = seg.signal(side);
-        if self.counted.is_none() {
-            signal.async_waiters.fetch_add(1, Ordering::SeqCst);
-            self.counted = Some(side);
-        }
-        let seen = signal.async_seq.load(Ordering::SeqCst);
-        // SeqCst fence before the re-check: the futex module's no-lost-wake-up argument.
-        fence(Ordering::SeqCst);
-        if let Some(r) = attempt() {
-            self.cancel(seg);
-            return Poll::Ready(r);
-        }
-        hub().arm(&mut self.id, seg, side, seen, cx.waker());
-        Poll::Pending
+    type ProcessHub = Hub<SegmentSide, Futex>;
+
+    /// The process's hub; the first call starts its helper thread, which runs for the
+    /// life of the process.
+    fn hub() -> &'static ProcessHub {
+        static HUB: OnceLock<&'static ProcessHub> = OnceLock::new();
+        HUB.get_or_init(|| {
+            let hub: &'static ProcessHub = Box::leak(Box::new(Hub::new(Futex::default())));
+            crate::sync::thread::Builder::new()
+                .name("conduit-shm-waker".into())
+                .spawn(move || hub.run())
+                .expect("conduit: cannot start the shm async helper thread");
+            hub
+        })
     }
 
-    /// Ends the wait (completion or drop): disarm and uncount.
-    pub(crate) fn cancel(&mut self, seg: &Segment) {
-        if self.id != 0 {
-            hub().disarm(self.id);
-            self.id = 0;
+    /// The state an async wait keeps between polls: a [`Wait`] with the process's hub,
+    /// and the side it counts in.
+    #[derive(Debug, Default)]
+    pub(crate) struct AsyncWait {
+        wait: Wait,
+        /// The side whose `async_waiters` counts this wait (once counted).
+        side: Option<Side>,
+    }
+
+    impl AsyncWait {
+        pub(crate) const fn new() -> Self {
+            AsyncWait {
+                wait: Wait::new(),
+                side: None,
+            }
         }
-        if let Some(side) = self.counted.take() {
-            seg.signal(side)
-                .async_waiters
-                .fetch_sub(1, Ordering::Release);
+
+        /// One poll: `attempt`, and if it must wait, arm a wake-up and re-check first.
+        pub(crate) fn poll<R>(
+            &mut self,
+            seg: &Arc<Segment>,
+            side: Side,
+            cx: &mut Context<'_>,
+            attempt: impl FnMut() -> Option<R>,
+        ) -> Poll<R> {
+            // A wait counts in the side it first counted in (a future polls one side).
+            let side = *self.side.get_or_insert(side);
+            let res = self.wait.poll(
+                hub,
+                seg.signal(side),
+                || SegmentSide {
+                    seg: seg.clone(),
+                    side,
+                },
+                cx,
+                attempt,
+            );
+            if !self.wait.is_counted() {
+                self.side = None;
+            }
+            res
+        }
+
+        /// Ends the wait (completion or drop): disarm and uncount.
+        pub(crate) fn cancel(&mut self, seg: &Segment) {
+            if let Some(side) = self.side.take() {
+                self.wait.cancel(hub, seg.signal(side));
+            }
         }
     }
 }

@@ -1,14 +1,16 @@
 //! The shared ring protocol ([`super::protocol`]) over heap storage with
 //! `SHARED = true`, for loom models of claim / commit / reclaim, and the peer table's
 //! state machine ([`super::table`]) over heap storage with an atomic stand-in for each
-//! slot's liveness lock. Not part of the API: exposed as `conduit::__loom_shm` under
+//! slot's liveness lock, and the async hub ([`super::hub`]) with the kernel's multi-word
+//! wait modelled. Not part of the API: exposed as `conduit::__loom_shm` under
 //! `--cfg loom` only.
 #![allow(missing_docs, missing_debug_implementations)]
 
+use super::hub;
 use super::protocol::{self, Kind};
 use super::table::{self, Table};
 use crate::chan::ring::{self, RingStorage};
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub(crate) struct Heap {
     head: AtomicUsize,
@@ -401,5 +403,197 @@ impl LaneSet {
     /// Gives back a lane taken with `true`.
     pub fn give_back(&self, index: usize) {
         self.0.give_back(index)
+    }
+}
+
+/// The kernel's side of the async helper's multi-word wait (`futex_waitv` in
+/// production): a sleep checks every word against its value and goes to sleep under one
+/// lock, and every wake of any word takes that lock and wakes all sleepers, so a wake
+/// either comes after the sleeper queued or before its check (which then sees the
+/// change). There is no timeout: a wake-up the protocol loses hangs the model, and loom
+/// reports the deadlock.
+#[derive(Default)]
+struct Kernel {
+    lock: crate::sync::Mutex<()>,
+    queue: loom::sync::Condvar,
+}
+
+impl Kernel {
+    fn wake_all(&self) {
+        let _bucket = crate::sync::lock(&self.lock);
+        self.queue.notify_all();
+    }
+}
+
+/// One side's async wait words (a segment side's `async_seq` and `async_waiters`), with
+/// the kernel whose sleepers a wake reaches.
+struct SideWords {
+    async_seq: AtomicU32,
+    async_waiters: AtomicU32,
+    kernel: Arc<Kernel>,
+}
+
+impl hub::WaitWords for SideWords {
+    fn async_seq(&self) -> &AtomicU32 {
+        &self.async_seq
+    }
+
+    fn async_waiters(&self) -> &AtomicU32 {
+        &self.async_waiters
+    }
+
+    fn wake_helpers(&self) {
+        self.kernel.wake_all();
+    }
+}
+
+/// A registration's hold on the side (an `Arc<Segment>` and a side in production).
+#[derive(Clone)]
+struct Target(Arc<SideWords>);
+
+impl hub::Watched for Target {
+    type Words = SideWords;
+
+    fn words(&self) -> &SideWords {
+        &self.0
+    }
+
+    fn same_segment(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// No peers in the models.
+    fn maintain(&self) {}
+}
+
+/// The helper's sleep on the [`Kernel`].
+struct KernelSleeper(Arc<Kernel>);
+
+impl hub::Sleeper for KernelSleeper {
+    type Scratch = ();
+
+    fn sleep<T: hub::Watched>(
+        &self,
+        _: &mut (),
+        watched: &[(T, u32)],
+        control: &AtomicU32,
+        control_seen: u32,
+    ) {
+        use hub::WaitWords;
+        let bucket = crate::sync::lock(&self.0.lock);
+        let changed = control.load(Ordering::SeqCst) != control_seen
+            || watched
+                .iter()
+                .any(|(t, seen)| t.words().async_seq().load(Ordering::SeqCst) != *seen);
+        if !changed {
+            drop(self.0.queue.wait(bucket).unwrap());
+        }
+    }
+
+    fn wake_control(&self, _: &AtomicU32) {
+        self.0.wake_all();
+    }
+}
+
+/// The production async hub ([`super::hub`]) over one side's words (a receivers' side of
+/// a [`Ring`]), with the kernel's multi-word wait modelled. The model runs the helper
+/// thread itself ([`AsyncHub::run`]) and ends it with [`AsyncHub::stop`].
+pub struct AsyncHub {
+    hub: hub::Hub<Target, KernelSleeper>,
+    side: Target,
+}
+
+impl Default for AsyncHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AsyncHub {
+    pub fn new() -> Self {
+        let kernel = Arc::new(Kernel::default());
+        AsyncHub {
+            hub: hub::Hub::new(KernelSleeper(kernel.clone())),
+            side: Target(Arc::new(SideWords {
+                async_seq: AtomicU32::new(0),
+                async_waiters: AtomicU32::new(0),
+                kernel,
+            })),
+        }
+    }
+
+    /// The helper thread's loop (production `Hub::run`), until [`AsyncHub::stop`].
+    pub fn run(&self) {
+        self.hub.run()
+    }
+
+    /// Ends [`AsyncHub::run`].
+    pub fn stop(&self) {
+        self.hub.stop()
+    }
+
+    /// `Endpoint::send_attempt` on the receivers' side: a send through `lane`, and the
+    /// production announcement to async receivers ([`hub::notify`]) if it went through.
+    pub fn send(&self, ring: &Ring, lane: &Lane, value: usize) -> Result<(), Stall> {
+        let r = ring.send(lane, value);
+        if r.is_ok() {
+            hub::notify(&*self.side.0);
+        }
+        r
+    }
+
+    /// An async receive from `ring` through `lane` (production `RecvFut`: polls with
+    /// `Wait::poll`, cancels on drop).
+    pub fn recv_async<'a>(&'a self, ring: &'a Ring, lane: &'a Lane) -> RecvWait<'a> {
+        RecvWait {
+            hub: self,
+            ring,
+            lane,
+            wait: hub::Wait::new(),
+        }
+    }
+
+    /// The side's `async_waiters`.
+    pub fn async_waiters(&self) -> u32 {
+        self.side.0.async_waiters.load(Ordering::SeqCst)
+    }
+
+    /// How many registrations are armed with the hub.
+    pub fn armed(&self) -> usize {
+        self.hub.armed()
+    }
+}
+
+/// A pending async receive of [`AsyncHub::recv_async`].
+pub struct RecvWait<'a> {
+    hub: &'a AsyncHub,
+    ring: &'a Ring,
+    lane: &'a Lane,
+    wait: hub::Wait,
+}
+
+impl core::future::Future for RecvWait<'_> {
+    type Output = usize;
+
+    fn poll(
+        self: core::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+    ) -> core::task::Poll<usize> {
+        let this = self.get_mut();
+        let (hub, ring, lane) = (this.hub, this.ring, this.lane);
+        this.wait.poll(
+            || &hub.hub,
+            &*hub.side.0,
+            || hub.side.clone(),
+            cx,
+            || ring.recv(lane).ok(),
+        )
+    }
+}
+
+impl Drop for RecvWait<'_> {
+    fn drop(&mut self) {
+        let hub = self.hub;
+        self.wait.cancel(|| &hub.hub, &*hub.side.0);
     }
 }

@@ -189,7 +189,6 @@ mod futex;
 mod future;
 #[cfg(not(loom))]
 mod header;
-#[cfg(not(loom))]
 mod hub;
 #[cfg(not(loom))]
 mod inspect;
