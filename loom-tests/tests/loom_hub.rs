@@ -1,11 +1,13 @@
 //! loom models of the shm async hub (`conduit::shm`'s `hub` module): a future counts
-//! itself in its side's `async_waiters`, re-checks the ring and arms a registration; a
+//! itself in its side's `async_waiters`, re-checks the channel and arms a registration; a
 //! committer bumps `async_seq` and wakes the helper when the count is not zero; the
 //! helper thread wakes the registered tasks; completion and cancellation disarm and
 //! un-count exactly once.
 //!
-//! The hub is the production code (`conduit::__loom_shm::AsyncHub`), over a shared-mode
-//! heap ring and one side's words. The helper thread runs in the model; its multi-word
+//! The hub is the production code (`conduit::__loom_shm::AsyncHub`), over one side's
+//! words and a one-message mailbox that stands for the ring (its commit is a SeqCst RMW
+//! as the ring's are; the ring's own interplay with the wait words is modelled in
+//! `loom_shm_ring.rs`). The helper thread runs in the model; its multi-word
 //! wait (`futex_waitv` in production) is a stand-in for the kernel without a timeout, so
 //! a lost wake-up hangs the model and loom reports the deadlock. Each model stops the
 //! helper and joins it at the end: a helper that kept waking itself would never block,
@@ -19,17 +21,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use conduit::__loom_shm::{AsyncHub, Lane, Ring};
+use conduit::__loom_shm::AsyncHub;
 use loom::future::AtomicWaker;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 use loom_tests::race_model_bounded;
 
-/// A hub, a ring of one slot and its helper thread running.
+/// A hub and its helper thread running.
 struct Setup {
     hub: Arc<AsyncHub>,
-    ring: Arc<Ring>,
     helper: thread::JoinHandle<()>,
 }
 
@@ -40,17 +41,13 @@ impl Setup {
             let hub = hub.clone();
             thread::spawn(move || hub.run())
         };
-        Setup {
-            hub,
-            ring: Arc::new(Ring::new(1)),
-            helper,
-        }
+        Setup { hub, helper }
     }
 
     /// A sender on its own thread: one send, announced to async receivers.
     fn sender(&self, value: usize) -> thread::JoinHandle<()> {
-        let (hub, ring) = (self.hub.clone(), self.ring.clone());
-        thread::spawn(move || hub.send(&ring, &Lane::new(), value).unwrap())
+        let hub = self.hub.clone();
+        thread::spawn(move || hub.send(value))
     }
 
     /// Stops the helper, joins it, and checks the accounting: no wait counted or armed.
@@ -72,11 +69,11 @@ fn poll_once<F: Future + Unpin>(fut: &mut F, cx: &mut Context<'_>) -> Poll<F::Ou
 /// gets the message.
 #[test]
 fn async_recv_woken_through_helper() {
-    race_model_bounded(3, || {
+    race_model_bounded(2, || {
         let s = Setup::new();
         let receiver = {
-            let (hub, ring) = (s.hub.clone(), s.ring.clone());
-            thread::spawn(move || loom::future::block_on(hub.recv_async(&ring, &Lane::new())))
+            let hub = s.hub.clone();
+            thread::spawn(move || loom::future::block_on(hub.recv_async()))
         };
         let sender = s.sender(7);
         assert_eq!(receiver.join().unwrap(), 7);
@@ -87,17 +84,16 @@ fn async_recv_woken_through_helper() {
 
 /// (b) A registered wait is cancelled (its future dropped) while a notification races
 /// it: the count returns to exactly 0, nothing stays armed, and the helper goes back to
-/// sleep (it is joined). The message stays in the ring.
+/// sleep (it is joined). The message stays in the mailbox.
 #[test]
 fn cancelled_wait_races_notification() {
-    race_model_bounded(3, || {
+    race_model_bounded(2, || {
         let s = Setup::new();
         let receiver = {
-            let (hub, ring) = (s.hub.clone(), s.ring.clone());
+            let hub = s.hub.clone();
             thread::spawn(move || {
-                let lane = Lane::new();
                 let mut cx = Context::from_waker(std::task::Waker::noop());
-                let mut fut = hub.recv_async(&ring, &lane);
+                let mut fut = hub.recv_async();
                 let got = poll_once(&mut fut, &mut cx);
                 drop(fut);
                 match got {
@@ -111,7 +107,7 @@ fn cancelled_wait_races_notification() {
         sender.join().unwrap();
         match got {
             Some(v) => assert_eq!(v, 7),
-            None => assert_eq!(s.ring.len(), 1, "the cancelled wait took the message"),
+            None => assert!(s.hub.has_message(), "the cancelled wait took the message"),
         }
         s.finish();
     });
@@ -130,11 +126,10 @@ fn cancelled_after_wake_other_completes() {
         let leaver_waker = Arc::new(AtomicWaker::new());
         let stayer_done = Arc::new(AtomicBool::new(false));
         let leaver = {
-            let (hub, ring) = (s.hub.clone(), s.ring.clone());
+            let hub = s.hub.clone();
             let (waker, done) = (leaver_waker.clone(), stayer_done.clone());
             thread::spawn(move || {
-                let lane = Lane::new();
-                let mut fut = hub.recv_async(&ring, &lane);
+                let mut fut = hub.recv_async();
                 // Polled once; if pending, waits for a wake and is then dropped.
                 let mut polled = false;
                 let got = loom::future::block_on(std::future::poll_fn(|cx| {
@@ -154,9 +149,9 @@ fn cancelled_after_wake_other_completes() {
             })
         };
         let stayer = {
-            let (hub, ring) = (s.hub.clone(), s.ring.clone());
+            let hub = s.hub.clone();
             thread::spawn(move || {
-                let got = loom::future::block_on(hub.recv_async(&ring, &Lane::new()));
+                let got = loom::future::block_on(hub.recv_async());
                 stayer_done.store(true, Ordering::SeqCst);
                 leaver_waker.wake();
                 got
@@ -166,7 +161,7 @@ fn cancelled_after_wake_other_completes() {
         if let Some(v) = leaver.join().unwrap() {
             assert_eq!(v, 1);
             // On the main thread: the model's thread limit (5) is reached.
-            s.hub.send(&s.ring, &Lane::new(), 2).unwrap();
+            s.hub.send(2);
         }
         let got = stayer.join().unwrap();
         assert!(got == 1 || got == 2);

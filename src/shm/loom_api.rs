@@ -495,12 +495,18 @@ impl hub::Sleeper for KernelSleeper {
     }
 }
 
-/// The production async hub ([`super::hub`]) over one side's words (a receivers' side of
-/// a [`Ring`]), with the kernel's multi-word wait modelled. The model runs the helper
-/// thread itself ([`AsyncHub::run`]) and ends it with [`AsyncHub::stop`].
+/// The production async hub ([`super::hub`]) over one side's words, the receivers' side
+/// of a one-message mailbox that stands for the ring: a send commits with a SeqCst RMW
+/// followed by `after_seqcst_rmw`, as the ring protocol's commits do (its own interplay
+/// with the wait words is modelled with the ring in `loom_shm_ring.rs`), and a receive
+/// takes the message with a CAS after a load (the re-check's loads come after the
+/// waiter's fence). The kernel's multi-word wait is modelled ([`Kernel`]). The model runs
+/// the helper thread itself ([`AsyncHub::run`]) and ends it with [`AsyncHub::stop`].
 pub struct AsyncHub {
     hub: hub::Hub<Target, KernelSleeper>,
     side: Target,
+    /// The message (0: none).
+    slot: AtomicUsize,
 }
 
 impl Default for AsyncHub {
@@ -519,6 +525,7 @@ impl AsyncHub {
                 async_waiters: AtomicU32::new(0),
                 kernel,
             })),
+            slot: AtomicUsize::new(0),
         }
     }
 
@@ -532,23 +539,36 @@ impl AsyncHub {
         self.hub.stop()
     }
 
-    /// `Endpoint::send_attempt` on the receivers' side: a send through `lane`, and the
-    /// production announcement to async receivers ([`hub::notify`]) if it went through.
-    pub fn send(&self, ring: &Ring, lane: &Lane, value: usize) -> Result<(), Stall> {
-        let r = ring.send(lane, value);
-        if r.is_ok() {
-            hub::notify(&*self.side.0);
-        }
-        r
+    /// A send of `value` (nonzero) into the empty mailbox, then the production
+    /// announcement to async receivers ([`hub::notify`]), as `Endpoint::send_attempt`.
+    pub fn send(&self, value: usize) {
+        assert_ne!(value, 0);
+        let old = self.slot.swap(value, Ordering::SeqCst);
+        crate::sync::after_seqcst_rmw();
+        assert_eq!(old, 0, "the mailbox holds one message");
+        hub::notify(&*self.side.0);
     }
 
-    /// An async receive from `ring` through `lane` (production `RecvFut`: polls with
-    /// `Wait::poll`, cancels on drop).
-    pub fn recv_async<'a>(&'a self, ring: &'a Ring, lane: &'a Lane) -> RecvWait<'a> {
+    /// Takes the message, if there is one.
+    fn try_recv(&self) -> Option<usize> {
+        let v = self.slot.load(Ordering::SeqCst);
+        (v != 0
+            && self
+                .slot
+                .compare_exchange(v, 0, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok())
+        .then_some(v)
+    }
+
+    /// Whether a message is waiting.
+    pub fn has_message(&self) -> bool {
+        self.slot.load(Ordering::SeqCst) != 0
+    }
+
+    /// An async receive (production `RecvFut`: polls with `Wait::poll`, cancels on drop).
+    pub fn recv_async(&self) -> RecvWait<'_> {
         RecvWait {
             hub: self,
-            ring,
-            lane,
             wait: hub::Wait::new(),
         }
     }
@@ -567,8 +587,6 @@ impl AsyncHub {
 /// A pending async receive of [`AsyncHub::recv_async`].
 pub struct RecvWait<'a> {
     hub: &'a AsyncHub,
-    ring: &'a Ring,
-    lane: &'a Lane,
     wait: hub::Wait,
 }
 
@@ -580,13 +598,13 @@ impl core::future::Future for RecvWait<'_> {
         cx: &mut core::task::Context<'_>,
     ) -> core::task::Poll<usize> {
         let this = self.get_mut();
-        let (hub, ring, lane) = (this.hub, this.ring, this.lane);
+        let hub = this.hub;
         this.wait.poll(
             || &hub.hub,
             &*hub.side.0,
             || hub.side.clone(),
             cx,
-            || ring.recv(lane).ok(),
+            || hub.try_recv(),
         )
     }
 }
