@@ -446,7 +446,8 @@ mod production {
     type ProcessHub = Hub<SegmentSide, Futex>;
 
     /// The process's hub; the first call starts its helper thread, which runs for the
-    /// life of the process.
+    /// life of the process. (`std`'s `OnceLock` directly: this static is the production
+    /// glue around the protocol, not part of it; the loom models make hubs of their own.)
     fn hub() -> &'static ProcessHub {
         static HUB: OnceLock<&'static ProcessHub> = OnceLock::new();
         HUB.get_or_init(|| {
