@@ -91,6 +91,7 @@ mod future;
 mod iter;
 #[cfg(all(unix, target_pointer_width = "64"))]
 pub mod shm;
+pub mod signal;
 mod sync;
 
 /// The shared-memory ring protocol on heap storage, for the loom models in

@@ -8,14 +8,14 @@
 //! `with`/`with_mut` API, so cell accesses are visible to loom as reads and writes.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 #[cfg(loom)]
 pub(crate) use loom::thread::{self, Thread};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(loom))]
@@ -60,6 +60,14 @@ impl<T> UnsafeCell<T> {
 /// with a SeqCst fence before the load, which loom does model.
 #[inline(always)]
 pub(crate) fn load_seqcst(a: &AtomicUsize) -> usize {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+    a.load(Ordering::SeqCst)
+}
+
+/// [`load_seqcst`] for a 64-bit word (the signal targets' pending and mask words).
+#[inline(always)]
+pub(crate) fn load_seqcst_u64(a: &AtomicU64) -> u64 {
     #[cfg(loom)]
     fence(Ordering::SeqCst);
     a.load(Ordering::SeqCst)

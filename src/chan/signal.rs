@@ -167,6 +167,45 @@ impl Signal {
         load_seqcst(count) != 0
     }
 
+    /// Wakes every registered waiter, if any is registered: for waiters that wait for
+    /// different changes on one queue (a signal target's waits for different sets of
+    /// numbers), where the one waiter [`Signal::notify_one`] would pick may not be the
+    /// one a change concerns.
+    ///
+    /// Called, like `notify_one`, after the change was made with a SeqCst RMW; the fast
+    /// path is the same two count loads. Each count is claimed whole (swapped to zero)
+    /// before notifying, so the argument in the module docs holds per waiter: a waiter
+    /// whose increment the swap took registered its listener or entry before, and is
+    /// notified; one whose increment comes after the swap re-checks after it and sees
+    /// the change (its count stays, high by one, and a later call claims it).
+    #[inline]
+    pub(crate) fn notify_waiting(&self) {
+        if Self::has(&self.inner.async_waiters) || Self::has(&self.inner.waiters) {
+            self.notify_every_registered();
+        }
+    }
+
+    /// [`Signal::notify_waiting`] once a count was seen above zero.
+    #[cold]
+    #[inline(never)]
+    fn notify_every_registered(&self) {
+        if self.inner.async_waiters.swap(0, Ordering::SeqCst) != 0 {
+            let wakers: Vec<Waker> = {
+                let mut list = lock(&self.inner.wakers);
+                list.entries
+                    .iter_mut()
+                    .filter_map(|e| e.waker.take())
+                    .collect()
+            };
+            for w in wakers {
+                w.wake();
+            }
+        }
+        if self.inner.waiters.swap(0, Ordering::SeqCst) != 0 {
+            self.inner.event.notify(usize::MAX);
+        }
+    }
+
     /// Wakes every waiter (disconnection). The counts are left as they are (high):
     /// every woken waiter re-checks and finds the disconnection.
     pub(crate) fn notify_all(&self) {
