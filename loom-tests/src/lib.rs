@@ -19,7 +19,7 @@ use loom::thread;
 
 /// Runs a model with a branch budget large enough for event-listener's internals.
 /// The preemption bound comes from `LOOM_MAX_PREEMPTIONS`.
-fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
     builder.check(f);
