@@ -89,16 +89,24 @@ fn queued_in_raise_order_and_full_at_depth() {
         r.raise_with(q, p).unwrap();
     }
     assert_eq!(r.raise_with(q, 99), Err(RaiseError::Full));
-    assert_eq!(RaiseError::Full.to_string(), "raising a queued signal whose queue is full");
+    assert_eq!(
+        RaiseError::Full.to_string(),
+        "raising a queued signal whose queue is full"
+    );
     for p in 0..2 {
         let info = target.try_wait().unwrap();
-        assert_eq!((info.signal(), info.payload(), info.count()), (q, Some(p), 1));
+        assert_eq!(
+            (info.signal(), info.payload(), info.count()),
+            (q, Some(p), 1)
+        );
     }
     // Room again, and the order continues.
     r.raise_with(q, 4).unwrap();
     r.raise_with(q, 5).unwrap();
     assert_eq!(r.raise_with(q, 6), Err(RaiseError::Full));
-    let rest: Vec<_> = (0..4).map(|_| target.try_wait().unwrap().payload()).collect();
+    let rest: Vec<_> = (0..4)
+        .map(|_| target.try_wait().unwrap().payload())
+        .collect();
     assert_eq!(rest, [Some(2), Some(3), Some(4), Some(5)]);
     assert_eq!(target.try_wait(), None);
     // The default depth.

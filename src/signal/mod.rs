@@ -66,8 +66,9 @@
 //!   `event-listener` notification plus one waker per async wait.
 //! - A queued raise that finds a taker mid-read in the slot it needs spins until that
 //!   taker frees it (a few instructions); standard raises never spin.
-//! - Memory: about 2 KiB of words plus, per queued number, `depth` slots of 24 bytes
-//!   (≈ 26 KiB at the default depth), allocated once by [`Target::new`].
+//! - Memory: about 3 KiB of words and ring headers plus, per queued number, `depth`
+//!   slots of 24 bytes (≈ 25 KiB more at the default depth), allocated once when the
+//!   target is made; nothing is allocated afterwards.
 //! - Counts are `u64` and wrap only after 2⁶⁴ raises.
 //!
 //! # The no-lost-wake-up argument
@@ -810,11 +811,8 @@ impl Target {
                 w.ignore.fetch_or(b, Ordering::SeqCst);
                 lock(&self.shared.handlers)[usize::from(sig.0) - 1] = None;
                 // Raises from now on see the ignore bit; discard what came before.
-                loop {
-                    match self.shared.state.take(sig.0) {
-                        (Some(t), _) => self.shared.state.add_ignored(sig.0, t.count),
-                        (None, _) => break,
-                    }
+                while let (Some(t), _) = self.shared.state.take(sig.0) {
+                    self.shared.state.add_ignored(sig.0, t.count);
                 }
             }
             Disposition::Catch(h) => {
@@ -899,6 +897,11 @@ impl Target {
     ///
     /// A handler that panics: its delivery counts as made, the signal is no longer held
     /// back, and the panic propagates out of `dispatch` (or the wait that ran it).
+    ///
+    /// If the disposition changes away from `Catch` between `dispatch` choosing a signal
+    /// and running its handler, the delivery is put back as a raise with the same count
+    /// (a queued entry goes to the end of its queue; if the target is gone or the queue
+    /// full by then, it is counted as ignored).
     ///
     /// ```
     /// # use conduit::signal::{Disposition, Signal, Target};
@@ -1137,7 +1140,12 @@ impl Raiser {
     /// `times` raises of a standard signal at once (queued: `times` raises with payload
     /// `payload`, stopping at the first that fails). For the OS bridge.
     #[cfg_attr(any(not(unix), loom), allow(dead_code))]
-    pub(crate) fn raise_times(&self, sig: Signal, payload: u64, times: u64) -> Result<(), RaiseError> {
+    pub(crate) fn raise_times(
+        &self,
+        sig: Signal,
+        payload: u64,
+        times: u64,
+    ) -> Result<(), RaiseError> {
         if times == 0 {
             return Ok(());
         }
@@ -1206,7 +1214,12 @@ impl<'a> WaitFut<'a> {
 }
 
 /// One poll of an async wait for `want`.
-fn poll_wait(target: &Target, want: Want, wait: &mut AsyncWait, cx: &mut Context<'_>) -> Poll<SigInfo> {
+fn poll_wait(
+    target: &Target,
+    want: Want,
+    wait: &mut AsyncWait,
+    cx: &mut Context<'_>,
+) -> Poll<SigInfo> {
     let mut state = Some(());
     wait.poll(&target.shared.waiters, cx, &mut state, |()| {
         match target.attempt(want) {

@@ -247,7 +247,11 @@ impl Drop for ForwardGuard {
         if reg.forwards.iter().any(|f| f.os_signal == self.os_signal) {
             return;
         }
-        let Some(entry) = reg.signals.iter_mut().find(|s| s.os_signal == self.os_signal) else {
+        let Some(entry) = reg
+            .signals
+            .iter_mut()
+            .find(|s| s.os_signal == self.os_signal)
+        else {
             return;
         };
         if let Some(action) = entry.action.take() {

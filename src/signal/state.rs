@@ -158,7 +158,13 @@ impl<S: SignalStorage> State<S> {
     /// Records `times` raises of `n` (`times` is 1 for a queued number) from `origin`.
     /// On success the pending bit was set with a SeqCst RMW (or the raise was ignored);
     /// the caller then announces it to waiters.
-    pub(crate) fn raise(&self, n: u8, payload: u64, origin: u64, times: u64) -> Result<(), RaiseFail> {
+    pub(crate) fn raise(
+        &self,
+        n: u8,
+        payload: u64,
+        origin: u64,
+        times: u64,
+    ) -> Result<(), RaiseFail> {
         let w = self.words();
         if w.closed.load(Ordering::Acquire) != 0 {
             return Err(RaiseFail::Disconnected);
