@@ -320,12 +320,12 @@ pub struct SigInfo {
 }
 
 impl SigInfo {
-    fn new(signal: Signal, taken: Taken) -> Self {
+    fn new(signal: Signal, taken: Taken, pid: u32) -> Self {
         SigInfo {
             signal,
             payload: taken.payload,
             count: taken.count,
-            pid: std::process::id(),
+            pid,
             raiser_id: taken.origin,
         }
     }
@@ -509,6 +509,9 @@ struct Shared {
     handlers: Mutex<Vec<Option<Handler>>>,
     /// The id the next [`Target::raiser`] gets.
     next_raiser: AtomicU64,
+    /// This process's id, read once (every raise of an in-process target comes from
+    /// it), so that a delivery makes no `getpid` call.
+    pid: u32,
 }
 
 impl Shared {
@@ -612,6 +615,7 @@ impl Target {
                 waiters: WaitQueue::new(),
                 handlers: Mutex::new(vec![None; usize::from(SIGNALS)]),
                 next_raiser: AtomicU64::new(1),
+                pid: std::process::id(),
             }),
         }
     }
@@ -1015,7 +1019,7 @@ impl Target {
         if rearmed {
             self.shared.waiters.notify_waiting();
         }
-        taken.map(|t| SigInfo::new(Signal(n), t))
+        taken.map(|t| SigInfo::new(Signal(n), t, self.shared.pid))
     }
 
     /// The blocking wait, with an optional deadline.
