@@ -52,8 +52,12 @@ fn child_entry() {
         "flood" => {
             let target = Target::new();
             let raiser = target.raiser();
-            let _usr1 = forward_os(libc::SIGUSR1, &raiser, sig(1)).unwrap();
-            let _usr2 = forward_os(libc::SIGUSR2, &raiser, sig(2)).unwrap();
+            // Kept to the end of the process: the parent may still be sending SIGUSR1s
+            // after the deliveries below, and dropping the guards would restore the
+            // default action (terminate) for them.
+            let usr1 = forward_os(libc::SIGUSR1, &raiser, sig(1)).unwrap();
+            let usr2 = forward_os(libc::SIGUSR2, &raiser, sig(2)).unwrap();
+            std::mem::forget((usr1, usr2));
             say("ready");
             let only_usr2: SigSet = [sig(2)].into_iter().collect();
             let info = target
