@@ -181,6 +181,7 @@ fn forbidden_signals_are_invalid_input() {
         0,
         -1,
         65,
+        32,
     ] {
         let err = forward_os(s, &r, sig(1)).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "signal {s}");

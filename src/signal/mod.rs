@@ -55,6 +55,14 @@
 //! `kill` with `ESRCH`. Waits never fail: a target whose raisers are all gone just
 //! waits (a timeout or a raiser kept by the target's owner ends such a wait).
 //!
+//! **From OS signals** (Unix): [`forward_os`] turns deliveries of a real signal
+//! (`SIGINT`, `SIGTERM`, `SIGHUP`, `SIGUSR1`, realtime signals, …) into raises on a
+//! target. The OS handler only bumps a per-signal counter and wakes a forwarder thread,
+//! so handlers run by the target are never in an async-signal context, and a flood of
+//! one OS signal never hides another. Dropping the returned [`ForwardGuard`] restores
+//! the disposition that was there before (see [`forward_os`] for exactly what that
+//! means next to other users of `signal-hook-registry`).
+//!
 //! # Costs and limits
 //!
 //! - A raise is a few atomic operations on the target's words: a load of the `closed`

@@ -1,45 +1,6 @@
 //! The bridge from OS signals: [`forward_os`].
 //!
-//! # What runs where
-//!
-//! - **In the OS signal handler** (installed through `signal-hook-registry`, so it
-//!   chains with other libraries' handlers for the same signal): one `fetch_add` on a
-//!   static per-signal counter of deliveries, then a one-byte `write(2)` to a
-//!   non-blocking pipe. Both are async-signal-safe; the handler neither locks nor
-//!   allocates nor touches a target. (The registry saves and restores `errno` around
-//!   it.) A full pipe drops the byte, not the delivery: the counters hold the
-//!   deliveries, the pipe only wakes the forwarder.
-//! - **On the forwarder thread** (`conduit-signals`, one per process, started by the
-//!   first [`forward_os`] and alive until the process ends): it blocks reading the pipe,
-//!   then swaps every signal's counter to zero and raises each nonzero count on the
-//!   targets forwarding that signal. A standard target signal gets the count in one
-//!   raise (its delivery's [`count`](super::SigInfo::count) says how many OS
-//!   deliveries it absorbed); a queued one gets one raise per OS delivery with the OS
-//!   signal's number as payload, and the raises beyond the queue's depth fail and are
-//!   dropped (the OS queue for realtime signals is bounded the same way).
-//!
-//! Each OS signal has its own counter, so a flood of one signal never hides another
-//! (signal-hook #36: a pipe that carried the signal numbers filled up and lost them).
-//! The OS itself coalesces standard signals that arrive while one is pending, so the
-//! counts are deliveries of the handler, not `kill` calls.
-//!
-//! # Restoring on drop
-//!
-//! `signal-hook-registry` never uninstalls its handler: once the last action for a
-//! signal is unregistered, its handler still runs and, when the disposition it replaced
-//! was the default (`SIG_DFL`) or `SIG_IGN`, does nothing, so a `SIGTERM` would be
-//! swallowed from then on (signal-hook #23, tokio #7905). conduit therefore records,
-//! per OS signal, the disposition in place just before its first forward (`before`) and
-//! the one the registry installed (`installed`). When the last [`ForwardGuard`] for a
-//! signal is dropped, conduit unregisters its action and, if the signal's disposition
-//! is still `installed`, puts `before` back with `sigaction(2)`: the default action (a
-//! `SIGTERM` ends the process again), `SIG_IGN`, or the handler of whoever installed one
-//! before. A later [`forward_os`] for the signal puts `installed` back first (the
-//! registry believes it is still in place). Limits: if another library registered its
-//! own action for the same signal through `signal-hook-registry` *after* conduit's
-//! first forward, the restore also stops that action from running; if someone else
-//! changed the disposition in between (it is no longer `installed`), conduit leaves it
-//! alone.
+//! The bridge's design is documented on [`forward_os`] (this module is private).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -66,6 +27,20 @@ const FORBIDDEN: [i32; 6] = [
     libc::SIGILL,
     libc::SIGFPE,
 ];
+
+/// Whether the C library keeps `os_signal` for itself (glibc and musl use the realtime
+/// numbers below `SIGRTMIN()` for thread cancellation and `setxid`).
+fn libc_reserved(os_signal: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        (32..libc::SIGRTMIN()).contains(&os_signal)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = os_signal;
+        false
+    }
+}
 
 /// The forwarding registry, behind one lock (never taken by the OS handler).
 struct Registry {
@@ -114,12 +89,51 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 /// signal (to one or several targets) each get every delivery. Deliveries are raised
 /// by the raiser given (its [`id`](Raiser::id)); the pid reported is this process's.
 ///
-/// See the module docs for what runs in the OS handler, how counts and payloads are
-/// reported, and exactly what dropping the guard restores.
+/// # What runs where
+///
+/// - **In the OS signal handler** (installed through `signal-hook-registry`, so it
+///   chains with other libraries' handlers for the same signal): one `fetch_add` on a
+///   static per-signal counter of deliveries, then a one-byte `write(2)` to a
+///   non-blocking pipe. Both are async-signal-safe; the handler neither locks nor
+///   allocates nor touches a target. (The registry saves and restores `errno` around
+///   it.) A full pipe drops the byte, not the delivery: the counters hold the
+///   deliveries, the pipe only wakes the forwarder.
+/// - **On the forwarder thread** (`conduit-signals`, one per process, started by the
+///   first [`forward_os`] and alive until the process ends): it blocks reading the pipe,
+///   then swaps every signal's counter to zero and raises each nonzero count on the
+///   targets forwarding that signal. A standard target signal gets the count in one
+///   raise (its delivery's [`count`](super::SigInfo::count) says how many OS
+///   deliveries it absorbed); a queued one gets one raise per OS delivery with the OS
+///   signal's number as payload, and the raises beyond the queue's depth fail and are
+///   dropped (the OS queue for realtime signals is bounded the same way).
+///
+/// Each OS signal has its own counter, so a flood of one signal never hides another
+/// (signal-hook #36: a pipe that carried the signal numbers filled up and lost them).
+/// The OS itself coalesces standard signals that arrive while one is pending, so the
+/// counts are deliveries of the handler, not `kill` calls.
+///
+/// # Restoring on drop
+///
+/// `signal-hook-registry` never uninstalls its handler: once the last action for a
+/// signal is unregistered, its handler still runs and, when the disposition it replaced
+/// was the default (`SIG_DFL`) or `SIG_IGN`, does nothing, so a `SIGTERM` would be
+/// swallowed from then on (signal-hook #23, tokio #7905). conduit therefore records,
+/// per OS signal, the disposition in place just before its first forward (`before`) and
+/// the one the registry installed (`installed`). When the last [`ForwardGuard`] for a
+/// signal is dropped, conduit unregisters its action and, if the signal's disposition
+/// is still `installed`, puts `before` back with `sigaction(2)`: the default action (a
+/// `SIGTERM` ends the process again), `SIG_IGN`, or the handler of whoever installed one
+/// before. A later [`forward_os`] for the signal puts `installed` back first (the
+/// registry believes it is still in place). Limits: if another library registered its
+/// own action for the same signal through `signal-hook-registry` *after* conduit's
+/// first forward, the restore also stops that action from running; if someone else
+/// changed the disposition in between (it is no longer `installed`), conduit leaves it
+/// alone.
 ///
 /// # Errors
-/// `InvalidInput` for `SIGKILL`, `SIGSTOP`, `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE` and
-/// numbers outside `1..=64`; the OS's error if the handler or the forwarder thread
+/// `InvalidInput` for `SIGKILL`, `SIGSTOP`, `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`,
+/// numbers outside `1..=64` and, on Linux, the numbers below `SIGRTMIN()` that the C
+/// library reserves for itself (32, 33); the OS's error if the handler or the forwarder thread
 /// cannot be installed.
 ///
 /// ```
@@ -139,7 +153,8 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn forward_os(os_signal: i32, raiser: &Raiser, signal: Signal) -> io::Result<ForwardGuard> {
-    if !(1..=64).contains(&os_signal) || FORBIDDEN.contains(&os_signal) {
+    if !(1..=64).contains(&os_signal) || FORBIDDEN.contains(&os_signal) || libc_reserved(os_signal)
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "this OS signal cannot be forwarded",
@@ -206,8 +221,8 @@ pub fn forward_os(os_signal: i32, raiser: &Raiser, signal: Signal) -> io::Result
 }
 
 /// Keeps a [`forward_os`] forwarding; dropping it stops it and, for the last forward of
-/// its OS signal, restores the disposition that was there before (see the module
-/// docs).
+/// its OS signal, restores the disposition that was there before (see
+/// [`forward_os`]).
 ///
 /// ```
 /// use conduit::signal::{Signal, Target, forward_os};
