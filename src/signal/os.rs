@@ -133,8 +133,8 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 /// # Errors
 /// `InvalidInput` for `SIGKILL`, `SIGSTOP`, `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`,
 /// numbers outside `1..=64` and, on Linux, the numbers below `SIGRTMIN()` that the C
-/// library reserves for itself (32, 33); the OS's error if the handler or the forwarder thread
-/// cannot be installed.
+/// library reserves for itself (32 and 33 with glibc); the OS's error if the handler
+/// or the forwarder thread cannot be installed.
 ///
 /// ```
 /// use conduit::signal::{Signal, Target, forward_os};
