@@ -69,6 +69,14 @@ pub(crate) fn load_seqcst(a: &AtomicUsize) -> usize {
     a.load(Ordering::SeqCst)
 }
 
+/// [`load_seqcst`] for a 64-bit word (the signal targets' pending and mask words).
+#[inline(always)]
+pub(crate) fn load_seqcst_u64(a: &AtomicU64) -> u64 {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+    a.load(Ordering::SeqCst)
+}
+
 /// Orders what follows after this thread's preceding SeqCst read-modify-write the way a
 /// SeqCst fence would, for the same kind of argument as [`load_seqcst`]: in production
 /// nothing is needed, since the RMW itself takes its place in the single total order of

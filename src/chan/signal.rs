@@ -204,6 +204,23 @@ impl Signal {
         load_seqcst(count) != 0
     }
 
+    /// Wakes every registered waiter, if any is registered: for waiters that wait for
+    /// different changes on one queue (a signal target's waits for different sets of
+    /// numbers), where the one waiter [`Signal::notify_one`] would pick may not be the
+    /// one a change concerns.
+    ///
+    /// Called, like `notify_one`, after the change was made with a SeqCst RMW; the fast
+    /// path is the same two count loads. Otherwise it is [`Signal::notify_all`], whose
+    /// accounting keeps the counts exact: every waiter it notifies re-checks, and one
+    /// that finds nothing for itself registers again (a blocking waiter's notification
+    /// that a withdrawing waiter took is passed on when that waiter's listener drops).
+    #[inline]
+    pub(crate) fn notify_waiting(&self) {
+        if Self::has(&self.inner.async_waiters) || Self::has(&self.inner.waiters) {
+            self.notify_all();
+        }
+    }
+
     /// Wakes every waiter (disconnection, which is final): every woken waiter re-checks
     /// and finds the disconnection.
     ///
@@ -214,12 +231,20 @@ impl Signal {
     /// listener was inserted before its increment) and does not withdraw it again. A
     /// waiter that withdraws anyway (its re-check succeeded, or it timed out) finds a
     /// zero count, or takes one from a waiter that registered after the swap; such a
-    /// waiter's re-check comes after the disconnection, so it never sleeps and withdraws
-    /// in turn, and the count ends at zero. Async waiters: each entry notified here is
-    /// settled under the list's lock (module docs, step 4).
+    /// waiter's listener was inserted before its increment, so the withdrawing waiter's
+    /// notification, passed on when its listener drops, reaches it (or another
+    /// unnotified waiter, which then registers again): after a disconnection its re-check
+    /// finds the disconnection; after a [`Signal::notify_waiting`] change, it sleeps
+    /// counted. Async waiters: each entry notified here is settled under the list's lock
+    /// (module docs, step 4).
     pub(crate) fn notify_all(&self) {
         self.inner.waiters.swap(0, Ordering::SeqCst);
-        self.inner.event.notify(usize::MAX);
+        // Additional notifications, as in `notify_one`: a notified listener dropped
+        // without waiting (its waiter's re-check succeeded) passes its notification to a
+        // listener not yet notified, whatever others are notified meanwhile.
+        self.inner
+            .event
+            .notify(event_listener::IntoNotification::additional(usize::MAX));
         let wakers: Vec<Waker> = {
             let mut list = lock(&self.inner.wakers);
             let wakers: Vec<Waker> = list
