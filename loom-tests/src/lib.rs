@@ -19,7 +19,7 @@ use loom::thread;
 
 /// Runs a model with a branch budget large enough for event-listener's internals.
 /// The preemption bound comes from `LOOM_MAX_PREEMPTIONS`.
-fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
     builder.check(f);
@@ -35,7 +35,7 @@ fn race_model<F: Fn() + Sync + Send + 'static>(f: F) {
 
 /// [`race_model`] with another default preemption bound, for models small enough to
 /// search deeper (`LOOM_RACE_PREEMPTIONS` still overrides it).
-fn race_model_bounded<F: Fn() + Sync + Send + 'static>(default: usize, f: F) {
+pub fn race_model_bounded<F: Fn() + Sync + Send + 'static>(default: usize, f: F) {
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
     builder.preemption_bound = Some(

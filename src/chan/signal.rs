@@ -40,7 +40,8 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    AtomicUsize, Event, Listener, Mutex, Ordering, QuickBackoff, listener, load_seqcst, lock,
+    AtomicUsize, Deadline, Event, Listener, Mutex, Ordering, QuickBackoff, listener, load_seqcst,
+    lock,
 };
 
 /// One side's wait queue: waiters for room (senders) or for messages (receivers).
@@ -313,10 +314,11 @@ pub(crate) fn block_on<R, S>(
         first = false;
         spin.snooze();
     }
+    let mut deadline = Deadline::new(deadline);
+    if deadline.passed() {
+        return Err(state);
+    }
     loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(state);
-        }
         listener!(signal.inner.event => waiting);
         signal.register();
         let mut registered = Registered(Some(signal));
@@ -324,24 +326,39 @@ pub(crate) fn block_on<R, S>(
             Attempt::Done(r) => return Ok(r),
             Attempt::Wait(s) => state = s,
         }
-        let notified = match deadline {
-            None => {
-                waiting.wait();
-                true
-            }
-            Some(d) => waiting.wait_deadline(d).is_some(),
-        };
-        if notified {
+        if sleep(waiting, &mut deadline) {
             // The waker claimed our count.
             registered.0 = None;
-        } else if deadline.is_some_and(|d| Instant::now() >= d) {
-            // Timed out: one last attempt (a change that came with the deadline counts),
-            // then the timeout.
+        }
+        if deadline.passed() {
+            // Giving up: one last attempt, then the timeout. A change that came with the
+            // deadline counts; and a notification this wait took (its waker claimed our
+            // count and will not notify anyone else) is acted on, not dropped: giving up
+            // without looking would strand the message or room it announced while
+            // another waiter sleeps.
             return match attempt(state) {
                 Attempt::Done(r) => Ok(r),
                 Attempt::Wait(s) => Err(s),
             };
         }
+    }
+}
+
+/// Sleeps on `waiting` until it is notified (`true`) or `deadline` passes.
+fn sleep(waiting: impl Listener, deadline: &mut Deadline) -> bool {
+    #[cfg(not(loom))]
+    let timed = deadline.at();
+    #[cfg(loom)]
+    let timed = deadline.model();
+    match timed {
+        None => {
+            waiting.wait();
+            true
+        }
+        #[cfg(not(loom))]
+        Some(d) => waiting.wait_deadline(d).is_some(),
+        #[cfg(loom)]
+        Some(model) => model.wait(waiting).is_some(),
     }
 }
 
