@@ -149,7 +149,6 @@ mod bytes;
 mod channel;
 #[cfg(not(loom))]
 mod endpoint;
-#[cfg(not(loom))]
 mod futex;
 #[cfg(not(loom))]
 mod future;
@@ -169,7 +168,6 @@ mod ring;
 mod segment;
 #[cfg(not(loom))]
 mod stale;
-#[cfg(not(loom))]
 mod wait;
 
 #[cfg(not(loom))]
