@@ -12,8 +12,17 @@
 
 use loom::thread;
 
-/// `loom::model` at `LOOM_USER_PREEMPTIONS` (default 3).
+/// `loom::model` at `LOOM_USER_PREEMPTIONS` (default 3). Prints how many executions
+/// loom explored (shown with `--nocapture`): the machine-independent cost.
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counter = executions.clone();
+    let f = move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        f();
+    };
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(
         std::env::var("LOOM_USER_PREEMPTIONS")
@@ -22,6 +31,7 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
             .unwrap_or(3),
     );
     builder.check(f);
+    eprintln!("executions: {}", executions.load(Ordering::Relaxed));
 }
 
 /// One thread sends twice, the other receives twice: both messages arrive, in order.
