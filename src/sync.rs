@@ -217,7 +217,7 @@ impl ModelDeadline {
 }
 
 /// A blocking wait's deadline: an [`Instant`](std::time::Instant) in production; under
-/// loom, where time means nothing to the model, a [`ModelDeadline`] started when the
+/// loom, where time means nothing to the model, a `ModelDeadline` started when the
 /// wait first sleeps, so that the model checker picks the point at which it gives up.
 pub(crate) struct Deadline {
     at: Option<std::time::Instant>,

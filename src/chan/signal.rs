@@ -21,6 +21,14 @@
 //! the change and does not sleep. A claimed but not yet committed operation is seen by
 //! the re-check as busy, and the checker spins until it commits instead of sleeping.
 //!
+//! # Timed waits
+//! A timed waiter that gives up makes one last attempt first, whether or not it was
+//! notified: a waker that claimed its count notifies nobody else, so a waiter that left
+//! without looking would strand the message (or room) announced while another waiter
+//! sleeps. One that was not notified withdraws its count; a notification that reaches
+//! its listener afterwards passes on when the listener is dropped. (Modelled, the
+//! deadline passing at every point, in `loom-tests/tests/loom_timeout.rs`.)
+//!
 //! # Counts and entries of async waiters
 //! The count of a kind is the number of registered waiters that no waker has claimed yet,
 //! give or take waiters passing through; counts are not tied to particular waiters. A

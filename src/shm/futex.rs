@@ -25,7 +25,9 @@
 //! the waiter's position ([`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed)):
 //! either way its loads come after the fence. Sleeps are also bounded by a timeout
 //! slice, so that peer death is noticed even without a wake-up. (Modelled in
-//! `loom-tests/tests/loom_shm_ring.rs`, `*_recheck_never_sleeps_through_*`.)
+//! `loom-tests/tests/loom_shm_ring.rs`, `*_recheck_never_sleeps_through_*`, and with
+//! these words and the production wait loop in `loom-tests/tests/loom_shm_wait.rs`, where
+//! the kernel's side of the futex is `model::Sleepers`.)
 //!
 //! A process killed while asleep leaves its count raised: later commits then make a
 //! (harmless, wasted) `FUTEX_WAKE` call each, until the name is unlinked.
@@ -50,7 +52,7 @@ pub(crate) struct SideSignal {
     pub(crate) async_seq: AtomicU32,
     /// How many async waits (tasks of any process) are registered on this side.
     pub(crate) async_waiters: AtomicU32,
-    /// Under loom, the kernel's queue of sleepers on `seq` ([`model::Sleepers`]).
+    /// Under loom, the kernel's queue of sleepers on `seq` (`model::Sleepers`).
     #[cfg(loom)]
     sleepers: model::Sleepers,
 }

@@ -23,7 +23,7 @@ const QUICK_POLLS: u32 = 64;
 /// `signal`, the waiter's side's words (senders sleep on the send words, receivers on the
 /// receive words). `maintain` runs peer maintenance when due (a dead peer's claims are
 /// settled there). Under loom (`conduit::__loom_shm`) this same loop runs with the futex
-/// modelled ([`SideSignal::sleep_model`]).
+/// modelled (`SideSignal::sleep_model`).
 pub(crate) fn block<R>(
     signal: &SideSignal,
     deadline: Option<Instant>,
