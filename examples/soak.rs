@@ -440,17 +440,24 @@ fn new_channel(name: &str, kind: Kind) {
     }
 }
 
-/// The kill trial (or, with `stops`, the stop trial).
-fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outcome {
+/// A fresh channel for one trial, and a controller for its processes with the receiving
+/// end of their events.
+fn start_trial(kind: Kind, rng: &mut Rng) -> (String, Controller, mpsc::Receiver<Event>) {
     let name = format!("soak-{}-{}", std::process::id(), rng.below(1 << 30));
     new_channel(&name, kind);
     let (tx, rx) = mpsc::channel();
-    let mut ctl = Controller {
+    let ctl = Controller {
         name: name.clone(),
         kind,
         events: tx,
         next_id: 0,
     };
+    (name, ctl, rx)
+}
+
+/// The kill trial (or, with `stops`, the stop trial).
+fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outcome {
+    let (name, mut ctl, rx) = start_trial(kind, rng);
     let mut out = Outcome {
         kind: kind.name(),
         trial: if stop_trial { "stop" } else { "kill" },
@@ -535,15 +542,7 @@ fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outc
 }
 
 fn scribble_trial(run: &Run, kind: Kind, rng: &mut Rng) -> Outcome {
-    let name = format!("soak-{}-{}", std::process::id(), rng.below(1 << 30));
-    new_channel(&name, kind);
-    let (tx, rx) = mpsc::channel();
-    let mut ctl = Controller {
-        name: name.clone(),
-        kind,
-        events: tx,
-        next_id: 0,
-    };
+    let (name, mut ctl, rx) = start_trial(kind, rng);
     let mut procs: Vec<Proc> = Vec::new();
     for _ in 0..run.senders {
         procs.push(ctl.spawn("sender", Some(SCRIBBLE_RUN)));
