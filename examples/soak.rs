@@ -29,7 +29,7 @@
 //!   counted.
 //!
 //! Then the **scale** trials: `--scale` messages through one MPMC channel of each flavor
-//! (`bounded(1024)`, `unbounded`, `rendezvous` with a tenth of the count, and a shm
+//! (`bounded(1024)`, `unbounded`, `rendezvous` and a shm
 //! channel) by 4 producer and 4 consumer threads, with an exact ledger: every message
 //! received exactly once, in order per producer.
 //!
@@ -710,8 +710,6 @@ fn scale_trials(total: u64) -> Vec<Outcome> {
         ("unbounded", None),
         ("rendezvous", Some(0)),
     ] {
-        // Rendezvous hands off one message at a time: a tenth of the count.
-        let total = if cap == Some(0) { total / 10 } else { total };
         let (tx, rx) = match cap {
             Some(n) => conduit::bounded::<u64>(n),
             None => conduit::unbounded::<u64>(),
