@@ -29,7 +29,7 @@
 //!   counted.
 //!
 //! Then the **scale** trials: `--scale` messages through one MPMC channel of each flavor
-//! (`bounded(1024)`, `unbounded`, `rendezvous` with a tenth of the count, and a shm
+//! (`bounded(1024)`, `unbounded`, `rendezvous` and a shm
 //! channel) by 4 producer and 4 consumer threads, with an exact ledger: every message
 //! received exactly once, in order per producer.
 //!
@@ -440,17 +440,24 @@ fn new_channel(name: &str, kind: Kind) {
     }
 }
 
-/// The kill trial (or, with `stops`, the stop trial).
-fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outcome {
+/// A fresh channel for one trial, and a controller for its processes with the receiving
+/// end of their events.
+fn start_trial(kind: Kind, rng: &mut Rng) -> (String, Controller, mpsc::Receiver<Event>) {
     let name = format!("soak-{}-{}", std::process::id(), rng.below(1 << 30));
     new_channel(&name, kind);
     let (tx, rx) = mpsc::channel();
-    let mut ctl = Controller {
+    let ctl = Controller {
         name: name.clone(),
         kind,
         events: tx,
         next_id: 0,
     };
+    (name, ctl, rx)
+}
+
+/// The kill trial (or, with `stops`, the stop trial).
+fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outcome {
+    let (name, mut ctl, rx) = start_trial(kind, rng);
     let mut out = Outcome {
         kind: kind.name(),
         trial: if stop_trial { "stop" } else { "kill" },
@@ -535,15 +542,7 @@ fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outc
 }
 
 fn scribble_trial(run: &Run, kind: Kind, rng: &mut Rng) -> Outcome {
-    let name = format!("soak-{}-{}", std::process::id(), rng.below(1 << 30));
-    new_channel(&name, kind);
-    let (tx, rx) = mpsc::channel();
-    let mut ctl = Controller {
-        name: name.clone(),
-        kind,
-        events: tx,
-        next_id: 0,
-    };
+    let (name, mut ctl, rx) = start_trial(kind, rng);
     let mut procs: Vec<Proc> = Vec::new();
     for _ in 0..run.senders {
         procs.push(ctl.spawn("sender", Some(SCRIBBLE_RUN)));
@@ -711,8 +710,6 @@ fn scale_trials(total: u64) -> Vec<Outcome> {
         ("unbounded", None),
         ("rendezvous", Some(0)),
     ] {
-        // Rendezvous hands off one message at a time: a tenth of the count.
-        let total = if cap == Some(0) { total / 10 } else { total };
         let (tx, rx) = match cap {
             Some(n) => conduit::bounded::<u64>(n),
             None => conduit::unbounded::<u64>(),

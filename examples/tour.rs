@@ -20,8 +20,98 @@ fn main() {
     rendezvous_handoff();
     async_and_threads_together();
     timeouts_and_errors();
+    mailboxes();
+    signals();
     cross_process();
     println!("\ntour complete");
+}
+
+/// Mailboxes: named, many-to-many, with envelopes, selective receive and request/reply.
+fn mailboxes() {
+    use conduit::mailbox::{PostOffice, Select};
+    println!("6. mailboxes: priority tags, receive by sender, request/reply");
+    let po = PostOffice::new();
+    let jobs = po.open::<String>("jobs").unwrap();
+    let client = po.open::<String>("jobs").unwrap();
+    client.send_tagged(5, "sweep the floor".into()).unwrap();
+    client.send_tagged(1, "put out the fire".into()).unwrap();
+    jobs.send_tagged(3, "order lunch".into()).unwrap();
+    // Lowest tag first, like msgrcv with a negative type.
+    let urgent = jobs.recv_select(Select::TagAtMost(u64::MAX)).unwrap();
+    println!("   most urgent (tag {}): {}", urgent.tag(), urgent.body());
+    // Only what `jobs` itself sent.
+    let own = jobs
+        .recv_select(Select::From(jobs.address().clone()))
+        .unwrap();
+    println!("   from {}: {}", own.from(), own.body());
+    // A worker answers requests through the envelope.
+    let worker = jobs.clone();
+    let answering = thread::spawn(move || {
+        // The sweep job left in the queue first, then the request.
+        let _ = worker.recv().unwrap();
+        let mut request = worker.recv().unwrap();
+        let question = request.body().clone();
+        request
+            .take_reply::<usize>()
+            .unwrap()
+            .reply(question.len())
+            .unwrap();
+    });
+    let answer = client.request::<usize>("how long is this?".into()).unwrap();
+    answering.join().unwrap();
+    println!("   request answered: {answer}");
+    po.close("jobs");
+    println!("   closed: names now {:?}", po.names());
+}
+
+/// Signals: coalescing and queued numbers, masks and handlers.
+fn signals() {
+    use conduit::signal::{Disposition, SigSet, Signal, Target};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    println!("7. signals: coalescing, queued payloads, masks and handlers");
+    let target = Target::new();
+    let raiser = target.raiser();
+    let hup = Signal::new(1).unwrap();
+    let usr = Signal::new(10).unwrap();
+    let rt = Signal::new(40).unwrap();
+    for _ in 0..1000 {
+        raiser.raise(hup).unwrap();
+    }
+    let info = target.wait();
+    println!(
+        "   1000 raises of {} coalesced into one delivery: count {}",
+        info.signal().number(),
+        info.count()
+    );
+    raiser.raise_with(rt, 7).unwrap();
+    raiser.raise_with(rt, 8).unwrap();
+    let payloads: Vec<_> = (0..2).map(|_| target.wait().payload().unwrap()).collect();
+    println!(
+        "   queued signal {}: payloads {payloads:?} in order",
+        rt.number()
+    );
+    target.mask(&SigSet::from_iter([usr]));
+    raiser.raise(usr).unwrap();
+    println!(
+        "   masked {}: try_wait gives {:?}",
+        usr.number(),
+        target.try_wait().map(|i| i.signal())
+    );
+    let caught = Arc::new(AtomicU64::new(0));
+    let c = caught.clone();
+    target.set_disposition(
+        usr,
+        Disposition::catch(move |info| {
+            c.fetch_add(info.count(), Ordering::Relaxed);
+        }),
+    );
+    target.unmask(&SigSet::from_iter([usr]));
+    target.dispatch();
+    println!(
+        "   unmasked and caught: the handler ran for {} raise(s) on this thread",
+        caught.load(Ordering::Relaxed)
+    );
 }
 
 /// A channel in named shared memory, shared with a second process (this program,
@@ -30,7 +120,7 @@ fn main() {
 fn cross_process() {
     use conduit::shm;
 
-    println!("6. cross-process: a shared-memory mailbox between two processes");
+    println!("8. cross-process: a shared-memory mailbox between two processes");
     let name = format!("tour-{}", std::process::id());
     let opts = shm::Options::new()
         .capacity(64)
@@ -58,7 +148,7 @@ fn cross_process() {
 
 #[cfg(not(all(unix, target_pointer_width = "64")))]
 fn cross_process() {
-    println!("6. cross-process: conduit::shm needs a 64-bit Unix");
+    println!("8. cross-process: conduit::shm needs a 64-bit Unix");
 }
 
 /// The child side of [`cross_process`].

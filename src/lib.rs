@@ -93,6 +93,7 @@ pub mod mailbox;
 mod names;
 #[cfg(all(unix, target_pointer_width = "64"))]
 pub mod shm;
+pub mod signal;
 mod sync;
 
 /// The shared-memory ring protocol on heap storage, for the loom models in

@@ -69,6 +69,14 @@ pub(crate) fn load_seqcst(a: &AtomicUsize) -> usize {
     a.load(Ordering::SeqCst)
 }
 
+/// [`load_seqcst`] for a 64-bit word (the signal targets' pending and mask words).
+#[inline(always)]
+pub(crate) fn load_seqcst_u64(a: &AtomicU64) -> u64 {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+    a.load(Ordering::SeqCst)
+}
+
 /// Orders what follows after this thread's preceding SeqCst read-modify-write the way a
 /// SeqCst fence would, for the same kind of argument as [`load_seqcst`]: in production
 /// nothing is needed, since the RMW itself takes its place in the single total order of
@@ -160,3 +168,98 @@ impl QuickBackoff {
 
 /// The wait queue blocking waits park on.
 pub(crate) use event_listener::{Event, Listener, listener};
+
+/// A timed wait's deadline under loom, where real time means nothing to the model and
+/// `park_until` ignores deadlines: a thread of the model's own that makes the deadline
+/// pass once, at whatever point of the waiter's run the model checker schedules it, so
+/// that every point at which a timed wait could give up is explored (including "exactly
+/// as a notification lands"). The waiter starts it when it first sleeps.
+#[cfg(loom)]
+pub(crate) struct ModelDeadline(Arc<ModelDeadlineState>);
+
+#[cfg(loom)]
+struct ModelDeadlineState {
+    passed: AtomicBool,
+    /// The waker of a [`ModelDeadline::wait`] in progress.
+    waker: loom::future::AtomicWaker,
+}
+
+#[cfg(loom)]
+impl ModelDeadline {
+    /// Starts the timer thread (detached: it only sets the flag and wakes the waiter).
+    pub(crate) fn start() -> Self {
+        let state = Arc::new(ModelDeadlineState {
+            passed: AtomicBool::new(false),
+            waker: loom::future::AtomicWaker::new(),
+        });
+        let timer = state.clone();
+        drop(thread::spawn(move || {
+            timer.passed.store(true, Ordering::SeqCst);
+            timer.waker.wake();
+        }));
+        ModelDeadline(state)
+    }
+
+    /// Whether the deadline has passed.
+    pub(crate) fn passed(&self) -> bool {
+        self.0.passed.load(Ordering::SeqCst)
+    }
+
+    /// Blocks on `fut` until it completes (`Some`) or the deadline passes first (`None`).
+    pub(crate) fn wait<F: core::future::Future>(&self, fut: F) -> Option<F::Output> {
+        use core::task::Poll;
+        let mut fut = core::pin::pin!(fut);
+        loom::future::block_on(core::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            // Registered before the check, so a deadline passing after it wakes us.
+            self.0.waker.register_by_ref(cx.waker());
+            if self.passed() {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        }))
+    }
+}
+
+/// A blocking wait's deadline: an [`Instant`](std::time::Instant) in production; under
+/// loom, where time means nothing to the model, a `ModelDeadline` started when the
+/// wait first sleeps, so that the model checker picks the point at which it gives up.
+pub(crate) struct Deadline {
+    at: Option<std::time::Instant>,
+    #[cfg(loom)]
+    model: Option<ModelDeadline>,
+}
+
+impl Deadline {
+    pub(crate) fn new(at: Option<std::time::Instant>) -> Self {
+        Deadline {
+            at,
+            #[cfg(loom)]
+            model: None,
+        }
+    }
+
+    /// Whether the deadline has passed (never, without one).
+    pub(crate) fn passed(&self) -> bool {
+        #[cfg(loom)]
+        return self.model.as_ref().is_some_and(ModelDeadline::passed);
+        #[cfg(not(loom))]
+        self.at.is_some_and(|d| std::time::Instant::now() >= d)
+    }
+
+    /// The deadline, if any.
+    #[cfg(not(loom))]
+    pub(crate) fn at(&self) -> Option<std::time::Instant> {
+        self.at
+    }
+
+    /// The model's deadline, started by the first call, if the wait has one.
+    #[cfg(loom)]
+    pub(crate) fn model(&mut self) -> Option<&ModelDeadline> {
+        self.at?;
+        Some(self.model.get_or_insert_with(ModelDeadline::start))
+    }
+}

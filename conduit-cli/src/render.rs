@@ -15,12 +15,12 @@ pub struct Rate {
 
 /// How many messages a ring position stands for since the ring was created: laps times
 /// capacity plus the index (the position encoding of `conduit`'s ring), or `None` for a
-/// capacity that is not a power of two.
+/// capacity that is not a power of two or too large for that encoding.
 fn messages_at(pos: u64, capacity: u64) -> Option<u64> {
     if capacity == 0 || !capacity.is_power_of_two() {
         return None;
     }
-    let mark_bit = (capacity + 1).next_power_of_two();
+    let mark_bit = capacity.checked_add(1)?.checked_next_power_of_two()?;
     let one_lap = mark_bit * 2;
     let pos = pos & !mark_bit;
     Some((pos / one_lap) * capacity + (pos & (mark_bit - 1)))

@@ -94,6 +94,17 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The line `conduit ls` prints for `name` (the command must succeed).
+fn ls_line(name: &str) -> String {
+    let o = run(&["ls"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("{name} not listed: {}", stdout(&o)))
+        .to_string()
+}
+
 fn json_of(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
 }
@@ -136,13 +147,7 @@ fn ls_and_stat_show_a_live_channel() {
     assert_eq!(me["peers"][0]["sender"], true);
     assert_eq!(me["creator_pid"], std::process::id());
 
-    let o = run(&["ls"]);
-    assert!(o.status.success());
-    let line = stdout(&o)
-        .lines()
-        .find(|l| l.starts_with(&name))
-        .map(str::to_string)
-        .unwrap();
+    let line = ls_line(&name);
     assert!(line.contains("channel") && line.ends_with("ok"), "{line}");
 
     let o = run(&["stat", &name]);
@@ -268,12 +273,7 @@ fn a_corrupt_header_is_reported_field_by_field() {
     let text = stdout(&o);
     assert!(text.contains("layout is invalid"), "{text}");
     assert!(stderr(&o).contains("problem(s) found"), "{}", stderr(&o));
-    let o = run(&["ls"]);
-    let line = stdout(&o)
-        .lines()
-        .find(|l| l.starts_with(&name))
-        .map(str::to_string)
-        .unwrap();
+    let line = ls_line(&name);
     assert!(line.ends_with("corrupt"), "{line}");
     // Its live peer keeps it from being cleaned.
     let o = run(&["clean", "--grace", "0", "--dry-run"]);
@@ -300,12 +300,7 @@ fn another_layout_version_is_reported_and_never_cleaned() {
             .contains("not inspected further"),
         "{v}"
     );
-    let o = run(&["ls"]);
-    let line = stdout(&o)
-        .lines()
-        .find(|l| l.starts_with(&name))
-        .map(str::to_string)
-        .unwrap();
+    let line = ls_line(&name);
     assert!(
         line.ends_with(&format!("version {}", version + 1)),
         "{line}"

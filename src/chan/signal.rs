@@ -21,6 +21,14 @@
 //! the change and does not sleep. A claimed but not yet committed operation is seen by
 //! the re-check as busy, and the checker spins until it commits instead of sleeping.
 //!
+//! # Timed waits
+//! A timed waiter that gives up makes one last attempt first, whether or not it was
+//! notified: a waker that claimed its count notifies nobody else, so a waiter that left
+//! without looking would strand the message (or room) announced while another waiter
+//! sleeps. One that was not notified withdraws its count; a notification that reaches
+//! its listener afterwards passes on when the listener is dropped. (Modelled, the
+//! deadline passing at every point, in `loom-tests/tests/loom_timeout.rs`.)
+//!
 //! # Counts and entries of async waiters
 //! The async count is the number of unnotified entries, less the claims in flight (a
 //! waker that has decremented the count and not yet taken the list's lock), plus the
@@ -58,7 +66,8 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    AtomicUsize, Event, Listener, Mutex, Ordering, QuickBackoff, listener, load_seqcst, lock,
+    AtomicUsize, Deadline, Event, Listener, Mutex, Ordering, QuickBackoff, listener, load_seqcst,
+    lock,
 };
 
 /// One side's wait queue: waiters for room (senders) or for messages (receivers).
@@ -204,6 +213,23 @@ impl Signal {
         load_seqcst(count) != 0
     }
 
+    /// Wakes every registered waiter, if any is registered: for waiters that wait for
+    /// different changes on one queue (a signal target's waits for different sets of
+    /// numbers), where the one waiter [`Signal::notify_one`] would pick may not be the
+    /// one a change concerns.
+    ///
+    /// Called, like `notify_one`, after the change was made with a SeqCst RMW; the fast
+    /// path is the same two count loads. Otherwise it is [`Signal::notify_all`], whose
+    /// accounting keeps the counts exact: every waiter it notifies re-checks, and one
+    /// that finds nothing for itself registers again (a blocking waiter's notification
+    /// that a withdrawing waiter took is passed on when that waiter's listener drops).
+    #[inline]
+    pub(crate) fn notify_waiting(&self) {
+        if Self::has(&self.inner.async_waiters) || Self::has(&self.inner.waiters) {
+            self.notify_all();
+        }
+    }
+
     /// Wakes every waiter (disconnection, which is final): every woken waiter re-checks
     /// and finds the disconnection.
     ///
@@ -214,12 +240,20 @@ impl Signal {
     /// listener was inserted before its increment) and does not withdraw it again. A
     /// waiter that withdraws anyway (its re-check succeeded, or it timed out) finds a
     /// zero count, or takes one from a waiter that registered after the swap; such a
-    /// waiter's re-check comes after the disconnection, so it never sleeps and withdraws
-    /// in turn, and the count ends at zero. Async waiters: each entry notified here is
-    /// settled under the list's lock (module docs, step 4).
+    /// waiter's listener was inserted before its increment, so the withdrawing waiter's
+    /// notification, passed on when its listener drops, reaches it (or another
+    /// unnotified waiter, which then registers again): after a disconnection its re-check
+    /// finds the disconnection; after a [`Signal::notify_waiting`] change, it sleeps
+    /// counted. Async waiters: each entry notified here is settled under the list's lock
+    /// (module docs, step 4).
     pub(crate) fn notify_all(&self) {
         self.inner.waiters.swap(0, Ordering::SeqCst);
-        self.inner.event.notify(usize::MAX);
+        // Additional notifications, as in `notify_one`: a notified listener dropped
+        // without waiting (its waiter's re-check succeeded) passes its notification to a
+        // listener not yet notified, whatever others are notified meanwhile.
+        self.inner
+            .event
+            .notify(event_listener::IntoNotification::additional(usize::MAX));
         let wakers: Vec<Waker> = {
             let mut list = lock(&self.inner.wakers);
             let wakers: Vec<Waker> = list
@@ -361,26 +395,34 @@ pub(crate) fn block_on<R, S>(
     worth_trying: impl Fn() -> bool,
     mut attempt: impl FnMut(S) -> Attempt<R, S>,
 ) -> Result<R, S> {
-    let mut spin = QuickBackoff::new(QUICK_POLLS);
-    let mut first = true;
-    loop {
-        let last = spin.is_completed();
-        if first || last || worth_trying() {
-            match attempt(state) {
-                Attempt::Done(r) => return Ok(r),
-                Attempt::Wait(s) => state = s,
+    // The spin saves a park when the change comes soon. Under loom it would be one more
+    // unregistered attempt, the same as the inline claim each caller has just made, and
+    // the model would explore every interleaving around it again: skipped (in a user's
+    // model of an unbounded channel, a quarter fewer executions; see
+    // `loom-tests/README.md`). The waits that can lose a wake-up are all after it.
+    if !cfg!(loom) {
+        let mut spin = QuickBackoff::new(QUICK_POLLS);
+        let mut first = true;
+        loop {
+            let last = spin.is_completed();
+            if first || last || worth_trying() {
+                match attempt(state) {
+                    Attempt::Done(r) => return Ok(r),
+                    Attempt::Wait(s) => state = s,
+                }
             }
+            if last {
+                break;
+            }
+            first = false;
+            spin.snooze();
         }
-        if last {
-            break;
-        }
-        first = false;
-        spin.snooze();
+    }
+    let mut deadline = Deadline::new(deadline);
+    if deadline.passed() {
+        return Err(state);
     }
     loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(state);
-        }
         listener!(signal.inner.event => waiting);
         signal.register();
         let mut registered = Registered(Some(signal));
@@ -388,24 +430,39 @@ pub(crate) fn block_on<R, S>(
             Attempt::Done(r) => return Ok(r),
             Attempt::Wait(s) => state = s,
         }
-        let notified = match deadline {
-            None => {
-                waiting.wait();
-                true
-            }
-            Some(d) => waiting.wait_deadline(d).is_some(),
-        };
-        if notified {
+        if sleep(waiting, &mut deadline) {
             // The waker claimed our count.
             registered.0 = None;
-        } else if deadline.is_some_and(|d| Instant::now() >= d) {
-            // Timed out: one last attempt (a change that came with the deadline counts),
-            // then the timeout.
+        }
+        if deadline.passed() {
+            // Giving up: one last attempt, then the timeout. A change that came with the
+            // deadline counts; and a notification this wait took (its waker claimed our
+            // count and will not notify anyone else) is acted on, not dropped: giving up
+            // without looking would strand the message or room it announced while
+            // another waiter sleeps.
             return match attempt(state) {
                 Attempt::Done(r) => Ok(r),
                 Attempt::Wait(s) => Err(s),
             };
         }
+    }
+}
+
+/// Sleeps on `waiting` until it is notified (`true`) or `deadline` passes.
+fn sleep(waiting: impl Listener, deadline: &mut Deadline) -> bool {
+    #[cfg(not(loom))]
+    let timed = deadline.at();
+    #[cfg(loom)]
+    let timed = deadline.model();
+    match timed {
+        None => {
+            waiting.wait();
+            true
+        }
+        #[cfg(not(loom))]
+        Some(d) => waiting.wait_deadline(d).is_some(),
+        #[cfg(loom)]
+        Some(model) => model.wait(waiting).is_some(),
     }
 }
 

@@ -35,7 +35,7 @@ use std::time::Instant;
 use super::unwind::wake_all;
 use crate::error::{SendTimeoutError, TryRecvError, TrySendError};
 use crate::sync::{
-    AtomicBool, Backoff, Mutex, MutexGuard, Ordering, Thread, UnsafeCell, lock, thread,
+    AtomicBool, Backoff, Deadline, Mutex, MutexGuard, Ordering, Thread, UnsafeCell, lock, thread,
 };
 
 /// A message slot shared by a waiting operation and its counterpart. Only accessed with
@@ -225,7 +225,7 @@ unsafe fn take_offer<T>(g: &MutexGuard<'_, Inner<T>>, entry: Entry<T>) -> (T, Wa
 
 /// Waits for `packet`'s hand-off: spins briefly (the counterpart is often just about to
 /// arrive), then parks until woken or `deadline`. The caller re-checks under the lock.
-fn wait_for<T>(packet: &Packet<T>, deadline: Option<Instant>) {
+fn wait_for<T>(packet: &Packet<T>, deadline: &mut Deadline) {
     let backoff = Backoff::new();
     while !backoff.is_completed() {
         if packet.ready.load(Ordering::Acquire) {
@@ -265,22 +265,21 @@ fn deliver_to_blocked<T>(mut g: Guard<'_, T>, msg: T) -> Result<(), (Guard<'_, T
     Ok(())
 }
 
-#[cfg(not(loom))]
-pub(crate) fn park_until(deadline: Option<Instant>) {
-    match deadline {
+/// Parks until woken or `deadline` passes.
+pub(crate) fn park_until(deadline: &mut Deadline) {
+    #[cfg(not(loom))]
+    match deadline.at() {
         Some(d) => thread::park_timeout(d.saturating_duration_since(Instant::now())),
         None => thread::park(),
     }
-}
-
-#[cfg(loom)]
-pub(crate) fn park_until(_deadline: Option<Instant>) {
-    // loom has no timed park; loom models use no deadlines.
-    thread::park();
-}
-
-pub(crate) fn expired(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
+    // Under loom the model's deadline cannot unpark us (a stray unpark would reach a
+    // thread blocked elsewhere): a timed wait yields instead, and the caller's loop
+    // re-checks the packet and the deadline until one of them ends it.
+    #[cfg(loom)]
+    match deadline.model() {
+        Some(_) => thread::yield_now(),
+        None => thread::park(),
+    }
 }
 
 impl<T> Channel<T> {
@@ -316,7 +315,8 @@ impl<T> Channel<T> {
             Ok(()) => return Ok(()),
             Err(back) => back,
         };
-        if expired(deadline) {
+        let mut deadline = Deadline::new(deadline);
+        if deadline.passed() {
             return Err(SendTimeoutError::Timeout(msg));
         }
         let packet = Packet::new(Some(msg));
@@ -339,14 +339,14 @@ impl<T> Channel<T> {
             }
         }
         loop {
-            wait_for(&packet, deadline);
+            wait_for(&packet, &mut deadline);
             let mut g = lock(&self.inner);
             // SAFETY: the lock is held; `packet` lives on this stack frame.
             let (done, msg) = unsafe {
                 packet.with(&g, |p| {
                     if p.done {
                         (true, None)
-                    } else if g_needs_exit(&g, deadline) {
+                    } else if g_needs_exit(&g, &deadline) {
                         (false, p.msg.take())
                     } else {
                         (false, None)
@@ -388,7 +388,8 @@ impl<T> Channel<T> {
         if g.disconnected {
             return Err(true);
         }
-        if expired(deadline) {
+        let mut deadline = Deadline::new(deadline);
+        if deadline.passed() {
             return Err(false);
         }
         let packet = Packet::new(None);
@@ -400,14 +401,14 @@ impl<T> Channel<T> {
         });
         drop(g);
         loop {
-            wait_for(&packet, deadline);
+            wait_for(&packet, &mut deadline);
             let mut g = lock(&self.inner);
             // SAFETY: the lock is held; `packet` lives on this stack frame.
             let msg = unsafe { packet.with(&g, |p| p.msg.take()) };
             if let Some(msg) = msg {
                 return Ok(msg);
             }
-            if g_needs_exit(&g, deadline) {
+            if g_needs_exit(&g, &deadline) {
                 Inner::remove(&mut g.receivers, id);
                 return Err(g.disconnected);
             }
@@ -577,6 +578,6 @@ impl<T> Channel<T> {
 }
 
 /// Whether a waiting operation must give up: disconnected, or its deadline passed.
-fn g_needs_exit<T>(g: &MutexGuard<'_, Inner<T>>, deadline: Option<Instant>) -> bool {
-    g.disconnected || expired(deadline)
+fn g_needs_exit<T>(g: &MutexGuard<'_, Inner<T>>, deadline: &Deadline) -> bool {
+    g.disconnected || deadline.passed()
 }

@@ -27,8 +27,8 @@ use core::fmt;
 use core::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use crate::chan::zero::{Wake, expired, park_until};
-use crate::sync::{Arc, Mutex, lock, thread};
+use crate::chan::zero::{Wake, park_until};
+use crate::sync::{Arc, Deadline, Mutex, lock, thread};
 
 struct SlotState<R> {
     value: Option<R>,
@@ -193,14 +193,15 @@ impl<R> Waiting<R> {
 
     /// Blocks until the reply comes, the replier goes, or `deadline` passes.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<R, NoReply> {
+        let mut deadline = Deadline::new(deadline);
         loop {
             if let Some(out) = self.check(|| Some(Wake::Thread(thread::current()))) {
                 return out;
             }
-            if expired(deadline) {
+            if deadline.passed() {
                 return self.abandon();
             }
-            park_until(deadline);
+            park_until(&mut deadline);
         }
     }
 

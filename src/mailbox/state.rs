@@ -65,8 +65,8 @@ use std::time::Instant;
 
 use super::Stored;
 use super::index::{Index, MAX_QUEUED, Sel};
-use crate::chan::zero::{Wake, expired, park_until};
-use crate::sync::{Mutex, MutexGuard, lock, thread};
+use crate::chan::zero::{Wake, park_until};
+use crate::sync::{Deadline, Mutex, MutexGuard, lock, thread};
 
 /// The two sides that wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +311,7 @@ impl<T> Shared<T> {
         deadline: Option<Instant>,
         mut attempt: impl FnMut(&mut State<T>, &mut After) -> Attempt<R>,
     ) -> Option<R> {
+        let mut deadline = Deadline::new(deadline);
         let mut key: Option<u64> = None;
         loop {
             let mut after = After::default();
@@ -318,7 +319,7 @@ impl<T> Shared<T> {
             let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
             let out = match attempt(&mut g, &mut after) {
                 Attempt::Done(r) => Some(Some(r)),
-                Attempt::Wait if expired(deadline) => Some(None),
+                Attempt::Wait if deadline.passed() => Some(None),
                 Attempt::Wait => {
                     key = Some(g.register(side, sel, Wake::Thread(thread::current())));
                     None
@@ -332,7 +333,7 @@ impl<T> Shared<T> {
             if let Some(out) = out {
                 return out;
             }
-            park_until(deadline);
+            park_until(&mut deadline);
         }
     }
 

@@ -280,28 +280,18 @@ impl Endpoint {
         maintain: bool,
         read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<R, TryRecvError> {
-        match self.recv_once(true, read) {
-            Ok(msg) => Ok(msg),
-            Err(Stall::Corrupt | Stall::Disconnected) => Err(TryRecvError::Disconnected),
-            Err(Stall::Blocked | Stall::Busy) => {
+        // Every sender gone: one may have committed just before detaching (see
+        // `wait::try_recv`).
+        wait::try_recv(
+            |peek| self.recv_once(peek, read),
+            || {
                 let seg = self.seg();
                 if maintain {
                     seg.maintain_if_due();
                 }
-                if !seg.side_gone(Side::Send) {
-                    return Err(TryRecvError::Empty);
-                }
-                // Every sender is gone; one may have committed just before detaching. No
-                // peek: a claim a dead sender left must be told from an empty ring.
-                match self.recv_once(false, read) {
-                    Ok(msg) => Ok(msg),
-                    // A dead sender's claim that its reaper has not reclaimed yet: the
-                    // reaper wakes us when it has.
-                    Err(Stall::Busy) => Err(TryRecvError::Empty),
-                    Err(_) => Err(TryRecvError::Disconnected),
-                }
-            }
-        }
+                seg.side_gone(Side::Send)
+            },
+        )
     }
 
     /// A blocking send until `deadline`.
@@ -343,9 +333,11 @@ impl Endpoint {
         // While spinning, a full ring is retried once a batch of it is free again (see
         // `Ring::send_batch_free`).
         wait::block(
-            self.seg(),
-            Side::Send,
+            self.seg().signal(Side::Send),
             deadline,
+            || {
+                self.seg().maintain_if_due();
+            },
             || self.seg().ring().send_batch_free(),
             attempt,
         )
@@ -383,9 +375,11 @@ impl Endpoint {
             Err(TryRecvError::Empty) => None,
         };
         wait::block(
-            self.seg(),
-            Side::Recv,
+            self.seg().signal(Side::Recv),
             deadline,
+            || {
+                self.seg().maintain_if_due();
+            },
             || self.seg().ring().may_proceed(false),
             attempt,
         )

@@ -25,16 +25,21 @@
 //! the waiter's position ([`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed)):
 //! either way its loads come after the fence. Sleeps are also bounded by a timeout
 //! slice, so that peer death is noticed even without a wake-up. (Modelled in
-//! `loom-tests/tests/loom_shm_ring.rs`, `*_recheck_never_sleeps_through_*`.)
+//! `loom-tests/tests/loom_shm_ring.rs`, `*_recheck_never_sleeps_through_*`, and with
+//! these words and the production wait loop in `loom-tests/tests/loom_shm_wait.rs`, where
+//! the kernel's side of the futex is `model::Sleepers`.)
 //!
 //! A process killed while asleep leaves its count raised: later commits then make a
 //! (harmless, wasted) `FUTEX_WAKE` call each, until the name is unlinked.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+#[cfg(not(loom))]
 use rustix::io::Errno;
+#[cfg(not(loom))]
 use rustix::thread::futex;
+
+use crate::sync::{AtomicU32, Ordering};
 
 /// One side's wait words (a 128-byte block of the header).
 #[repr(C, align(128))]
@@ -47,6 +52,9 @@ pub(crate) struct SideSignal {
     pub(crate) async_seq: AtomicU32,
     /// How many async waits (tasks of any process) are registered on this side.
     pub(crate) async_waiters: AtomicU32,
+    /// Under loom, the kernel's queue of sleepers on `seq` (`model::Sleepers`).
+    #[cfg(loom)]
+    sleepers: model::Sleepers,
 }
 
 /// How a bounded sleep ended.
@@ -65,7 +73,7 @@ impl SideSignal {
     pub(crate) fn notify_one(&self) {
         if self.waiters.load(Ordering::SeqCst) != 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);
-            wake(&self.seq, 1);
+            self.wake_seq(1);
         }
         super::hub::notify(self);
     }
@@ -73,9 +81,9 @@ impl SideSignal {
     /// Wakes every waiter of this side, in every process (a peer came or went).
     pub(crate) fn notify_all(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);
-        wake(&self.seq, u32::MAX);
+        self.wake_seq(u32::MAX);
         self.async_seq.fetch_add(1, Ordering::SeqCst);
-        wake(&self.async_seq, u32::MAX);
+        self.wake_async_seq();
     }
 
     /// Registers a blocking waiter and returns the `seq` value to sleep on; the caller
@@ -84,7 +92,7 @@ impl SideSignal {
     pub(crate) fn register(&self) -> u32 {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let seq = self.seq.load(Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
+        crate::sync::fence(Ordering::SeqCst);
         seq
     }
 
@@ -94,12 +102,162 @@ impl SideSignal {
     }
 
     /// Sleeps while `seq` still holds `seen`, for at most `timeout`.
+    #[cfg(not(loom))]
     pub(crate) fn sleep(&self, seen: u32, timeout: Duration) -> Woke {
         wait(&self.seq, seen, timeout)
+    }
+
+    /// `FUTEX_WAKE` of up to `n` blocking waiters.
+    #[cfg(not(loom))]
+    fn wake_seq(&self, n: u32) {
+        wake(&self.seq, n);
+    }
+
+    /// `FUTEX_WAKE` of every async helper.
+    #[cfg(not(loom))]
+    fn wake_async_seq(&self) {
+        wake(&self.async_seq, u32::MAX);
+    }
+}
+
+#[cfg(loom)]
+impl SideSignal {
+    /// Fresh words, for the loom models (in production they live in a segment).
+    pub(crate) fn new() -> Self {
+        SideSignal {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            async_seq: AtomicU32::new(0),
+            async_waiters: AtomicU32::new(0),
+            sleepers: model::Sleepers::default(),
+        }
+    }
+
+    /// [`SideSignal::sleep`] under loom: sleeps while `seq` holds `seen`, until woken or,
+    /// with a `deadline`, until the model lets it pass. Without one the sleep has no
+    /// timeout slice: a wake-up the protocol loses then hangs the model (loom reports the
+    /// deadlock) instead of being covered up by the slice.
+    pub(crate) fn sleep_model(
+        &self,
+        seen: u32,
+        deadline: Option<&crate::sync::ModelDeadline>,
+    ) -> Woke {
+        self.sleepers.wait(&self.seq, seen, deadline)
+    }
+
+    fn wake_seq(&self, n: u32) {
+        self.sleepers.wake(n);
+    }
+
+    /// No async helper threads are modelled; the `async_seq` word still changes.
+    fn wake_async_seq(&self) {}
+}
+
+/// The async hub's view of the side ([`super::hub`]): its `async_seq` and
+/// `async_waiters`, and the wake-up of every helper sleeping on `async_seq`.
+impl super::hub::WaitWords for SideSignal {
+    fn async_seq(&self) -> &AtomicU32 {
+        &self.async_seq
+    }
+
+    fn async_waiters(&self) -> &AtomicU32 {
+        &self.async_waiters
+    }
+
+    fn wake_helpers(&self) {
+        self.wake_async_seq();
+    }
+}
+
+/// The kernel's side of a futex, under loom.
+#[cfg(loom)]
+mod model {
+    use core::cell::Cell;
+    use core::task::{Poll, Waker};
+    use std::collections::VecDeque;
+
+    use super::Woke;
+    use crate::sync::{AtomicU32, ModelDeadline, Mutex, Ordering, lock};
+
+    /// The sleepers on one futex word, oldest first, each with the waker of the
+    /// `block_on` it sleeps in. The lock stands for the kernel's hash-bucket lock:
+    /// `FUTEX_WAIT` checks the word and queues under it, `FUTEX_WAKE` dequeues under it.
+    #[derive(Default)]
+    pub(super) struct Sleepers(Mutex<Queue>);
+
+    #[derive(Default)]
+    struct Queue {
+        next: u64,
+        sleepers: VecDeque<(u64, Waker)>,
+    }
+
+    impl Sleepers {
+        /// `FUTEX_WAIT` on `word` while it holds `seen`; with a `deadline`, a sleeper still
+        /// queued when it passes leaves the queue and reports [`Woke::TimedOut`].
+        pub(super) fn wait(
+            &self,
+            word: &AtomicU32,
+            seen: u32,
+            deadline: Option<&ModelDeadline>,
+        ) -> Woke {
+            let key = Cell::new(None);
+            let sleep = core::future::poll_fn(|cx| {
+                let mut q = lock(&self.0);
+                match key.get() {
+                    None => {
+                        if word.load(Ordering::SeqCst) != seen {
+                            return Poll::Ready(());
+                        }
+                        let k = q.next;
+                        q.next += 1;
+                        q.sleepers.push_back((k, cx.waker().clone()));
+                        key.set(Some(k));
+                        Poll::Pending
+                    }
+                    Some(k) => match q.sleepers.iter_mut().find(|(id, _)| *id == k) {
+                        // Dequeued by a wake.
+                        None => Poll::Ready(()),
+                        Some((_, waker)) => {
+                            waker.clone_from(cx.waker());
+                            Poll::Pending
+                        }
+                    },
+                }
+            });
+            let Some(deadline) = deadline else {
+                loom::future::block_on(sleep);
+                return Woke::Early;
+            };
+            if deadline.wait(sleep).is_some() {
+                return Woke::Early;
+            }
+            let mut q = lock(&self.0);
+            match q.sleepers.iter().position(|(id, _)| Some(*id) == key.get()) {
+                Some(i) => {
+                    q.sleepers.remove(i);
+                    Woke::TimedOut
+                }
+                // Never queued (the word had changed), or woken as the deadline passed.
+                None => Woke::Early,
+            }
+        }
+
+        /// `FUTEX_WAKE` of up to `n` sleepers, oldest first.
+        pub(super) fn wake(&self, n: u32) {
+            let woken: Vec<Waker> = {
+                let mut q = lock(&self.0);
+                let n = (n as usize).min(q.sleepers.len());
+                q.sleepers.drain(..n).map(|(_, w)| w).collect()
+            };
+            for w in woken {
+                w.wake();
+            }
+        }
     }
 }
 
 /// `FUTEX_WAIT` (shared) on `word` while it holds `seen`, for at most `timeout`.
+#[cfg(not(loom))]
 pub(crate) fn wait(word: &AtomicU32, seen: u32, timeout: Duration) -> Woke {
     let ts = futex::Timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
@@ -112,6 +270,7 @@ pub(crate) fn wait(word: &AtomicU32, seen: u32, timeout: Duration) -> Woke {
 }
 
 /// `FUTEX_WAKE` (shared) of up to `n` sleepers on `word`.
+#[cfg(not(loom))]
 pub(crate) fn wake(word: &AtomicU32, n: u32) {
     // Errors (EFAULT cannot happen for a live reference) are ignored: a missed wake-up
     // is bounded by the sleepers' timeout slice.

@@ -339,20 +339,6 @@ mod production {
     /// `futex_waitv` takes at most this many words.
     const WAITV_MAX: usize = 128;
 
-    impl WaitWords for SideSignal {
-        fn async_seq(&self) -> &AtomicU32 {
-            &self.async_seq
-        }
-
-        fn async_waiters(&self) -> &AtomicU32 {
-            &self.async_waiters
-        }
-
-        fn wake_helpers(&self) {
-            crate::shm::futex::wake(&self.async_seq, u32::MAX);
-        }
-    }
-
     /// One side of a mapped segment.
     #[derive(Clone)]
     pub(super) struct SegmentSide {

@@ -20,8 +20,8 @@ use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
 use rustix::shm;
 
 use super::header::{
-    Fingerprint, Header, Kind, Layout, MAGIC, MAX_PEERS, PEER_ENTRIES_OFFSET, PEER_STATES_OFFSET,
-    PeerEntry, RING_OFFSET, VERSION,
+    Fingerprint, Header, Kind, Layout, MAGIC, MAX_CAPACITY, MAX_PEERS, PEER_ENTRIES_OFFSET,
+    PEER_STATES_OFFSET, PeerEntry, RING_OFFSET, VERSION,
 };
 use super::lock::{self, lock_byte};
 use super::name;
@@ -425,10 +425,11 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
 fn read_positions(map: &ReadOnlyMap, info: &mut Inspection) {
     info.head = map.u64_at(RING_OFFSET);
     info.tail = map.u64_at(RING_OFFSET + 128);
+    // A capacity the layout check rejected (reported there) gives no queue length.
     let Ok(cap) = usize::try_from(info.capacity) else {
         return;
     };
-    if cap == 0 || !cap.is_power_of_two() {
+    if cap == 0 || !cap.is_power_of_two() || cap > MAX_CAPACITY {
         return;
     }
     // The ring's position encoding (`chan::ring`): index below `mark_bit`, laps above.

@@ -1,15 +1,21 @@
 //! The shared ring protocol ([`super::protocol`]) over heap storage with
-//! `SHARED = true`, for loom models of claim / commit / reclaim, and the peer table's
-//! state machine ([`super::table`]) over heap storage with an atomic stand-in for each
-//! slot's liveness lock, and the async hub ([`super::hub`]) with the kernel's multi-word
-//! wait modelled. Not part of the API: exposed as `conduit::__loom_shm` under
-//! `--cfg loom` only.
+//! `SHARED = true`, for loom models of claim / commit / reclaim; the peer table's state
+//! machine ([`super::table`]) over heap storage with an atomic stand-in for each slot's
+//! liveness lock; the blocking waits ([`super::wait`]) over the production wait words
+//! ([`SideSignal`], with the kernel's futex modelled); and the async hub
+//! ([`super::hub`]) with the kernel's multi-word wait modelled. Not part of the API:
+//! exposed as `conduit::__loom_shm` under `--cfg loom` only.
 #![allow(missing_docs, missing_debug_implementations)]
 
+use std::time::{Duration, Instant};
+
+use super::futex::SideSignal;
 use super::hub;
 use super::protocol::{self, Kind};
 use super::table::{self, Table};
+use super::wait;
 use crate::chan::ring::{self, RingStorage};
+use crate::error::{RecvTimeoutError, TryRecvError};
 use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub(crate) struct Heap {
@@ -85,6 +91,69 @@ impl Lane {
     }
 }
 
+/// Both sides' wait words, as in a segment's header.
+pub struct Sides {
+    send: SideSignal,
+    recv: SideSignal,
+}
+
+impl Default for Sides {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sides {
+    pub fn new() -> Self {
+        Sides {
+            send: SideSignal::new(),
+            recv: SideSignal::new(),
+        }
+    }
+
+    /// Blocking receivers registered (and not yet unregistered).
+    pub fn recv_waiters(&self) -> u32 {
+        self.recv.waiters.load(Ordering::SeqCst)
+    }
+}
+
+/// One side's presence in the peer table, reduced to one peer's state word: `Peer::drop`
+/// stores FREE with SeqCst and then wakes both sides; `Segment::side_gone` loads it
+/// with Acquire (its `ever` flag is taken as set).
+pub struct Presence(AtomicUsize);
+
+const LIVE: usize = 1;
+const FREE: usize = 0;
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Presence {
+    /// An attached peer.
+    pub fn new() -> Self {
+        Presence(AtomicUsize::new(LIVE))
+    }
+
+    /// The peer detaches (`Peer::drop`).
+    pub fn detach(&self, sides: &Sides) {
+        self.0.store(FREE, Ordering::SeqCst);
+        sides.send.notify_all();
+        sides.recv.notify_all();
+    }
+
+    /// Whether the side is gone (`Segment::side_gone`).
+    pub fn gone(&self) -> bool {
+        self.0.load(Ordering::Acquire) != LIVE
+    }
+}
+
+/// Any deadline: under loom only whether a wait has one matters (the model decides when
+/// it passes).
+const TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A shared-mode ring of `usize` payloads.
 pub struct Ring(ring::Ring<Heap>);
 
@@ -134,6 +203,83 @@ impl Ring {
             Some(self.payload(i).load(Ordering::Relaxed))
         })
         .map_err(stall)
+    }
+
+    /// `Endpoint::send_attempt`: a send, and a wake-up of a waiting receiver if it went
+    /// through.
+    pub fn send_notify(&self, lane: &Lane, value: usize, sides: &Sides) -> Result<(), Stall> {
+        let r = self.send(lane, value);
+        if r.is_ok() {
+            sides.recv.notify_one();
+        }
+        r
+    }
+
+    /// `Endpoint::recv_attempt`: with `peek`, a ring whose slot holds nothing published
+    /// is reported blocked from its stamp alone; a receive that went through wakes a
+    /// waiting sender.
+    fn recv_attempt(&self, lane: &Lane, peek: bool, sides: &Sides) -> Result<usize, ring::Stall> {
+        if peek && !self.0.may_claim_recv() {
+            return Err(ring::Stall::Blocked);
+        }
+        let r = protocol::recv(&self.0, &lane.0, |i| {
+            Some(self.payload(i).load(Ordering::Relaxed))
+        });
+        if r.is_ok() {
+            sides.send.notify_one();
+        }
+        r
+    }
+
+    /// `Endpoint::recv_with`'s waiting loop: the production [`wait::block`] over the
+    /// production [`wait::try_recv`] (whether the senders are gone: `senders`), sleeping
+    /// on the receivers' words; `timed`: with a deadline.
+    pub fn recv_blocking(
+        &self,
+        lane: &Lane,
+        sides: &Sides,
+        senders: &Presence,
+        timed: bool,
+    ) -> Result<usize, RecvTimeoutError> {
+        let attempt = || match wait::try_recv(
+            |peek| self.recv_attempt(lane, peek, sides),
+            || senders.gone(),
+        ) {
+            Ok(msg) => Some(Ok(msg)),
+            Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+            Err(TryRecvError::Empty) => None,
+        };
+        wait::block(
+            &sides.recv,
+            timed.then(|| Instant::now() + TIMEOUT),
+            || {},
+            || self.0.may_proceed(false),
+            attempt,
+        )
+        .unwrap_or(Err(RecvTimeoutError::Timeout))
+    }
+
+    /// `Endpoint::send_with`'s waiting loop for room, sleeping on the senders' words
+    /// (receivers are taken to stay); `Err(Blocked)` once a deadline (`timed`) passed.
+    pub fn send_blocking(
+        &self,
+        lane: &Lane,
+        value: usize,
+        sides: &Sides,
+        timed: bool,
+    ) -> Result<(), Stall> {
+        let attempt = || match self.send_notify(lane, value, sides) {
+            Err(Stall::Blocked | Stall::Busy) => None,
+            done => Some(done),
+        };
+        wait::block(
+            &sides.send,
+            timed.then(|| Instant::now() + TIMEOUT),
+            || {},
+            || self.0.send_batch_free(),
+            attempt,
+        )
+        .unwrap_or(Err(Stall::Blocked))
     }
 
     /// A sender that claims a slot, writes `value` and dies before committing. Returns the claimed position.

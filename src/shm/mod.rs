@@ -183,7 +183,6 @@ mod bytes;
 mod channel;
 #[cfg(not(loom))]
 mod endpoint;
-#[cfg(not(loom))]
 mod futex;
 #[cfg(not(loom))]
 mod future;
@@ -206,7 +205,6 @@ mod ring;
 mod segment;
 #[cfg(not(loom))]
 mod stale;
-#[cfg(not(loom))]
 mod wait;
 
 #[cfg(not(loom))]

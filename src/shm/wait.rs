@@ -1,10 +1,12 @@
-//! Blocking waits: spin briefly, then sleep on the side's futex word in slices.
+//! Blocking waits: spin briefly, then sleep on the side's futex word in slices; and the
+//! receive check that tells an empty ring from a disconnected one.
 
 use std::time::{Duration, Instant};
 
-use super::futex::Woke;
-use super::segment::{Segment, Side};
-use crate::sync::QuickBackoff;
+use super::futex::{SideSignal, Woke};
+use crate::chan::ring::Stall;
+use crate::error::TryRecvError;
+use crate::sync::{Deadline, QuickBackoff};
 
 /// The longest a blocking waiter sleeps before re-checking the ring and running
 /// maintenance (see [`super::peers`] for the resulting bounds).
@@ -17,8 +19,11 @@ pub(crate) const SLICE: Duration = Duration::from_millis(100);
 /// hop, a delay of the order of the time already waited.
 const QUICK_POLLS: u32 = 64;
 
-/// Runs `attempt` until it returns `Some` or `deadline` passes (`None`). `side` is the
-/// waiter's side: senders sleep on the send words, receivers on the receive words.
+/// Runs `attempt` until it returns `Some` or `deadline` passes (`None`), sleeping on
+/// `signal`, the waiter's side's words (senders sleep on the send words, receivers on the
+/// receive words). `maintain` runs peer maintenance when due (a dead peer's claims are
+/// settled there). Under loom (`conduit::__loom_shm`) this same loop runs with the futex
+/// modelled (`SideSignal::sleep_model`).
 ///
 /// Every loop here is bounded by the deadline: it is checked after each attempt that
 /// fails, in the spin as in the sleeps. Each attempt is bounded in turn (the claim loops
@@ -27,9 +32,9 @@ const QUICK_POLLS: u32 = 64;
 /// peer moves the positions, and a wait without a deadline keeps coming back here, where
 /// it sleeps and runs maintenance, rather than spinning inside one attempt.
 pub(crate) fn block<R>(
-    seg: &Segment,
-    side: Side,
+    signal: &SideSignal,
     deadline: Option<Instant>,
+    mut maintain: impl FnMut(),
     mut may_proceed: impl FnMut() -> bool,
     mut attempt: impl FnMut() -> Option<R>,
 ) -> Option<R> {
@@ -51,32 +56,73 @@ pub(crate) fn block<R>(
             }
         }
     }
-    let signal = seg.signal(side);
+    let mut deadline = Deadline::new(deadline);
     loop {
-        seg.maintain_if_due();
-        let slice = match deadline {
-            None => SLICE,
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    return None;
-                }
-                (d - now).min(SLICE)
-            }
-        };
+        maintain();
+        if deadline.passed() {
+            return None;
+        }
         let seen = signal.register();
         if let Some(r) = attempt() {
             signal.unregister();
             return Some(r);
         }
-        let woke = signal.sleep(seen, slice);
+        let woke = sleep(signal, seen, &mut deadline);
         signal.unregister();
+        // Always one attempt after a sleep, however it ended: a wake-up this waiter took
+        // is acted on before it can give up.
         if let Some(r) = attempt() {
             return Some(r);
         }
-        if woke == Woke::TimedOut && deadline.is_none_or(|d| Instant::now() < d) {
+        if woke == Woke::TimedOut && !deadline.passed() {
             // A whole slice without news: a peer may have died.
-            seg.maintain_if_due();
+            maintain();
+        }
+    }
+}
+
+/// One sleep on `signal` while its sequence holds `seen`: at most a [`SLICE`], and not
+/// past the deadline.
+fn sleep(signal: &SideSignal, seen: u32, deadline: &mut Deadline) -> Woke {
+    #[cfg(not(loom))]
+    {
+        let slice = deadline.at().map_or(SLICE, |d| {
+            d.saturating_duration_since(Instant::now()).min(SLICE)
+        });
+        signal.sleep(seen, slice)
+    }
+    #[cfg(loom)]
+    signal.sleep_model(seen, deadline.model())
+}
+
+/// A non-blocking receive's outcome from `recv(peek)`, one claim-read-free attempt (see
+/// `Endpoint::recv_once`), and `senders_gone`, whether every sender has detached (after
+/// maintenance, if the caller runs it).
+///
+/// A ring found empty (or its slot claimed) is only reported disconnected after a second
+/// look made once every sender is known gone: a sender may have committed its last
+/// message just before detaching, and the detach (a SeqCst store, read with Acquire by
+/// `senders_gone`) makes that commit visible to the second look. The second look does
+/// not peek: a claim that a dead sender left must be told from an empty ring (it is
+/// reported as empty until the dead sender's reaper has reclaimed it, and the reaper
+/// wakes the waiters when it has).
+#[inline]
+pub(crate) fn try_recv<R>(
+    mut recv: impl FnMut(bool) -> Result<R, Stall>,
+    senders_gone: impl FnOnce() -> bool,
+) -> Result<R, TryRecvError> {
+    match recv(true) {
+        Ok(msg) => Ok(msg),
+        Err(Stall::Corrupt | Stall::Disconnected) => Err(TryRecvError::Disconnected),
+        Err(Stall::Blocked | Stall::Busy) => {
+            if !senders_gone() {
+                return Err(TryRecvError::Empty);
+            }
+            match recv(false) {
+                Ok(msg) => Ok(msg),
+                Err(Stall::Busy) => Err(TryRecvError::Empty),
+                Err(_) => Err(TryRecvError::Disconnected),
+            }
         }
     }
 }

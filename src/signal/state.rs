@@ -1,0 +1,404 @@
+//! The pending-signal state of a target: fixed-width atomic words, generic over where
+//! they live ([`SignalStorage`]), so that the heap target and a later shared-memory twin
+//! share one algorithm and loom checks it once, on the heap.
+//!
+//! # Words
+//!
+//! | word | width | meaning |
+//! |---|---|---|
+//! | `pending` | `u64` | bit `n - 1`: number `n` may have something pending |
+//! | `mask` | `u64` | bit `n - 1`: number `n` is masked (held pending) |
+//! | `running` | `u64` | bit `n - 1`: a handler for `n` is running (held pending meanwhile) |
+//! | `ignore` | `u64` | bit `n - 1`: raises of `n` are discarded (and counted) |
+//! | `catch` | `u64` | bit `n - 1`: deliveries of `n` run its handler |
+//! | `closed` | `u64` | nonzero once the target is gone: raises fail |
+//! | `count[n]` | `u64` per standard number | raises of `n` not yet delivered |
+//! | `origin[n]` | `u64` per standard number | the origin of a recent raise of `n` |
+//! | `ignored[n]` | `u64` per number | raises of `n` discarded because `n` was ignored |
+//! | `queue[n]` | a [`Ring`] per queued number | `(payload, origin)` of each raise, in order |
+//!
+//! # Raise
+//!
+//! A raise checks `closed` and `ignore`, then records itself: a standard number adds to
+//! its count (after storing its origin), a queued number claims a slot of its ring,
+//! writes payload and origin and commits (or fails [`Full`](RaiseFail::Full) when the
+//! ring has no free slot). Only then does it set the number's `pending` bit, with a
+//! SeqCst `fetch_or`: the change that the no-lost-wake-up argument announces.
+//!
+//! # Take
+//!
+//! A taker of number `n` (one that saw its bit deliverable):
+//! - standard: clears the bit (`fetch_and`; only the taker that finds it set goes on),
+//!   then swaps the count to zero. Every raise's increment is taken by exactly one swap,
+//!   so the counts delivered add up to the raises made, exactly. A swap that finds zero
+//!   (an earlier taker's swap took this raise's increment before the raise set the bit
+//!   again) delivers nothing.
+//! - queued: receives from the ring. Finding it empty, it clears the bit and receives
+//!   once more: a raise whose commit that second try misses sets the bit after the
+//!   clear (its `fetch_or` follows its commit, and the clear, an acquire RMW, would
+//!   otherwise have read from it and made the commit visible). If the second try finds
+//!   an entry after all, the taker sets the bit again (entries may remain) and reports
+//!   the re-arm, which its caller announces like a raise.
+//!
+//! The count's origin is read after the swap: the origin of one of the raises taken
+//! (the latest whose store the swap made visible).
+
+use crossbeam_utils::CachePadded;
+
+use crate::chan::ring::{Ring, RingStorage, Stall, initial_stamp};
+use crate::sync::{AtomicU64, AtomicUsize, Backoff, Ordering, after_seqcst_rmw};
+
+/// Signal numbers: `1..=SIGNALS`.
+pub(crate) const SIGNALS: u8 = 64;
+/// The first queued number; `1..FIRST_QUEUED` are standard.
+pub(crate) const FIRST_QUEUED: u8 = 32;
+/// How many numbers are standard.
+pub(crate) const STANDARD: usize = FIRST_QUEUED as usize - 1;
+/// How many numbers are queued.
+pub(crate) const QUEUED: usize = (SIGNALS - FIRST_QUEUED + 1) as usize;
+
+/// The bit of number `n` in the 64-bit words.
+#[inline]
+pub(crate) const fn bit(n: u8) -> u64 {
+    1u64 << (n - 1)
+}
+
+/// The scalar words (see the module docs).
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct Words {
+    pub(crate) pending: AtomicU64,
+    pub(crate) mask: AtomicU64,
+    pub(crate) running: AtomicU64,
+    pub(crate) ignore: AtomicU64,
+    pub(crate) catch: AtomicU64,
+    pub(crate) closed: AtomicU64,
+}
+
+impl Words {
+    fn new() -> Self {
+        Words {
+            pending: AtomicU64::new(0),
+            mask: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+            ignore: AtomicU64::new(0),
+            catch: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One slot of a queued number's ring: the ring's stamp plus the raise's two words,
+/// written (Relaxed) between the claim and the commit that publishes them.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct QueueSlot {
+    stamp: AtomicUsize,
+    payload: AtomicU64,
+    origin: AtomicU64,
+}
+
+/// A queued number's ring storage that also holds each slot's payload words.
+///
+/// # Safety
+/// As [`RingStorage`]; `slot(i)` returns the slot whose stamp `stamp(i)` returns.
+pub(crate) unsafe trait QueueStorage: RingStorage {
+    fn slot(&self, index: usize) -> Option<&QueueSlot>;
+}
+
+/// Where a target's words live.
+///
+/// # Safety
+/// Every method returns the same words for the same arguments for the storage's
+/// lifetime, distinct words for distinct arguments in range.
+pub(crate) unsafe trait SignalStorage {
+    type Queue: QueueStorage;
+    fn words(&self) -> &Words;
+    /// Standard numbers `1..FIRST_QUEUED`.
+    fn count(&self, n: u8) -> &AtomicU64;
+    /// Standard numbers `1..FIRST_QUEUED`.
+    fn origin(&self, n: u8) -> &AtomicU64;
+    /// Every number.
+    fn ignored(&self, n: u8) -> &AtomicU64;
+    /// Queued numbers `FIRST_QUEUED..=SIGNALS`.
+    fn queue(&self, n: u8) -> &Ring<Self::Queue>;
+}
+
+/// Why a raise failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RaiseFail {
+    Disconnected,
+    Full,
+}
+
+/// One delivery taken from the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub(crate) count: u64,
+    pub(crate) payload: Option<u64>,
+    pub(crate) origin: u64,
+}
+
+/// The algorithm over a storage.
+#[derive(Debug)]
+pub(crate) struct State<S> {
+    storage: S,
+}
+
+impl<S: SignalStorage> State<S> {
+    pub(crate) fn new(storage: S) -> Self {
+        State { storage }
+    }
+
+    #[inline]
+    pub(crate) fn words(&self) -> &Words {
+        self.storage.words()
+    }
+
+    /// Records `times` raises of `n` (`times` is 1 for a queued number) from `origin`.
+    /// On success the pending bit was set with a SeqCst RMW (or the raise was ignored);
+    /// the caller then announces it to waiters.
+    pub(crate) fn raise(
+        &self,
+        n: u8,
+        payload: u64,
+        origin: u64,
+        times: u64,
+    ) -> Result<(), RaiseFail> {
+        let w = self.words();
+        if w.closed.load(Ordering::Acquire) != 0 {
+            return Err(RaiseFail::Disconnected);
+        }
+        let b = bit(n);
+        if w.ignore.load(Ordering::Acquire) & b != 0 {
+            self.storage.ignored(n).fetch_add(times, Ordering::Relaxed);
+            return Ok(());
+        }
+        if n < FIRST_QUEUED {
+            self.storage.origin(n).store(origin, Ordering::Relaxed);
+            // Sync point: Release publishes the origin to the taker whose swap reads
+            // this increment (Acquire).
+            self.storage.count(n).fetch_add(times, Ordering::Release);
+        } else {
+            self.push(n, payload, origin)?;
+        }
+        // SeqCst: the change of the no-lost-wake-up argument; Release (part of it)
+        // publishes the count or the committed entry to the taker that clears the bit.
+        w.pending.fetch_or(b, Ordering::SeqCst);
+        after_seqcst_rmw();
+        Ok(())
+    }
+
+    /// Appends `(payload, origin)` to queued number `n`'s ring.
+    fn push(&self, n: u8, payload: u64, origin: u64) -> Result<(), RaiseFail> {
+        let ring = self.storage.queue(n);
+        let backoff = Backoff::new();
+        loop {
+            match ring.start_send(|_| {}) {
+                Ok(token) => {
+                    if let Some(slot) = ring.storage().slot(token.index) {
+                        slot.payload.store(payload, Ordering::Relaxed);
+                        slot.origin.store(origin, Ordering::Relaxed);
+                    }
+                    // Sync point: the commit's Release publishes the two words to the
+                    // receiver whose claim reads the stamp (Acquire).
+                    ring.commit_send(token);
+                    return Ok(());
+                }
+                // No free slot: the queue is at its depth. (The ring is never marked
+                // disconnected; corruption is only possible for shared storage, and
+                // reporting it as `Full` keeps the raise bounded.)
+                Err(Stall::Blocked | Stall::Disconnected | Stall::Corrupt) => {
+                    return Err(RaiseFail::Full);
+                }
+                // A taker is reading the slot at our position, a few instructions from
+                // freeing it.
+                Err(Stall::Busy) => backoff.snooze(),
+            }
+        }
+    }
+
+    /// Takes one delivery of `n`. The `bool` says that the queued bit was set again
+    /// (see the module docs): the caller announces it like a raise.
+    pub(crate) fn take(&self, n: u8) -> (Option<Taken>, bool) {
+        let w = self.words();
+        let b = bit(n);
+        if n < FIRST_QUEUED {
+            // Sync point: Acquire pairs with the raises' Release `fetch_or`.
+            if w.pending.fetch_and(!b, Ordering::SeqCst) & b == 0 {
+                return (None, false);
+            }
+            let count = self.storage.count(n).swap(0, Ordering::Acquire);
+            if count == 0 {
+                return (None, false);
+            }
+            let origin = self.storage.origin(n).load(Ordering::Relaxed);
+            return (
+                Some(Taken {
+                    count,
+                    payload: None,
+                    origin,
+                }),
+                false,
+            );
+        }
+        let ring = self.storage.queue(n);
+        let backoff = Backoff::new();
+        let mut cleared = false;
+        loop {
+            match ring.start_recv(|_| {}) {
+                Ok(token) => {
+                    let (payload, origin) = match ring.storage().slot(token.index) {
+                        Some(slot) => (
+                            slot.payload.load(Ordering::Relaxed),
+                            slot.origin.load(Ordering::Relaxed),
+                        ),
+                        None => (0, 0),
+                    };
+                    ring.commit_recv(token);
+                    let taken = Taken {
+                        count: 1,
+                        payload: Some(payload),
+                        origin,
+                    };
+                    if cleared {
+                        w.pending.fetch_or(b, Ordering::SeqCst);
+                        after_seqcst_rmw();
+                    }
+                    return (Some(taken), cleared);
+                }
+                Err(Stall::Blocked | Stall::Disconnected | Stall::Corrupt) => {
+                    if cleared {
+                        return (None, false);
+                    }
+                    // Sync point: Acquire pairs with the raises' Release `fetch_or`, so
+                    // a commit whose bit we clear is visible to the second try.
+                    w.pending.fetch_and(!b, Ordering::SeqCst);
+                    cleared = true;
+                }
+                // A raiser claimed the slot and is writing it.
+                Err(Stall::Busy) => backoff.snooze(),
+            }
+        }
+    }
+
+    /// Adds `n` to the ignored count (a delivery discarded when `n` became ignored).
+    pub(crate) fn add_ignored(&self, n: u8, count: u64) {
+        self.storage.ignored(n).fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Raises of `n` discarded because `n` was ignored.
+    pub(crate) fn ignored(&self, n: u8) -> u64 {
+        self.storage.ignored(n).load(Ordering::Relaxed)
+    }
+}
+
+/// A queued number's ring on the heap.
+#[derive(Debug)]
+pub(crate) struct HeapQueue {
+    head: AtomicUsize,
+    tail: AtomicUsize,
+    slots: Box<[QueueSlot]>,
+}
+
+// SAFETY: `stamp(i)` is the stamp of `slots[i]`, a fixed element of a boxed slice that
+// lives as long as the storage; distinct indices are distinct elements.
+unsafe impl RingStorage for HeapQueue {
+    const SHARED: bool = false;
+
+    #[inline]
+    fn head(&self) -> &AtomicUsize {
+        &self.head
+    }
+
+    #[inline]
+    fn tail(&self) -> &AtomicUsize {
+        &self.tail
+    }
+
+    #[inline]
+    fn stamp(&self, index: usize) -> Option<&AtomicUsize> {
+        self.slots.get(index).map(|s| &s.stamp)
+    }
+}
+
+// SAFETY: `slot(i)` is `slots[i]`, whose stamp `stamp(i)` returns.
+unsafe impl QueueStorage for HeapQueue {
+    #[inline]
+    fn slot(&self, index: usize) -> Option<&QueueSlot> {
+        self.slots.get(index)
+    }
+}
+
+/// A target's words on the heap.
+#[derive(Debug)]
+pub(crate) struct Heap {
+    words: CachePadded<Words>,
+    counts: Box<[AtomicU64]>,
+    origins: Box<[AtomicU64]>,
+    ignored: Box<[AtomicU64]>,
+    queues: Box<[Ring<HeapQueue>]>,
+}
+
+impl Heap {
+    /// Storage whose queued numbers hold up to `depth` entries each (`depth ≥ 1`).
+    pub(crate) fn new(depth: usize) -> Self {
+        let zeros = |len: usize| (0..len).map(|_| AtomicU64::new(0)).collect();
+        let queues = (0..QUEUED)
+            .map(|_| {
+                let slots = (0..depth)
+                    .map(|i| QueueSlot {
+                        stamp: AtomicUsize::new(initial_stamp(i)),
+                        payload: AtomicU64::new(0),
+                        origin: AtomicU64::new(0),
+                    })
+                    .collect();
+                let storage = HeapQueue {
+                    head: AtomicUsize::new(0),
+                    tail: AtomicUsize::new(0),
+                    slots,
+                };
+                Ring::new(storage, depth)
+            })
+            .collect();
+        Heap {
+            words: CachePadded::new(Words::new()),
+            counts: zeros(STANDARD),
+            origins: zeros(STANDARD),
+            ignored: zeros(SIGNALS as usize),
+            queues,
+        }
+    }
+}
+
+// SAFETY: each method indexes a boxed slice allocated once with `n - 1` (or
+// `n - FIRST_QUEUED`), distinct for distinct `n`; out-of-range numbers panic (callers pass
+// numbers a `Signal` validated).
+unsafe impl SignalStorage for Heap {
+    type Queue = HeapQueue;
+
+    #[inline]
+    fn words(&self) -> &Words {
+        &self.words
+    }
+
+    #[inline]
+    fn count(&self, n: u8) -> &AtomicU64 {
+        &self.counts[usize::from(n) - 1]
+    }
+
+    #[inline]
+    fn origin(&self, n: u8) -> &AtomicU64 {
+        &self.origins[usize::from(n) - 1]
+    }
+
+    #[inline]
+    fn ignored(&self, n: u8) -> &AtomicU64 {
+        &self.ignored[usize::from(n) - 1]
+    }
+
+    #[inline]
+    fn queue(&self, n: u8) -> &Ring<HeapQueue> {
+        &self.queues[usize::from(n - FIRST_QUEUED)]
+    }
+}
