@@ -81,6 +81,16 @@
 //!   nature); see [`rendezvous`] for exactly when `try_send` succeeds.
 //!
 //! Every algorithm is model-checked with `loom` (the `loom-tests` crate).
+//!
+//! ## Beyond channels
+//!
+//! - [`shm`]: the bounded ring in a named shared-memory segment that any number of
+//!   processes open by name, surviving crashed (`kill -9`) and hostile peers, with
+//!   [`shm::inspect`] for tools (the `conduit` command of `conduit-cli`).
+//! - [`mailbox`]: named many-to-many mailboxes with envelopes (sender address, tag),
+//!   indexed selective receive and request/reply.
+//! - [`signal`]: numbered signal-style notifications that coalesce or queue, with mask,
+//!   ignore and catch, and a bridge from real OS signals ([`signal::forward_os`]).
 #![deny(missing_docs)]
 #![warn(unsafe_op_in_unsafe_fn, missing_debug_implementations)]
 
