@@ -317,6 +317,40 @@ impl Expect {
     }
 }
 
+/// The header fields that follow from its kind, capacity and payload, as stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored {
+    pub(crate) slot_size: u64,
+    pub(crate) slot_align: u64,
+    pub(crate) total_size: u64,
+}
+
+impl Stored {
+    /// Every stored field that differs from `layout` (computed from the header's kind,
+    /// capacity and payload), and the file's size if it differs from the layout's, one
+    /// message each: [`validate`] reports the first, `shm::inspect` all of them.
+    pub(crate) fn mismatches(&self, layout: &Layout, file_size: u64) -> Vec<String> {
+        let mut out: Vec<String> = [
+            ("slot size", self.slot_size, layout.slot_size),
+            ("slot alignment", self.slot_align, layout.slot_align),
+            ("total size", self.total_size, layout.total_size),
+        ]
+        .into_iter()
+        .filter(|&(_, stored, computed)| stored != computed as u64)
+        .map(|(field, stored, computed)| {
+            format!("{field} mismatch: segment has {stored}, expected {computed}")
+        })
+        .collect();
+        if file_size != layout.total_size as u64 {
+            out.push(format!(
+                "size mismatch: file has {file_size} bytes, header says {}",
+                layout.total_size
+            ));
+        }
+        out
+    }
+}
+
 /// Reads and checks the header of a segment whose file is `file_size` bytes, after the
 /// magic was seen. Every mismatch is [`io::ErrorKind::InvalidData`] naming the field.
 pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Result<Layout> {
@@ -397,27 +431,13 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
     }
     let layout = Layout::new(kind, capacity, fingerprint)
         .map_err(|e| invalid_data(format!("header describes an invalid layout: {e}")))?;
-    let check = |field: &str, stored: u64, computed: usize| {
-        if stored == computed as u64 {
-            Ok(())
-        } else {
-            Err(invalid_data(format!(
-                "{field} mismatch: segment has {stored}, expected {computed}"
-            )))
-        }
+    let stored = Stored {
+        slot_size: h.slot_size.load(Relaxed),
+        slot_align: h.slot_align.load(Relaxed),
+        total_size: h.total_size.load(Relaxed),
     };
-    check("slot size", h.slot_size.load(Relaxed), layout.slot_size)?;
-    check(
-        "slot alignment",
-        h.slot_align.load(Relaxed),
-        layout.slot_align,
-    )?;
-    check("total size", h.total_size.load(Relaxed), layout.total_size)?;
-    if file_size != layout.total_size as u64 {
-        return Err(invalid_data(format!(
-            "size mismatch: file has {file_size} bytes, header says {}",
-            layout.total_size
-        )));
+    if let Some(first) = stored.mismatches(&layout, file_size).into_iter().next() {
+        return Err(invalid_data(first));
     }
     Ok(layout)
 }

@@ -21,7 +21,7 @@ use rustix::shm;
 
 use super::header::{
     Fingerprint, Header, Kind, Layout, MAGIC, MAX_CAPACITY, MAX_PEERS, PEER_ENTRIES_OFFSET,
-    PEER_STATES_OFFSET, PeerEntry, RING_OFFSET, VERSION,
+    PEER_STATES_OFFSET, PeerEntry, RING_OFFSET, Stored, VERSION,
 };
 use super::lock::{self, lock_byte};
 use super::name;
@@ -402,22 +402,13 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
     match Layout::new(kind, capacity, fingerprint) {
         Err(e) => info.problems.push(format!("layout is invalid: {e}")),
         Ok(layout) => {
-            let mut check = |field: &str, stored: u64, computed: usize| {
-                if stored != computed as u64 {
-                    info.problems.push(format!(
-                        "{field} is {stored}, expected {computed} for this capacity and payload"
-                    ));
-                }
+            let stored = Stored {
+                slot_size: info.slot_size,
+                slot_align,
+                total_size,
             };
-            check("slot size", info.slot_size, layout.slot_size);
-            check("slot alignment", slot_align, layout.slot_align);
-            check("total size", total_size, layout.total_size);
-            if info.file_size != layout.total_size as u64 {
-                info.problems.push(format!(
-                    "file has {} bytes, the layout needs {}",
-                    info.file_size, layout.total_size
-                ));
-            }
+            info.problems
+                .extend(stored.mismatches(&layout, info.file_size));
         }
     }
 }
