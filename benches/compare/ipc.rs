@@ -11,7 +11,7 @@ use conduit::shm;
 
 use crate::config::Pinning;
 use crate::measure::Contender;
-use crate::transport::{PosixMq, SpinLine, SpinRing, StampRing, Stream, SysV, Transport};
+use crate::transport::{MAX_MSG, PosixMq, SpinLine, SpinRing, StampRing, Stream, SysV, Transport};
 
 // ---------------------------------------------------------------------------------------
 // Cross-process scenarios
@@ -114,26 +114,7 @@ pub(crate) fn run_ipc<T: Transport>(kind: Ipc, n: u64) -> Option<f64> {
         .map_err(|e| eprintln!("  {} skipped: {e}", T::NAME))
         .ok()?;
     let elapsed = match kind {
-        Ipc::PingPong => with_child(
-            ends,
-            |c| {
-                let mut buf = [0u8; 8];
-                for _ in 0..n {
-                    c.recv(&mut buf);
-                    c.send(&buf);
-                }
-            },
-            |p| {
-                let start = Instant::now();
-                let mut buf = [0u8; 8];
-                for i in 0..n {
-                    p.send(&i.to_le_bytes());
-                    p.recv(&mut buf);
-                    assert_eq!(u64::from_le_bytes(buf), i, "{}: wrong reply", T::NAME);
-                }
-                start.elapsed()
-            },
-        ),
+        Ipc::PingPong => return Some(round_trips(ends, n, 8, true)),
         Ipc::OneWay => with_child(
             ends,
             |c| {
@@ -157,6 +138,42 @@ pub(crate) fn run_ipc<T: Transport>(kind: Ipc, n: u64) -> Option<f64> {
         ),
     };
     Some(elapsed.as_nanos() as f64 / n as f64)
+}
+
+/// `n` round trips of `size`-byte messages (8 to [`MAX_MSG`]) between the two ends: the
+/// parent sends message `i` (its first 8 bytes), the child sends back what it received,
+/// and the parent checks, where `echoed`, that the answer is message `i` again (a
+/// transport that carries no bytes, such as a signal, passes `false`). Returns ns per
+/// round trip. The ping-pong scenarios of every kind (channels, requests, signals) run
+/// here.
+pub(crate) fn round_trips<T: Transport>(ends: (T, T), n: u64, size: usize, echoed: bool) -> f64 {
+    assert!((8..=MAX_MSG).contains(&size));
+    let elapsed = with_child(
+        ends,
+        |c| {
+            let mut buf = [0u8; MAX_MSG];
+            for _ in 0..n {
+                c.recv(&mut buf[..size]);
+                c.send(&buf[..size]);
+            }
+        },
+        |p| {
+            let start = Instant::now();
+            let (mut msg, mut buf) = ([0u8; MAX_MSG], [0u8; MAX_MSG]);
+            for i in 0..n {
+                msg[..8].copy_from_slice(&i.to_le_bytes());
+                p.send(&msg[..size]);
+                p.recv(&mut buf[..size]);
+                assert!(
+                    !echoed || buf[..size] == msg[..size],
+                    "{}: wrong reply",
+                    T::NAME
+                );
+            }
+            start.elapsed()
+        },
+    );
+    elapsed.as_nanos() as f64 / n as f64
 }
 
 pub(crate) fn ipc<T: Transport + 'static>(kind: Ipc) -> Contender {

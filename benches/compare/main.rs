@@ -40,8 +40,10 @@
 mod config;
 mod inproc;
 mod ipc;
+mod mailbox;
 mod measure;
 mod report;
+mod signal;
 mod tasks;
 mod transport;
 
@@ -50,7 +52,7 @@ use std::time::Instant;
 use config::{Check, Config, Mode, line_round_trip_ns, warn_about_checks};
 use inproc::{SCENARIOS, in_process_contenders};
 use ipc::{Ipc, ipc_contenders};
-use measure::{Contender, measure};
+use measure::{Area, Contender, Listed, Show, measure};
 use report::{report, write_json};
 
 fn main() {
@@ -63,7 +65,7 @@ fn main() {
     }
     let mut rows = Vec::new();
     let mut checks = Vec::new();
-    let mut run = |name: &str, ipc: bool, unit: &str, full: u64, contenders: Vec<Contender>| {
+    let mut run = |name: &str, show: &Show, full: u64, contenders: Vec<Contender>| {
         let t = Instant::now();
         let before = line_round_trip_ns();
         let (msgs, reps, stats) = measure(&cfg, contenders, full);
@@ -75,11 +77,18 @@ fn main() {
             "{name} — {msgs} msgs × {reps} reps — machine check {:.0} / {:.0} ns",
             check.before, check.after
         );
-        rows.extend(report(name, &title, unit, ipc, check, stats));
+        rows.extend(report(name, &title, show, check, stats));
         checks.push((name.to_string(), check));
         eprintln!("  ({name}: {:.1} s)", t.elapsed().as_secs_f64());
     };
 
+    // The mailbox and signal scenarios: those that fork, then the others.
+    let listed = |forks: bool| -> Vec<&'static Listed> {
+        (mailbox::SCENARIOS.iter())
+            .chain(signal::SCENARIOS)
+            .filter(|l| l.forks == forks && cfg.selects(l.name))
+            .collect()
+    };
     // The ipc scenarios fork, so they run first, while this process has one thread.
     for kind in [Ipc::PingPong, Ipc::OneWay] {
         if cfg.selects(kind.name()) {
@@ -88,11 +97,33 @@ fn main() {
             } else {
                 "ns/msg"
             };
-            run(kind.name(), true, unit, kind.msgs(), ipc_contenders(kind));
+            let show = Show {
+                area: Area::Ipc,
+                unit,
+                ipc_columns: true,
+                targets: &[],
+            };
+            run(kind.name(), &show, kind.msgs(), ipc_contenders(kind));
         }
     }
+    for l in listed(true) {
+        run(l.name, &l.show, l.msgs, (l.contenders)());
+    }
     for s in SCENARIOS.iter().filter(|s| cfg.selects(s.name)) {
-        run(s.name, false, "ns/msg", s.msgs, in_process_contenders(s));
+        let show = Show {
+            area: if s.is_async {
+                Area::Tasks
+            } else {
+                Area::Threads
+            },
+            unit: "ns/msg",
+            ipc_columns: false,
+            targets: &[],
+        };
+        run(s.name, &show, s.msgs, in_process_contenders(s));
+    }
+    for l in listed(false) {
+        run(l.name, &l.show, l.msgs, (l.contenders)());
     }
 
     eprintln!(

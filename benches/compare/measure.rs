@@ -75,3 +75,60 @@ pub(crate) fn measure(
         .collect();
     (msgs, reps, stats)
 }
+
+// ---------------------------------------------------------------------------------------
+// How a scenario is shown, and the scenarios kept as plain lists (mailbox, signal)
+// ---------------------------------------------------------------------------------------
+
+/// What a scenario measures, for grouping (the chart's groups, the table's order).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Area {
+    /// Channels between threads.
+    Threads,
+    /// Channels between async tasks.
+    Tasks,
+    /// Channels between processes.
+    Ipc,
+    /// `conduit::mailbox` and its cross-process twin.
+    Mailbox,
+    /// `conduit::signal` and its cross-process twin.
+    Signal,
+}
+
+impl Area {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Area::Threads => "channels, threads",
+            Area::Tasks => "channels, async tasks",
+            Area::Ipc => "channels, two processes",
+            Area::Mailbox => "mailboxes",
+            Area::Signal => "signals",
+        }
+    }
+}
+
+/// How one scenario's results are shown.
+pub(crate) struct Show {
+    pub(crate) area: Area,
+    /// The unit of its times: `ns/msg`, `ns/rt` (per round trip), `ns/op`.
+    pub(crate) unit: &'static str,
+    /// The channel `ipc` tables' columns (÷ pipe, ÷ spin limit) instead of ÷ best peer.
+    pub(crate) ipc_columns: bool,
+    /// The issues' targets: `(name, most)` says that conduit's median ÷ the median of the
+    /// contender `name` should be at most `most`. Each gets a row of its own in the table
+    /// and a `target` field in `results.json`.
+    pub(crate) targets: &'static [(&'static str, f64)],
+}
+
+/// A scenario given by its contenders alone (the mailbox and signal scenarios): each
+/// contender's `run(n)` does `n` operations its own way and returns ns per operation.
+pub(crate) struct Listed {
+    pub(crate) name: &'static str,
+    pub(crate) show: Show,
+    /// Operations per run in full mode (quick mode does a third).
+    pub(crate) msgs: u64,
+    /// Whether it forks (see `ipc::with_child`): such scenarios run first, while the
+    /// process has a single thread.
+    pub(crate) forks: bool,
+    pub(crate) contenders: fn() -> Vec<Contender>,
+}

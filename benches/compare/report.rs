@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::{env, fs};
 
 use crate::config::Check;
-use crate::measure::Stat;
+use crate::measure::{Show, Stat};
 use crate::transport::PIPE;
 
 // ---------------------------------------------------------------------------------------
@@ -15,6 +15,7 @@ use crate::transport::PIPE;
 
 pub(crate) struct Row {
     pub(crate) scenario: String,
+    pub(crate) area: &'static str,
     /// The machine check before and after the scenario, ns per round trip.
     pub(crate) check: Check,
     pub(crate) implementation: &'static str,
@@ -22,6 +23,44 @@ pub(crate) struct Row {
     pub(crate) min: f64,
     pub(crate) ratio: Option<f64>,
     pub(crate) vs_pipe: Option<f64>,
+    /// Where this row is a target's measure: conduit's median ÷ this row's should be at
+    /// most this.
+    pub(crate) target: Option<f64>,
+}
+
+/// What a row is, by its name: conduit itself, another implementation (a peer), a
+/// reference conduit is measured against without competing with it (`ref: …`: another
+/// conduit configuration, a bare protocol, a plain atomic), or a physical limit
+/// (`spin: …`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Conduit,
+    Peer,
+    Reference,
+    Limit,
+}
+
+impl Role {
+    pub(crate) fn of(name: &str) -> Role {
+        if is_conduit(name) {
+            Role::Conduit
+        } else if name.starts_with("ref:") {
+            Role::Reference
+        } else if name.starts_with("spin:") {
+            Role::Limit
+        } else {
+            Role::Peer
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Conduit => "conduit",
+            Role::Peer => "peer",
+            Role::Reference => "reference",
+            Role::Limit => "limit",
+        }
+    }
 }
 
 pub(crate) fn is_conduit(name: &str) -> bool {
@@ -45,11 +84,11 @@ pub(crate) fn fmt_ratio(r: Option<f64>) -> String {
 pub(crate) fn report(
     scenario: &str,
     title: &str,
-    unit: &str,
-    ipc: bool,
+    show: &Show,
     check: Check,
     mut stats: Vec<Stat>,
 ) -> Vec<Row> {
+    let (unit, ipc) = (show.unit, show.ipc_columns);
     stats.sort_by(|a, b| a.median.total_cmp(&b.median));
     let best = best_of(&stats, |_| true).map(|s| (s.name, s.median));
     let pipe = best_of(&stats, |n| n == PIPE).map(|s| s.median);
@@ -88,12 +127,18 @@ pub(crate) fn report(
         }
         rows.push(Row {
             scenario: scenario.to_string(),
+            area: show.area.name(),
             check,
             implementation: s.name,
             median: s.median,
             min: s.min,
             ratio,
             vs_pipe: if ipc { vs_pipe } else { None },
+            target: show
+                .targets
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .map(|&(_, most)| most),
         });
     }
     match (conduit, ipc) {
@@ -117,6 +162,21 @@ pub(crate) fn report(
             );
         }
         (None, _) => {}
+    }
+    if let Some(c) = conduit {
+        for &(name, most) in show.targets {
+            let Some(other) = stats.iter().find(|s| s.name == name) else {
+                continue;
+            };
+            let r = c.median / other.median;
+            let verdict = if r <= most { "met" } else { "missed" };
+            let pad = if ipc { " |" } else { "" };
+            let _ = writeln!(
+                out,
+                "| **{} ÷ {name}** (target ≤ {most}: {verdict}) | | |{pad} **{r:.2}** |",
+                c.name
+            );
+        }
     }
     print!("{out}");
     let _ = io::stdout().flush();
@@ -157,13 +217,18 @@ pub(crate) fn write_json(rows: &[Row]) -> io::Result<PathBuf> {
     for (i, r) in rows.iter().enumerate() {
         let _ = write!(
             out,
-            "  {{\"scenario\": {}, \"implementation\": {}, \"median_ns\": {}, \"min_ns\": {}, \"ratio\": {}",
+            "  {{\"scenario\": {}, \"area\": {}, \"implementation\": {}, \"role\": {}, \"median_ns\": {}, \"min_ns\": {}, \"ratio\": {}",
             json_str(&r.scenario),
+            json_str(r.area),
             json_str(r.implementation),
+            json_str(Role::of(r.implementation).name()),
             json_num(Some(r.median)),
             json_num(Some(r.min)),
             json_num(r.ratio)
         );
+        if let Some(t) = r.target {
+            let _ = write!(out, ", \"target\": {}", json_num(Some(t)));
+        }
         if let Some(p) = r.vs_pipe {
             let _ = write!(out, ", \"ratio_vs_pipe\": {}", json_num(Some(p)));
         }
