@@ -37,9 +37,11 @@
 //! [`transport`] (the cross-process peers and limits), [`ipc`] (the two-process runner and
 //! conduit's shared-memory contenders), [`report`] (tables and `results.json`).
 
+mod chart;
 mod config;
 mod inproc;
 mod ipc;
+mod json;
 mod mailbox;
 mod measure;
 mod report;
@@ -53,10 +55,17 @@ use config::{Check, Config, Mode, line_round_trip_ns, warn_about_checks};
 use inproc::{SCENARIOS, in_process_contenders};
 use ipc::{Ipc, ipc_contenders};
 use measure::{Area, Contender, Listed, Show, measure};
-use report::{report, write_json};
+use report::{report, results_json, results_path, write_json};
 
 fn main() {
     let cfg = Config::from_env();
+    if cfg.chart_only {
+        if let Err(e) = chart::redraw(&results_path()) {
+            eprintln!("compare: could not redraw the chart: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let started = Instant::now();
     match cfg.mode {
         Mode::Full => eprintln!("compare: full mode (pass --quick for a short run)"),
@@ -130,12 +139,25 @@ fn main() {
         "\ncompare: done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    if cfg.mode == Mode::Smoke && !rows.is_empty() {
+        chart::smoke(&results_json(&rows));
+    }
     // A smoke run's scenarios last milliseconds (unoptimized, under `cargo test`): too
     // short for the check to say anything about them.
     if cfg.mode != Mode::Smoke && !rows.is_empty() {
         warn_about_checks(&checks);
         match write_json(&rows) {
-            Ok(path) => eprintln!("compare: results in {}", path.display()),
+            Ok(path) if cfg.filters.is_empty() => {
+                eprintln!("compare: results in {}", path.display());
+                if let Err(e) = chart::record(&path, cfg.mode) {
+                    eprintln!("compare: could not update the history, chart or table: {e}");
+                }
+            }
+            Ok(path) => eprintln!(
+                "compare: results in {} (a run of some scenarios: the history, chart and \
+                 table in benches/ are left as they were)",
+                path.display()
+            ),
             Err(e) => eprintln!("compare: could not write results.json: {e}"),
         }
     }
