@@ -9,8 +9,8 @@
 //! - `benches/ratios.md`: the same ratios as a markdown table with their range over the
 //!   runs in the history (also printed).
 //!
-//! `cargo bench --bench compare -- --chart` redraws both from `results.json` and the
-//! history without running anything or adding a run. The SVG is written by hand (plain
+//! `cargo bench --bench compare -- --chart` redraws both from the history (after its
+//! entries were edited, say) without running anything or adding a run. The SVG is written by hand (plain
 //! text, a white background so that it reads the same on light and dark pages).
 
 use std::collections::HashMap;
@@ -45,8 +45,16 @@ struct Ratio {
 }
 
 impl Ratio {
-    fn key(&self) -> (&str, &str) {
-        (&self.scenario, &self.against)
+    /// What a range is kept for: the scenario and what conduit is divided by, where the
+    /// headline's "best peer" is one thing even when another peer was fastest in
+    /// another run.
+    fn key(&self) -> (String, String) {
+        let against = if self.headline {
+            "(best peer)"
+        } else {
+            &self.against
+        };
+        (self.scenario.clone(), against.to_string())
     }
 
     fn to_json(&self) -> Json {
@@ -226,7 +234,7 @@ pub(crate) fn record(results: &Path, mode: Mode) -> io::Result<()> {
         date: now_utc(),
         commit: commit(),
         mode: if mode == Mode::Full { "full" } else { "quick" }.to_string(),
-        ratios: ratios.clone(),
+        ratios,
     });
     let drop = history.len().saturating_sub(HISTORY_RUNS);
     history.drain(..drop);
@@ -239,7 +247,7 @@ pub(crate) fn record(results: &Path, mode: Mode) -> io::Result<()> {
         history.len(),
         path.display()
     );
-    publish(&ratios, &history)
+    publish(&history)
 }
 
 /// The smoke test's check of this module (under `cargo test --benches`, which writes no
@@ -262,7 +270,7 @@ pub(crate) fn smoke(results: &str) {
     for (a, b) in ratios.iter().zip(&runs[0].ratios) {
         assert_eq!(a.key(), b.key(), "history round trip");
         assert!(
-            (a.ratio - b.ratio).abs() <= 0.0005 + 1e-9 || !a.ratio.is_finite(),
+            (a.ratio - b.ratio).abs() <= 0.0005 * a.ratio.abs() || !a.ratio.is_finite(),
             "history round trip: {} against {}",
             a.ratio,
             b.ratio
@@ -288,14 +296,22 @@ pub(crate) fn smoke(results: &str) {
     eprintln!("compare: chart and table check out ({headlines} scenarios charted)");
 }
 
-/// Redraws the chart and the table from `results.json` and the history, adding nothing.
-pub(crate) fn redraw(results: &Path) -> io::Result<()> {
-    let ratios = ratios(&read_results(results)?);
+/// Redraws the chart and the table from the history (its last run, and the ranges over
+/// all of it), adding nothing.
+pub(crate) fn redraw() -> io::Result<()> {
     let history = load_history(&benches_dir().join("history.json"))?;
-    publish(&ratios, &history)
+    if history.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no run in benches/history.json: run every scenario once first",
+        ));
+    }
+    publish(&history)
 }
 
-fn publish(latest: &[Ratio], history: &[Run]) -> io::Result<()> {
+/// Writes the chart and the table of the history's last run.
+fn publish(history: &[Run]) -> io::Result<()> {
+    let latest: &[Ratio] = history.last().map_or(&[], |r| &r.ratios);
     let ranges = ranges(history);
     let about = history.last().map_or_else(
         || "latest results (no history yet)".to_string(),
@@ -316,8 +332,8 @@ fn publish(latest: &[Ratio], history: &[Run]) -> io::Result<()> {
     Ok(())
 }
 
-/// For each (scenario, against): the lowest and highest ratio over the history's runs,
-/// and in how many runs it appears.
+/// For each [`Ratio::key`]: the lowest and highest ratio over the history's runs, and in
+/// how many runs it appears.
 type Ranges = HashMap<(String, String), (f64, f64, usize)>;
 
 fn ranges(history: &[Run]) -> Ranges {
@@ -326,8 +342,7 @@ fn ranges(history: &[Run]) -> Ranges {
         if !r.ratio.is_finite() {
             continue;
         }
-        let key = (r.scenario.clone(), r.against.clone());
-        let e = out.entry(key).or_insert((r.ratio, r.ratio, 0));
+        let e = out.entry(r.key()).or_insert((r.ratio, r.ratio, 0));
         e.0 = e.0.min(r.ratio);
         e.1 = e.1.max(r.ratio);
         e.2 += 1;
@@ -336,8 +351,7 @@ fn ranges(history: &[Run]) -> Ranges {
 }
 
 fn range_of<'a>(ranges: &'a Ranges, r: &Ratio) -> Option<&'a (f64, f64, usize)> {
-    let (s, a) = r.key();
-    ranges.get(&(s.to_string(), a.to_string()))
+    ranges.get(&r.key())
 }
 
 /// The markdown: a table of the headline ratios (one row per scenario), then one of the

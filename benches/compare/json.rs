@@ -77,7 +77,13 @@ impl Json {
             Json::Null => return out.push_str("null"),
             Json::Bool(b) => return out.push_str(if *b { "true" } else { "false" }),
             Json::Num(x) if x.is_finite() => {
-                let _ = write!(out, "{}", (x * 1000.0).round() / 1000.0);
+                // Four significant digits (at least none after the point).
+                let digits = if *x == 0.0 {
+                    0
+                } else {
+                    (3.0 - x.abs().log10().floor()).max(0.0) as usize
+                };
+                let _ = write!(out, "{x:.digits$}");
                 return;
             }
             Json::Num(_) => return out.push_str("null"),

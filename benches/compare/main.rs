@@ -55,12 +55,12 @@ use config::{Check, Config, Mode, line_round_trip_ns, warn_about_checks};
 use inproc::{SCENARIOS, in_process_contenders};
 use ipc::{Ipc, ipc_contenders};
 use measure::{Area, Contender, Listed, Show, measure};
-use report::{report, results_json, results_path, write_json};
+use report::{report, results_json, write_json};
 
 fn main() {
     let cfg = Config::from_env();
     if cfg.chart_only {
-        if let Err(e) = chart::redraw(&results_path()) {
+        if let Err(e) = chart::redraw() {
             eprintln!("compare: could not redraw the chart: {e}");
             std::process::exit(1);
         }
