@@ -184,6 +184,18 @@ impl<M> Index<M> {
         self.len
     }
 
+    /// How many messages were ever queued.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn pushed(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// How many messages were ever taken.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn taken(&self) -> u64 {
+        self.next_seq - self.len as u64
+    }
+
     /// Queues `msg` with its tag and sender id. The caller keeps `len()` below
     /// [`MAX_QUEUED`].
     pub(crate) fn push(&mut self, tag: u64, from: u64, msg: M) {

@@ -54,6 +54,18 @@
 //! is remembered and a `Waker` may be woken before the task sleeps, so the order of
 //! "mark notified, unlock, wake" against "register, unlock, sleep" does not matter.
 //!
+//! # Spinning before registering
+//! A blocking wait that finds nothing to do spins briefly before it registers, as the
+//! channels' waits do (`chan::signal`): between two threads that keep up with each other
+//! the change usually comes within a microsecond, and a park and unpark cost several.
+//! The spin does not lock: every critical section that queues or takes a message, or
+//! closes, publishes a count of those changes before it unlocks (`Progress`), and the
+//! spinner locks for another attempt only when the count of its side moved. A spinning
+//! waiter is not registered, so nothing in the argument above concerns it (nobody owes
+//! it a wake-up); it registers, as before, in the critical section of an attempt that
+//! failed once the spin is over. The counts are hints, read and written relaxed: no
+//! decision is taken on them alone. Under loom there is no spin.
+//!
 //! Costs: a send or receive with nobody waiting touches no waiter; with `w` waiters, a
 //! send scans at most `w` entries (O(1) each) and a pass-on at most `w` selections
 //! (O(log t) each). Woken waiters only ever re-check their own selection.
@@ -66,7 +78,49 @@ use std::time::Instant;
 use super::Stored;
 use super::index::{Index, MAX_QUEUED, Sel};
 use crate::chan::zero::{Wake, park_until};
+#[cfg(not(loom))]
+use crate::sync::{AtomicU64, Backoff, Ordering};
 use crate::sync::{Deadline, Mutex, MutexGuard, lock, thread};
+
+/// The spin of a blocking wait before it registers: polls of the progress count a
+/// single spin-loop hint apart, then steps of an exponential spin (1, 2, 4, … hints).
+/// It never yields: on a busy machine a `sched_yield` hands the CPU to another process
+/// for its whole time slice, where a parked thread that is woken is scheduled soon.
+#[cfg(not(loom))]
+const QUICK_POLLS: u32 = 16;
+#[cfg(not(loom))]
+const SPIN_STEPS: u32 = 7;
+
+/// A blocking wait's spin (see [`QUICK_POLLS`]).
+#[cfg(not(loom))]
+struct Spin {
+    left: u32,
+    backoff: Backoff,
+}
+
+#[cfg(not(loom))]
+impl Spin {
+    fn new() -> Self {
+        Spin {
+            left: QUICK_POLLS + SPIN_STEPS,
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// One step; `false` once the spin is over.
+    fn step(&mut self) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        if self.left > SPIN_STEPS {
+            core::hint::spin_loop();
+        } else {
+            self.backoff.spin();
+        }
+        self.left -= 1;
+        true
+    }
+}
 
 /// The two sides that wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,16 +139,26 @@ struct Waiter {
 }
 
 /// Work to do after unlocking: wake-ups to issue and values to drop.
+///
+/// Most critical sections issue at most one wake-up and drop at most one unused waker
+/// (their own): those are kept inline, so that the common case allocates nothing; more
+/// (a close, the last receiver detaching) go to the vectors.
 #[derive(Default)]
 pub(crate) struct After {
+    wake: Option<Wake>,
     wakes: Vec<Wake>,
+    /// The unused waker of a wait that left (its drop is executor code).
+    waker: Option<Waker>,
     drops: Vec<Box<dyn Any + Send>>,
 }
 
 impl After {
     fn wake(&mut self, w: Option<Wake>) {
         if let Some(w) = w {
-            self.wakes.push(w);
+            match self.wake {
+                None => self.wake = Some(w),
+                Some(_) => self.wakes.push(w),
+            }
         }
     }
 
@@ -103,11 +167,22 @@ impl After {
         self.drops.push(v);
     }
 
+    fn drop_waker(&mut self, w: Waker) {
+        match self.waker {
+            None => self.waker = Some(w),
+            Some(_) => self.drops.push(Box::new(w)),
+        }
+    }
+
     /// Issues the wake-ups and drops the values. Call with the lock released.
     pub(crate) fn run(self) {
+        if let Some(w) = self.wake {
+            w.wake();
+        }
         for w in self.wakes {
             w.wake();
         }
+        drop(self.waker);
         drop(self.drops);
     }
 }
@@ -121,6 +196,9 @@ pub(crate) struct State<T> {
     recv_waiters: VecDeque<Waiter>,
     send_waiters: VecDeque<Waiter>,
     next_key: u64,
+    /// The progress counts last published (`sent`, `taken`).
+    #[cfg(not(loom))]
+    published: (u64, u64),
 }
 
 /// One mailbox: what every handle to it shares.
@@ -128,7 +206,60 @@ pub(crate) struct Shared<T> {
     pub(crate) name: std::sync::Arc<str>,
     /// `None`: unbounded.
     pub(crate) capacity: Option<usize>,
-    pub(crate) state: Mutex<State<T>>,
+    state: Mutex<State<T>>,
+    /// What spinning waiters watch (see "Spinning before registering").
+    #[cfg(not(loom))]
+    progress: Progress,
+}
+
+/// The two progress counts a spinning waiter watches, published by every critical
+/// section that changed them ([`Locked`]'s drop): receivers watch `sent`, senders
+/// `taken`. Each is a count of the operations that may let a waiter of that side
+/// through, times two, plus one once the mailbox is closed. Hints only: every decision
+/// is taken under the lock, so relaxed accesses do.
+#[cfg(not(loom))]
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    taken: AtomicU64,
+}
+
+/// A locked mailbox state; on unlocking, it publishes the progress counts that changed
+/// (before the lock is released: the guard's fields drop after this).
+pub(crate) struct Locked<'a, T> {
+    g: MutexGuard<'a, State<T>>,
+    #[cfg(not(loom))]
+    progress: &'a Progress,
+}
+
+impl<T> core::ops::Deref for Locked<'_, T> {
+    type Target = State<T>;
+    fn deref(&self) -> &State<T> {
+        &self.g
+    }
+}
+
+impl<T> core::ops::DerefMut for Locked<'_, T> {
+    fn deref_mut(&mut self) -> &mut State<T> {
+        &mut self.g
+    }
+}
+
+impl<T> Drop for Locked<'_, T> {
+    fn drop(&mut self) {
+        #[cfg(not(loom))]
+        {
+            let st = &mut *self.g;
+            let (sent, taken) = (st.progress(Side::Recv), st.progress(Side::Send));
+            if sent != st.published.0 {
+                self.progress.sent.store(sent, Ordering::Relaxed);
+            }
+            if taken != st.published.1 {
+                self.progress.taken.store(taken, Ordering::Relaxed);
+            }
+            st.published = (sent, taken);
+        }
+    }
 }
 
 /// Why a send did not queue its message.
@@ -141,6 +272,16 @@ pub(crate) enum SendFail {
 }
 
 impl<T> State<T> {
+    /// The progress count a waiter of `side` watches while it spins (see [`Progress`]).
+    #[cfg(not(loom))]
+    fn progress(&self, side: Side) -> u64 {
+        let n = match side {
+            Side::Recv => self.index.pushed(),
+            Side::Send => self.index.taken(),
+        };
+        n.wrapping_mul(2) | u64::from(self.closed)
+    }
+
     fn waiters(&mut self, side: Side) -> &mut VecDeque<Waiter> {
         match side {
             Side::Send => &mut self.send_waiters,
@@ -171,7 +312,7 @@ impl<T> State<T> {
         match w.wake {
             None => true,
             Some(Wake::Task(waker)) => {
-                after.drop_later(Box::new(waker));
+                after.drop_waker(waker);
                 false
             }
             Some(Wake::Thread(_)) => false,
@@ -294,12 +435,36 @@ impl<T> Shared<T> {
                 recv_waiters: VecDeque::new(),
                 send_waiters: VecDeque::new(),
                 next_key: 0,
+                #[cfg(not(loom))]
+                published: (0, 0),
             }),
+            #[cfg(not(loom))]
+            progress: Progress::default(),
         }
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
-        lock(&self.state)
+    pub(crate) fn lock(&self) -> Locked<'_, T> {
+        Locked {
+            g: lock(&self.state),
+            #[cfg(not(loom))]
+            progress: &self.progress,
+        }
+    }
+
+    /// Spins while the progress count of `side` is `seen`, until `spin` is over; says
+    /// whether it changed (worth another attempt).
+    #[cfg(not(loom))]
+    fn spin_while(&self, side: Side, seen: u64, spin: &mut Spin) -> bool {
+        let count = match side {
+            Side::Recv => &self.progress.sent,
+            Side::Send => &self.progress.taken,
+        };
+        while spin.step() {
+            if count.load(Ordering::Relaxed) != seen {
+                return true;
+            }
+        }
+        false
     }
 
     /// Blocks until `attempt` (run under the lock) finishes or `deadline` passes
@@ -313,13 +478,26 @@ impl<T> Shared<T> {
     ) -> Option<R> {
         let mut deadline = Deadline::new(deadline);
         let mut key: Option<u64> = None;
+        // The spin before the first registration (`None` once over). Not under loom,
+        // where it would only multiply the interleavings before the waits that matter.
+        #[cfg(not(loom))]
+        let mut spin = Some(Spin::new());
         loop {
             let mut after = After::default();
             let mut g = self.lock();
             let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
+            #[cfg(not(loom))]
+            let mut seen = None;
             let out = match attempt(&mut g, &mut after) {
                 Attempt::Done(r) => Some(Some(r)),
                 Attempt::Wait if deadline.passed() => Some(None),
+                #[cfg(not(loom))]
+                Attempt::Wait if spin.is_some() => {
+                    // Not registered yet: nobody will wake us, and nothing in the
+                    // argument above concerns us until we register.
+                    seen = Some(g.progress(side));
+                    None
+                }
                 Attempt::Wait => {
                     key = Some(g.register(side, sel, Wake::Thread(thread::current())));
                     None
@@ -332,6 +510,14 @@ impl<T> Shared<T> {
             after.run();
             if let Some(out) = out {
                 return out;
+            }
+            #[cfg(not(loom))]
+            if let (Some(seen), Some(s)) = (seen, spin.as_mut()) {
+                if !self.spin_while(side, seen, s) {
+                    // Nothing changed: one more attempt, which registers.
+                    spin = None;
+                }
+                continue;
             }
             park_until(&mut deadline);
         }
