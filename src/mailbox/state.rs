@@ -66,6 +66,13 @@
 //! failed once the spin is over. The counts are hints, read and written relaxed: no
 //! decision is taken on them alone. Under loom there is no spin.
 //!
+//! Spinning pays when the two sides run at once and keep up (a stream through a roomy
+//! mailbox); it wastes the spinner's time slice when the change it waits for needs the
+//! other side to be scheduled first (a ping-pong on a busy machine). So each side keeps
+//! a credit (`SpinRecord`, under the lock): spins that see their change raise it, spins
+//! that end in a park halve it, and a wait without credit registers at once, except
+//! one in 16 that spins to notice a change of pattern.
+//!
 //! Costs: a send or receive with nobody waiting touches no waiter; with `w` waiters, a
 //! send scans at most `w` entries (O(1) each) and a pass-on at most `w` selections
 //! (O(log t) each). Woken waiters only ever re-check their own selection.
@@ -125,8 +132,8 @@ impl Spin {
 /// The two sides that wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Side {
-    Send,
-    Recv,
+    Recv = 0,
+    Send = 1,
 }
 
 /// One registered wait.
@@ -199,6 +206,43 @@ pub(crate) struct State<T> {
     /// The progress counts last published (`sent`, `taken`).
     #[cfg(not(loom))]
     published: (u64, u64),
+    /// How the recent spins of each side went (receivers, senders).
+    #[cfg(not(loom))]
+    spins: [SpinRecord; 2],
+}
+
+/// Whether spinning pays on one side of one mailbox: a credit that a spin which saw
+/// its change raises and one that ended in a park halves. A wait spins while there is
+/// credit, and otherwise once in [`PROBE`] waits, so that a change of pattern is seen.
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Default)]
+struct SpinRecord {
+    credit: u8,
+    waits: u8,
+}
+
+/// Without credit, one wait in `PROBE` spins all the same.
+#[cfg(not(loom))]
+const PROBE: u8 = 16;
+
+/// The most credit a side builds up.
+#[cfg(not(loom))]
+const MAX_CREDIT: u8 = 8;
+
+#[cfg(not(loom))]
+impl SpinRecord {
+    fn should_spin(&mut self) -> bool {
+        self.waits = self.waits.wrapping_add(1);
+        self.credit > 0 || self.waits.is_multiple_of(PROBE)
+    }
+
+    fn paid(&mut self) {
+        self.credit = (self.credit + 1).min(MAX_CREDIT);
+    }
+
+    fn wasted(&mut self) {
+        self.credit /= 2;
+    }
 }
 
 /// One mailbox: what every handle to it shares.
@@ -280,6 +324,11 @@ impl<T> State<T> {
             Side::Send => self.index.taken(),
         };
         n.wrapping_mul(2) | u64::from(self.closed)
+    }
+
+    #[cfg(not(loom))]
+    fn spins(&mut self, side: Side) -> &mut SpinRecord {
+        &mut self.spins[side as usize]
     }
 
     fn waiters(&mut self, side: Side) -> &mut VecDeque<Waiter> {
@@ -437,6 +486,8 @@ impl<T> Shared<T> {
                 next_key: 0,
                 #[cfg(not(loom))]
                 published: (0, 0),
+                #[cfg(not(loom))]
+                spins: [SpinRecord::default(); 2],
             }),
             #[cfg(not(loom))]
             progress: Progress::default(),
@@ -478,10 +529,13 @@ impl<T> Shared<T> {
     ) -> Option<R> {
         let mut deadline = Deadline::new(deadline);
         let mut key: Option<u64> = None;
-        // The spin before the first registration (`None` once over). Not under loom,
-        // where it would only multiply the interleavings before the waits that matter.
+        // The spin before the first registration: `Some` while it may go on. Not under
+        // loom, where it would only multiply the interleavings before the waits that
+        // matter.
         #[cfg(not(loom))]
-        let mut spin = Some(Spin::new());
+        let mut spin: Option<Spin> = None;
+        #[cfg(not(loom))]
+        let (mut first, mut spun_out) = (true, false);
         loop {
             let mut after = After::default();
             let mut g = self.lock();
@@ -489,16 +543,31 @@ impl<T> Shared<T> {
             #[cfg(not(loom))]
             let mut seen = None;
             let out = match attempt(&mut g, &mut after) {
-                Attempt::Done(r) => Some(Some(r)),
+                Attempt::Done(r) => {
+                    #[cfg(not(loom))]
+                    if spin.is_some() {
+                        g.spins(side).paid();
+                    }
+                    Some(Some(r))
+                }
                 Attempt::Wait if deadline.passed() => Some(None),
                 #[cfg(not(loom))]
-                Attempt::Wait if spin.is_some() => {
+                Attempt::Wait if spin.is_some() || (first && g.spins(side).should_spin()) => {
                     // Not registered yet: nobody will wake us, and nothing in the
                     // argument above concerns us until we register.
+                    first = false;
+                    spin.get_or_insert_with(Spin::new);
                     seen = Some(g.progress(side));
                     None
                 }
                 Attempt::Wait => {
+                    #[cfg(not(loom))]
+                    {
+                        if core::mem::take(&mut spun_out) {
+                            g.spins(side).wasted();
+                        }
+                        first = false;
+                    }
                     key = Some(g.register(side, sel, Wake::Thread(thread::current())));
                     None
                 }
@@ -516,6 +585,7 @@ impl<T> Shared<T> {
                 if !self.spin_while(side, seen, s) {
                     // Nothing changed: one more attempt, which registers.
                     spin = None;
+                    spun_out = true;
                 }
                 continue;
             }
