@@ -24,7 +24,7 @@
 //! value that raced in just before is dropped by the leaving requester, outside the lock.
 
 use core::fmt;
-use core::task::{Context, Poll, Waker};
+use core::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::chan::zero::{Wake, park_until};
@@ -217,13 +217,11 @@ impl<R> Waiting<R> {
         value.ok_or(NoReply::Timeout)
     }
 
-    /// One poll of an async wait.
+    /// One poll of an async wait: one look, which stores a clone of the waker when
+    /// there is nothing yet (cloned under the lock, as the mailbox's waits do; the
+    /// waker it replaces is dropped after unlocking).
     pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<R, NoReply>> {
-        if let Some(out) = self.check(|| None) {
-            return Poll::Ready(out);
-        }
-        let waker: Waker = cx.waker().clone();
-        match self.check(|| Some(Wake::Task(waker))) {
+        match self.check(|| Some(Wake::Task(cx.waker().clone()))) {
             Some(out) => Poll::Ready(out),
             None => Poll::Pending,
         }

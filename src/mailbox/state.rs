@@ -593,9 +593,11 @@ impl<T> Shared<T> {
         }
     }
 
-    /// One poll of an async wait whose registration is `key`. The waker is cloned
-    /// outside the lock (its clone is executor code): a poll that must register
-    /// unlocks, clones, and tries once more.
+    /// One poll of an async wait whose registration is `key`. A poll that must wait
+    /// registers a clone of its waker in the critical section of its failed attempt:
+    /// cloning a waker is the executor's reference count, cloned under a lock as the
+    /// channels' async waits do (`chan::signal`); the waker's wake and drop, which may
+    /// run more of the executor, come after unlocking.
     pub(crate) fn poll<R>(
         &self,
         side: Side,
@@ -604,31 +606,22 @@ impl<T> Shared<T> {
         cx: &mut Context<'_>,
         mut attempt: impl FnMut(&mut State<T>, &mut After) -> Attempt<R>,
     ) -> Poll<R> {
-        let mut waker: Option<Waker> = None;
-        loop {
-            let mut after = After::default();
-            let mut g = self.lock();
-            let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
-            let out = match attempt(&mut g, &mut after) {
-                Attempt::Done(r) => Some(Poll::Ready(r)),
-                Attempt::Wait => match waker.take() {
-                    Some(w) => {
-                        *key = Some(g.register(side, sel, Wake::Task(w)));
-                        Some(Poll::Pending)
-                    }
-                    None => None,
-                },
-            };
-            if notified {
-                g.pass_on(side, self.capacity, &mut after);
+        let mut after = After::default();
+        let mut g = self.lock();
+        let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
+        let out = match attempt(&mut g, &mut after) {
+            Attempt::Done(r) => Poll::Ready(r),
+            Attempt::Wait => {
+                *key = Some(g.register(side, sel, Wake::Task(cx.waker().clone())));
+                Poll::Pending
             }
-            drop(g);
-            after.run();
-            match out {
-                Some(p) => return p,
-                None => waker = Some(cx.waker().clone()),
-            }
+        };
+        if notified {
+            g.pass_on(side, self.capacity, &mut after);
         }
+        drop(g);
+        after.run();
+        out
     }
 
     /// Withdraws an async wait (its future was dropped); a wake-up it received passes on.
