@@ -78,6 +78,19 @@ impl SideSignal {
         super::hub::notify(self);
     }
 
+    /// Announces one change (a commit, a SeqCst RMW) to **every** blocking waiter and
+    /// every async helper, if any sleeps: for waiters that wait for different things
+    /// (a mailbox's receivers, each with its own selection), where waking one could wake
+    /// one that the change does not concern.
+    #[cfg(not(loom))]
+    pub(crate) fn notify_every(&self) {
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            self.wake_seq(u32::MAX);
+        }
+        super::hub::notify(self);
+    }
+
     /// Wakes every waiter of this side, in every process (a peer came or went).
     pub(crate) fn notify_all(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);

@@ -194,6 +194,8 @@ mod inspect;
 #[cfg(not(loom))]
 mod lock;
 #[cfg(not(loom))]
+mod mailbox;
+#[cfg(not(loom))]
 mod name;
 #[cfg(not(loom))]
 mod options;
@@ -215,6 +217,8 @@ pub use channel::{Receiver, Sender};
 pub use future::{ByteSendFut, RecvFut, RecvStream, SendFut, SendSink};
 #[cfg(not(loom))]
 pub use inspect::{Inspection, Liveness, ObjectKind, PeerInfo, inspect};
+#[cfg(not(loom))]
+pub use mailbox::{ByteMailbox, Mailbox, MailboxFut};
 #[cfg(not(loom))]
 pub use options::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, Options};
 #[cfg(not(loom))]
