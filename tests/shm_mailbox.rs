@@ -23,7 +23,7 @@ const STEP: Duration = Duration::from_secs(20);
 /// The message of the process tests: (producer, sequence number).
 type Msg = [u64; 2];
 
-/// Offsets of the documented layout for a `Mailbox<[u64; 2]>` (slots of 128 bytes: 72
+/// Offsets of the documented layout for a `Mailbox<[u64; 2]>` (slots of 128 bytes: 80
 /// bytes of control words, the 16-byte payload, padded to a power of two), checked
 /// against the file's size by [`Layout::of`].
 struct Layout {
@@ -36,7 +36,7 @@ const S_SEQ: usize = 16;
 const S_TAG: usize = 24;
 const S_FROM_ID: usize = 32;
 const S_FROM_PID: usize = 40;
-const S_PAYLOAD: usize = 72;
+const S_PAYLOAD: usize = 80;
 
 impl Layout {
     fn of(raw: &Raw, cap: usize) -> Layout {
@@ -93,7 +93,7 @@ fn child_entry() {
             let mut got = Vec::new();
             while let Ok(env) = mb.recv_select(sel.clone()) {
                 let [p, i] = *env.body();
-                assert_eq!(env.from().pid().is_some(), true);
+                assert!(env.from().pid().is_some());
                 got.push(format!("{p}:{i}:{}", env.tag()));
             }
             say(format!("got {}", got.join(",")));
@@ -120,7 +120,7 @@ fn child_entry() {
             let mb = Mailbox::<Msg>::open(&name).unwrap();
             let raw = Raw::map(&name);
             let l = Layout::of(&raw, 8);
-            let me = raw.my_peer_slot(2);
+            let me = raw.my_peer_slot(1);
             let lock = raw.word32(l.index());
             assert_eq!(
                 lock.compare_exchange(0, owner_word(&raw, me), Ordering::SeqCst, Ordering::SeqCst),
@@ -163,6 +163,33 @@ fn child_entry() {
                 raw.word(o).store(v, Ordering::Relaxed);
             }
             say("done");
+        }
+        "serve" => {
+            // Answers n requests with body + 1 (tag-selective: only tag 1).
+            let mb = Mailbox::<Msg>::open(&name).unwrap();
+            let _ = mb.try_recv_select(Select::Tag(u64::MAX)); // attach as a receiver
+            say("ready");
+            for _ in 0..num("n") {
+                let mut env = mb.recv_select(Select::Tag(1)).unwrap();
+                let [a, b] = *env.body();
+                env.take_reply::<Msg>().unwrap().reply([a, b + 1]).unwrap();
+            }
+        }
+        "take_request_and_hang" => {
+            let mb = Mailbox::<Msg>::open(&name).unwrap();
+            let _ = mb.try_recv_select(Select::Tag(u64::MAX));
+            say("ready");
+            let env = mb.recv().unwrap();
+            assert!(env.is_request());
+            say("taken");
+            let _keep = (mb, env);
+            hang();
+        }
+        "request_and_hang" => {
+            let mb = Mailbox::<Msg>::open(&name).unwrap();
+            say("requesting");
+            let _ = mb.request([1, 1]);
+            hang();
         }
         other => panic!("unknown role {other}"),
     }
@@ -539,7 +566,7 @@ fn hostile_scribbler() {
             let start = Instant::now();
             while start.elapsed() < Duration::from_millis(1500) {
                 i += 1;
-                let h = if i % 2 == 0 { &mb } else { &other };
+                let h = if i.is_multiple_of(2) { &mb } else { &other };
                 let sel = match i % 6 {
                     0 => Select::Any,
                     1 => Select::Tag(i % 4),
@@ -691,5 +718,116 @@ fn inspect_reports_mailboxes() {
         assert_eq!(info.kind, Some(shm::ObjectKind::ByteMailbox));
         assert!(info.is_valid(), "{:?}", info.problems);
         assert!(shm::list().unwrap().contains(&name.to_string()));
+    });
+}
+
+/// Requests answered by another process: each reply comes back to its requester, with
+/// several requester threads at once.
+#[test]
+fn request_reply_across_processes() {
+    watchdog(|| {
+        let name = Name::new("mb-rr");
+        let mb = Mailbox::<Msg>::create(&name, 8).unwrap();
+        assert_eq!(
+            mb.request([0, 0]),
+            Err(conduit::mailbox::RequestError::NoResponders([0, 0]))
+        );
+        let server = Proc::spawn("serve", &[("name", &name), ("n", "400")]);
+        server.expect("ready");
+        let clients: Vec<_> = (0..4u64)
+            .map(|c| {
+                let mb = Mailbox::<Msg>::open(&name).unwrap();
+                thread::spawn(move || {
+                    for i in 0..100 {
+                        assert_eq!(mb.request_tagged(1, [c, i]), Ok([c, i + 1]));
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        server.success();
+        assert!(mb.is_empty());
+        // Every slot was released: the whole capacity is usable.
+        for i in 0..8 {
+            mb.try_send([9, i]).unwrap();
+        }
+    });
+}
+
+/// A replier killed while it holds a request: the requester gets `Unanswered` (not a
+/// hang), and the slot is released.
+#[test]
+fn replier_killed_fails_the_request() {
+    use conduit::mailbox::RequestError;
+    watchdog(|| {
+        let name = Name::new("mb-rr-kill");
+        let mb = Mailbox::<Msg>::create(&name, 2).unwrap();
+        let mut child = Proc::spawn("take_request_and_hang", &[("name", &name)]);
+        child.expect("ready");
+        let requester = {
+            let mb = mb.clone();
+            thread::spawn(move || mb.request([5, 5]))
+        };
+        child.expect("taken");
+        child.kill9();
+        assert_eq!(requester.join().unwrap(), Err(RequestError::Unanswered));
+        mb.try_send([1, 1]).unwrap();
+        mb.try_send([1, 2]).unwrap();
+    });
+}
+
+/// An envelope dropped without answering fails its request at once; a reply after the
+/// requester gave up is handed back.
+#[test]
+fn dropped_envelope_and_late_reply() {
+    use conduit::mailbox::RequestError;
+    watchdog(|| {
+        let name = Name::new("mb-rr-drop");
+        let mb = Mailbox::<u32>::create(&name, 2).unwrap();
+        let server = Mailbox::<u32>::open(&name).unwrap();
+        let _ = server.try_recv();
+        let t = thread::spawn(move || {
+            let env = server.recv().unwrap();
+            assert!(env.is_request());
+            drop(env);
+            server
+        });
+        assert_eq!(mb.request(1), Err(RequestError::Unanswered));
+        let server = t.join().unwrap();
+        assert_eq!(
+            mb.request_timeout(2, Duration::from_millis(20)),
+            Err(RequestError::Timeout(None))
+        );
+        let mut env = server.try_recv().unwrap();
+        let reply = env.take_reply::<u32>().unwrap();
+        assert!(reply.is_abandoned());
+        assert_eq!(reply.reply(3), Err(3));
+        mb.try_send(1).unwrap();
+        mb.try_send(2).unwrap();
+    });
+}
+
+/// A requester killed while waiting: its request is answered into the void, and the
+/// held slot is reclaimed when the mailbox needs it.
+#[test]
+fn requester_killed_slot_reclaimed() {
+    watchdog(|| {
+        let name = Name::new("mb-rr-requester");
+        let mb = Mailbox::<Msg>::create(&name, 4).unwrap();
+        let _ = mb.try_recv(); // a receiver is attached
+        let mut child = Proc::spawn("request_and_hang", &[("name", &name)]);
+        child.expect("requesting");
+        let mut env = mb.recv_timeout(STEP).unwrap();
+        child.kill9();
+        assert_eq!(*env.body(), [1, 1]);
+        // Answered before anyone noticed the death: the reply goes into its slot.
+        let _ = env.take_reply::<Msg>().unwrap().reply([2, 2]);
+        // Four free slots are needed: the held one must be reclaimed.
+        for i in 0..4 {
+            mb.try_send([3, i]).unwrap();
+        }
+        assert_eq!(mb.len(), 4);
     });
 }

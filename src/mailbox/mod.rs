@@ -113,6 +113,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use self::index::Sel;
+pub(crate) use self::reply::Remote;
 use self::reply::Waiting;
 pub use self::reply::{Reply, RequestError};
 use self::state::{After, Attempt, SendFail, Shared, Side, State};
@@ -1317,14 +1318,20 @@ pub struct Envelope<T> {
 }
 
 impl<T> Envelope<T> {
-    /// A received message without a reply capability (the shared-memory mailboxes').
+    /// A received message of a shared-memory mailbox, with a request's reply capability
+    /// (a [`Reply`]) if it is one.
     #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
-    pub(crate) fn plain(tag: u64, body: T, from: Address) -> Self {
+    pub(crate) fn from_parts(
+        tag: u64,
+        body: T,
+        from: Address,
+        reply: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
         Envelope {
             tag,
             body,
             from,
-            reply: None,
+            reply,
         }
     }
 

@@ -92,7 +92,7 @@ const SLOTS_MIN_OFFSET: usize = RING_OFFSET + 256;
 const SLOT_CONTROL: usize = 16;
 /// Per-slot control words of a mailbox's slot (see `super::mailbox`): the channel's
 /// stamp and length words, then the mailbox's own.
-pub(crate) const MAILBOX_SLOT_CONTROL: usize = 72;
+pub(crate) const MAILBOX_SLOT_CONTROL: usize = 80;
 /// Offset of the stamp within a slot.
 pub(crate) const SLOT_STAMP: usize = 0;
 /// Offset of the length word within a slot.

@@ -8,19 +8,22 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::index::{Corrupt, Index, Locked, Meta, Want, byte_len_ok, owner_word};
+use super::index::{
+    ABANDONED, Corrupt, GONE, Index, Locked, Meta, PENDING, REPLIED, Want, byte_len_ok, owner_word,
+};
 use crate::error::TryRecvError;
 use crate::mailbox::{Address, Select};
 use crate::shm::endpoint::Endpoint;
+use crate::shm::futex::{self, Woke};
 use crate::shm::header::{Fingerprint, Kind};
 use crate::shm::hub::AsyncWait;
 use crate::shm::options::Options;
 use crate::shm::peers::same_object;
 use crate::shm::ring::ShmSlots;
 use crate::shm::segment::{Segment, Side};
-use crate::shm::table::unpack;
-use crate::shm::wait;
-use crate::sync::Ordering;
+use crate::shm::table::{LIVE, pack, unpack};
+use crate::shm::wait::{self, SLICE};
+use crate::sync::{AtomicBool, Ordering};
 
 /// The longest a non-blocking operation waits for the lock held by a live peer (it is
 /// held for one bounded index operation and one message copy; only a stopped or hostile
@@ -33,6 +36,28 @@ pub(crate) enum SendFail {
     Full,
     Closed,
     Timeout,
+}
+
+/// Why a request got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestFail {
+    /// No handle family has ever received and is still attached: not sent.
+    NoResponders,
+    /// Not sent: the mailbox is closed.
+    Closed,
+    /// Not sent: the mailbox stayed full until the deadline.
+    Full,
+    /// Sent; no reply by the deadline.
+    Timeout,
+    /// Sent; its replier gave up, died, or every receiver left before taking it.
+    Unanswered,
+}
+
+/// A request in the segment: its slot and sequence number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    slot: u32,
+    seq: u64,
 }
 
 /// Why a blocking receive did not happen.
@@ -59,6 +84,8 @@ pub(crate) struct Core {
     /// The lock word naming this family ([`owner_word`]).
     me: u32,
     bytes: bool,
+    /// Whether this family has taken the receiver role (at its first receive).
+    receiving: Arc<AtomicBool>,
 }
 
 impl core::fmt::Debug for Core {
@@ -80,14 +107,15 @@ enum Done<R> {
 
 impl Core {
     /// Opens or creates the mailbox `name` per `opts` (see `Endpoint::open`), attaching
-    /// with the receiver role (every handle may receive).
+    /// with the sender role; a family takes the receiver role too at its first receive
+    /// ([`Core::mark_receiver`]): requests need a receiver attached.
     pub(crate) fn open(
         name: &str,
         opts: &Options,
         kind: Kind,
         fingerprint: Fingerprint,
     ) -> io::Result<Core> {
-        let ep = Endpoint::open(name, opts, Side::Recv, kind, fingerprint)?;
+        let ep = Endpoint::open(name, opts, Side::Send, kind, fingerprint)?;
         let slot = ep.peer().index();
         let (generation, ..) = unpack(ep.seg().peer_state(slot).load(Ordering::Acquire));
         let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
@@ -95,8 +123,39 @@ impl Core {
             me: owner_word(slot, generation),
             address: Address::in_process(Arc::from(name), pid, Address::next_id()),
             bytes: kind.is_bytes(),
+            receiving: Arc::new(AtomicBool::new(false)),
             ep,
         })
+    }
+
+    /// Records in the peer table that this family receives (once): its peer slot's state
+    /// word gains the receiver role, which [`Core::responders`] counts. Only the owner
+    /// adds roles; a CAS, retried a bounded number of times against maintenance.
+    pub(crate) fn mark_receiver(&self) {
+        if self.receiving.load(Ordering::Relaxed) {
+            return;
+        }
+        let word = self.seg().peer_state(self.ep.peer().index());
+        for _ in 0..8 {
+            let w = word.load(Ordering::Acquire);
+            let (generation, state, roles) = unpack(w);
+            if state != LIVE || roles & Side::Recv.role() != 0 {
+                break;
+            }
+            let new = pack(generation, state, roles | Side::Recv.role());
+            if word
+                .compare_exchange(w, new, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        self.receiving.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a family that receives is attached (in any process).
+    fn responders(&self) -> bool {
+        self.seg().live_count(Side::Recv) > 0
     }
 
     pub(crate) fn seg(&self) -> &Arc<Segment> {
@@ -193,26 +252,38 @@ impl Core {
         wait: LockWait,
         write: &mut dyn FnMut(&ShmSlots, usize),
     ) -> Result<(), SendFail> {
+        self.try_push(tag, 0, wait, write).map(|_| ())
+    }
+
+    /// One send attempt of a message (`reply_to` 0) or a request (`reply_to`: this
+    /// family's [`owner_word`]).
+    fn try_push(
+        &self,
+        tag: u64,
+        reply_to: u32,
+        wait: LockWait,
+        write: &mut dyn FnMut(&ShmSlots, usize),
+    ) -> Result<Ticket, SendFail> {
         let meta = Meta {
             tag,
             from: (self.address.pid().unwrap_or(0), self.address.id()),
+            reply_to,
         };
         let done = self.locked(wait, |l| {
             if l.is_closed() {
                 return Ok(Done::Closed);
             }
-            Ok(if l.push(meta, write)? {
-                Done::Ok(())
-            } else {
-                Done::No
+            Ok(match l.push(meta, write)? {
+                Some((slot, seq)) => Done::Ok(Ticket { slot, seq }),
+                None => Done::No,
             })
         });
         match done {
-            Some(Done::Ok(())) => {
+            Some(Done::Ok(ticket)) => {
                 // Receivers wait for different selections: wake them all (see the
                 // module docs, "Waiting").
                 self.seg().signal(Side::Recv).notify_every();
-                Ok(())
+                Ok(ticket)
             }
             Some(Done::Closed) => Err(SendFail::Closed),
             Some(Done::No) | None => Err(SendFail::Full),
@@ -224,8 +295,19 @@ impl Core {
         &self,
         tag: u64,
         deadline: Option<Instant>,
-        mut write: impl FnMut(&ShmSlots, usize),
+        write: impl FnMut(&ShmSlots, usize),
     ) -> Result<(), SendFail> {
+        self.push_with(tag, 0, deadline, write).map(|_| ())
+    }
+
+    /// A blocking send of a message or request (see [`Core::try_push`]).
+    fn push_with(
+        &self,
+        tag: u64,
+        reply_to: u32,
+        deadline: Option<Instant>,
+        mut write: impl FnMut(&ShmSlots, usize),
+    ) -> Result<Ticket, SendFail> {
         let cap = self.capacity();
         wait::block(
             self.seg().signal(Side::Send),
@@ -234,7 +316,7 @@ impl Core {
                 self.seg().maintain_if_due();
             },
             || self.len() < cap || self.is_closed(),
-            || match self.try_send_with(tag, LockWait::Until(deadline), &mut write) {
+            || match self.try_push(tag, reply_to, LockWait::Until(deadline), &mut write) {
                 Err(SendFail::Full) => None,
                 done => Some(done),
             },
@@ -242,13 +324,15 @@ impl Core {
         .unwrap_or(Err(SendFail::Timeout))
     }
 
-    /// One receive attempt: `Empty` also when the lock is busy past `wait`.
+    /// One receive attempt: `Empty` also when the lock is busy past `wait`. A request
+    /// comes with its ticket (its slot stays held for the reply).
     pub(crate) fn try_recv_with<R>(
         &self,
         want: Want,
         wait: LockWait,
         read: &mut dyn FnMut(&ShmSlots, usize) -> Option<R>,
-    ) -> Result<(Meta, R), TryRecvError> {
+    ) -> Result<(Meta, R, Option<Ticket>), TryRecvError> {
+        self.mark_receiver();
         let slots = self.seg().ring().storage();
         let done = self.locked(wait, |l| {
             let Some(i) = l.find(want)? else {
@@ -261,8 +345,8 @@ impl Core {
             let meta = l.meta(i);
             // A length out of range (byte mailboxes): the rebuild drops the message.
             let body = read(slots, i as usize).ok_or(Corrupt)?;
-            l.take(i)?;
-            Ok(Done::Ok((meta, body)))
+            let ticket = l.take(i, self.me)?.map(|seq| Ticket { slot: i, seq });
+            Ok(Done::Ok((meta, body, ticket)))
         });
         match done {
             Some(Done::Ok(got)) => {
@@ -280,7 +364,8 @@ impl Core {
         want: Want,
         deadline: Option<Instant>,
         mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
-    ) -> Result<(Meta, R), RecvFail> {
+    ) -> Result<(Meta, R, Option<Ticket>), RecvFail> {
+        self.mark_receiver();
         wait::block(
             self.seg().signal(Side::Recv),
             deadline,
@@ -297,10 +382,107 @@ impl Core {
         .unwrap_or(Err(RecvFail::Timeout))
     }
 
-    /// The envelope of a received message.
-    pub(crate) fn envelope<T>(&self, meta: Meta, body: T) -> crate::mailbox::Envelope<T> {
+    /// The envelope of a received message; a request's carries a [`Reply`] of `T`
+    /// that `write` writes into its slot.
+    ///
+    /// [`Reply`]: crate::mailbox::Reply
+    pub(crate) fn envelope<T: Send + 'static>(
+        &self,
+        (meta, body, ticket): (Meta, T, Option<Ticket>),
+        write: fn(&ShmSlots, usize, &T) -> bool,
+    ) -> crate::mailbox::Envelope<T> {
         let from = Address::in_process(Arc::from(self.name()), meta.from.0, meta.from.1);
-        crate::mailbox::Envelope::plain(meta.tag, body, from)
+        let reply = ticket.map(|ticket| {
+            let remote = Replier {
+                core: self.clone(),
+                ticket,
+                write,
+            };
+            Box::new(crate::mailbox::Reply::remote(Box::new(remote)))
+                as Box<dyn ::core::any::Any + Send + Sync>
+        });
+        crate::mailbox::Envelope::from_parts(meta.tag, body, from, reply)
+    }
+
+    /// Sends a request and waits for its reply (see the module docs, "Requests").
+    pub(crate) fn request_with<R>(
+        &self,
+        tag: u64,
+        deadline: Option<Instant>,
+        write: impl FnMut(&ShmSlots, usize),
+        mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Result<R, RequestFail> {
+        if !self.responders() {
+            self.seg().maintain_if_due();
+            if !self.responders() {
+                return Err(RequestFail::NoResponders);
+            }
+        }
+        let ticket = self
+            .push_with(tag, self.me, deadline, write)
+            .map_err(|e| match e {
+                SendFail::Closed => RequestFail::Closed,
+                SendFail::Full | SendFail::Timeout => RequestFail::Full,
+            })?;
+        let index = self.index();
+        let Some(state) = index.slot_word(ticket.slot) else {
+            return Err(RequestFail::Unanswered);
+        };
+        // Ends the exchange (releases the slot) after a reply or an abandonment.
+        let finish = |read: &mut dyn FnMut(&ShmSlots, usize) -> Option<R>| {
+            let got = self.locked(LockWait::Until(None), |l| {
+                if !l.holds(ticket.slot, ticket.seq) {
+                    return Ok(Done::No);
+                }
+                let got = match state.load(Ordering::SeqCst) {
+                    REPLIED => read(self.seg().ring().storage(), ticket.slot as usize),
+                    _ => None,
+                };
+                l.release(ticket.slot, ticket.seq)?;
+                Ok(got.map_or(Done::No, Done::Ok))
+            });
+            match got {
+                Some(Done::Ok(v)) => Ok(v),
+                _ => Err(RequestFail::Unanswered),
+            }
+        };
+        loop {
+            match state.load(Ordering::SeqCst) {
+                REPLIED | ABANDONED => return finish(&mut read),
+                PENDING => {}
+                // Garbage: the exchange is lost.
+                _ => return Err(RequestFail::Unanswered),
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                if state
+                    .compare_exchange(PENDING, GONE, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    return Err(RequestFail::Timeout);
+                }
+                continue;
+            }
+            let slice = deadline.map_or(SLICE, |d| {
+                d.saturating_duration_since(Instant::now()).min(SLICE)
+            });
+            if futex::wait(state, PENDING, slice) == Woke::TimedOut {
+                // A whole slice without news: is anyone left to answer?
+                let gone = if index.slot_is_held(ticket.slot) {
+                    index.holder_gone(index.slot_taker(ticket.slot))
+                } else {
+                    self.seg().maintain_if_due();
+                    !self.responders()
+                };
+                if gone {
+                    let _ = state.compare_exchange(
+                        PENDING,
+                        ABANDONED,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                }
+            }
+        }
     }
 
     /// `select` in terms of the index.
@@ -328,6 +510,73 @@ impl Core {
             attempt: Box::new(attempt),
             done: false,
         }
+    }
+}
+
+/// The replier's end of a request in the segment (a [`crate::mailbox::Reply`]'s
+/// `Remote`): writes the reply into the request's slot, or gives up, under the lock; the
+/// requester sleeps on the slot's reply state word.
+struct Replier<T> {
+    core: Core,
+    ticket: Ticket,
+    /// Writes a reply into a slot; `false` if it does not fit (byte mailboxes).
+    write: fn(&ShmSlots, usize, &T) -> bool,
+}
+
+impl<T> Replier<T> {
+    /// Ends this side of the exchange: with `value`, writes it and moves the state from
+    /// PENDING to REPLIED; without, to ABANDONED. If the requester left (GONE), releases
+    /// the slot instead. Returns whether the requester has the outcome.
+    fn finish(&self, value: Option<&T>) -> bool {
+        let Ticket { slot, seq } = self.ticket;
+        let done = self.core.locked(LockWait::Until(None), |l| {
+            if !l.holds(slot, seq) || !l.is_held(slot) {
+                return Ok(Done::No);
+            }
+            let state = l.reply_state(slot)?;
+            let outcome = match value {
+                Some(v) if (self.write)(self.core.seg().ring().storage(), slot as usize, v) => {
+                    REPLIED
+                }
+                _ => ABANDONED,
+            };
+            match state.compare_exchange(PENDING, outcome, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    futex::wake(state, u32::MAX);
+                    Ok(if outcome == REPLIED {
+                        Done::Ok(())
+                    } else {
+                        Done::No
+                    })
+                }
+                Err(_) => {
+                    l.release(slot, seq)?;
+                    Ok(Done::Closed)
+                }
+            }
+        });
+        matches!(done, Some(Done::Ok(())))
+    }
+}
+
+impl<T: Send> crate::mailbox::Remote<T> for Replier<T> {
+    fn reply(&mut self, value: T) -> Result<(), T> {
+        if self.finish(Some(&value)) {
+            Ok(())
+        } else {
+            Err(value)
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.finish(None);
+    }
+
+    fn is_abandoned(&self) -> bool {
+        let index = self.core.index();
+        index
+            .slot_word(self.ticket.slot)
+            .is_none_or(|w| w.load(Ordering::SeqCst) == GONE)
     }
 }
 

@@ -40,6 +40,10 @@ const ALL_TAIL: usize = 32;
 const STATE: usize = 36;
 /// The next message's sequence number.
 const NEXT_SEQ: usize = 40;
+/// The held list: slots of requests taken by a replier and not released yet (chained
+/// through their `All` links, which they no longer use).
+const HELD_HEAD: usize = 48;
+const HELD_TAIL: usize = 52;
 /// The size of the control block; the tag table follows it, then the sender table.
 const CONTROL: usize = 128;
 /// The value of [`STATE`] once the index is built.
@@ -60,12 +64,36 @@ const S_SEQ: usize = 16;
 const S_TAG: usize = 24;
 const S_FROM_ID: usize = 32;
 const S_FROM_PID: usize = 40;
+/// For a request, the requester's [`owner_word`]; 0 for a plain message.
+const S_REPLY_TO: usize = 44;
 /// Three pairs of (prev, next) links, one per [`List`].
 const S_LINKS: usize = 48;
+/// For a request taken by a replier, the replier's [`owner_word`].
+const S_TAKER: usize = 72;
+/// For a request, its reply state: [`PENDING`], [`REPLIED`], [`ABANDONED`] or
+/// [`GONE`]; the requester sleeps on it.
+const S_RSTATE: usize = 76;
 /// The value of a slot's state word while it holds a message.
 const QUEUED: u32 = 1;
+/// The value of a slot's state word while it holds a request taken by a replier: out of
+/// the index, on the held list, until the side that ends the exchange releases it.
+const HELD: u32 = 2;
 
-const _: () = assert!(S_LINKS + 24 <= super::super::header::MAILBOX_SLOT_CONTROL);
+/// Reply states: no answer yet.
+pub(crate) const PENDING: u32 = 1;
+/// The reply is in the slot's payload; the requester releases the slot.
+pub(crate) const REPLIED: u32 = 2;
+/// The replier gave up (or was found dead); the requester releases the slot.
+pub(crate) const ABANDONED: u32 = 3;
+/// The requester stopped waiting (or was found dead); the replier releases the slot.
+pub(crate) const GONE: u32 = 4;
+
+const HELD_LANE: Lane = Lane {
+    head: HELD_HEAD,
+    tail: HELD_TAIL,
+};
+
+const _: () = assert!(S_RSTATE + 4 <= super::super::header::MAILBOX_SLOT_CONTROL);
 const _: () = assert!(SLOT_LEN + 4 == S_STATE);
 
 /// The size of the index region of a mailbox of `capacity` slots.
@@ -116,6 +144,8 @@ pub(crate) enum Want {
 pub(crate) struct Meta {
     pub(crate) tag: u64,
     pub(crate) from: Sender,
+    /// For a request, the requester's [`owner_word`]; 0 otherwise.
+    pub(crate) reply_to: u32,
 }
 
 /// The bits of [`owner_word`] that hold a peer slot + 1.
@@ -167,6 +197,30 @@ impl<'a> Index<'a> {
     /// Marks the mailbox closed (for good).
     pub(crate) fn close(&self) {
         self.w32(CLOSED).store(1, Ordering::SeqCst);
+    }
+
+    /// The reply state word of slot `i`, read without the lock (a requester waiting on
+    /// its own request's slot); `None` for an index out of range.
+    pub(crate) fn slot_word(&self, i: u32) -> Option<&'a AtomicU32> {
+        self.seg.ring().storage().word(i as usize, S_RSTATE)
+    }
+
+    /// Whether slot `i` is held by a replier (read without the lock).
+    pub(crate) fn slot_is_held(&self, i: u32) -> bool {
+        self.seg
+            .ring()
+            .storage()
+            .word::<AtomicU32>(i as usize, S_STATE)
+            .is_some_and(|w| w.load(Ordering::Acquire) == HELD)
+    }
+
+    /// The replier recorded in slot `i` (read without the lock; 0 if out of range).
+    pub(crate) fn slot_taker(&self, i: u32) -> u32 {
+        self.seg
+            .ring()
+            .storage()
+            .word::<AtomicU32>(i as usize, S_TAKER)
+            .map_or(0, |w| w.load(Ordering::Acquire))
     }
 
     /// Takes the lock for the holder `me` ([`owner_word`]) if it is free now or within a
@@ -256,7 +310,7 @@ impl<'a> Index<'a> {
     /// names no peer slot (garbage), or that slot is not LIVE in the holder's generation
     /// (it detached or was reaped), or its liveness lock can be taken (the process
     /// died). A probe that cannot be made proves nothing.
-    fn holder_gone(&self, held: u32) -> bool {
+    pub(crate) fn holder_gone(&self, held: u32) -> bool {
         let slot = (held & OWNER_SLOT).wrapping_sub(1) as usize;
         if slot >= MAX_PEERS {
             return true;
@@ -348,6 +402,7 @@ impl<'a> Locked<'a> {
                 self.s32(i, S_FROM_PID).load(Ordering::Relaxed),
                 self.s64(i, S_FROM_ID).load(Ordering::Relaxed),
             ),
+            reply_to: self.s32(i, S_REPLY_TO).load(Ordering::Relaxed),
         }
     }
 
@@ -552,10 +607,17 @@ impl<'a> Locked<'a> {
         &self,
         meta: Meta,
         write: &mut dyn FnMut(&ShmSlots, usize),
-    ) -> Result<bool, Corrupt> {
+    ) -> Result<Option<(u32, u64)>, Corrupt> {
         let len = self.len()?;
         if len >= self.ix.cap {
-            return Ok(false);
+            return Ok(None);
+        }
+        if self.ctl(FREE_HEAD) == NIL {
+            // Every free slot is held by a request exchange: reclaim the dead ones'.
+            self.reclaim()?;
+            if self.ctl(FREE_HEAD) == NIL {
+                return Ok(None);
+            }
         }
         let i = self.check(self.ctl(FREE_HEAD))?;
         if self.is_queued(i) {
@@ -573,12 +635,16 @@ impl<'a> Locked<'a> {
         self.s32(i, S_FROM_PID)
             .store(meta.from.0, Ordering::Relaxed);
         self.s64(i, S_FROM_ID).store(meta.from.1, Ordering::Relaxed);
+        self.s32(i, S_REPLY_TO)
+            .store(meta.reply_to, Ordering::Relaxed);
+        let rstate = if meta.reply_to != 0 { PENDING } else { 0 };
+        self.s32(i, S_RSTATE).store(rstate, Ordering::Relaxed);
         // From here on the message exists: a holder that dies now leaves it queued, and
         // the rebuild links it.
         self.s32(i, S_STATE).store(QUEUED, Ordering::Relaxed);
         self.link_in(i)?;
         self.set_ctl(LEN, len + 1);
-        Ok(true)
+        Ok(Some((i, seq)))
     }
 
     /// The head of lane `e` of a table, checked to be a queued message whose key is the
@@ -659,7 +725,7 @@ impl<'a> Locked<'a> {
     /// Removes the queued slot `i` (found by [`Locked::find`], its payload read): unlinks
     /// it from its three lists (dropping emptied lanes' entries), frees it. O(log t +
     /// log s), plus O(t) or O(s) entry moves when its lane empties.
-    pub(crate) fn take(&self, i: u32) -> Result<(), Corrupt> {
+    pub(crate) fn take(&self, i: u32, taker: u32) -> Result<Option<u64>, Corrupt> {
         let len = self.len()?;
         let meta = self.meta(i);
         let Ok(t) = self.search(false, Self::tag_key(meta.tag))? else {
@@ -677,11 +743,87 @@ impl<'a> Locked<'a> {
         if self.unlink(self.lane(true, s), i, List::From)? {
             self.remove_entry(true, s)?;
         }
+        self.set_ctl(LEN, len.saturating_sub(1));
+        if meta.reply_to == 0 {
+            self.free(i);
+            return Ok(None);
+        }
+        // A request: the slot is held for the reply.
+        self.s32(i, S_TAKER).store(taker, Ordering::Relaxed);
+        self.s32(i, S_STATE).store(HELD, Ordering::Relaxed);
+        self.append(HELD_LANE, i, List::All)?;
+        Ok(Some(self.seq(i)))
+    }
+
+    /// Puts slot `i` (checked, off every list) on the free list.
+    fn free(&self, i: u32) {
         self.s32(i, S_STATE).store(0, Ordering::Relaxed);
         self.link(i, List::All, true)
             .store(self.ctl(FREE_HEAD), Ordering::Relaxed);
         self.set_ctl(FREE_HEAD, i);
-        self.set_ctl(LEN, len.saturating_sub(1));
+    }
+
+    /// The reply state word of slot `i` (a slot index from the caller's own records,
+    /// checked here).
+    pub(crate) fn reply_state(&self, i: u32) -> Result<&'a AtomicU32, Corrupt> {
+        Ok(self.s32(self.check(i)?, S_RSTATE))
+    }
+
+    /// Whether slot `i` still holds the request numbered `seq`, and its state word.
+    pub(crate) fn holds(&self, i: u32, seq: u64) -> bool {
+        i < self.ix.cap && self.seq(i) == seq
+    }
+
+    /// Whether slot `i` is held (taken by a replier) rather than queued.
+    pub(crate) fn is_held(&self, i: u32) -> bool {
+        i < self.ix.cap && self.s32(i, S_STATE).load(Ordering::Relaxed) == HELD
+    }
+
+    /// The replier that took the request in slot `i` (checked by the caller).
+    pub(crate) fn taker(&self, i: u32) -> u32 {
+        self.s32(i, S_TAKER).load(Ordering::Relaxed)
+    }
+
+    /// Ends a request exchange: frees slot `i` if it is held for request `seq`. O(1).
+    pub(crate) fn release(&self, i: u32, seq: u64) -> Result<(), Corrupt> {
+        if !self.is_held(i) || self.seq(i) != seq {
+            return Ok(());
+        }
+        self.unlink(HELD_LANE, i, List::All)?;
+        self.free(i);
+        Ok(())
+    }
+
+    /// Releases the held slots whose exchange nobody will end: the requester is gone
+    /// (its pending request becomes [`GONE`]) and the reply is in or abandoned, or the
+    /// requester left and the replier is gone too. O(held slots) probes (system calls for
+    /// live peers); runs only when no slot is free.
+    fn reclaim(&self) -> Result<(), Corrupt> {
+        let mut i = self.check_link(self.ctl(HELD_HEAD))?;
+        for _ in 0..self.ix.cap {
+            if i == NIL {
+                break;
+            }
+            let next = self.check_link(self.link(i, List::All, true).load(Ordering::Relaxed))?;
+            let rstate = self.s32(i, S_RSTATE);
+            let owner_gone = self
+                .ix
+                .holder_gone(self.s32(i, S_REPLY_TO).load(Ordering::Relaxed));
+            if owner_gone {
+                let _ = rstate.compare_exchange(PENDING, GONE, Ordering::SeqCst, Ordering::Relaxed);
+            }
+            let release = match rstate.load(Ordering::SeqCst) {
+                REPLIED | ABANDONED => owner_gone,
+                GONE => self.ix.holder_gone(self.taker(i)),
+                PENDING => false,
+                _ => true,
+            };
+            if release {
+                self.unlink(HELD_LANE, i, List::All)?;
+                self.free(i);
+            }
+            i = next;
+        }
         Ok(())
     }
 
@@ -701,15 +843,23 @@ impl<'a> Locked<'a> {
         for w in [LEN, N_TAGS, N_SENDERS] {
             self.set_ctl(w, 0);
         }
-        self.set_ctl(ALL_HEAD, NIL);
-        self.set_ctl(ALL_TAIL, NIL);
-        let mut is_queued = vec![false; cap as usize];
+        for w in [ALL_HEAD, ALL_TAIL, HELD_HEAD, HELD_TAIL] {
+            self.set_ctl(w, NIL);
+        }
+        let mut in_use = vec![false; cap as usize];
         for &(_, i) in &queued {
-            is_queued[i as usize] = true;
+            in_use[i as usize] = true;
+        }
+        for i in 0..cap {
+            if !in_use[i as usize] && self.is_held(i) {
+                in_use[i as usize] = true;
+                // Cannot fail: the list was emptied, and `i` is checked.
+                let _ = self.append(HELD_LANE, i, List::All);
+            }
         }
         let mut free = NIL;
         for i in (0..cap).rev() {
-            if !is_queued[i as usize] {
+            if !in_use[i as usize] {
                 self.s32(i, S_STATE).store(0, Ordering::Relaxed);
                 self.link(i, List::All, true).store(free, Ordering::Relaxed);
                 free = i;

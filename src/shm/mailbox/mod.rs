@@ -41,7 +41,8 @@
 //!   handed back (`Disconnected`), receivers take what is queued (a selective receive:
 //!   what it matches) and then get `Disconnected`. Nothing queued is lost by closing. A
 //!   later `open` of the name makes a new mailbox (`create`) or fails with `NotFound`.
-//! - **Request/reply** is not offered across processes yet.
+//! - **Request/reply** ([`Mailbox::request`]): the reply has the request's type (a
+//!   byte message for [`ByteMailbox`]); see "Requests" below.
 //! - A peer's death does not disconnect anything: a mailbox has no sides, and is only
 //!   ever closed by `close`.
 //!
@@ -106,6 +107,38 @@
 //!    calls then wait, timed ones time out, `try_` ones report `Empty`/`Full` after
 //!    100 ms.)
 //!
+//! # Requests
+//! A request is a message whose slot also carries the requester's lock word (naming its
+//! peer slot and generation), a *reply state* word, and, once taken, the replier's lock
+//! word. The slot itself is the reply record: nothing is correlated, nothing scanned.
+//! 1. [`Mailbox::request`] fails at once with `NoResponders` unless a handle family
+//!    that has received (any receive call, `try_recv` included, gives a family the
+//!    receiver role in the peer table) is attached. Otherwise it sends the message
+//!    with the reply state PENDING and sleeps on that word (futex, slices of at most
+//!    100 ms).
+//! 2. A receive that takes a request does not free its slot: the slot leaves the index
+//!    for the *held* list, and the envelope carries a [`Reply`](crate::mailbox::Reply)
+//!    for it ([`Envelope::take_reply::<T>`](crate::mailbox::Envelope::take_reply)).
+//!    Replying writes the answer into the slot's payload and moves the state PENDING →
+//!    REPLIED (a CAS, under the lock, then a futex wake); dropping the `Reply` moves it
+//!    to ABANDONED. The requester then reads the answer (if any) and frees the slot.
+//! 3. A requester that stops waiting (its deadline) moves PENDING → GONE; whoever
+//!    finds GONE later (the replier's answer or drop, or the receive of a still queued
+//!    request) frees the slot, and the answer is handed back (`Err(value)`). Whichever
+//!    CAS wins decides: the reply is delivered, or handed back, never both.
+//! 4. After each slice without news the requester probes: a held request whose
+//!    replier is gone (the lock-holder test of "The lock") is abandoned (`Unanswered`,
+//!    within about 100 ms of the death); a queued one with no receiver attached any more
+//!    is given up (`Unanswered`; the message stays queued, and its eventual receiver
+//!    finds it GONE).
+//! 5. A requester killed with `kill -9` leaves a held slot nobody will free. A send
+//!    that finds no free slot walks the held list and releases the slots whose
+//!    requester is gone (a pending state becomes GONE first, so that a live replier
+//!    releases it instead when it answers) and those whose requester left and whose
+//!    replier is gone too.
+//!
+//! Held slots count against the capacity until released.
+//!
 //! # Costs
 //! With `t` the number of distinct tags queued and `s` the number of distinct senders
 //! with queued messages (never the number of messages), all under the lock:
@@ -151,7 +184,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 pub use self::core::MailboxFut;
-use self::core::{Core, LockWait, RecvFail, SendFail};
+use self::core::{Core, LockWait, RecvFail, RequestFail, SendFail};
 pub(crate) use self::index::index_size;
 use super::ShmSafe;
 use super::bytes::{read_bytes, write_bytes};
@@ -162,17 +195,18 @@ use super::segment::Side;
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use crate::mailbox::{Address, Envelope, Select};
+use crate::mailbox::{Address, Envelope, RequestError, Select};
 
 /// Defines the receive methods (`recv`, `try_recv`, `recv_timeout`, `recv_deadline`,
 /// `recv_async` and the `recv_select` forms), the accessors and `close` on a mailbox
 /// handle type with a `core: Core` field, each with a doctest:
 /// - `$ty`: the handle type's path as in `shm::Mailbox::<u64>`, `$body`: the body type;
-/// - `$read`: the function that reads a body out of a slot;
+/// - `$read`: the function that reads a body out of a slot, `$reply` the one that writes
+///   a reply into one (`false` if it does not fit);
 /// - `$fill`: a statement sending one message tagged 7 on handle `mb`, `$one`: its
 ///   body as an expression.
 macro_rules! mailbox_receive {
-    ($ty:literal, $body:ty, $read:expr, $fill:literal, $one:literal) => {
+    ($ty:literal, $body:ty, $read:expr, $reply:expr, $fill:literal, $one:literal) => {
         /// The mailbox's name.
         ///
         /// ```
@@ -394,10 +428,10 @@ macro_rules! mailbox_receive {
         /// # Ok::<(), std::io::Error>(())
         /// ```
         pub fn try_recv_select(&self, select: Select) -> Result<Envelope<$body>, TryRecvError> {
-            let (meta, body) =
-                self.core
-                    .try_recv_with(Core::want(&select), LockWait::Try, &mut $read)?;
-            Ok(self.core.envelope(meta, body))
+            let got = self
+                .core
+                .try_recv_with(Core::want(&select), LockWait::Try, &mut $read)?;
+            Ok(self.core.envelope(got, $reply))
         }
 
         /// Receives the message `select` takes, waiting at most `timeout`.
@@ -470,7 +504,7 @@ macro_rules! mailbox_receive {
             let want = Core::want(&select);
             self.core.future(Side::Recv, move || {
                 match self.core.try_recv_with(want, LockWait::Try, &mut $read) {
-                    Ok((meta, body)) => Some(Ok(self.core.envelope(meta, body))),
+                    Ok(got) => Some(Ok(self.core.envelope(got, $reply))),
                     Err(TryRecvError::Empty) => None,
                     Err(TryRecvError::Disconnected) => Some(Err(RecvError)),
                 }
@@ -482,10 +516,8 @@ macro_rules! mailbox_receive {
             select: &Select,
             deadline: Option<Instant>,
         ) -> Result<Envelope<$body>, RecvFail> {
-            let (meta, body) = self
-                .core
-                .recv_with(Core::want(select), deadline, $read)?;
-            Ok(self.core.envelope(meta, body))
+            let got = self.core.recv_with(Core::want(select), deadline, $read)?;
+            Ok(self.core.envelope(got, $reply))
         }
     };
 }
@@ -749,10 +781,132 @@ impl<T: ShmSafe> Mailbox<T> {
         })
     }
 
+    /// Sends `msg` (tag 0) as a request and waits for its reply, a `T` (see the [module
+    /// docs](self), "Requests"). [`RequestError::NoResponders`] at once when no handle
+    /// family that has received is attached; `Unanswered` when the replier drops the
+    /// request's [`Reply`](crate::mailbox::Reply) or dies, or every receiver leaves
+    /// before taking it (noticed within about 100 ms).
+    ///
+    /// ```
+    /// use conduit::mailbox::RequestError;
+    /// use conduit::shm;
+    /// let name = format!("doc-mb-request-{}", std::process::id());
+    /// let client = shm::Mailbox::<u64>::create(&name, 4)?;
+    /// assert_eq!(client.request(1), Err(RequestError::NoResponders(1)));
+    /// let server = shm::Mailbox::<u64>::open(&name)?;
+    /// let _ = server.try_recv(); // attaches it as a receiver
+    /// let t = std::thread::spawn(move || {
+    ///     let mut env = server.recv().unwrap();
+    ///     let n = *env.body();
+    ///     env.take_reply::<u64>().unwrap().reply(n * n).unwrap();
+    /// });
+    /// assert_eq!(client.request(12), Ok(144));
+    /// t.join().unwrap();
+    /// client.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request(&self, msg: T) -> Result<T, RequestError<T>> {
+        self.request_inner(0, msg, None)
+    }
+
+    /// Sends `msg` with `tag` as a request and waits for its reply.
+    ///
+    /// ```
+    /// use conduit::mailbox::Select;
+    /// use conduit::shm;
+    /// let name = format!("doc-mb-request-tagged-{}", std::process::id());
+    /// let client = shm::Mailbox::<u64>::create(&name, 4)?;
+    /// let server = client.clone(); // one family may answer its own requests
+    /// let _ = server.try_recv();
+    /// let t = std::thread::spawn(move || {
+    ///     let mut env = server.recv_select(Select::Tag(2)).unwrap();
+    ///     env.take_reply::<u64>().unwrap().reply(env.body() + 1).unwrap();
+    /// });
+    /// assert_eq!(client.request_tagged(2, 41), Ok(42));
+    /// t.join().unwrap();
+    /// client.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_tagged(&self, tag: u64, msg: T) -> Result<T, RequestError<T>> {
+        self.request_inner(tag, msg, None)
+    }
+
+    /// Sends `msg` (tag 0) as a request and waits at most `timeout` (for room, then
+    /// for the reply): `Timeout(Some(msg))` if it could not be sent, `Timeout(None)` if
+    /// no reply came (a late reply is handed back to its replier).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conduit::mailbox::RequestError;
+    /// use conduit::shm;
+    /// let name = format!("doc-mb-request-timeout-{}", std::process::id());
+    /// let mb = shm::Mailbox::<u8>::create(&name, 4)?;
+    /// let _ = mb.try_recv();
+    /// let wait = Duration::from_millis(10);
+    /// assert_eq!(mb.request_timeout(1, wait), Err(RequestError::Timeout(None)));
+    /// let mut env = mb.try_recv().unwrap();
+    /// let reply = env.take_reply::<u8>().unwrap();
+    /// assert!(reply.is_abandoned());
+    /// assert_eq!(reply.reply(2), Err(2));
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_timeout(&self, msg: T, timeout: Duration) -> Result<T, RequestError<T>> {
+        self.request_inner(0, msg, Some(Instant::now() + timeout))
+    }
+
+    /// Sends `msg` with `tag` as a request and waits at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conduit::mailbox::RequestError;
+    /// use conduit::shm;
+    /// let name = format!("doc-mb-request-tagged-timeout-{}", std::process::id());
+    /// let mb = shm::Mailbox::<u8>::create(&name, 4)?;
+    /// let wait = Duration::from_millis(10);
+    /// assert_eq!(mb.request_tagged_timeout(3, 1, wait), Err(RequestError::NoResponders(1)));
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_tagged_timeout(
+        &self,
+        tag: u64,
+        msg: T,
+        timeout: Duration,
+    ) -> Result<T, RequestError<T>> {
+        self.request_inner(tag, msg, Some(Instant::now() + timeout))
+    }
+
+    fn request_inner(
+        &self,
+        tag: u64,
+        msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<T, RequestError<T>> {
+        self.core
+            .request_with(
+                tag,
+                deadline,
+                |s, i| write_typed(s, i, &msg),
+                read_typed::<T>,
+            )
+            .map_err(|e| match e {
+                RequestFail::NoResponders => RequestError::NoResponders(msg),
+                RequestFail::Closed => RequestError::Disconnected(msg),
+                RequestFail::Full => RequestError::Timeout(Some(msg)),
+                RequestFail::Timeout => RequestError::Timeout(None),
+                RequestFail::Unanswered => RequestError::Unanswered,
+            })
+    }
+
     mailbox_receive!(
         "shm::Mailbox::<u64>",
         T,
         read_typed::<T>,
+        |s, i, v| {
+            write_typed(s, i, v);
+            true
+        },
         "mb.send_tagged(7, 42).unwrap();",
         "42"
     );
@@ -1030,10 +1184,123 @@ impl ByteMailbox {
         })
     }
 
+    /// Sends `msg` (tag 0) as a request and waits for its reply, a byte message (see the
+    /// [module docs](self), "Requests"). Errors are [`io::Error`]s:
+    /// [`NotConnected`](io::ErrorKind::NotConnected) at once when no receiver is
+    /// attached, [`ConnectionAborted`](io::ErrorKind::ConnectionAborted) when the request
+    /// goes unanswered (the replier dropped its reply or died, or replied with a message
+    /// over `max_message`), [`BrokenPipe`](io::ErrorKind::BrokenPipe) when closed,
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput) for a message over `max_message`.
+    ///
+    /// ```
+    /// use conduit::shm;
+    /// let name = format!("doc-bmb-request-{}", std::process::id());
+    /// let client = shm::ByteMailbox::create(&name, 4)?;
+    /// assert_eq!(client.request(b"x").unwrap_err().kind(), std::io::ErrorKind::NotConnected);
+    /// let server = shm::ByteMailbox::open(&name)?;
+    /// let _ = server.try_recv();
+    /// let t = std::thread::spawn(move || {
+    ///     let mut env = server.recv().unwrap();
+    ///     let up = env.body().to_ascii_uppercase();
+    ///     env.take_reply::<Vec<u8>>().unwrap().reply(up).unwrap();
+    /// });
+    /// assert_eq!(client.request(b"hi")?, b"HI");
+    /// t.join().unwrap();
+    /// client.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request(&self, msg: &[u8]) -> io::Result<Vec<u8>> {
+        self.request_inner(0, msg, None)
+    }
+
+    /// Sends `msg` with `tag` as a request and waits for its reply.
+    ///
+    /// ```
+    /// use conduit::shm;
+    /// let name = format!("doc-bmb-request-tagged-{}", std::process::id());
+    /// let mb = shm::ByteMailbox::create(&name, 4)?;
+    /// let err = mb.request_tagged(1, &[0; 5000]).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_tagged(&self, tag: u64, msg: &[u8]) -> io::Result<Vec<u8>> {
+        self.request_inner(tag, msg, None)
+    }
+
+    /// Sends `msg` (tag 0) as a request and waits at most `timeout`
+    /// ([`TimedOut`](io::ErrorKind::TimedOut)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conduit::shm;
+    /// let name = format!("doc-bmb-request-timeout-{}", std::process::id());
+    /// let mb = shm::ByteMailbox::create(&name, 4)?;
+    /// let _ = mb.try_recv();
+    /// let err = mb.request_timeout(b"x", Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_timeout(&self, msg: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
+        self.request_inner(0, msg, Some(Instant::now() + timeout))
+    }
+
+    /// Sends `msg` with `tag` as a request and waits at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conduit::shm;
+    /// let name = format!("doc-bmb-request-tagged-timeout-{}", std::process::id());
+    /// let mb = shm::ByteMailbox::create(&name, 4)?;
+    /// let err = mb.request_tagged_timeout(2, b"x", Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_tagged_timeout(
+        &self,
+        tag: u64,
+        msg: &[u8],
+        timeout: Duration,
+    ) -> io::Result<Vec<u8>> {
+        self.request_inner(tag, msg, Some(Instant::now() + timeout))
+    }
+
+    fn request_inner(
+        &self,
+        tag: u64,
+        msg: &[u8],
+        deadline: Option<Instant>,
+    ) -> io::Result<Vec<u8>> {
+        self.check_len(msg.len())?;
+        self.core
+            .request_with(tag, deadline, |s, i| write_bytes(s, i, msg), read_bytes)
+            .map_err(|e| match e {
+                RequestFail::NoResponders => io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "no receiver is attached to the shm mailbox",
+                ),
+                RequestFail::Closed => io_error(SendFail::Closed),
+                RequestFail::Full | RequestFail::Timeout => io_error(SendFail::Timeout),
+                RequestFail::Unanswered => io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the request was not answered",
+                ),
+            })
+    }
+
     mailbox_receive!(
         "shm::ByteMailbox",
         Vec<u8>,
         read_bytes,
+        |s, i, v: &Vec<u8>| {
+            let fits = v.len() <= s.payload_size();
+            if fits {
+                write_bytes(s, i, v);
+            }
+            fits
+        },
         "mb.send_tagged(7, b\"hi\")?;",
         "b\"hi\".to_vec()"
     );
