@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::index::{
-    ABANDONED, Corrupt, GONE, Index, Locked, Meta, PENDING, REPLIED, Want, byte_len_ok, owner_word,
+    ABANDONED, Corrupt, GONE, Index, Locked, Meta, PENDING, REPLIED, SLEEPING, Want, byte_len_ok,
+    owner_word, settle,
 };
 use crate::error::TryRecvError;
 use crate::mailbox::{Address, Select};
@@ -22,8 +23,8 @@ use crate::shm::peers::same_object;
 use crate::shm::ring::ShmSlots;
 use crate::shm::segment::{Segment, Side};
 use crate::shm::table::{LIVE, pack, unpack};
-use crate::shm::wait::{self, SLICE};
-use crate::sync::{AtomicBool, Ordering};
+use crate::shm::wait::{self, QUICK_POLLS, SLICE};
+use crate::sync::{AtomicBool, Ordering, QuickBackoff};
 
 /// The longest a non-blocking operation waits for the lock held by a live peer (it is
 /// held for one bounded index operation and one message copy; only a stopped or hostile
@@ -446,40 +447,56 @@ impl Core {
                 _ => Err(RequestFail::Unanswered),
             }
         };
+        // Spin briefly (a reply from a busy peer comes within microseconds), then sleep
+        // on the state word with SLEEPING set, so that the replier knows to wake us.
+        let mut spin = QuickBackoff::new(QUICK_POLLS);
         loop {
-            match state.load(Ordering::SeqCst) {
+            let cur = state.load(Ordering::SeqCst);
+            match cur & !SLEEPING {
                 REPLIED | ABANDONED => return finish(&mut read),
                 PENDING => {}
                 // Garbage: the exchange is lost.
                 _ => return Err(RequestFail::Unanswered),
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                if state
-                    .compare_exchange(PENDING, GONE, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-                {
-                    return Err(RequestFail::Timeout);
+                match settle(state, GONE) {
+                    Ok(_) => return Err(RequestFail::Timeout),
+                    // Still pending: a peer keeps changing the word; give up.
+                    Err(now) if now & !SLEEPING == PENDING => {
+                        return Err(RequestFail::Timeout);
+                    }
+                    // Settled meanwhile: take the outcome.
+                    Err(_) => continue,
                 }
+            }
+            if !spin.is_completed() {
+                spin.snooze();
+                continue;
+            }
+            if cur & SLEEPING == 0
+                && state
+                    .compare_exchange(cur, cur | SLEEPING, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+            {
                 continue;
             }
             let slice = deadline.map_or(SLICE, |d| {
                 d.saturating_duration_since(Instant::now()).min(SLICE)
             });
-            if futex::wait(state, PENDING, slice) == Woke::TimedOut {
-                // A whole slice without news: is anyone left to answer?
-                let gone = if index.slot_is_held(ticket.slot) {
-                    index.holder_gone(index.slot_taker(ticket.slot))
+            if futex::wait(state, PENDING | SLEEPING, slice) == Woke::TimedOut {
+                // A whole slice without news: is anyone left to answer? A taken request
+                // whose replier died is abandoned (and released by us, in `finish`); a
+                // queued one that no receiver is attached to take any more is given up
+                // (GONE: its eventual taker releases it).
+                if index.slot_is_held(ticket.slot) {
+                    if index.holder_gone(index.slot_taker(ticket.slot)) {
+                        let _ = settle(state, ABANDONED);
+                    }
                 } else {
                     self.seg().maintain_if_due();
-                    !self.responders()
-                };
-                if gone {
-                    let _ = state.compare_exchange(
-                        PENDING,
-                        ABANDONED,
-                        Ordering::SeqCst,
-                        Ordering::SeqCst,
-                    );
+                    if !self.responders() && settle(state, GONE).is_ok() {
+                        return Err(RequestFail::Unanswered);
+                    }
                 }
             }
         }
@@ -540,9 +557,11 @@ impl<T> Replier<T> {
                 }
                 _ => ABANDONED,
             };
-            match state.compare_exchange(PENDING, outcome, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => {
-                    futex::wake(state, u32::MAX);
+            match settle(state, outcome) {
+                Ok(sleeper) => {
+                    if sleeper {
+                        futex::wake(state, u32::MAX);
+                    }
                     Ok(if outcome == REPLIED {
                         Done::Ok(())
                     } else {

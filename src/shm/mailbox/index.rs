@@ -87,6 +87,27 @@ pub(crate) const REPLIED: u32 = 2;
 pub(crate) const ABANDONED: u32 = 3;
 /// The requester stopped waiting (or was found dead); the replier releases the slot.
 pub(crate) const GONE: u32 = 4;
+/// Set in a pending reply state while its requester sleeps on it (or is about to): the
+/// replier then issues a futex wake; without it, no system call.
+pub(crate) const SLEEPING: u32 = 1 << 8;
+
+/// Moves a pending reply state (with or without [`SLEEPING`]) to `to`: `Ok(sleeper)`
+/// when it did, `Err(current)` when the state was not pending (or kept changing: only
+/// a hostile peer makes a pending state change more than once, by the requester's
+/// setting [`SLEEPING`]). Bounded: at most four CAS attempts.
+pub(crate) fn settle(state: &AtomicU32, to: u32) -> Result<bool, u32> {
+    let mut cur = state.load(Ordering::SeqCst);
+    for _ in 0..4 {
+        if cur & !SLEEPING != PENDING {
+            return Err(cur);
+        }
+        match state.compare_exchange(cur, to, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return Ok(cur & SLEEPING != 0),
+            Err(now) => cur = now,
+        }
+    }
+    Err(cur)
+}
 
 const HELD_LANE: Lane = Lane {
     head: HELD_HEAD,
@@ -810,9 +831,9 @@ impl<'a> Locked<'a> {
                 .ix
                 .holder_gone(self.s32(i, S_REPLY_TO).load(Ordering::Relaxed));
             if owner_gone {
-                let _ = rstate.compare_exchange(PENDING, GONE, Ordering::SeqCst, Ordering::Relaxed);
+                let _ = settle(rstate, GONE);
             }
-            let release = match rstate.load(Ordering::SeqCst) {
+            let release = match rstate.load(Ordering::SeqCst) & !SLEEPING {
                 REPLIED | ABANDONED => owner_gone,
                 GONE => self.ix.holder_gone(self.taker(i)),
                 PENDING => false,
