@@ -374,6 +374,9 @@ fn mailbox_only(name: &str, option: &str) -> Failure {
     )
 }
 
+/// One send, with the timeout of the command.
+type SendOne = Box<dyn Fn(&[u8]) -> io::Result<()>>;
+
 fn send(
     name: &str,
     messages: Vec<String>,
@@ -387,7 +390,7 @@ fn send(
     } else {
         shm::Options::new()
     };
-    let send_one: Box<dyn Fn(&[u8]) -> io::Result<()>> = if is_mailbox(name) {
+    let send_one: SendOne = if is_mailbox(name) {
         let mb = shm::ByteMailbox::with(name, &options).map_err(|e| about(name, e))?;
         let tag = tag.unwrap_or(0);
         Box::new(move |msg| match timeout {
