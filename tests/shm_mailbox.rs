@@ -191,6 +191,23 @@ fn child_entry() {
             let _ = mb.request([1, 1]);
             hang();
         }
+        "churn" => {
+            // Sends and receives as fast as it can, with every selection, until killed:
+            // most of its time is spent holding the lock.
+            let mb = Mailbox::<Msg>::open(&name).unwrap();
+            let me = num("id");
+            say("running");
+            for i in 0u64.. {
+                let _ = mb.try_send_tagged(i % 3, [me, i]);
+                let sel = match i % 4 {
+                    0 => Select::Any,
+                    1 => Select::Tag(i % 3),
+                    2 => Select::TagAtMost(1),
+                    _ => Select::TagExcept(0),
+                };
+                let _ = mb.try_recv_select(sel);
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -829,5 +846,57 @@ fn requester_killed_slot_reclaimed() {
             mb.try_send([3, i]).unwrap();
         }
         assert_eq!(mb.len(), 4);
+    });
+}
+
+/// Processes killed at arbitrary points of a tight loop of sends and selective receives
+/// (so, often while holding the lock, in the middle of an index update): after each
+/// round the survivor takes the lock over if needed, and the mailbox works: what is
+/// queued can be drained, then the whole capacity is usable again, in FIFO order.
+#[test]
+fn processes_killed_anywhere_never_wedge_the_mailbox() {
+    watchdog(|| {
+        let name = Name::new("mb-churn");
+        let mb = Mailbox::<Msg>::create(&name, 16).unwrap();
+        for round in 0..12u64 {
+            let mut kids: Vec<Proc> = (0..2u64)
+                .map(|k| {
+                    let id = (round * 2 + k).to_string();
+                    Proc::spawn("churn", &[("name", &name), ("id", &id)])
+                })
+                .collect();
+            for k in &kids {
+                k.expect("running");
+            }
+            // Let them run for a while (a few thousand operations), then kill both.
+            let start = Instant::now();
+            let mut seen = 0;
+            while seen < 200 && start.elapsed() < STEP {
+                if mb.recv_timeout(STEP).is_ok() {
+                    seen += 1;
+                }
+            }
+            for k in &mut kids {
+                k.kill9();
+            }
+            // A marker, newer than anything the dead left (queued or half-sent), then
+            // everything up to it drained.
+            while let Err(TrySendError::Full(_)) = mb.try_send([98, round]) {
+                let _ = mb.recv_timeout(STEP);
+            }
+            while *mb.recv_timeout(STEP).unwrap().body() != [98, round] {}
+            assert!(mb.is_empty());
+            for i in 0..16 {
+                mb.send_timeout([99, i], STEP).unwrap();
+            }
+            for i in 0..16 {
+                assert_eq!(
+                    *mb.recv_timeout(STEP).unwrap().body(),
+                    [99, i],
+                    "round {round}"
+                );
+            }
+            assert!(mb.is_empty());
+        }
     });
 }

@@ -322,6 +322,11 @@ impl<'a> Index<'a> {
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
+                // A release's wake-up may have picked this waiter: pass it on, so that
+                // the others do not sleep out their slice while the lock is free.
+                if word.load(Ordering::SeqCst) == 0 && waiters.load(Ordering::SeqCst) != 0 {
+                    futex::wake(word, 1);
+                }
                 return None;
             }
         }

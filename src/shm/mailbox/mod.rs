@@ -53,18 +53,22 @@
 //! # Layout
 //! The segment has the channels' header and peer table ([`crate::shm`], layout version
 //! 4, kinds 4 and 5), then:
-//! - the **slots**, `capacity` of them; each has the channels' stamp and length words
-//!   (the stamp unused), then the mailbox's: a state word (queued or free), `seq`, tag,
-//!   the sender's pid and address id, and three (prev, next) pairs of `u32` slot links:
-//!   on the *global list* (every queued message, oldest first), on its *tag lane* and on
-//!   its *sender lane*; then the payload (copied in whole 8-byte atomic words, as in the
-//!   rings);
+//! - the **slots**, `capacity` of them, 80 bytes of control words and the payload; the
+//!   control words are the channels' stamp and length (the stamp unused: only a hostile
+//!   peer's fake intents could make maintenance write it), then the mailbox's: a state
+//!   word (free, queued, or held for a reply), `seq`, tag, the sender's pid and address
+//!   id, for a request the requester's lock word, three (prev, next) pairs of `u32` slot
+//!   links: on the *global list* (every queued message, oldest first), on its *tag lane*
+//!   and on its *sender lane*, and for a request the replier's lock word and the reply
+//!   state; the payload is copied in whole 8-byte atomic words, as in the rings;
 //! - the **index**: a control block (the lock word and its waiter count, the closed flag,
-//!   the count of queued messages, the free list's head, the global list's ends, the
-//!   next `seq`, a "built" word), then a **tag table** and a **sender table** of
-//!   `capacity` records each (key, lane head, lane tail), kept sorted by key (tag;
+//!   the count of queued messages, the free list's head, the global and held lists'
+//!   ends, the next `seq`, a "built" word), then a **tag table** and a **sender table**
+//!   of `capacity` records each (key, lane head, lane tail), kept sorted by key (tag;
 //!   (pid, address id)) and searched by bisection. A key has a record while it has a
 //!   queued message, so neither table can overflow.
+//!
+//! The channels' ring positions are unused; `shm::inspect` reports a mailbox's queue as 0.
 //!
 //! # The lock, and why it is enough
 //! A selective take unlinks a message from the middle of three lists and may remove two
