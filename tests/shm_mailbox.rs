@@ -8,6 +8,7 @@ mod mailbox_model;
 mod shm_support;
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -897,6 +898,59 @@ fn processes_killed_anywhere_never_wedge_the_mailbox() {
                 );
             }
             assert!(mb.is_empty());
+        }
+    });
+}
+
+/// Async requests answered by another process, from tasks on a multi-threaded runtime;
+/// a request future dropped while pending hands its late reply back to the replier and
+/// leaves no slot held.
+#[test]
+fn async_requests_across_processes() {
+    use conduit::mailbox::RequestError;
+    watchdog(|| {
+        let name = Name::new("mb-rr-async");
+        let mb = Mailbox::<Msg>::create(&name, 4).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let none = rt.block_on(mb.request_async([0, 0]));
+        assert_eq!(none, Err(RequestError::NoResponders([0, 0])));
+        let server = Proc::spawn("serve", &[("name", &name), ("n", "200")]);
+        server.expect("ready");
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..4u64)
+                .map(|c| {
+                    let mb = mb.clone();
+                    tokio::spawn(async move {
+                        for i in 0..50 {
+                            assert_eq!(mb.request_tagged_async(1, [c, i]).await, Ok([c, i + 1]));
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        server.success();
+        // A pending request dropped: its reply is handed back, its slot released.
+        let server = Mailbox::<Msg>::open(&name).unwrap();
+        let _ = server.try_recv_select(Select::Tag(5));
+        {
+            let mut fut = mb.request_tagged_async(1, [7, 7]);
+            let waker = futures::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            assert!(std::pin::Pin::new(&mut fut).poll(&mut cx).is_pending());
+        }
+        let mut env = server.try_recv().unwrap();
+        let reply = env.take_reply::<Msg>().unwrap();
+        assert!(reply.is_abandoned());
+        assert_eq!(reply.reply([8, 8]), Err([8, 8]));
+        for i in 0..4 {
+            mb.try_send([1, i]).unwrap();
         }
     });
 }

@@ -61,6 +61,13 @@ pub(crate) struct Ticket {
     seq: u64,
 }
 
+/// A request future's payload writer.
+pub(crate) type WriteBox<'a> = Box<dyn FnMut(&ShmSlots, usize) + Send + 'a>;
+/// A request future's reply reader.
+pub(crate) type ReadBox<'a, R> = Box<dyn FnMut(&ShmSlots, usize) -> Option<R> + Send + 'a>;
+/// A request future's error mapping.
+pub(crate) type ErrorBox<'a, E> = Box<dyn Fn(RequestFail) -> E + Send + 'a>;
+
 /// Why a blocking receive did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RecvFail {
@@ -405,6 +412,18 @@ impl Core {
         crate::mailbox::Envelope::from_parts(meta.tag, body, from, reply)
     }
 
+    /// Fails with `NoResponders` unless a family that receives is attached (after
+    /// maintenance, if the first look finds none).
+    fn check_responders(&self) -> Result<(), RequestFail> {
+        if !self.responders() {
+            self.seg().maintain_if_due();
+            if !self.responders() {
+                return Err(RequestFail::NoResponders);
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a request and waits for its reply (see the module docs, "Requests").
     pub(crate) fn request_with<R>(
         &self,
@@ -413,50 +432,23 @@ impl Core {
         write: impl FnMut(&ShmSlots, usize),
         mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<R, RequestFail> {
-        if !self.responders() {
-            self.seg().maintain_if_due();
-            if !self.responders() {
-                return Err(RequestFail::NoResponders);
-            }
-        }
+        self.check_responders()?;
         let ticket = self
             .push_with(tag, self.me, deadline, write)
             .map_err(|e| match e {
                 SendFail::Closed => RequestFail::Closed,
                 SendFail::Full | SendFail::Timeout => RequestFail::Full,
             })?;
-        let index = self.index();
-        let Some(state) = index.slot_word(ticket.slot) else {
+        let Some(state) = self.index().slot_word(ticket.slot) else {
             return Err(RequestFail::Unanswered);
-        };
-        // Ends the exchange (releases the slot) after a reply or an abandonment.
-        let finish = |read: &mut dyn FnMut(&ShmSlots, usize) -> Option<R>| {
-            let got = self.locked(LockWait::Until(None), |l| {
-                if !l.holds(ticket.slot, ticket.seq) {
-                    return Ok(Done::No);
-                }
-                let got = match state.load(Ordering::SeqCst) {
-                    REPLIED => read(self.seg().ring().storage(), ticket.slot as usize),
-                    _ => None,
-                };
-                l.release(ticket.slot, ticket.seq)?;
-                Ok(got.map_or(Done::No, Done::Ok))
-            });
-            match got {
-                Some(Done::Ok(v)) => Ok(v),
-                _ => Err(RequestFail::Unanswered),
-            }
         };
         // Spin briefly (a reply from a busy peer comes within microseconds), then sleep
         // on the state word with SLEEPING set, so that the replier knows to wake us.
         let mut spin = QuickBackoff::new(QUICK_POLLS);
         loop {
             let cur = state.load(Ordering::SeqCst);
-            match cur & !SLEEPING {
-                REPLIED | ABANDONED => return finish(&mut read),
-                PENDING => {}
-                // Garbage: the exchange is lost.
-                _ => return Err(RequestFail::Unanswered),
+            if let Some(done) = self.reply_outcome(ticket, false, &mut read) {
+                return done;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 match settle(state, GONE) {
@@ -484,21 +476,110 @@ impl Core {
                 d.saturating_duration_since(Instant::now()).min(SLICE)
             });
             if futex::wait(state, PENDING | SLEEPING, slice) == Woke::TimedOut {
-                // A whole slice without news: is anyone left to answer? A taken request
-                // whose replier died is abandoned (and released by us, in `finish`); a
-                // queued one that no receiver is attached to take any more is given up
-                // (GONE: its eventual taker releases it).
-                if index.slot_is_held(ticket.slot) {
-                    if index.holder_gone(index.slot_taker(ticket.slot)) {
-                        let _ = settle(state, ABANDONED);
-                    }
-                } else {
-                    self.seg().maintain_if_due();
-                    if !self.responders() && settle(state, GONE).is_ok() {
-                        return Err(RequestFail::Unanswered);
-                    }
+                // A whole slice without news: is anyone left to answer?
+                if let Some(done) = self.reply_outcome(ticket, true, &mut read) {
+                    return done;
                 }
             }
+        }
+    }
+
+    /// One look at request `ticket`'s reply state: the outcome once the exchange is
+    /// over (the slot released), `None` while the reply is pending. With `probe`, a
+    /// pending request is checked for an answerer: a taken request whose replier died
+    /// is abandoned (and released here); a queued one that no receiver is attached to
+    /// take any more is given up (GONE: its eventual taker releases it).
+    fn reply_outcome<R>(
+        &self,
+        ticket: Ticket,
+        probe: bool,
+        read: &mut dyn FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Option<Result<R, RequestFail>> {
+        let index = self.index();
+        let Some(state) = index.slot_word(ticket.slot) else {
+            return Some(Err(RequestFail::Unanswered));
+        };
+        match state.load(Ordering::SeqCst) & !SLEEPING {
+            REPLIED | ABANDONED => return Some(self.end_request(ticket, read)),
+            PENDING => {}
+            // Garbage: the exchange is lost.
+            _ => return Some(Err(RequestFail::Unanswered)),
+        }
+        if !probe {
+            return None;
+        }
+        if index.slot_is_held(ticket.slot) {
+            if index.holder_gone(index.slot_taker(ticket.slot)) && settle(state, ABANDONED).is_ok()
+            {
+                return Some(self.end_request(ticket, read));
+            }
+        } else {
+            self.seg().maintain_if_due();
+            if !self.responders() && settle(state, GONE).is_ok() {
+                return Some(Err(RequestFail::Unanswered));
+            }
+        }
+        None
+    }
+
+    /// Ends request `ticket` after a reply or an abandonment: reads the reply, if any,
+    /// and releases the slot, under the lock.
+    fn end_request<R>(
+        &self,
+        ticket: Ticket,
+        read: &mut dyn FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Result<R, RequestFail> {
+        let got = self.locked(LockWait::Until(None), |l| {
+            if !l.holds(ticket.slot, ticket.seq) {
+                return Ok(Done::No);
+            }
+            let got = match l.reply_state(ticket.slot)?.load(Ordering::SeqCst) {
+                REPLIED => read(self.seg().ring().storage(), ticket.slot as usize),
+                _ => None,
+            };
+            l.release(ticket.slot, ticket.seq)?;
+            Ok(got.map_or(Done::No, Done::Ok))
+        });
+        match got {
+            Some(Done::Ok(v)) => Ok(v),
+            _ => Err(RequestFail::Unanswered),
+        }
+    }
+
+    /// Gives request `ticket` up (its future was dropped): GONE, so that its replier (or
+    /// its eventual taker) releases the slot; if it was answered or abandoned already,
+    /// releases it here.
+    fn drop_request(&self, ticket: Ticket) {
+        let Some(state) = self.index().slot_word(ticket.slot) else {
+            return;
+        };
+        if settle(state, GONE).is_err() {
+            let _ = self.end_request::<()>(ticket, &mut |_, _| None);
+        }
+    }
+
+    /// An async request: sends (waiting for room on the senders' words), then waits for
+    /// the reply on the receivers' words, which a replier bumps for async requesters.
+    /// `refused`: fail at the first poll without sending (the error closure says why).
+    pub(crate) fn request_future<'a, R: Send + 'a, E>(
+        &'a self,
+        refused: bool,
+        tag: u64,
+        write: WriteBox<'a>,
+        read: ReadBox<'a, R>,
+        error: ErrorBox<'a, E>,
+    ) -> RequestFut<'a, R, E> {
+        RequestFut {
+            core: self,
+            tag,
+            write,
+            read,
+            error,
+            ticket: None,
+            wait: AsyncWait::new(),
+            probed: None,
+            done: false,
+            refused,
         }
     }
 
@@ -562,6 +643,8 @@ impl<T> Replier<T> {
                     if sleeper {
                         futex::wake(state, u32::MAX);
                     }
+                    // Async requesters wait on the receivers' words.
+                    crate::shm::hub::notify(self.core.seg().signal(Side::Recv));
                     Ok(if outcome == REPLIED {
                         Done::Ok(())
                     } else {
@@ -596,6 +679,140 @@ impl<T: Send> crate::mailbox::Remote<T> for Replier<T> {
         index
             .slot_word(self.ticket.slot)
             .is_none_or(|w| w.load(Ordering::SeqCst) == GONE)
+    }
+}
+
+/// A future of a request made with [`Mailbox::request_async`](super::Mailbox::request_async)
+/// (or `request_tagged_async`, or [`ByteMailbox`](super::ByteMailbox)'s): its output is
+/// `Ok` with the reply, or `Err` with why there is none (`E`:
+/// [`crate::mailbox::RequestError`] for [`Mailbox`](super::Mailbox), [`io::Error`] for
+/// [`ByteMailbox`](super::ByteMailbox), as their blocking requests report).
+///
+/// Dropped before it completes: if the request was not sent yet, nothing was sent; if it
+/// was, the request stays sent and its reply, when it comes, is handed back to the
+/// replier (as after a timeout).
+///
+/// ```
+/// use conduit::shm;
+/// let name = format!("doc-mb-request-fut-{}", std::process::id());
+/// let mb = shm::Mailbox::<u32>::create(&name, 4)?;
+/// let server = mb.clone();
+/// let _ = server.try_recv();
+/// let t = std::thread::spawn(move || {
+///     let mut env = server.recv().unwrap();
+///     env.take_reply::<u32>().unwrap().reply(env.body() * 3).unwrap();
+/// });
+/// assert_eq!(futures::executor::block_on(mb.request_async(5)), Ok(15));
+/// t.join().unwrap();
+/// mb.close()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct RequestFut<'a, R, E> {
+    core: &'a Core,
+    tag: u64,
+    write: WriteBox<'a>,
+    read: ReadBox<'a, R>,
+    error: ErrorBox<'a, E>,
+    /// Set once the request is sent.
+    ticket: Option<Ticket>,
+    wait: AsyncWait,
+    /// When the answerer was last probed (at most once per [`SLICE`]).
+    probed: Option<Instant>,
+    done: bool,
+    /// Fails at the first poll, sending nothing.
+    refused: bool,
+}
+
+impl<R, E> Unpin for RequestFut<'_, R, E> {}
+
+impl<R, E> core::future::Future for RequestFut<'_, R, E> {
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let res = this.poll_inner(cx);
+        res.map(|r| r.map_err(|e| (this.error)(e)))
+    }
+}
+
+impl<R, E> RequestFut<'_, R, E> {
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<R, RequestFail>> {
+        let this = self;
+        if this.refused {
+            this.refused = false;
+            this.done = true;
+            return Poll::Ready(Err(RequestFail::Unanswered));
+        }
+        assert!(!this.done, "RequestFut polled after completion");
+        let core = this.core;
+        let seg = core.seg();
+        let ticket = match this.ticket {
+            Some(t) => t,
+            None => {
+                if let Err(e) = core.check_responders() {
+                    this.done = true;
+                    return Poll::Ready(Err(e));
+                }
+                let (tag, me, write) = (this.tag, core.me, &mut this.write);
+                let sent = this.wait.poll(seg, Side::Send, cx, || {
+                    match core.try_push(tag, me, LockWait::Try, &mut **write) {
+                        Err(SendFail::Full) => None,
+                        done => Some(done),
+                    }
+                });
+                match sent {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => {
+                        this.done = true;
+                        return Poll::Ready(Err(RequestFail::Closed));
+                    }
+                    Poll::Ready(Ok(t)) => {
+                        // From the senders' words to the receivers'.
+                        this.wait.cancel(seg);
+                        this.ticket = Some(t);
+                        t
+                    }
+                }
+            }
+        };
+        let (read, probed) = (&mut this.read, &mut this.probed);
+        let res = this.wait.poll(seg, Side::Recv, cx, || {
+            let probe = probed.is_none_or(|at| at.elapsed() >= SLICE);
+            if probe {
+                *probed = Some(Instant::now());
+            }
+            core.reply_outcome(ticket, probe, &mut **read)
+        });
+        if res.is_ready() {
+            this.done = true;
+        }
+        res
+    }
+}
+
+impl<R, E> futures_core::FusedFuture for RequestFut<'_, R, E> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<R, E> Drop for RequestFut<'_, R, E> {
+    fn drop(&mut self) {
+        self.wait.cancel(self.core.seg());
+        if let (Some(ticket), false) = (self.ticket, self.done) {
+            self.core.drop_request(ticket);
+        }
+    }
+}
+
+impl<R, E> core::fmt::Debug for RequestFut<'_, R, E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RequestFut")
+            .field("mailbox", &self.core.name())
+            .field("sent", &self.ticket.is_some())
+            .field("done", &self.done)
+            .finish()
     }
 }
 

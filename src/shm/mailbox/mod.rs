@@ -141,6 +141,12 @@
 //!    releases it instead when it answers) and those whose requester left and whose
 //!    replier is gone too.
 //!
+//! 6. Async requests ([`Mailbox::request_async`], [`RequestFut`]) send as async sends
+//!    do, then wait through the process's helper thread on the receivers' words, which
+//!    a replier bumps after answering (only while async waits are registered); their
+//!    probes (4) run at most once per 100 ms of polls, and the helper's maintenance
+//!    wakes them when a peer dies. Dropping a sent request's future is step 3.
+//!
 //! Held slots count against the capacity until released.
 //!
 //! # Costs
@@ -187,8 +193,8 @@ use ::core::marker::PhantomData;
 use std::io;
 use std::time::{Duration, Instant};
 
-pub use self::core::MailboxFut;
 use self::core::{Core, LockWait, RecvFail, RequestFail, SendFail};
+pub use self::core::{MailboxFut, RequestFut};
 pub(crate) use self::index::index_size;
 use super::ShmSafe;
 use super::bytes::{read_bytes, write_bytes};
@@ -566,6 +572,16 @@ impl<T: ShmSafe> ::core::fmt::Debug for Mailbox<T> {
     }
 }
 
+fn request_error<T>(fail: RequestFail, msg: T) -> RequestError<T> {
+    match fail {
+        RequestFail::NoResponders => RequestError::NoResponders(msg),
+        RequestFail::Closed => RequestError::Disconnected(msg),
+        RequestFail::Full => RequestError::Timeout(Some(msg)),
+        RequestFail::Timeout => RequestError::Timeout(None),
+        RequestFail::Unanswered => RequestError::Unanswered,
+    }
+}
+
 fn send_error<T>(fail: SendFail, msg: T) -> SendTimeoutError<T> {
     match fail {
         SendFail::Closed => SendTimeoutError::Disconnected(msg),
@@ -881,6 +897,51 @@ impl<T: ShmSafe> Mailbox<T> {
         self.request_inner(tag, msg, Some(Instant::now() + timeout))
     }
 
+    /// Sends `msg` (tag 0) as a request and waits for its reply asynchronously (see
+    /// [`RequestFut`] for what dropping it does).
+    ///
+    /// ```
+    /// use conduit::mailbox::RequestError;
+    /// use conduit::shm;
+    /// let name = format!("doc-mb-request-async-{}", std::process::id());
+    /// let mb = shm::Mailbox::<u32>::create(&name, 4)?;
+    /// let fut = mb.request_async(1);
+    /// assert_eq!(futures::executor::block_on(fut), Err(RequestError::NoResponders(1)));
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_async(&self, msg: T) -> RequestFut<'_, T, RequestError<T>> {
+        self.request_tagged_async(0, msg)
+    }
+
+    /// Sends `msg` with `tag` as a request and waits for its reply asynchronously.
+    ///
+    /// ```
+    /// use conduit::shm;
+    /// let name = format!("doc-mb-request-tagged-async-{}", std::process::id());
+    /// let mb = shm::Mailbox::<u32>::create(&name, 4)?;
+    /// let server = mb.clone();
+    /// let _ = server.try_recv();
+    /// let t = std::thread::spawn(move || {
+    ///     let mut env = server.recv().unwrap();
+    ///     assert_eq!(env.tag(), 6);
+    ///     env.take_reply::<u32>().unwrap().reply(env.body() + 1).unwrap();
+    /// });
+    /// assert_eq!(futures::executor::block_on(mb.request_tagged_async(6, 1)), Ok(2));
+    /// t.join().unwrap();
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_tagged_async(&self, tag: u64, msg: T) -> RequestFut<'_, T, RequestError<T>> {
+        self.core.request_future(
+            false,
+            tag,
+            Box::new(move |s, i| write_typed(s, i, &msg)),
+            Box::new(read_typed::<T>),
+            Box::new(move |e| request_error(e, msg)),
+        )
+    }
+
     fn request_inner(
         &self,
         tag: u64,
@@ -955,6 +1016,21 @@ fn io_error(fail: SendFail) -> io::Error {
         SendFail::Full => io::Error::new(io::ErrorKind::WouldBlock, "shm mailbox is full"),
         SendFail::Timeout => io::Error::new(io::ErrorKind::TimedOut, "shm mailbox send timed out"),
         SendFail::Closed => io::Error::new(io::ErrorKind::BrokenPipe, "shm mailbox is closed"),
+    }
+}
+
+fn byte_request_error(fail: RequestFail) -> io::Error {
+    match fail {
+        RequestFail::NoResponders => io::Error::new(
+            io::ErrorKind::NotConnected,
+            "no receiver is attached to the shm mailbox",
+        ),
+        RequestFail::Closed => io_error(SendFail::Closed),
+        RequestFail::Full | RequestFail::Timeout => io_error(SendFail::Timeout),
+        RequestFail::Unanswered => io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the request was not answered",
+        ),
     }
 }
 
@@ -1280,18 +1356,61 @@ impl ByteMailbox {
         self.check_len(msg.len())?;
         self.core
             .request_with(tag, deadline, |s, i| write_bytes(s, i, msg), read_bytes)
-            .map_err(|e| match e {
-                RequestFail::NoResponders => io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    "no receiver is attached to the shm mailbox",
-                ),
-                RequestFail::Closed => io_error(SendFail::Closed),
-                RequestFail::Full | RequestFail::Timeout => io_error(SendFail::Timeout),
-                RequestFail::Unanswered => io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "the request was not answered",
-                ),
-            })
+            .map_err(byte_request_error)
+    }
+
+    /// Sends `msg` (tag 0) as a request and waits for its reply asynchronously (errors
+    /// as [`ByteMailbox::request`]'s; see [`RequestFut`] for what dropping it does).
+    ///
+    /// ```
+    /// use conduit::shm;
+    /// let name = format!("doc-bmb-request-async-{}", std::process::id());
+    /// let mb = shm::ByteMailbox::create(&name, 4)?;
+    /// let server = mb.clone();
+    /// let _ = server.try_recv();
+    /// let t = std::thread::spawn(move || {
+    ///     let mut env = server.recv().unwrap();
+    ///     let mut answer = env.body().clone();
+    ///     answer.reverse();
+    ///     env.take_reply::<Vec<u8>>().unwrap().reply(answer).unwrap();
+    /// });
+    /// assert_eq!(futures::executor::block_on(mb.request_async(b"ab"))?, b"ba");
+    /// t.join().unwrap();
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_async<'a>(&'a self, msg: &'a [u8]) -> RequestFut<'a, Vec<u8>, io::Error> {
+        self.request_tagged_async(0, msg)
+    }
+
+    /// Sends `msg` with `tag` as a request and waits for its reply asynchronously.
+    ///
+    /// ```
+    /// use conduit::shm;
+    /// let name = format!("doc-bmb-request-tagged-async-{}", std::process::id());
+    /// let mb = shm::ByteMailbox::create(&name, 4)?;
+    /// let err = futures::executor::block_on(mb.request_tagged_async(1, b"x")).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request_tagged_async<'a>(
+        &'a self,
+        tag: u64,
+        msg: &'a [u8],
+    ) -> RequestFut<'a, Vec<u8>, io::Error> {
+        // A message too long fails at the first poll, with nothing sent.
+        let too_long = self.check_len(msg.len()).err().map(|e| e.to_string());
+        self.core.request_future(
+            too_long.is_some(),
+            tag,
+            Box::new(move |s, i| write_bytes(s, i, msg)),
+            Box::new(read_bytes),
+            Box::new(move |e| match &too_long {
+                Some(why) => io::Error::new(io::ErrorKind::InvalidInput, why.clone()),
+                None => byte_request_error(e),
+            }),
+        )
     }
 
     mailbox_receive!(
