@@ -726,9 +726,12 @@ fn open_errors() {
 fn inspect_reports_mailboxes() {
     watchdog(|| {
         let name = Name::new("mb-inspect");
-        let _mb = Mailbox::<u32>::create(&name, 4).unwrap();
+        let mb = Mailbox::<u32>::create(&name, 4).unwrap();
+        mb.send_tagged(1, 1).unwrap();
+        mb.send_tagged(2, 2).unwrap();
         let info = shm::inspect(&name).unwrap();
         assert_eq!(info.kind, Some(shm::ObjectKind::Mailbox));
+        assert_eq!(info.queued, 2);
         assert!(info.is_valid(), "{:?}", info.problems);
         let bytes = Name::new("mb-inspect-bytes");
         let _b = ByteMailbox::create(&bytes, 4).unwrap();

@@ -143,7 +143,7 @@ pub struct Inspection {
     /// The senders' position (with the disconnect mark).
     pub tail: u64,
     /// Messages queued (claimed slots included), from the positions; 0 when they are
-    /// inconsistent, and for mailboxes (their count lies in their index).
+    /// inconsistent. For a mailbox, its index's count (0 for an invalid segment).
     pub queued: u64,
     /// Blocking waiters asleep on the receive side, and async waits registered there.
     pub recv_waiters: (u32, u32),
@@ -264,7 +264,7 @@ pub fn inspect(name: &str) -> io::Result<Inspection> {
         size_of::<Header>()
     };
     let map = ReadOnlyMap::new(&fd, len)?;
-    read_header(&map, &mut info);
+    let layout = read_header(&map, &mut info);
     if info
         .problems
         .iter()
@@ -278,12 +278,21 @@ pub fn inspect(name: &str) -> io::Result<Inspection> {
         ));
         return Ok(info);
     }
-    // A mailbox keeps its count in its index, not in the ring positions (unused).
-    if !matches!(
-        info.kind,
-        Some(ObjectKind::Mailbox | ObjectKind::ByteMailbox)
-    ) {
-        read_positions(&map, &mut info);
+    // A mailbox keeps its count in its index (read when the layout is valid), not in
+    // the ring positions (unused).
+    match layout {
+        Some(l) if l.kind.is_mailbox() => {
+            if info.problems.is_empty() {
+                let whole = ReadOnlyMap::new(&fd, l.total_size)?;
+                let len = whole.u32_at(l.index_offset + super::mailbox::LEN_OFFSET);
+                info.queued = u64::from(len).min(info.capacity);
+            }
+        }
+        _ if matches!(
+            info.kind,
+            Some(ObjectKind::Mailbox | ObjectKind::ByteMailbox)
+        ) => {}
+        _ => read_positions(&map, &mut info),
     }
     read_peers(&map, &fd, &mut info);
     Ok(info)
@@ -345,7 +354,8 @@ macro_rules! header_offset {
     };
 }
 
-fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
+/// Reads and checks the header; returns the layout it describes when that is valid.
+fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
     let magic = map.u64_at(header_offset!(magic));
     if magic != MAGIC {
         info.problems.push(if magic == 0 {
@@ -353,7 +363,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
         } else {
             format!("magic is {magic:#018x}, expected {MAGIC:#018x}: not a conduit segment")
         });
-        return;
+        return None;
     }
     info.version = map.u32_at(header_offset!(version));
     if info.version != VERSION {
@@ -361,7 +371,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
             "layout version {} (this build reads {VERSION}): not inspected further",
             info.version
         ));
-        return;
+        return None;
     }
     let kind = map.u32_at(header_offset!(kind));
     info.kind = match Kind::from_u32(kind) {
@@ -391,7 +401,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
 
     // The checks `header::validate` makes, each reported on its own.
     let Some(kind) = info.kind.map(ObjectKind::header_kind) else {
-        return;
+        return None;
     };
     let (Ok(capacity), Ok(size), Ok(align)) = (
         usize::try_from(info.capacity),
@@ -400,7 +410,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
     ) else {
         info.problems
             .push("capacity or payload size out of range".into());
-        return;
+        return None;
     };
     let fingerprint = match kind {
         _ if !kind.is_bytes() => Fingerprint {
@@ -422,7 +432,10 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
         }
     };
     match Layout::new(kind, capacity, fingerprint) {
-        Err(e) => info.problems.push(format!("layout is invalid: {e}")),
+        Err(e) => {
+            info.problems.push(format!("layout is invalid: {e}"));
+            None
+        }
         Ok(layout) => {
             let stored = Stored {
                 slot_size: info.slot_size,
@@ -431,6 +444,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
             };
             info.problems
                 .extend(stored.mismatches(&layout, info.file_size));
+            Some(layout)
         }
     }
 }

@@ -27,6 +27,8 @@ const LOCK_WAITERS: usize = 4;
 const CLOSED: usize = 8;
 /// Messages queued.
 const LEN: usize = 12;
+/// [`LEN`]'s offset in the index region, for `shm::inspect`.
+pub(crate) const LEN_OFFSET: usize = LEN;
 /// Entries in the tag table.
 const N_TAGS: usize = 16;
 /// Entries in the sender table.

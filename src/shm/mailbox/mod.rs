@@ -68,7 +68,7 @@
 //!   (pid, address id)) and searched by bisection. A key has a record while it has a
 //!   queued message, so neither table can overflow.
 //!
-//! The channels' ring positions are unused; `shm::inspect` reports a mailbox's queue as 0.
+//! The channels' ring positions are unused; `shm::inspect` reports the index's count.
 //!
 //! # The lock, and why it is enough
 //! A selective take unlinks a message from the middle of three lists and may remove two
@@ -195,7 +195,7 @@ use std::time::{Duration, Instant};
 
 use self::core::{Core, LockWait, RecvFail, RequestFail, SendFail};
 pub use self::core::{MailboxFut, RequestFut};
-pub(crate) use self::index::index_size;
+pub(crate) use self::index::{LEN_OFFSET, index_size};
 use super::ShmSafe;
 use super::bytes::{read_bytes, write_bytes};
 use super::channel::{read_typed, write_typed};
