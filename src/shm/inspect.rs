@@ -400,9 +400,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
     info.send_waiters = (map.u32_at(send + 4), map.u32_at(send + 12));
 
     // The checks `header::validate` makes, each reported on its own.
-    let Some(kind) = info.kind.map(ObjectKind::header_kind) else {
-        return None;
-    };
+    let kind = info.kind.map(ObjectKind::header_kind)?;
     let (Ok(capacity), Ok(size), Ok(align)) = (
         usize::try_from(info.capacity),
         usize::try_from(info.type_size),
