@@ -195,6 +195,7 @@ mod inspect;
 mod lock;
 #[cfg(not(loom))]
 mod mailbox;
+mod mailbox_words;
 #[cfg(not(loom))]
 mod name;
 #[cfg(not(loom))]

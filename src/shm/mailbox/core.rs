@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::index::{
     ABANDONED, Corrupt, GONE, Index, Locked, Meta, PENDING, REPLIED, SLEEPING, Want, byte_len_ok,
-    owner_word, settle,
+    mark_sleeping, owner_word, settle,
 };
 use crate::error::TryRecvError;
 use crate::mailbox::{Address, Select};
@@ -465,11 +465,7 @@ impl Core {
                 spin.snooze();
                 continue;
             }
-            if cur & SLEEPING == 0
-                && state
-                    .compare_exchange(cur, cur | SLEEPING, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_err()
-            {
+            if !mark_sleeping(state, cur) {
                 continue;
             }
             let slice = deadline.map_or(SLICE, |d| {

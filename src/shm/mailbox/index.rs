@@ -10,6 +10,10 @@ use rustix::fd::AsFd;
 use super::super::futex::{self, Woke};
 use super::super::header::{MAX_PEERS, SLOT_LEN};
 use super::super::lock::{self, Lock, lock_byte};
+use super::super::mailbox_words::LockWords;
+pub(crate) use super::super::mailbox_words::{
+    ABANDONED, GONE, OWNER_SLOT, PENDING, REPLIED, SLEEPING, mark_sleeping, owner_word, settle,
+};
 use super::super::ring::ShmSlots;
 use super::super::segment::Segment;
 use super::super::table::{LIVE, unpack};
@@ -81,36 +85,6 @@ const QUEUED: u32 = 1;
 /// the index, on the held list, until the side that ends the exchange releases it.
 const HELD: u32 = 2;
 
-/// Reply states: no answer yet.
-pub(crate) const PENDING: u32 = 1;
-/// The reply is in the slot's payload; the requester releases the slot.
-pub(crate) const REPLIED: u32 = 2;
-/// The replier gave up (or was found dead); the requester releases the slot.
-pub(crate) const ABANDONED: u32 = 3;
-/// The requester stopped waiting (or was found dead); the replier releases the slot.
-pub(crate) const GONE: u32 = 4;
-/// Set in a pending reply state while its requester sleeps on it (or is about to): the
-/// replier then issues a futex wake; without it, no system call.
-pub(crate) const SLEEPING: u32 = 1 << 8;
-
-/// Moves a pending reply state (with or without [`SLEEPING`]) to `to`: `Ok(sleeper)`
-/// when it did, `Err(current)` when the state was not pending (or kept changing: only
-/// a hostile peer makes a pending state change more than once, by the requester's
-/// setting [`SLEEPING`]). Bounded: at most four CAS attempts.
-pub(crate) fn settle(state: &AtomicU32, to: u32) -> Result<bool, u32> {
-    let mut cur = state.load(Ordering::SeqCst);
-    for _ in 0..4 {
-        if cur & !SLEEPING != PENDING {
-            return Err(cur);
-        }
-        match state.compare_exchange(cur, to, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => return Ok(cur & SLEEPING != 0),
-            Err(now) => cur = now,
-        }
-    }
-    Err(cur)
-}
-
 const HELD_LANE: Lane = Lane {
     head: HELD_HEAD,
     tail: HELD_TAIL,
@@ -169,17 +143,6 @@ pub(crate) struct Meta {
     pub(crate) from: Sender,
     /// For a request, the requester's [`owner_word`]; 0 otherwise.
     pub(crate) reply_to: u32,
-}
-
-/// The bits of [`owner_word`] that hold a peer slot + 1.
-const OWNER_SLOT: u32 = 0x7f;
-/// The bits of a peer slot's generation that [`owner_word`] keeps (above the slot).
-const OWNER_GEN: u32 = (1 << 24) - 1;
-
-/// The lock word of the holder in peer slot `slot`, generation `generation`: never 0.
-pub(crate) fn owner_word(slot: usize, generation: u32) -> u32 {
-    debug_assert!(slot < MAX_PEERS);
-    ((generation & OWNER_GEN) << 7) | (slot as u32 + 1)
 }
 
 /// The longest a thread waiting for the lock sleeps before it probes the holder.
@@ -249,23 +212,26 @@ impl<'a> Index<'a> {
     /// Takes the lock for the holder `me` ([`owner_word`]) if it is free now or within a
     /// short spin.
     pub(crate) fn try_lock(&self, me: u32) -> Option<Locked<'a>> {
-        let word = self.w32(LOCK);
-        // Sync point: as in `Index::lock`.
-        let take = || {
-            word.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-        };
-        if take() {
+        let words = self.words();
+        if words.try_take(me) {
             return Some(self.locked(false));
         }
         let backoff = Backoff::new();
         while !backoff.is_completed() {
             backoff.snooze();
-            if word.load(Ordering::Relaxed) == 0 && take() {
+            if words.word.load(Ordering::Relaxed) == 0 && words.try_take(me) {
                 return Some(self.locked(false));
             }
         }
         None
+    }
+
+    /// The lock's words.
+    fn words(&self) -> LockWords<'a> {
+        LockWords {
+            word: self.w32(LOCK),
+            waiters: self.w32(LOCK_WAITERS),
+        }
     }
 
     fn locked(&self, stolen: bool) -> Locked<'a> {
@@ -287,47 +253,37 @@ impl<'a> Index<'a> {
     /// ([`Index::holder_gone`]) and, if gone, the lock taken over by a CAS from the
     /// value that named it. Each round checks the deadline.
     pub(crate) fn lock(&self, me: u32, deadline: Option<Instant>) -> Option<Locked<'a>> {
-        let word = self.w32(LOCK);
-        // Sync point: Acquire pairs with the previous holder's release (a SeqCst swap),
-        // so its writes to the index and slots are visible.
-        let take = |from: u32| {
-            word.compare_exchange(from, me, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-        };
-        let locked = |stolen| Some(self.locked(stolen));
+        let words = self.words();
         if let Some(l) = self.try_lock(me) {
             return Some(l);
         }
-        let waiters = self.w32(LOCK_WAITERS);
         loop {
-            // The no-lost-wake-up handshake of `futex.rs`: count, load, then sleep only
-            // while the word still holds the value loaded; the releaser swaps the word
-            // first and then loads the count.
-            waiters.fetch_add(1, Ordering::SeqCst);
-            let seen = word.load(Ordering::SeqCst);
+            let seen = words.announce();
             let woke = if seen == 0 {
                 Woke::Early
             } else {
                 let slice = deadline.map_or(LOCK_SLICE, |d| {
                     d.saturating_duration_since(Instant::now()).min(LOCK_SLICE)
                 });
-                futex::wait(word, seen, slice)
+                futex::wait(words.word, seen, slice)
             };
-            waiters.fetch_sub(1, Ordering::Release);
-            if take(0) {
-                return locked(false);
+            words.withdraw();
+            if words.try_take(me) {
+                return Some(self.locked(false));
             }
             if woke == Woke::TimedOut {
-                let held = word.load(Ordering::SeqCst);
-                if held != 0 && self.holder_gone(held) && take(held) {
-                    return locked(true);
+                let held = words.word.load(Ordering::SeqCst);
+                if held != 0 && self.holder_gone(held) && words.take_over(held, me) {
+                    return Some(self.locked(true));
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 // A release's wake-up may have picked this waiter: pass it on, so that
                 // the others do not sleep out their slice while the lock is free.
-                if word.load(Ordering::SeqCst) == 0 && waiters.load(Ordering::SeqCst) != 0 {
-                    futex::wake(word, 1);
+                if words.word.load(Ordering::SeqCst) == 0
+                    && words.waiters.load(Ordering::SeqCst) != 0
+                {
+                    futex::wake(words.word, 1);
                 }
                 return None;
             }
@@ -369,11 +325,9 @@ pub(crate) struct Locked<'a> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        // Sync point: the SeqCst swap releases every write made under the lock to the
-        // next holder, and orders the waiter-count load after it (see `Index::lock`).
-        self.ix.w32(LOCK).swap(0, Ordering::SeqCst);
-        if self.ix.w32(LOCK_WAITERS).load(Ordering::SeqCst) != 0 {
-            futex::wake(self.ix.w32(LOCK), 1);
+        let words = self.ix.words();
+        if words.release() {
+            futex::wake(words.word, 1);
         }
     }
 }
