@@ -113,6 +113,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use self::index::Sel;
+#[cfg(not(loom))]
 pub(crate) use self::reply::Remote;
 use self::reply::Waiting;
 pub use self::reply::{Reply, RequestError};

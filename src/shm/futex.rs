@@ -184,7 +184,7 @@ impl super::hub::WaitWords for SideSignal {
 
 /// The kernel's side of a futex, under loom.
 #[cfg(loom)]
-mod model {
+pub(crate) mod model {
     use core::cell::Cell;
     use core::task::{Poll, Waker};
     use std::collections::VecDeque;
@@ -196,7 +196,7 @@ mod model {
     /// `block_on` it sleeps in. The lock stands for the kernel's hash-bucket lock:
     /// `FUTEX_WAIT` checks the word and queues under it, `FUTEX_WAKE` dequeues under it.
     #[derive(Default)]
-    pub(super) struct Sleepers(Mutex<Queue>);
+    pub(crate) struct Sleepers(Mutex<Queue>);
 
     #[derive(Default)]
     struct Queue {
@@ -207,7 +207,7 @@ mod model {
     impl Sleepers {
         /// `FUTEX_WAIT` on `word` while it holds `seen`; with a `deadline`, a sleeper still
         /// queued when it passes leaves the queue and reports [`Woke::TimedOut`].
-        pub(super) fn wait(
+        pub(crate) fn wait(
             &self,
             word: &AtomicU32,
             seen: u32,
@@ -256,7 +256,7 @@ mod model {
         }
 
         /// `FUTEX_WAKE` of up to `n` sleepers, oldest first.
-        pub(super) fn wake(&self, n: u32) {
+        pub(crate) fn wake(&self, n: u32) {
             let woken: Vec<Waker> = {
                 let mut q = lock(&self.0);
                 let n = (n as usize).min(q.sleepers.len());
