@@ -624,7 +624,11 @@ impl<'a> Locked<'a> {
         // From here on the message exists: a holder that dies now leaves it queued, and
         // the rebuild links it.
         self.s32(i, S_STATE).store(QUEUED, Ordering::Relaxed);
-        self.link_in(i)?;
+        // The message is sent; an index found inconsistent now is rebuilt by the next
+        // operation (not retried here, which would send it twice).
+        if self.link_in(i).is_err() {
+            self.set_ctl(STATE, 0);
+        }
         self.set_ctl(LEN, len + 1);
         Ok(Some((i, seq)))
     }
@@ -733,7 +737,10 @@ impl<'a> Locked<'a> {
         // A request: the slot is held for the reply.
         self.s32(i, S_TAKER).store(taker, Ordering::Relaxed);
         self.s32(i, S_STATE).store(HELD, Ordering::Relaxed);
-        self.append(HELD_LANE, i, List::All)?;
+        // Taken; as in `push`, a held list found inconsistent is rebuilt later.
+        if self.append(HELD_LANE, i, List::All).is_err() {
+            self.set_ctl(STATE, 0);
+        }
         Ok(Some(self.seq(i)))
     }
 

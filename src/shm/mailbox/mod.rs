@@ -102,8 +102,11 @@
 //!    head against its record's key and the slot's state, every unlink against its
 //!    neighbours' back links; every walk is bounded (bisection by the checked count, the
 //!    `TagExcept` scan by the checked count, list updates touch two neighbours). An
-//!    operation that finds an inconsistency rebuilds the index and tries once more; if
-//!    that fails too, it reports nothing found (`Empty`/`Full`). A value in the lock
+//!    operation that finds an inconsistency before its commit point (a send's slot
+//!    marked queued, a receive's slot freed or held) rebuilds the index and tries once
+//!    more; if that fails too, it reports nothing found (`Empty`/`Full`). One that finds
+//!    it after completes and leaves the rebuild to the next operation (a retry would
+//!    send or take twice). A value in the lock
 //!    word that names no live holder is a dead holder (2). A peer that writes garbage
 //!    can thus lose or garble messages, or make operations fail or wait, never cause
 //!    out-of-bounds accesses, undefined behaviour, a panic, or an unbounded loop. (A
