@@ -739,6 +739,13 @@ fn inspect_reports_mailboxes() {
         assert_eq!(info.kind, Some(shm::ObjectKind::ByteMailbox));
         assert!(info.is_valid(), "{:?}", info.problems);
         assert!(shm::list().unwrap().contains(&name.to_string()));
+        // With every handle gone, a mailbox is stale like a channel.
+        drop(mb);
+        assert!(
+            shm::find_stale(Duration::ZERO)
+                .unwrap()
+                .contains(&name.to_string())
+        );
     });
 }
 
