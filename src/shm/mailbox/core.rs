@@ -536,6 +536,8 @@ impl Core {
             l.release(ticket.slot, ticket.seq)?;
             Ok(got.map_or(Done::No, Done::Ok))
         });
+        // A slot was freed: a sender may wait for room.
+        self.seg().signal(Side::Send).notify_one();
         match got {
             Some(Done::Ok(v)) => Ok(v),
             _ => Err(RequestFail::Unanswered),
@@ -653,6 +655,10 @@ impl<T> Replier<T> {
                 }
             }
         });
+        if matches!(done, Some(Done::Closed)) {
+            // The slot was freed: a sender may wait for room.
+            self.core.seg().signal(Side::Send).notify_one();
+        }
         matches!(done, Some(Done::Ok(())))
     }
 }

@@ -171,22 +171,28 @@
 //! `TagExcept(x)` at the one oldest message, of tag `x`.
 //!
 //! # Waiting
-//! The fast path makes no system call beyond the lock's CAS. Blocking receivers sleep on
+//! The fast path (the lock free, room or a matching message there) makes no system call. Blocking receivers sleep on
 //! the receivers' futex word of the segment (the channels' `SideSignal`), senders on the
 //! senders', in slices of at most 100 ms, with the waiter counts and the handshake of
 //! `futex.rs` (the commit is the lock's SeqCst release swap). A send wakes **every**
 //! sleeping receiver (they wait for different selections; each re-checks its own): a
 //! thundering herd, accepted for simplicity, costing one futex wake per send only while
 //! receivers sleep. A receive wakes one sender (they all wait for the same thing: a free
-//! slot). Async operations ([`MailboxFut`]) wait through the process's helper thread, as
-//! the channels' do.
+//! slot; the end of a request exchange, which frees a held slot, wakes one too). Async
+//! operations ([`MailboxFut`]) wait through the process's helper thread, as the
+//! channels' do.
 //!
 //! # Limits
 //! - Capacity 1 to 4 194 304 slots (a power of two), as for channels; the default is
 //!   [`super::DEFAULT_CAPACITY`]. The capacity counts messages; a [`ByteMailbox`] holds
 //!   at most `capacity × max_message` bytes (there is no separate byte limit).
 //! - 64 attached handle families at once ([`super::MAX_PEERS`]).
-//! - A `TagAtMost`/`Tag` receive that a peer's garbage sends astray reports nothing.
+//!
+//! # Crash bounds
+//! A lock holder's death is noticed by the threads waiting for the lock after at most
+//! one 50 ms sleep (then a probe, the take-over and one rebuild); a replier's death by
+//! its requester after at most one 100 ms sleep. Both well under a second, while anyone
+//! waits.
 #![cfg_attr(loom, allow(dead_code))]
 
 mod core;
