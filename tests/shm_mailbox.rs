@@ -964,3 +964,72 @@ fn async_requests_across_processes() {
         }
     });
 }
+
+/// Close racing sends and receives (threads of separate handle families): every send
+/// that returned `Ok` is received exactly once, by a receive or by the final drain;
+/// every send after the close hands its message back.
+#[test]
+fn close_racing_send_and_receive() {
+    watchdog(|| {
+        for round in 0..20u64 {
+            let name = Name::new("mb-close-race");
+            let mb = Mailbox::<Msg>::create(&name, 8).unwrap();
+            let senders: Vec<_> = (0..2u64)
+                .map(|p| {
+                    let tx = Mailbox::<Msg>::open(&name).unwrap();
+                    thread::spawn(move || {
+                        let mut sent = Vec::new();
+                        for i in 0.. {
+                            match tx.send_timeout([p, i], STEP) {
+                                Ok(()) => sent.push([p, i]),
+                                Err(e) => {
+                                    assert!(
+                                        matches!(e, conduit::SendTimeoutError::Disconnected(m) if m == [p, i])
+                                    );
+                                    break;
+                                }
+                            }
+                        }
+                        sent
+                    })
+                })
+                .collect();
+            let receivers: Vec<_> = [Select::Any, Select::From(mb.address().clone())]
+                .into_iter()
+                .map(|sel| {
+                    let rx = Mailbox::<Msg>::open(&name).unwrap();
+                    thread::spawn(move || {
+                        let mut got = Vec::new();
+                        while let Ok(env) = rx.recv_select(sel.clone()) {
+                            got.push(*env.body());
+                        }
+                        got
+                    })
+                })
+                .collect();
+            // Let some traffic through, then close.
+            let mut seen = 0;
+            while seen < 20 + round {
+                if mb.recv_timeout(STEP).is_ok() {
+                    seen += 1;
+                }
+            }
+            mb.close().unwrap();
+            let sent: Vec<Msg> = senders
+                .into_iter()
+                .flat_map(|s| s.join().unwrap())
+                .collect();
+            let mut got: Vec<Msg> = receivers
+                .into_iter()
+                .flat_map(|r| r.join().unwrap())
+                .collect();
+            while let Ok(env) = mb.try_recv() {
+                got.push(*env.body());
+            }
+            let got_set: HashSet<Msg> = got.iter().copied().collect();
+            assert_eq!(got_set.len(), got.len(), "a message received twice");
+            // `seen` messages went to this handle; every other sent one is in `got`.
+            assert_eq!(got.len() as u64 + seen, sent.len() as u64, "round {round}");
+        }
+    });
+}
