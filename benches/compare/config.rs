@@ -20,6 +20,8 @@ pub(crate) enum Mode {
 pub(crate) struct Config {
     pub(crate) mode: Mode,
     pub(crate) filters: Vec<String>,
+    /// `--chart`: only redraw the chart and the table (see `chart`), run nothing.
+    pub(crate) chart_only: bool,
 }
 
 impl Config {
@@ -34,12 +36,17 @@ impl Config {
         } else {
             Mode::Full
         };
+        let chart_only = args.iter().any(|a| a == "--chart");
         let filters = args
             .into_iter()
             .filter(|a| !a.starts_with('-'))
             .map(|a| a.to_lowercase())
             .collect();
-        Config { mode, filters }
+        Config {
+            mode,
+            filters,
+            chart_only,
+        }
     }
 
     pub(crate) fn selects(&self, name: &str) -> bool {

@@ -23,7 +23,7 @@ use crate::inproc::{
 use crate::ipc::{ConduitShm, round_trips};
 use crate::measure::{Area, Contender, Listed, Show};
 use crate::tasks::runtime;
-use crate::transport::{MAX_MSG, Stream, Transport, check};
+use crate::transport::{MAX_MSG, Stream, SysVQueue, Transport, msg_recv, msg_send};
 
 /// The mailbox scenarios, in the order they run.
 pub(crate) const SCENARIOS: &[Listed] = &[
@@ -71,7 +71,7 @@ pub(crate) const SCENARIOS: &[Listed] = &[
             ipc_columns: false,
             targets: &[(NONE_QUEUED, 2.0)],
         },
-        msgs: 1_000_000,
+        msgs: 100_000,
         forks: false,
         contenders: selective_contenders,
     },
@@ -83,7 +83,7 @@ pub(crate) const SCENARIOS: &[Listed] = &[
             ipc_columns: false,
             targets: &[(TOKIO_RPC, 1.0)],
         },
-        msgs: 200_000,
+        msgs: 100_000,
         forks: false,
         contenders: || {
             vec![
@@ -167,18 +167,19 @@ struct MailboxChan;
 /// The sending side: a handle, and the closing of the mailbox when the last clone drops.
 struct MailboxTx<T> {
     mailbox: Mailbox<T>,
-    _closer: Arc<Closer>,
+    closer: Arc<Closer>,
 }
 
 impl<T> Clone for MailboxTx<T> {
     fn clone(&self) -> Self {
         MailboxTx {
             mailbox: self.mailbox.clone(),
-            _closer: self._closer.clone(),
+            closer: self.closer.clone(),
         }
     }
 }
 
+/// Closes the mailbox of this name in this post office when dropped.
 struct Closer(PostOffice, &'static str);
 
 impl Drop for Closer {
@@ -201,7 +202,7 @@ impl Chan for MailboxChan {
         let rx = po.open_with::<T>("bench", &options).expect("mailbox");
         let tx = MailboxTx {
             mailbox: po.open::<T>("bench").expect("mailbox"),
-            _closer: Arc::new(Closer(po, "bench")),
+            closer: Arc::new(Closer(po, "bench")),
         };
         Some((tx, rx))
     }
@@ -258,92 +259,6 @@ fn selective(n: u64, backlog: u64) -> f64 {
     let elapsed = start.elapsed();
     assert_eq!(mb.len() as u64, backlog, "mailbox: backlog disturbed");
     elapsed.as_nanos() as f64 / n as f64
-}
-
-/// A SysV message: the type, then up to [`MAX_MSG`] bytes.
-#[repr(C)]
-struct SysVMsg {
-    mtype: libc::c_long,
-    text: [u8; MAX_MSG],
-}
-
-/// Sends `text` on SysV queue `id` as a message of type `mtype`; `flags` as for
-/// `msgsnd` (`IPC_NOWAIT` or 0).
-fn msg_send(
-    id: libc::c_int,
-    mtype: libc::c_long,
-    text: &[u8],
-    flags: libc::c_int,
-) -> io::Result<()> {
-    let mut m = SysVMsg {
-        mtype,
-        text: [0; MAX_MSG],
-    };
-    m.text[..text.len()].copy_from_slice(text);
-    loop {
-        // SAFETY: `m` is a valid message buffer of `text.len()` text bytes.
-        if unsafe { libc::msgsnd(id, (&raw const m).cast(), text.len(), flags) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Receives the oldest message of type `mtype` on SysV queue `id` into `buf`; returns
-/// its size.
-fn msg_recv(id: libc::c_int, mtype: libc::c_long, buf: &mut [u8]) -> usize {
-    let mut m = SysVMsg {
-        mtype: 0,
-        text: [0; MAX_MSG],
-    };
-    // SAFETY: `m` has room for `MAX_MSG` text bytes.
-    let n = check("msgrcv", || unsafe {
-        libc::msgrcv(id, (&raw mut m).cast(), MAX_MSG, mtype, 0)
-    });
-    buf[..n].copy_from_slice(&m.text[..n]);
-    n
-}
-
-/// A private SysV queue, removed on drop.
-struct SysVQueue(libc::c_int);
-
-impl SysVQueue {
-    fn new() -> io::Result<Self> {
-        // SAFETY: plain system call.
-        let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
-        if id < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(SysVQueue(id))
-    }
-
-    /// Makes room for `bytes` bytes (and as many messages: Linux counts messages against
-    /// the same limit) where the default per-queue limit, `kernel.msgmnb` (16,384 bytes),
-    /// is lower. Raising it takes `CAP_SYS_RESOURCE`; `false` if that was refused.
-    fn make_room(&self, bytes: usize) -> bool {
-        // SAFETY: a zeroed `msqid_ds` is a valid buffer for `IPC_STAT` to fill.
-        let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
-        // SAFETY: `ds` is a writable `msqid_ds`.
-        if unsafe { libc::msgctl(self.0, libc::IPC_STAT, &raw mut ds) } < 0 {
-            return false;
-        }
-        if ds.msg_qbytes as usize >= bytes {
-            return true;
-        }
-        ds.msg_qbytes = bytes as _;
-        // SAFETY: `ds` holds the queue's own settings with a larger byte limit.
-        unsafe { libc::msgctl(self.0, libc::IPC_SET, &raw mut ds) == 0 }
-    }
-}
-
-impl Drop for SysVQueue {
-    fn drop(&mut self) {
-        // SAFETY: removes the queue this handle created.
-        unsafe { libc::msgctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
-    }
 }
 
 /// The same as [`selective`] on a SysV queue: [`BACKLOG`] messages of type 1 queued,

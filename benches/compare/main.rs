@@ -17,29 +17,41 @@
 //!   `conduit::shm` channel (see [`ipc::conduit_ipc_contenders`]). Where the process may run
 //!   on two CPUs or more, the parent and the child are pinned to two different ones (see
 //!   [`config::Pinning`]), for every transport alike: otherwise the scheduler sometimes leaves
-//!   both on one CPU for a whole run, and where the fork landed decides the result.
+//!   both on one CPU for a whole run, and where the fork landed decides the result;
+//! - mailbox and signal scenarios ([`mailbox`], [`signal`]) each time `n` operations of
+//!   their own shape (send+receive, selective receive, request/reply, raise, raise-to-wake
+//!   ping-pong) against their peers (SysV queues, a unix socket, tokio `mpsc` + `oneshot`,
+//!   `tokio::sync::Notify`, `eventfd`, a pipe, `kill` + `sigwaitinfo`) and the references
+//!   the issues set targets against.
 //!
 //! Output: one markdown table per scenario (median and minimum ns per message over the
 //! repetitions, and each implementation's median divided by the best peer's, so a ratio
-//! below 1.0 means conduit is faster) and `target/conduit-bench/results.json`. Each
-//! scenario is bracketed by a machine check ([`config::line_round_trip_ns`]), and the run ends
-//! by naming the scenarios timed while the machine was in another state.
+//! below 1.0 means conduit is faster, and a row per target) and
+//! `target/conduit-bench/results.json`. Each scenario is bracketed by a machine check
+//! ([`config::line_round_trip_ns`]), and the run ends by naming the scenarios timed while
+//! the machine was in another state. A run of every scenario then updates
+//! `benches/history.json`, `benches/chart.svg` and `benches/ratios.md` ([`chart`]).
 //!
-//! Arguments (after `--`): `--quick` (or `CONDUIT_BENCH_QUICK=1`) for a run of under two
-//! minutes; any other non-flag argument keeps only the scenarios whose name contains it
+//! Arguments (after `--`): `--quick` (or `CONDUIT_BENCH_QUICK=1`) for a run of about two
+//! minutes; `--chart` to redraw the chart and the table from the history and run
+//! nothing; any other non-flag argument keeps only the scenarios whose name contains it
 //! (case-insensitive). Without the `--bench` flag that `cargo bench` passes (for example
 //! under `cargo test --benches`) every scenario runs once with a few messages as a smoke
-//! test and no results file is written.
+//! test, the chart code is checked on its results, and no file is written.
 //!
 //! Modules, by concern: [`config`] (mode, filters, budgets, the machine check, CPU
 //! pinning), [`measure`] (the round-robin loop every scenario shares), [`inproc`]
 //! (channel adapters and the threads scenarios), [`tasks`] (the async scenarios),
 //! [`transport`] (the cross-process peers and limits), [`ipc`] (the two-process runner and
-//! conduit's shared-memory contenders), [`report`] (tables and `results.json`).
+//! conduit's shared-memory contenders), [`mailbox`] and [`signal`] (their scenarios),
+//! [`report`] (tables and `results.json`), [`chart`] (history, chart, ratio table) and
+//! [`json`] (reading and writing the bench's JSON).
 
+mod chart;
 mod config;
 mod inproc;
 mod ipc;
+mod json;
 mod mailbox;
 mod measure;
 mod report;
@@ -53,10 +65,17 @@ use config::{Check, Config, Mode, line_round_trip_ns, warn_about_checks};
 use inproc::{SCENARIOS, in_process_contenders};
 use ipc::{Ipc, ipc_contenders};
 use measure::{Area, Contender, Listed, Show, measure};
-use report::{report, write_json};
+use report::{report, results_json, write_json};
 
 fn main() {
     let cfg = Config::from_env();
+    if cfg.chart_only {
+        if let Err(e) = chart::redraw() {
+            eprintln!("compare: could not redraw the chart: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let started = Instant::now();
     match cfg.mode {
         Mode::Full => eprintln!("compare: full mode (pass --quick for a short run)"),
@@ -130,12 +149,25 @@ fn main() {
         "\ncompare: done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    if cfg.mode == Mode::Smoke && !rows.is_empty() {
+        chart::smoke(&results_json(&rows));
+    }
     // A smoke run's scenarios last milliseconds (unoptimized, under `cargo test`): too
     // short for the check to say anything about them.
     if cfg.mode != Mode::Smoke && !rows.is_empty() {
         warn_about_checks(&checks);
         match write_json(&rows) {
-            Ok(path) => eprintln!("compare: results in {}", path.display()),
+            Ok(path) if cfg.filters.is_empty() => {
+                eprintln!("compare: results in {}", path.display());
+                if let Err(e) = chart::record(&path, cfg.mode) {
+                    eprintln!("compare: could not update the history, chart or table: {e}");
+                }
+            }
+            Ok(path) => eprintln!(
+                "compare: results in {} (a run of some scenarios: the history, chart and \
+                 table in benches/ are left as they were)",
+                path.display()
+            ),
             Err(e) => eprintln!("compare: could not write results.json: {e}"),
         }
     }

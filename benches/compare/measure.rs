@@ -96,6 +96,14 @@ pub(crate) enum Area {
 }
 
 impl Area {
+    pub(crate) const ALL: [Area; 5] = [
+        Area::Threads,
+        Area::Tasks,
+        Area::Ipc,
+        Area::Mailbox,
+        Area::Signal,
+    ];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Area::Threads => "channels, threads",
@@ -104,6 +112,10 @@ impl Area {
             Area::Mailbox => "mailboxes",
             Area::Signal => "signals",
         }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Area> {
+        Area::ALL.into_iter().find(|a| a.name() == name)
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::{env, fs};
 
 use crate::config::Check;
+use crate::json::quote;
 use crate::measure::{Show, Stat};
 use crate::transport::PIPE;
 
@@ -183,22 +184,6 @@ pub(crate) fn report(
     rows
 }
 
-pub(crate) fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 pub(crate) fn json_num(x: Option<f64>) -> String {
     match x {
         Some(x) if x.is_finite() => format!("{x:.3}"),
@@ -206,22 +191,36 @@ pub(crate) fn json_num(x: Option<f64>) -> String {
     }
 }
 
-pub(crate) fn write_json(rows: &[Row]) -> io::Result<PathBuf> {
+/// `target/conduit-bench/results.json`, under `$CARGO_TARGET_DIR` if that is set.
+pub(crate) fn results_path() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target = env::var_os("CARGO_TARGET_DIR")
         .map(|t| manifest.join(t))
         .unwrap_or_else(|| manifest.join("target"));
-    let dir = target.join("conduit-bench");
-    fs::create_dir_all(&dir)?;
+    target.join("conduit-bench").join("results.json")
+}
+
+/// Writes [`results_json`] to [`results_path`].
+pub(crate) fn write_json(rows: &[Row]) -> io::Result<PathBuf> {
+    let path = results_path();
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(&path, results_json(rows))?;
+    Ok(path)
+}
+
+/// The rows as `results.json`'s text: an array of flat objects, one per line.
+pub(crate) fn results_json(rows: &[Row]) -> String {
     let mut out = String::from("[\n");
     for (i, r) in rows.iter().enumerate() {
         let _ = write!(
             out,
             "  {{\"scenario\": {}, \"area\": {}, \"implementation\": {}, \"role\": {}, \"median_ns\": {}, \"min_ns\": {}, \"ratio\": {}",
-            json_str(&r.scenario),
-            json_str(r.area),
-            json_str(r.implementation),
-            json_str(Role::of(r.implementation).name()),
+            quote(&r.scenario),
+            quote(r.area),
+            quote(r.implementation),
+            quote(Role::of(r.implementation).name()),
             json_num(Some(r.median)),
             json_num(Some(r.min)),
             json_num(r.ratio)
@@ -241,7 +240,5 @@ pub(crate) fn write_json(rows: &[Row]) -> io::Result<PathBuf> {
         out.push_str(if i + 1 == rows.len() { "}\n" } else { "},\n" });
     }
     out.push_str("]\n");
-    let path = dir.join("results.json");
-    fs::write(&path, out)?;
-    Ok(path)
+    out
 }

@@ -44,7 +44,7 @@ pub(crate) const SCENARIOS: &[Listed] = &[
             ipc_columns: false,
             targets: &[(FETCH_OR, 2.0)],
         },
-        msgs: 20_000_000,
+        msgs: 2_000_000,
         forks: false,
         contenders: || {
             vec![
@@ -71,7 +71,7 @@ pub(crate) const SCENARIOS: &[Listed] = &[
             ipc_columns: false,
             targets: &[(NOTIFY_THREADS, 1.0)],
         },
-        msgs: 200_000,
+        msgs: 100_000,
         forks: false,
         contenders: || {
             vec![

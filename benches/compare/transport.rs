@@ -83,62 +83,117 @@ pub(crate) struct SysV {
     id: libc::c_int,
     tx_type: libc::c_long,
     rx_type: libc::c_long,
-    owner: bool,
+    /// The parent's end owns the queue.
+    _queue: Option<SysVQueue>,
 }
 
+/// A SysV message: the type, then up to [`MAX_MSG`] bytes.
 #[repr(C)]
-pub(crate) struct SysVBuf {
+pub(crate) struct SysVMsg {
     mtype: libc::c_long,
     text: [u8; MAX_MSG],
 }
 
-impl Transport for SysV {
-    const NAME: &'static str = "SysV msg queue";
-    fn pair(_: usize) -> io::Result<(Self, Self)> {
+/// Sends `text` on SysV queue `id` as a message of type `mtype`; `flags` as for
+/// `msgsnd` (`IPC_NOWAIT` or 0).
+pub(crate) fn msg_send(
+    id: libc::c_int,
+    mtype: libc::c_long,
+    text: &[u8],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    let mut m = SysVMsg {
+        mtype,
+        text: [0; MAX_MSG],
+    };
+    m.text[..text.len()].copy_from_slice(text);
+    loop {
+        // SAFETY: `m` is a valid message buffer of `text.len()` text bytes.
+        if unsafe { libc::msgsnd(id, (&raw const m).cast(), text.len(), flags) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Receives the oldest message of type `mtype` on SysV queue `id` into `buf`; returns
+/// its size.
+pub(crate) fn msg_recv(id: libc::c_int, mtype: libc::c_long, buf: &mut [u8]) -> usize {
+    let mut m = SysVMsg {
+        mtype: 0,
+        text: [0; MAX_MSG],
+    };
+    // SAFETY: `m` has room for `MAX_MSG` text bytes.
+    let n = check("msgrcv", || unsafe {
+        libc::msgrcv(id, (&raw mut m).cast(), MAX_MSG, mtype, 0)
+    });
+    buf[..n].copy_from_slice(&m.text[..n]);
+    n
+}
+
+/// A private SysV queue, removed on drop.
+pub(crate) struct SysVQueue(pub(crate) libc::c_int);
+
+impl SysVQueue {
+    pub(crate) fn new() -> io::Result<Self> {
         // SAFETY: plain system call.
         let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
         if id < 0 {
             return Err(io::Error::last_os_error());
         }
-        let end = |tx_type, rx_type, owner| SysV {
-            id,
-            tx_type,
-            rx_type,
-            owner,
-        };
-        Ok((end(1, 2, true), end(2, 1, false)))
+        Ok(SysVQueue(id))
     }
-    fn send(&mut self, buf: &[u8]) {
-        let mut m = SysVBuf {
-            mtype: self.tx_type,
-            text: [0; MAX_MSG],
-        };
-        m.text[..buf.len()].copy_from_slice(buf);
-        // SAFETY: `m` is a valid message buffer of `buf.len()` text bytes.
-        check("msgsnd", || unsafe {
-            libc::msgsnd(self.id, (&raw const m).cast(), buf.len(), 0) as isize
-        });
-    }
-    fn recv(&mut self, buf: &mut [u8]) {
-        let mut m = SysVBuf {
-            mtype: 0,
-            text: [0; MAX_MSG],
-        };
-        // SAFETY: `m` has room for `MAX_MSG` text bytes.
-        let n = check("msgrcv", || unsafe {
-            libc::msgrcv(self.id, (&raw mut m).cast(), MAX_MSG, self.rx_type, 0)
-        });
-        assert_eq!(n, buf.len(), "msgrcv: unexpected message size");
-        buf.copy_from_slice(&m.text[..n]);
+
+    /// Makes room for `bytes` bytes (and as many messages: Linux counts messages against
+    /// the same limit) where the default per-queue limit, `kernel.msgmnb` (16,384 bytes),
+    /// is lower. Raising it takes `CAP_SYS_RESOURCE`; `false` if that was refused.
+    pub(crate) fn make_room(&self, bytes: usize) -> bool {
+        // SAFETY: a zeroed `msqid_ds` is a valid buffer for `IPC_STAT` to fill.
+        let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: `ds` is a writable `msqid_ds`.
+        if unsafe { libc::msgctl(self.0, libc::IPC_STAT, &raw mut ds) } < 0 {
+            return false;
+        }
+        if ds.msg_qbytes as usize >= bytes {
+            return true;
+        }
+        ds.msg_qbytes = bytes as _;
+        // SAFETY: `ds` holds the queue's own settings with a larger byte limit.
+        unsafe { libc::msgctl(self.0, libc::IPC_SET, &raw mut ds) == 0 }
     }
 }
 
-impl Drop for SysV {
+impl Drop for SysVQueue {
     fn drop(&mut self) {
-        if self.owner {
-            // SAFETY: removes the queue this end created.
-            unsafe { libc::msgctl(self.id, libc::IPC_RMID, std::ptr::null_mut()) };
-        }
+        // SAFETY: removes the queue this handle created.
+        unsafe { libc::msgctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}
+
+impl Transport for SysV {
+    const NAME: &'static str = "SysV msg queue";
+    fn pair(_: usize) -> io::Result<(Self, Self)> {
+        let queue = SysVQueue::new()?;
+        let id = queue.0;
+        let end = |tx_type, rx_type, queue| SysV {
+            id,
+            tx_type,
+            rx_type,
+            _queue: queue,
+        };
+        Ok((end(1, 2, Some(queue)), end(2, 1, None)))
+    }
+    fn send(&mut self, buf: &[u8]) {
+        msg_send(self.id, self.tx_type, buf, 0).expect("msgsnd");
+    }
+    fn recv(&mut self, buf: &mut [u8]) {
+        let mut text = [0u8; MAX_MSG];
+        let n = msg_recv(self.id, self.rx_type, &mut text);
+        assert_eq!(n, buf.len(), "msgrcv: unexpected message size");
+        buf.copy_from_slice(&text[..n]);
     }
 }
 
