@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use std::io;
 use std::time::Duration;
 
-use conduit::shm::{self, ByteReceiver, ByteSender, Receiver, Sender};
+use conduit::mailbox::Select;
+use conduit::shm::{self, ByteMailbox, ByteReceiver, ByteSender, Mailbox, Receiver, Sender};
 
 /// What one case reached, for coverage reports: the outcome of each open, by kind of
 /// error (its message up to the first colon or digit), and whether operations ran.
@@ -104,8 +105,57 @@ pub fn run_case(name: &str, image: &[u8], reached: &mut Reached) {
             let _ = brx.try_recv();
         }
     }
+    mailbox_ops(name, reached);
     let _ = shm::unlink(name);
     let _ = std::fs::remove_file(&path);
+}
+
+/// The selections a mailbox case receives with.
+fn selections(from: &conduit::mailbox::Address) -> [Select; 5] {
+    [
+        Select::Any,
+        Select::Tag(1),
+        Select::TagAtMost(2),
+        Select::TagExcept(0),
+        Select::From(from.clone()),
+    ]
+}
+
+/// Opens `name` as a typed and as a byte mailbox and, where one opens, sends, receives
+/// with every selection, and makes a request (bounded by [`OP`]).
+fn mailbox_ops(name: &str, reached: &mut Reached) {
+    let mb = Mailbox::<u64>::open(name);
+    reached.outcomes.insert(outcome("mailbox", &mb));
+    if let Ok(mb) = mb {
+        let _ = (mb.try_send_tagged(1, 1), mb.send_tagged_timeout(2, 2, OP));
+        for sel in selections(mb.address()) {
+            let _ = (
+                mb.try_recv_select(sel.clone()),
+                mb.recv_select_timeout(sel, OP),
+            );
+        }
+        let _ = (
+            mb.request_timeout(3, OP),
+            mb.try_recv(),
+            mb.len(),
+            mb.is_closed(),
+        );
+    }
+    let bmb = ByteMailbox::open(name);
+    reached.outcomes.insert(outcome("byte mailbox", &bmb));
+    if let Ok(bmb) = bmb {
+        let msg = vec![0x5a; bmb.max_message().min(70)];
+        for len in [0, 1, 7, 8, 9, msg.len()] {
+            let _ = bmb.try_send_tagged(len as u64, &msg[..len.min(msg.len())]);
+        }
+        for sel in selections(bmb.address()) {
+            let _ = (
+                bmb.try_recv_select(sel.clone()),
+                bmb.recv_select_timeout(sel, OP),
+            );
+        }
+        let _ = (bmb.request_timeout(b"q", OP), bmb.len());
+    }
 }
 
 /// A small xorshift generator: the harness needs no dependency.
@@ -137,6 +187,30 @@ pub fn valid_image(name: &str, bytes: bool, queued: usize) -> Vec<u8> {
         let tx = Sender::<u64>::create(name, 4).expect("create a channel");
         for i in 0..queued {
             let _ = tx.try_send(i as u64);
+        }
+    }
+    let image = std::fs::read(format!("/dev/shm/conduit.{name}")).expect("read the segment");
+    let _ = shm::unlink(name);
+    image
+}
+
+/// The bytes of a freshly made mailbox (typed `u64` or bytes) with `queued` messages of
+/// several tags, one of them a request whose requester gave up.
+pub fn valid_mailbox_image(name: &str, bytes: bool, queued: usize) -> Vec<u8> {
+    let _ = shm::unlink(name);
+    if bytes {
+        let mb = ByteMailbox::create(name, 4).expect("create a byte mailbox");
+        let _ = mb.try_recv();
+        let _ = mb.request_timeout(b"req", Duration::ZERO);
+        for i in 0..queued {
+            let _ = mb.try_send_tagged(i as u64 % 3, &vec![i as u8; i * 5]);
+        }
+    } else {
+        let mb = Mailbox::<u64>::create(name, 4).expect("create a mailbox");
+        let _ = mb.try_recv();
+        let _ = mb.request_timeout(7, Duration::ZERO);
+        for i in 0..queued {
+            let _ = mb.try_send_tagged(i as u64 % 3, i as u64);
         }
     }
     let image = std::fs::read(format!("/dev/shm/conduit.{name}")).expect("read the segment");

@@ -12,7 +12,7 @@ mod shm_support;
 #[path = "../fuzz/segment_driver.rs"]
 mod driver;
 
-use driver::{Reached, Rng, mutate, run_case, valid_image};
+use driver::{Reached, Rng, mutate, run_case, valid_image, valid_mailbox_image};
 use shm_support::{Name, watchdog};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/segment");
@@ -47,10 +47,15 @@ fn arbitrary_segments_open_or_fail_cleanly_and_never_hang() {
             }
         }
         let corpus_len = seeds.len();
-        let fresh: Vec<Vec<u8>> = [(false, 0), (false, 3), (true, 0), (true, 3)]
+        let mut fresh: Vec<Vec<u8>> = [(false, 0), (false, 3), (true, 0), (true, 3)]
             .into_iter()
             .map(|(bytes, queued)| valid_image(&name, bytes, queued))
             .collect();
+        fresh.extend(
+            [(false, 2), (true, 2)]
+                .into_iter()
+                .map(|(bytes, queued)| valid_mailbox_image(&name, bytes, queued)),
+        );
         if std::env::var("CONDUIT_FUZZ_WRITE_CORPUS").is_ok() {
             std::fs::create_dir_all(CORPUS).unwrap();
             for (i, image) in fresh.iter().enumerate() {
@@ -94,6 +99,8 @@ fn arbitrary_segments_open_or_fail_cleanly_and_never_hang() {
         // The harness must get past validation, and meet its failures, to mean anything.
         assert!(reached.outcomes.contains("typed receiver: ok"));
         assert!(reached.outcomes.contains("byte sender: ok"));
+        assert!(reached.outcomes.contains("mailbox: ok"));
+        assert!(reached.outcomes.contains("byte mailbox: ok"));
         assert!(
             reached
                 .outcomes

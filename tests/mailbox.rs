@@ -3,6 +3,7 @@
 //! async cancellation.
 
 mod common;
+mod mailbox_model;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,123 +15,36 @@ use common::{Counted, Flag, poll_noop, poll_once, spin_until, waker, watchdog};
 use conduit::mailbox::{Address, Mailbox, Options, PostOffice, RequestError, Select};
 use conduit::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError};
 
-/// xorshift64*: a small deterministic generator, so failures replay by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+impl mailbox_model::Target for Mailbox<u32> {
+    fn address(&self) -> Address {
+        Mailbox::address(self).clone()
     }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    fn try_send_tagged(&self, tag: u64, body: u32) -> Result<(), TrySendError<u32>> {
+        Mailbox::try_send_tagged(self, tag, body)
     }
-}
-
-/// The reference: a `Vec` in send order, scanned linearly with SysV `msgrcv` semantics.
-#[derive(Default)]
-struct Model {
-    queue: Vec<(u64, usize, u32)>, // (tag, sender index, body)
-}
-
-impl Model {
-    fn take(&mut self, sel: &ModelSel) -> Option<(u64, usize, u32)> {
-        let i = match *sel {
-            ModelSel::Any => (!self.queue.is_empty()).then_some(0),
-            ModelSel::Tag(t) => self.queue.iter().position(|m| m.0 == t),
-            ModelSel::TagAtMost(n) => {
-                // msgrcv(msgtyp < 0): the first message of the lowest type <= |msgtyp|.
-                let lowest = self.queue.iter().map(|m| m.0).filter(|&t| t <= n).min();
-                lowest.and_then(|l| self.queue.iter().position(|m| m.0 == l))
-            }
-            ModelSel::TagExcept(t) => self.queue.iter().position(|m| m.0 != t),
-            ModelSel::From(s) => self.queue.iter().position(|m| m.1 == s),
-        }?;
-        Some(self.queue.remove(i))
+    fn try_recv_select(&self, sel: Select) -> Result<(u64, Address, u32), TryRecvError> {
+        let env = Mailbox::try_recv_select(self, sel)?;
+        Ok((env.tag(), env.from().clone(), env.into_body()))
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum ModelSel {
-    Any,
-    Tag(u64),
-    TagAtMost(u64),
-    TagExcept(u64),
-    From(usize),
+    fn len(&self) -> usize {
+        Mailbox::len(self)
+    }
 }
 
 /// Random sends (from three handle families, five tags) and random selective
-/// `try_recv`s, each result compared with the linear-scan model: body, tag, sender, the
-/// `Empty` answers, `Full` at capacity, and `len` after every step.
+/// `try_recv`s, each result compared with the linear-scan model
+/// (`mailbox_model::run_against_model`).
 #[test]
 fn selective_receive_matches_sysv_model() {
     watchdog(|| {
         for seed in 1..=40u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let cap = [4usize, 8, 64][(seed % 3) as usize];
             let po = PostOffice::new();
             let opts = Options::new().capacity(cap);
             let handles: Vec<Mailbox<u32>> = (0..3)
                 .map(|_| po.open_with("model", &opts).unwrap())
                 .collect();
-            let addrs: Vec<Address> = handles.iter().map(|h| h.address().clone()).collect();
-            let mut model = Model::default();
-            let mut body = 0u32;
-            for step in 0..2000 {
-                let h = &handles[rng.below(3) as usize];
-                if rng.below(100) < 50 {
-                    let s = handles
-                        .iter()
-                        .position(|x| x.address() == h.address())
-                        .unwrap();
-                    let tag = rng.below(5);
-                    body += 1;
-                    let res = h.try_send_tagged(tag, body);
-                    if model.queue.len() == cap {
-                        assert_eq!(
-                            res,
-                            Err(TrySendError::Full(body)),
-                            "seed {seed} step {step}"
-                        );
-                    } else {
-                        res.unwrap();
-                        model.queue.push((tag, s, body));
-                    }
-                } else {
-                    let x = rng.below(6);
-                    let (msel, sel) = match rng.below(5) {
-                        0 => (ModelSel::Any, Select::Any),
-                        1 => (ModelSel::Tag(x), Select::Tag(x)),
-                        2 => (ModelSel::TagAtMost(x), Select::TagAtMost(x)),
-                        3 => (ModelSel::TagExcept(x), Select::TagExcept(x)),
-                        _ => {
-                            let s = (x % 3) as usize;
-                            (ModelSel::From(s), Select::From(addrs[s].clone()))
-                        }
-                    };
-                    let got = h.try_recv_select(sel.clone());
-                    match model.take(&msel) {
-                        None => assert_eq!(
-                            got.map(|e| e.into_body()),
-                            Err(TryRecvError::Empty),
-                            "seed {seed} step {step} {sel:?}"
-                        ),
-                        Some((tag, s, b)) => {
-                            let env = got.unwrap_or_else(|e| {
-                                panic!("seed {seed} step {step} {sel:?}: {e:?}, model has {b}")
-                            });
-                            assert_eq!(
-                                (env.tag(), env.from(), *env.body()),
-                                (tag, &addrs[s], b),
-                                "seed {seed} step {step} {sel:?}"
-                            );
-                        }
-                    }
-                }
-                assert_eq!(h.len(), model.queue.len(), "seed {seed} step {step}");
-            }
+            mailbox_model::run_against_model(seed, cap, &handles, 2000);
         }
     });
 }

@@ -15,6 +15,7 @@ use std::thread;
 use std::time::Instant;
 
 use conduit::mailbox::{Mailbox, Options, PostOffice, Select};
+use conduit::shm;
 
 use crate::inproc::{
     Chan, Conduit, Flavor, Msg, Msg256, Scenario, contender, run_threads, scenario,
@@ -438,16 +439,88 @@ pub(crate) fn requests<T: Transport + 'static>(name: &'static str) -> Contender 
     }
 }
 
-/// conduit's own contenders in "ipc mailbox request/reply": **the place for the
-/// cross-process mailbox's row** (`conduit::shm::Mailbox`, named `conduit shm mailbox`).
-/// Empty until that mailbox exists. To add it, implement [`Transport`] for one end of a
-/// shared mailbox (the parent's `send` keeps the request and its `recv` makes it with
-/// `request` and copies the reply out; the child's `recv` takes an envelope and keeps its
-/// reply capability, its `send` answers through it, and its first `send`, the hello, is a
-/// plain `send` since no request is pending), and return
-/// `vec![requests::<ThatEnd>("conduit shm mailbox")]`.
+/// conduit's own contenders in "ipc mailbox request/reply": the cross-process mailbox
+/// (`conduit::shm::Mailbox`), through [`ShmMailboxRpc`].
 fn conduit_ipc_contenders() -> Vec<Contender> {
-    Vec::new()
+    vec![requests::<ShmMailboxRpc>("conduit shm mailbox")]
+}
+
+/// One end of request/reply through a shared `conduit::shm::Mailbox<[u8; RPC_SIZE]>`:
+/// the parent's `send` keeps the request and its `recv` makes it with `request` (tag 1)
+/// and copies the reply out; the child's `recv` takes a request and keeps its reply
+/// capability, and its `send` answers through it. The child's first `send`, the hello,
+/// is a plain message (tag 0), which the parent's first `recv` takes. The parent creates
+/// the mailbox before the fork (and unlinks it when its end drops); the child opens it
+/// by name on first use, and receives once at once so that it is attached as a receiver
+/// before the hello (requests find a responder).
+pub(crate) struct ShmMailboxRpc {
+    name: String,
+    parent: bool,
+    mb: Option<shm::Mailbox<[u8; RPC_SIZE]>>,
+    /// The parent's request, between its `send` and its `recv`.
+    request: Option<[u8; RPC_SIZE]>,
+    /// The child's capability for the request it took, between its `recv` and `send`.
+    reply: Option<conduit::mailbox::Reply<[u8; RPC_SIZE]>>,
+}
+
+impl ShmMailboxRpc {
+    fn mb(&mut self) -> &shm::Mailbox<[u8; RPC_SIZE]> {
+        let name = &self.name;
+        self.mb.get_or_insert_with(|| {
+            let mb = shm::Mailbox::open(name).expect("conduit shm mailbox: open");
+            let _ = mb.try_recv_select(Select::Tag(u64::MAX)); // the receiver role
+            mb
+        })
+    }
+}
+
+impl Transport for ShmMailboxRpc {
+    const NAME: &'static str = "conduit shm mailbox";
+    fn pair(_: usize) -> io::Result<(Self, Self)> {
+        let name = format!("conduit-bench.{}.mailbox", std::process::id());
+        let create = shm::Options::new()
+            .capacity(64)
+            .create_new(true)
+            .unlink_on_drop(true);
+        let mb = shm::Mailbox::with(&name, &create)?;
+        let end = |parent, mb| ShmMailboxRpc {
+            name: name.clone(),
+            parent,
+            mb,
+            request: None,
+            reply: None,
+        };
+        Ok((end(true, Some(mb)), end(false, None)))
+    }
+    fn send(&mut self, buf: &[u8]) {
+        let mut msg = [0u8; RPC_SIZE];
+        msg[..buf.len()].copy_from_slice(buf);
+        if self.parent {
+            self.request = Some(msg);
+        } else if let Some(reply) = self.reply.take() {
+            assert!(reply.reply(msg).is_ok(), "requester gone");
+        } else {
+            assert!(self.mb().send(msg).is_ok(), "conduit shm mailbox: hello");
+        }
+    }
+    fn recv(&mut self, buf: &mut [u8]) {
+        let body = match self.request.take() {
+            Some(req) => self
+                .mb()
+                .request_tagged(1, req)
+                .expect("conduit shm mailbox: request"),
+            None => {
+                let sel = Select::Tag(u64::from(!self.parent));
+                let mut env = self
+                    .mb()
+                    .recv_select(sel)
+                    .expect("conduit shm mailbox: recv");
+                self.reply = env.take_reply();
+                *env.body()
+            }
+        };
+        buf.copy_from_slice(&body[..buf.len()]);
+    }
 }
 
 fn ipc_request_contenders() -> Vec<Contender> {

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser, Subcommand};
-use conduit::shm::{self, Inspection};
+use conduit::mailbox::Select;
+use conduit::shm::{self, Inspection, ObjectKind};
 
 mod render;
 
@@ -67,7 +68,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         grace: u64,
     },
-    /// Create a byte channel (a no-op if it exists with the same settings).
+    /// Create a byte channel, or with --mailbox a byte mailbox (a no-op if it exists
+    /// with the same settings).
     Create {
         /// The name.
         name: String,
@@ -80,13 +82,17 @@ enum Command {
         /// Fail if the name exists.
         #[arg(long)]
         new: bool,
+        /// Create a byte mailbox (tagged messages, selective receive) instead.
+        #[arg(long)]
+        mailbox: bool,
     },
-    /// Send messages to a byte channel: the arguments, or else standard input.
+    /// Send messages to a byte channel or byte mailbox: the arguments, or else standard
+    /// input.
     ///
     /// Standard input is sent one message per line (without the newline), or as one
     /// message with --raw.
     Send {
-        /// The byte channel's name.
+        /// The byte channel's (or byte mailbox's) name.
         name: String,
         /// Messages to send, one per argument; standard input if none.
         messages: Vec<String>,
@@ -99,10 +105,14 @@ enum Command {
         /// Create the channel if it does not exist.
         #[arg(long)]
         create: bool,
+        /// The tag of every message (byte mailboxes only; default 0).
+        #[arg(long, value_name = "N")]
+        tag: Option<u64>,
     },
-    /// Receive messages from a byte channel and print them, one per line.
+    /// Receive messages from a byte channel or byte mailbox and print them, one per
+    /// line.
     Recv {
-        /// The byte channel's name.
+        /// The byte channel's (or byte mailbox's) name.
         name: String,
         /// How many messages to receive (default 1; with --follow, no limit).
         #[arg(long, short = 'n')]
@@ -117,6 +127,14 @@ enum Command {
         /// Write messages byte for byte, without a newline after each.
         #[arg(long)]
         raw: bool,
+        /// Which messages to take (byte mailboxes only): `any` (the oldest, the
+        /// default), `tag:N` (the oldest tagged N), `atmost:N` (the oldest of the lowest
+        /// tag <= N), `except:N` (the oldest not tagged N).
+        #[arg(long, value_name = "SELECTION", value_parser = parse_select)]
+        select: Option<Select>,
+        /// Same as --select tag:N.
+        #[arg(long, value_name = "N", conflicts_with = "select")]
+        tag: Option<u64>,
     },
     /// A live view of objects: queue depth, message rates, peers (refreshes until
     /// interrupted).
@@ -173,21 +191,32 @@ fn run(command: Command) -> Outcome {
             capacity,
             max_message,
             new,
-        } => create(&name, capacity, max_message, new),
+            mailbox,
+        } => create(&name, capacity, max_message, new, mailbox),
         Command::Send {
             name,
             messages,
             raw,
             timeout,
             create,
-        } => send(&name, messages, raw, seconds(timeout)?, create),
+            tag,
+        } => send(&name, messages, raw, seconds(timeout)?, create, tag),
         Command::Recv {
             name,
             count,
             follow,
             timeout,
             raw,
-        } => recv(&name, count, follow, seconds(timeout)?, raw),
+            select,
+            tag,
+        } => recv(
+            &name,
+            count,
+            follow,
+            seconds(timeout)?,
+            raw,
+            select.or(tag.map(Select::Tag)),
+        ),
         Command::Watch {
             name,
             interval,
@@ -295,18 +324,58 @@ fn byte_options(capacity: usize, max_message: usize) -> shm::Options {
         .max_message(max_message)
 }
 
-fn create(name: &str, capacity: usize, max_message: usize, new: bool) -> Outcome {
+fn create(name: &str, capacity: usize, max_message: usize, new: bool, mailbox: bool) -> Outcome {
     let options = byte_options(capacity, max_message);
     let options = if new {
         options.create_new(true)
     } else {
         options.create(true)
     };
+    if mailbox {
+        shm::ByteMailbox::with(name, &options).map_err(|e| about(name, e))?;
+        return Ok(());
+    }
     // A receiver handle: creating attaches one side, and a receiver that leaves again
     // makes no sender see a disconnection it would not see anyway.
     shm::ByteReceiver::with(name, &options).map_err(|e| about(name, e))?;
     Ok(())
 }
+
+/// `any`, `tag:N`, `atmost:N` or `except:N`.
+fn parse_select(s: &str) -> Result<Select, String> {
+    if s == "any" {
+        return Ok(Select::Any);
+    }
+    let (kind, n) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected any, tag:N, atmost:N or except:N"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{n:?} is not a tag (a u64)"))?;
+    match kind {
+        "tag" => Ok(Select::Tag(n)),
+        "atmost" => Ok(Select::TagAtMost(n)),
+        "except" => Ok(Select::TagExcept(n)),
+        _ => Err(format!("{kind:?}: expected any, tag, atmost or except")),
+    }
+}
+
+/// Whether `name` is a byte mailbox (anything else, a missing name included, is left to
+/// the byte channel's open to report).
+fn is_mailbox(name: &str) -> bool {
+    shm::inspect(name).is_ok_and(|i| i.kind == Some(ObjectKind::ByteMailbox))
+}
+
+/// A usage error for a mailbox option given for a channel.
+fn mailbox_only(name: &str, option: &str) -> Failure {
+    Failure(
+        format!("{name}: {option} applies to byte mailboxes only"),
+        2,
+    )
+}
+
+/// One send, with the timeout of the command.
+type SendOne = Box<dyn Fn(&[u8]) -> io::Result<()>>;
 
 fn send(
     name: &str,
@@ -314,20 +383,31 @@ fn send(
     raw: bool,
     timeout: Option<Duration>,
     create: bool,
+    tag: Option<u64>,
 ) -> Outcome {
     let options = if create {
         shm::Options::new().create(true)
     } else {
         shm::Options::new()
     };
-    let tx = shm::ByteSender::with(name, &options).map_err(|e| about(name, e))?;
-    let send_one = |msg: &[u8]| -> Outcome {
-        match timeout {
+    let send_one: SendOne = if is_mailbox(name) {
+        let mb = shm::ByteMailbox::with(name, &options).map_err(|e| about(name, e))?;
+        let tag = tag.unwrap_or(0);
+        Box::new(move |msg| match timeout {
+            Some(t) => mb.send_tagged_timeout(tag, msg, t),
+            None => mb.send_tagged(tag, msg),
+        })
+    } else {
+        if tag.is_some() {
+            return Err(mailbox_only(name, "--tag"));
+        }
+        let tx = shm::ByteSender::with(name, &options).map_err(|e| about(name, e))?;
+        Box::new(move |msg| match timeout {
             Some(t) => tx.send_timeout(msg, t),
             None => tx.send(msg),
-        }
-        .map_err(|e| about(name, e))
+        })
     };
+    let send_one = |msg: &[u8]| -> Outcome { send_one(msg).map_err(|e| about(name, e)) };
     if !messages.is_empty() {
         for msg in &messages {
             send_one(msg.as_bytes())?;
@@ -344,31 +424,54 @@ fn send(
     Ok(())
 }
 
+/// A receive with an optional timeout: `Disconnected` once the senders are gone (a
+/// channel) or the mailbox is closed and nothing matches.
+type RecvOne = Box<dyn Fn(Option<Duration>) -> Result<Vec<u8>, conduit::RecvTimeoutError>>;
+
 fn recv(
     name: &str,
     count: Option<u64>,
     follow: bool,
     timeout: Option<Duration>,
     raw: bool,
+    select: Option<Select>,
 ) -> Outcome {
-    let rx = shm::ByteReceiver::open(name).map_err(|e| about(name, e))?;
+    use conduit::RecvTimeoutError;
+    let recv_one: RecvOne = if is_mailbox(name) {
+        let mb = shm::ByteMailbox::open(name).map_err(|e| about(name, e))?;
+        let select = select.unwrap_or(Select::Any);
+        Box::new(move |t| {
+            match t {
+                Some(t) => mb.recv_select_timeout(select.clone(), t),
+                None => mb
+                    .recv_select(select.clone())
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            }
+            .map(|env| env.into_body())
+        })
+    } else {
+        if select.is_some() {
+            return Err(mailbox_only(name, "--select/--tag"));
+        }
+        let rx = shm::ByteReceiver::open(name).map_err(|e| about(name, e))?;
+        Box::new(move |t| match t {
+            Some(t) => rx.recv_timeout(t),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        })
+    };
     let limit = count.unwrap_or(if follow { u64::MAX } else { 1 });
     let mut out = io::stdout().lock();
     let mut received = 0u64;
     while received < limit {
-        let msg = match timeout {
-            Some(t) => match rx.recv_timeout(t) {
-                Ok(msg) => msg,
-                Err(conduit::RecvTimeoutError::Timeout) if received > 0 => break,
-                Err(conduit::RecvTimeoutError::Disconnected) if follow => break,
-                Err(e) => return Err(Failure(format!("{name}: {e}"), 1)),
-            },
-            None => match rx.recv() {
-                Ok(msg) => msg,
-                // Following ends when the senders are gone.
-                Err(_) if follow => break,
-                Err(e) => return Err(Failure(format!("{name}: {e}"), 1)),
-            },
+        let msg = match recv_one(timeout) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) if received > 0 => break,
+            // Following ends when the senders are gone (the mailbox is closed).
+            Err(RecvTimeoutError::Disconnected) if follow => break,
+            Err(RecvTimeoutError::Disconnected) if timeout.is_none() => {
+                return Err(Failure(format!("{name}: {}", conduit::RecvError), 1));
+            }
+            Err(e) => return Err(Failure(format!("{name}: {e}"), 1)),
         };
         out.write_all(&msg)?;
         if !raw {

@@ -400,3 +400,42 @@ fn completions_are_generated() {
         "{script}"
     );
 }
+
+#[test]
+fn mailboxes_take_tags_and_selections() {
+    let _serial = serial();
+    let name = unique("mailbox");
+    let _cleanup = Cleanup(name.clone());
+    let o = run(&["create", &name, "--mailbox", "--capacity", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (tag, msg) in [("5", "low"), ("2", "high"), ("9", "noise"), ("2", "high2")] {
+        let o = run(&["send", &name, "--tag", tag, msg]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(ls_line(&name).contains("bytemailbox"), "{}", ls_line(&name));
+    // Priority order: the lowest tag <= 5 first, in order within a tag.
+    let o = run(&["recv", &name, "--select", "atmost:5", "-n", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "high\nhigh2\nlow\n");
+    // Nothing tagged 1: a timed receive gives up.
+    let o = run(&["recv", &name, "--tag", "1", "--timeout", "0.05"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(&["recv", &name, "--select", "except:1"]);
+    assert_eq!(stdout(&o), "noise\n");
+    // Mailbox options on a channel, and bad selections, are usage errors.
+    let chan = unique("not-mailbox");
+    let _chan_cleanup = Cleanup(chan.clone());
+    drop(shm::ByteSender::create(&chan, 2).unwrap());
+    assert_eq!(
+        run(&["send", &chan, "--tag", "1", "x"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["recv", &chan, "--select", "tag:1"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["recv", &name, "--select", "tag:x"]).status.code(),
+        Some(2)
+    );
+}

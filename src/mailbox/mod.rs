@@ -113,6 +113,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use self::index::Sel;
+#[cfg(not(loom))]
+pub(crate) use self::reply::Remote;
 use self::reply::Waiting;
 pub use self::reply::{Reply, RequestError};
 use self::state::{After, Attempt, SendFail, Shared, Side, State};
@@ -132,7 +134,9 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 
 /// The address of one handle family: what [`Envelope::from`] reports and
 /// [`Select::From`] selects. Every [`PostOffice::open`] makes a new one; clones of a
-/// [`Mailbox`] share it. Unique within the process.
+/// [`Mailbox`] share it. Unique within the process; the addresses of a shared-memory
+/// mailbox ([`crate::shm::Mailbox`]) also carry their process's id, so they are unique
+/// across the processes of a machine.
 ///
 /// ```
 /// let po = conduit::mailbox::PostOffice::new();
@@ -141,11 +145,14 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// assert_eq!(a.address(), a.clone().address());
 /// assert_ne!(a.address(), b.address());
 /// assert_eq!(a.address().mailbox(), "box");
+/// assert_eq!(a.address().pid(), None); // in-process
 /// println!("{}", a.address()); // e.g. "box#12"
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Address {
     id: u64,
+    /// The process of a shared-memory mailbox's handle family; 0 in-process.
+    pid: u32,
     mailbox: std::sync::Arc<str>,
 }
 
@@ -153,11 +160,30 @@ impl Address {
     /// A fresh address on `mailbox`. The id comes from a process-wide counter: an
     /// identifier generator, not part of any synchronization (so a plain std atomic).
     fn new(mailbox: std::sync::Arc<str>) -> Self {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Address {
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: Self::next_id(),
+            pid: 0,
             mailbox,
         }
+    }
+
+    /// A fresh id, from the process-wide counter that in-process and shared-memory
+    /// addresses share (so the two kinds never have the same id in one process).
+    pub(crate) fn next_id() -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The address `id` of process `pid` on the shared-memory mailbox `mailbox`.
+    #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
+    pub(crate) fn in_process(mailbox: std::sync::Arc<str>, pid: u32, id: u64) -> Self {
+        Address { id, pid, mailbox }
+    }
+
+    /// The address's id (unique within its process).
+    #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The name of the mailbox the handle family was opened on.
@@ -169,20 +195,37 @@ impl Address {
     pub fn mailbox(&self) -> &str {
         &self.mailbox
     }
+
+    /// The id of the process of the handle family, for an address on a shared-memory
+    /// mailbox; `None` in-process.
+    ///
+    /// ```
+    /// let mb = conduit::mailbox::PostOffice::new().open::<u8>("p").unwrap();
+    /// assert_eq!(mb.address().pid(), None);
+    /// ```
+    pub fn pid(&self) -> Option<u32> {
+        (self.pid != 0).then_some(self.pid)
+    }
 }
 
 impl fmt::Debug for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Address")
-            .field("mailbox", &&*self.mailbox)
-            .field("id", &self.id)
-            .finish()
+        let mut d = f.debug_struct("Address");
+        d.field("mailbox", &&*self.mailbox);
+        if self.pid != 0 {
+            d.field("pid", &self.pid);
+        }
+        d.field("id", &self.id).finish()
     }
 }
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.mailbox, self.id)
+        if self.pid != 0 {
+            write!(f, "{}#{}.{}", self.mailbox, self.pid, self.id)
+        } else {
+            write!(f, "{}#{}", self.mailbox, self.id)
+        }
     }
 }
 
@@ -1276,6 +1319,23 @@ pub struct Envelope<T> {
 }
 
 impl<T> Envelope<T> {
+    /// A received message of a shared-memory mailbox, with a request's reply capability
+    /// (a [`Reply`]) if it is one.
+    #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
+    pub(crate) fn from_parts(
+        tag: u64,
+        body: T,
+        from: Address,
+        reply: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
+        Envelope {
+            tag,
+            body,
+            from,
+            reply,
+        }
+    }
+
     fn new(tag: u64, m: Stored<T>) -> Self {
         Envelope {
             tag,

@@ -62,6 +62,21 @@ type Slot<R> = Mutex<SlotState<R>>;
 /// ```
 pub struct Reply<R> {
     slot: Option<Arc<Slot<R>>>,
+    /// A shared-memory mailbox's request (`shm::Mailbox`): the reply goes into the
+    /// segment instead.
+    remote: Option<Box<dyn Remote<R>>>,
+}
+
+/// The replier's end of a request made through a shared-memory mailbox
+/// (`shm::Mailbox::request`); its contract is [`Reply`]'s.
+#[cfg_attr(any(loom, not(unix)), allow(dead_code))]
+pub(crate) trait Remote<R>: Send + Sync {
+    /// Answers; `Err(value)` when the requester no longer waits.
+    fn reply(&mut self, value: R) -> Result<(), R>;
+    /// Gives up without an answer (the `Reply` is dropped).
+    fn abandon(&mut self);
+    /// Whether the requester no longer waits.
+    fn is_abandoned(&self) -> bool;
 }
 
 /// The requester's end of a reply slot.
@@ -80,12 +95,22 @@ pub(crate) fn pair<R>() -> (Reply<R>, Waiting<R>) {
     (
         Reply {
             slot: Some(slot.clone()),
+            remote: None,
         },
         Waiting { slot },
     )
 }
 
 impl<R> Reply<R> {
+    /// The capability of a shared-memory mailbox's request.
+    #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
+    pub(crate) fn remote(remote: Box<dyn Remote<R>>) -> Self {
+        Reply {
+            slot: None,
+            remote: Some(remote),
+        }
+    }
+
     /// Answers the request. `Err(value)` hands the value back when the requester is no
     /// longer waiting (it timed out or was cancelled).
     ///
@@ -103,6 +128,9 @@ impl<R> Reply<R> {
     /// # t.join().unwrap();
     /// ```
     pub fn reply(mut self, value: R) -> Result<(), R> {
+        if let Some(mut remote) = self.remote.take() {
+            return remote.reply(value);
+        }
         let slot = self.slot.take().expect("a Reply holds its slot until used");
         let wake = {
             let mut s = lock(&slot);
@@ -136,6 +164,9 @@ impl<R> Reply<R> {
     /// assert_eq!(reply.reply(2), Err(2));
     /// ```
     pub fn is_abandoned(&self) -> bool {
+        if let Some(remote) = &self.remote {
+            return remote.is_abandoned();
+        }
         self.slot
             .as_ref()
             .is_some_and(|slot| lock(slot).requester_gone)
@@ -144,6 +175,9 @@ impl<R> Reply<R> {
 
 impl<R> Drop for Reply<R> {
     fn drop(&mut self) {
+        if let Some(mut remote) = self.remote.take() {
+            remote.abandon();
+        }
         if let Some(slot) = self.slot.take() {
             let wake = {
                 let mut s = lock(&slot);

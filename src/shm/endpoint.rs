@@ -61,7 +61,7 @@ impl Endpoint {
         let slots = opts.slots()?;
         let max = opts.message_limit()?;
         let (create_fp, expect) = match kind {
-            Kind::Typed => (
+            _ if !kind.is_bytes() => (
                 fingerprint,
                 Expect {
                     kind,
@@ -71,7 +71,7 @@ impl Endpoint {
                     any_type: false,
                 },
             ),
-            Kind::Bytes => {
+            _ => {
                 let fp = Fingerprint::bytes(max.unwrap_or(DEFAULT_MAX_MESSAGE));
                 (
                     fp,
@@ -125,6 +125,11 @@ impl Endpoint {
                 Err(e)
             }
         }
+    }
+
+    /// The family's peer slot.
+    pub(crate) fn peer(&self) -> &Peer {
+        &self.peer
     }
 
     #[inline]

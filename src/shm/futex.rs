@@ -78,6 +78,19 @@ impl SideSignal {
         super::hub::notify(self);
     }
 
+    /// Announces one change (a commit, a SeqCst RMW) to **every** blocking waiter and
+    /// every async helper, if any sleeps: for waiters that wait for different things
+    /// (a mailbox's receivers, each with its own selection), where waking one could wake
+    /// one that the change does not concern.
+    #[cfg(not(loom))]
+    pub(crate) fn notify_every(&self) {
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            self.wake_seq(u32::MAX);
+        }
+        super::hub::notify(self);
+    }
+
     /// Wakes every waiter of this side, in every process (a peer came or went).
     pub(crate) fn notify_all(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);
@@ -171,7 +184,7 @@ impl super::hub::WaitWords for SideSignal {
 
 /// The kernel's side of a futex, under loom.
 #[cfg(loom)]
-mod model {
+pub(crate) mod model {
     use core::cell::Cell;
     use core::task::{Poll, Waker};
     use std::collections::VecDeque;
@@ -183,7 +196,7 @@ mod model {
     /// `block_on` it sleeps in. The lock stands for the kernel's hash-bucket lock:
     /// `FUTEX_WAIT` checks the word and queues under it, `FUTEX_WAKE` dequeues under it.
     #[derive(Default)]
-    pub(super) struct Sleepers(Mutex<Queue>);
+    pub(crate) struct Sleepers(Mutex<Queue>);
 
     #[derive(Default)]
     struct Queue {
@@ -194,7 +207,7 @@ mod model {
     impl Sleepers {
         /// `FUTEX_WAIT` on `word` while it holds `seen`; with a `deadline`, a sleeper still
         /// queued when it passes leaves the queue and reports [`Woke::TimedOut`].
-        pub(super) fn wait(
+        pub(crate) fn wait(
             &self,
             word: &AtomicU32,
             seen: u32,
@@ -243,7 +256,7 @@ mod model {
         }
 
         /// `FUTEX_WAKE` of up to `n` sleepers, oldest first.
-        pub(super) fn wake(&self, n: u32) {
+        pub(crate) fn wake(&self, n: u32) {
             let woken: Vec<Waker> = {
                 let mut q = lock(&self.0);
                 let n = (n as usize).min(q.sleepers.len());

@@ -90,6 +90,9 @@ const SLOTS_MIN_OFFSET: usize = RING_OFFSET + 256;
 
 /// Per-slot control words before the payload: stamp (u64), len (u32), 4 bytes unused.
 const SLOT_CONTROL: usize = 16;
+/// Per-slot control words of a mailbox's slot (see `super::mailbox`): the channel's
+/// stamp and length words, then the mailbox's own.
+pub(crate) const MAILBOX_SLOT_CONTROL: usize = 80;
 /// Offset of the stamp within a slot.
 pub(crate) const SLOT_STAMP: usize = 0;
 /// Offset of the length word within a slot.
@@ -114,13 +117,50 @@ pub(crate) enum Kind {
     Typed = 1,
     /// Byte messages of variable length up to a maximum.
     Bytes = 2,
+    /// A mailbox of one `ShmSafe` type (`shm::Mailbox`): slots with the mailbox's
+    /// control words, and its index after them (see `super::mailbox`).
+    Mailbox = 4,
+    /// A mailbox of byte messages (`shm::ByteMailbox`).
+    ByteMailbox = 5,
 }
 
 impl Kind {
     fn describe(self) -> &'static str {
         match self {
-            Kind::Typed => "typed",
-            Kind::Bytes => "byte",
+            Kind::Typed => "typed channel",
+            Kind::Bytes => "byte channel",
+            Kind::Mailbox => "typed mailbox",
+            Kind::ByteMailbox => "byte mailbox",
+        }
+    }
+
+    /// The kind stored as `v` in a header, if known.
+    pub(crate) fn from_u32(v: u32) -> Option<Kind> {
+        match v {
+            1 => Some(Kind::Typed),
+            2 => Some(Kind::Bytes),
+            4 => Some(Kind::Mailbox),
+            5 => Some(Kind::ByteMailbox),
+            _ => None,
+        }
+    }
+
+    /// Whether slots carry byte messages of variable length.
+    pub(crate) fn is_bytes(self) -> bool {
+        matches!(self, Kind::Bytes | Kind::ByteMailbox)
+    }
+
+    /// Whether the segment is a mailbox.
+    pub(crate) fn is_mailbox(self) -> bool {
+        matches!(self, Kind::Mailbox | Kind::ByteMailbox)
+    }
+
+    /// The control words before a slot's payload.
+    fn slot_control(self) -> usize {
+        if self.is_mailbox() {
+            MAILBOX_SLOT_CONTROL
+        } else {
+            SLOT_CONTROL
         }
     }
 }
@@ -184,6 +224,9 @@ pub(crate) struct Layout {
     pub(crate) slot_align: usize,
     /// Offset of slot 0 from the start of the segment.
     pub(crate) slots_offset: usize,
+    /// Offset of a mailbox's index (after the slots; see `super::mailbox`); 0 for
+    /// channels.
+    pub(crate) index_offset: usize,
     pub(crate) total_size: usize,
 }
 
@@ -226,7 +269,7 @@ impl Layout {
                 fingerprint.align
             )));
         }
-        if kind == Kind::Bytes && !(1..=MAX_MESSAGE).contains(&fingerprint.size) {
+        if kind.is_bytes() && !(1..=MAX_MESSAGE).contains(&fingerprint.size) {
             return Err(invalid_input(format!(
                 "max_message {} is not in 1..={MAX_MESSAGE}",
                 fingerprint.size
@@ -234,18 +277,29 @@ impl Layout {
         }
         let too_big = || invalid_input("the segment would be too large".to_string());
         let slot_align = fingerprint.align.max(8);
-        let payload_offset = round_up(SLOT_CONTROL, slot_align).ok_or_else(too_big)?;
+        let payload_offset = round_up(kind.slot_control(), slot_align).ok_or_else(too_big)?;
         let slot_size = payload_offset
             .checked_add(fingerprint.size)
             .and_then(|n| round_up(n, slot_align))
             .and_then(|n| round_up(n, slot_granule(n)))
             .ok_or_else(too_big)?;
         let slots_offset = round_up(SLOTS_MIN_OFFSET, slot_align).ok_or_else(too_big)?;
-        let total_size = slot_size
+        let slots_end = slot_size
             .checked_mul(capacity)
             .and_then(|n| n.checked_add(slots_offset))
-            .filter(|&n| n <= MAX_TOTAL)
             .ok_or_else(too_big)?;
+        let (index_offset, total_size) = if kind.is_mailbox() {
+            let at = round_up(slots_end, CACHE_LINE).ok_or_else(too_big)?;
+            let end = super::mailbox::index_size(capacity)
+                .and_then(|n| n.checked_add(at))
+                .ok_or_else(too_big)?;
+            (at, end)
+        } else {
+            (0, slots_end)
+        };
+        if total_size > MAX_TOTAL {
+            return Err(too_big());
+        }
         // The payload copies access payloads in whole 8-byte words only
         // (`ShmSlots::write_payload`): the payload starts 8-aligned and the slot has room
         // for its size rounded up to a whole word (`slot_align >= 8`).
@@ -261,6 +315,7 @@ impl Layout {
             slot_size,
             slot_align,
             slots_offset,
+            index_offset,
             total_size,
         })
     }
@@ -281,9 +336,10 @@ impl Layout {
         h.type_size.store(self.fingerprint.size as u64, Relaxed);
         h.type_align.store(self.fingerprint.align as u64, Relaxed);
         h.type_hash.store(self.fingerprint.hash, Relaxed);
-        let max = match self.kind {
-            Kind::Typed => 0,
-            Kind::Bytes => self.fingerprint.size as u64,
+        let max = if self.kind.is_bytes() {
+            self.fingerprint.size as u64
+        } else {
+            0
         };
         h.max_message.store(max, Relaxed);
         h.total_size.store(self.total_size as u64, Relaxed);
@@ -361,14 +417,12 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
             "layout version mismatch: segment has {version}, expected {VERSION}"
         )));
     }
-    let kind = match h.kind.load(Relaxed) {
-        1 => Kind::Typed,
-        2 => Kind::Bytes,
-        other => return Err(invalid_data(format!("kind {other} in header is invalid"))),
-    };
+    let stored = h.kind.load(Relaxed);
+    let kind = Kind::from_u32(stored)
+        .ok_or_else(|| invalid_data(format!("kind {stored} in header is invalid")))?;
     if kind != expect.kind {
         return Err(invalid_data(format!(
-            "kind mismatch: segment holds {} messages, expected {} messages",
+            "kind mismatch: segment is a {}, expected a {}",
             kind.describe(),
             expect.kind.describe()
         )));
@@ -381,13 +435,29 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
     let hash = h.type_hash.load(Relaxed);
     let want = expect.fingerprint;
     let fingerprint = match kind {
-        Kind::Typed if expect.any_type => Fingerprint {
+        _ if kind.is_bytes() => {
+            let max = to_usize(h.max_message.load(Relaxed), "max_message")?;
+            if max != size || align != 1 || hash != Fingerprint::bytes(max).hash {
+                return Err(invalid_data(
+                    "byte message fingerprint in header is inconsistent".to_string(),
+                ));
+            }
+            if let Some(want) = expect.max_message
+                && want != max
+            {
+                return Err(invalid_data(format!(
+                    "max_message mismatch: segment has {max}, expected {want}"
+                )));
+            }
+            Fingerprint::bytes(max)
+        }
+        _ if expect.any_type => Fingerprint {
             size,
             align,
             hash,
             name: "(any)",
         },
-        Kind::Typed => {
+        _ => {
             if (size, align) != (want.size, want.align) {
                 return Err(invalid_data(format!(
                     "type mismatch: segment holds a type of size {size} and alignment {align}, \
@@ -403,22 +473,6 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
                 )));
             }
             want
-        }
-        Kind::Bytes => {
-            let max = to_usize(h.max_message.load(Relaxed), "max_message")?;
-            if max != size || align != 1 || hash != Fingerprint::bytes(max).hash {
-                return Err(invalid_data(
-                    "byte message fingerprint in header is inconsistent".to_string(),
-                ));
-            }
-            if let Some(want) = expect.max_message
-                && want != max
-            {
-                return Err(invalid_data(format!(
-                    "max_message mismatch: segment has {max}, expected {want}"
-                )));
-            }
-            Fingerprint::bytes(max)
         }
     };
     let capacity = to_usize(h.capacity.load(Relaxed), "capacity")?;

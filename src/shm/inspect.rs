@@ -36,14 +36,30 @@ pub enum ObjectKind {
     Channel,
     /// A channel of byte messages ([`super::ByteSender`] / [`super::ByteReceiver`]).
     ByteChannel,
+    /// A mailbox of fixed-size values ([`super::Mailbox`]).
+    Mailbox,
+    /// A mailbox of byte messages ([`super::ByteMailbox`]).
+    ByteMailbox,
 }
 
 impl ObjectKind {
-    /// A short lowercase name: `channel`, `bytes`.
+    /// A short lowercase name: `channel`, `bytes`, `mailbox`, `bytemailbox`.
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Channel => "channel",
             ObjectKind::ByteChannel => "bytes",
+            ObjectKind::Mailbox => "mailbox",
+            ObjectKind::ByteMailbox => "bytemailbox",
+        }
+    }
+
+    /// The header kind of this object.
+    fn header_kind(self) -> Kind {
+        match self {
+            ObjectKind::Channel => Kind::Typed,
+            ObjectKind::ByteChannel => Kind::Bytes,
+            ObjectKind::Mailbox => Kind::Mailbox,
+            ObjectKind::ByteMailbox => Kind::ByteMailbox,
         }
     }
 }
@@ -127,7 +143,7 @@ pub struct Inspection {
     /// The senders' position (with the disconnect mark).
     pub tail: u64,
     /// Messages queued (claimed slots included), from the positions; 0 when they are
-    /// inconsistent.
+    /// inconsistent. For a mailbox, its index's count (0 for an invalid segment).
     pub queued: u64,
     /// Blocking waiters asleep on the receive side, and async waits registered there.
     pub recv_waiters: (u32, u32),
@@ -162,7 +178,9 @@ impl Inspection {
     /// (typed channels), or the longest message (byte channels).
     pub fn payload(&self) -> String {
         match self.kind {
-            Some(ObjectKind::ByteChannel) => format!("max {} B", self.max_message),
+            Some(ObjectKind::ByteChannel | ObjectKind::ByteMailbox) => {
+                format!("max {} B", self.max_message)
+            }
             _ => format!(
                 "size {} align {} type {:016x}",
                 self.type_size, self.type_align, self.type_hash
@@ -246,7 +264,7 @@ pub fn inspect(name: &str) -> io::Result<Inspection> {
         size_of::<Header>()
     };
     let map = ReadOnlyMap::new(&fd, len)?;
-    read_header(&map, &mut info);
+    let layout = read_header(&map, &mut info);
     if info
         .problems
         .iter()
@@ -260,7 +278,22 @@ pub fn inspect(name: &str) -> io::Result<Inspection> {
         ));
         return Ok(info);
     }
-    read_positions(&map, &mut info);
+    // A mailbox keeps its count in its index (read when the layout is valid), not in
+    // the ring positions (unused).
+    match layout {
+        Some(l) if l.kind.is_mailbox() => {
+            if info.problems.is_empty() {
+                let whole = ReadOnlyMap::new(&fd, l.total_size)?;
+                let len = whole.u32_at(l.index_offset + super::mailbox::LEN_OFFSET);
+                info.queued = u64::from(len).min(info.capacity);
+            }
+        }
+        _ if matches!(
+            info.kind,
+            Some(ObjectKind::Mailbox | ObjectKind::ByteMailbox)
+        ) => {}
+        _ => read_positions(&map, &mut info),
+    }
     read_peers(&map, &fd, &mut info);
     Ok(info)
 }
@@ -321,7 +354,8 @@ macro_rules! header_offset {
     };
 }
 
-fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
+/// Reads and checks the header; returns the layout it describes when that is valid.
+fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
     let magic = map.u64_at(header_offset!(magic));
     if magic != MAGIC {
         info.problems.push(if magic == 0 {
@@ -329,7 +363,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
         } else {
             format!("magic is {magic:#018x}, expected {MAGIC:#018x}: not a conduit segment")
         });
-        return;
+        return None;
     }
     info.version = map.u32_at(header_offset!(version));
     if info.version != VERSION {
@@ -337,14 +371,16 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
             "layout version {} (this build reads {VERSION}): not inspected further",
             info.version
         ));
-        return;
+        return None;
     }
     let kind = map.u32_at(header_offset!(kind));
-    info.kind = match kind {
-        k if k == Kind::Typed as u32 => Some(ObjectKind::Channel),
-        k if k == Kind::Bytes as u32 => Some(ObjectKind::ByteChannel),
-        other => {
-            info.problems.push(format!("kind {other} is unknown"));
+    info.kind = match Kind::from_u32(kind) {
+        Some(Kind::Typed) => Some(ObjectKind::Channel),
+        Some(Kind::Bytes) => Some(ObjectKind::ByteChannel),
+        Some(Kind::Mailbox) => Some(ObjectKind::Mailbox),
+        Some(Kind::ByteMailbox) => Some(ObjectKind::ByteMailbox),
+        None => {
+            info.problems.push(format!("kind {kind} is unknown"));
             None
         }
     };
@@ -364,13 +400,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
     info.send_waiters = (map.u32_at(send + 4), map.u32_at(send + 12));
 
     // The checks `header::validate` makes, each reported on its own.
-    let Some(kind) = (match info.kind {
-        Some(ObjectKind::Channel) => Some(Kind::Typed),
-        Some(ObjectKind::ByteChannel) => Some(Kind::Bytes),
-        None => None,
-    }) else {
-        return;
-    };
+    let kind = info.kind.map(ObjectKind::header_kind)?;
     let (Ok(capacity), Ok(size), Ok(align)) = (
         usize::try_from(info.capacity),
         usize::try_from(info.type_size),
@@ -378,16 +408,16 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
     ) else {
         info.problems
             .push("capacity or payload size out of range".into());
-        return;
+        return None;
     };
     let fingerprint = match kind {
-        Kind::Typed => Fingerprint {
+        _ if !kind.is_bytes() => Fingerprint {
             size,
             align,
             hash: info.type_hash,
             name: "(stored)",
         },
-        Kind::Bytes => {
+        _ => {
             let bytes = Fingerprint::bytes(size);
             if info.max_message != info.type_size || align != 1 || info.type_hash != bytes.hash {
                 info.problems.push(format!(
@@ -400,7 +430,10 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
         }
     };
     match Layout::new(kind, capacity, fingerprint) {
-        Err(e) => info.problems.push(format!("layout is invalid: {e}")),
+        Err(e) => {
+            info.problems.push(format!("layout is invalid: {e}"));
+            None
+        }
         Ok(layout) => {
             let stored = Stored {
                 slot_size: info.slot_size,
@@ -409,6 +442,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
             };
             info.problems
                 .extend(stored.mismatches(&layout, info.file_size));
+            Some(layout)
         }
     }
 }

@@ -10,7 +10,9 @@
 use std::time::{Duration, Instant};
 
 use super::futex::SideSignal;
+use super::futex::model::Sleepers;
 use super::hub;
+use super::mailbox_words::{self, LockWords};
 use super::protocol::{self, Kind};
 use super::table::{self, Table};
 use super::wait;
@@ -759,5 +761,117 @@ impl Drop for RecvWait<'_> {
     fn drop(&mut self) {
         let hub = self.hub;
         self.wait.cancel(|| &hub.hub, &*hub.side.0);
+    }
+}
+
+/// The shared-memory mailbox's lock words (`shm::mailbox_words::LockWords`), on the
+/// heap: the production take, take-over and release.
+pub struct MailboxLock {
+    word: AtomicU32,
+    waiters: AtomicU32,
+}
+
+impl MailboxLock {
+    /// A lock held by `holder` (0: free).
+    pub fn held_by(holder: u32) -> Self {
+        MailboxLock {
+            word: AtomicU32::new(holder),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// The lock word of peer slot `slot` in `generation`.
+    pub fn owner_word(slot: usize, generation: u32) -> u32 {
+        mailbox_words::owner_word(slot, generation)
+    }
+
+    fn words(&self) -> LockWords<'_> {
+        LockWords {
+            word: &self.word,
+            waiters: &self.waiters,
+        }
+    }
+
+    pub fn try_take(&self, me: u32) -> bool {
+        self.words().try_take(me)
+    }
+
+    pub fn take_over(&self, held: u32, me: u32) -> bool {
+        self.words().take_over(held, me)
+    }
+
+    /// Releases; whether a sleeper would be woken.
+    pub fn release(&self) -> bool {
+        self.words().release()
+    }
+
+    pub fn holder(&self) -> u32 {
+        self.word.load(Ordering::SeqCst)
+    }
+}
+
+/// A request's reply state word (`shm::mailbox_words`), with the kernel's futex
+/// modelled: the production `settle` and `mark_sleeping`, and the requester's and the
+/// replier's use of them.
+pub struct ReplyState {
+    word: AtomicU32,
+    sleepers: Sleepers,
+}
+
+impl Default for ReplyState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReplyState {
+    /// A pending request.
+    pub fn new() -> Self {
+        ReplyState {
+            word: AtomicU32::new(mailbox_words::PENDING),
+            sleepers: Sleepers::default(),
+        }
+    }
+
+    /// The replier answers: PENDING → REPLIED, waking a sleeping requester. `true` when
+    /// the answer is delivered, `false` when it is handed back (the requester left).
+    pub fn reply(&self) -> bool {
+        match mailbox_words::settle(&self.word, mailbox_words::REPLIED) {
+            Ok(sleeper) => {
+                if sleeper {
+                    self.sleepers.wake(u32::MAX);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The requester's deadline passes: PENDING → GONE. `true` when it left (a reply
+    /// will be handed back), `false` when the outcome was in first.
+    pub fn give_up(&self) -> bool {
+        mailbox_words::settle(&self.word, mailbox_words::GONE).is_ok()
+    }
+
+    /// The requester waits without a deadline (no timeout slice: a lost wake-up hangs
+    /// the model) and returns the outcome's state.
+    pub fn wait(&self) -> u32 {
+        loop {
+            let cur = self.word.load(Ordering::SeqCst);
+            if cur & !mailbox_words::SLEEPING != mailbox_words::PENDING {
+                return cur;
+            }
+            if mailbox_words::mark_sleeping(&self.word, cur) {
+                self.sleepers.wait(
+                    &self.word,
+                    mailbox_words::PENDING | mailbox_words::SLEEPING,
+                    None,
+                );
+            }
+        }
+    }
+
+    pub fn is_replied(state: u32) -> bool {
+        state == mailbox_words::REPLIED
     }
 }

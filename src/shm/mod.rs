@@ -194,6 +194,9 @@ mod inspect;
 #[cfg(not(loom))]
 mod lock;
 #[cfg(not(loom))]
+mod mailbox;
+mod mailbox_words;
+#[cfg(not(loom))]
 mod name;
 #[cfg(not(loom))]
 mod options;
@@ -215,6 +218,8 @@ pub use channel::{Receiver, Sender};
 pub use future::{ByteSendFut, RecvFut, RecvStream, SendFut, SendSink};
 #[cfg(not(loom))]
 pub use inspect::{Inspection, Liveness, ObjectKind, PeerInfo, inspect};
+#[cfg(not(loom))]
+pub use mailbox::{ByteMailbox, Mailbox, MailboxFut};
 #[cfg(not(loom))]
 pub use options::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, Options};
 #[cfg(not(loom))]

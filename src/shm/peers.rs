@@ -269,6 +269,11 @@ impl Peer {
         &self.seg
     }
 
+    /// The index of this family's peer slot.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
     /// The side this handle family is on.
     pub(crate) fn side(&self) -> Side {
         self.side
@@ -369,7 +374,7 @@ impl Drop for Peer {
 
 /// Whether the channel's name still refers to the segment `seg` mapped (so that a
 /// handle does not unlink a newer segment of the same name).
-fn same_object(seg: &Segment) -> bool {
+pub(crate) fn same_object(seg: &Segment) -> bool {
     let Ok(fd) = shm::open(
         name::segment_object(seg.name()).as_str(),
         shm::OFlags::RDONLY,

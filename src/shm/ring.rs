@@ -128,11 +128,12 @@ impl ShmSlots {
         Some(unsafe { self.slots.add(index * self.slot_size + offset) })
     }
 
-    /// The atomic at `offset` in slot `index`.
+    /// The atomic at `offset` in slot `index`; `offset` is a control word's, before the
+    /// payload and aligned for `A` (the channels' stamp and length, a mailbox's words).
     #[inline]
-    fn word<A>(&self, index: usize, offset: usize) -> Option<&A> {
-        // SAFETY: `at` checked the index; the control-word offsets are 8-aligned within an
-        // 8-aligned slot, the mapping lives as long as `self`, and the memory is only ever
+    pub(crate) fn word<A>(&self, index: usize, offset: usize) -> Option<&A> {
+        // SAFETY: `at` checked the index; the control-word offsets are aligned for `A`
+        // (the callers' contract) within an 8-aligned slot, the mapping lives as long as `self`, and the memory is only ever
         // accessed atomically.
         self.at(index, offset)
             .map(|p| unsafe { p.cast::<A>().as_ref() })

@@ -304,6 +304,23 @@ impl Segment {
         }
     }
 
+    /// The atomic at byte `offset` of a mailbox's index region (see `super::mailbox`).
+    /// Panics if the segment is not a mailbox or the word is not inside the region and
+    /// aligned: callers compute offsets from the validated layout.
+    #[inline]
+    pub(crate) fn index_word<A>(&self, offset: usize) -> &A {
+        let at = self.layout.index_offset + offset;
+        assert!(
+            self.layout.kind.is_mailbox()
+                && at.is_multiple_of(align_of::<A>())
+                && at + size_of::<A>() <= self.layout.total_size
+        );
+        // SAFETY: checked above: inside the mapping and aligned (the base is
+        // page-aligned); the mapping lives as long as `self`, and the index region is only
+        // ever accessed atomically (`A` is one of the atomic integer types).
+        unsafe { self.base.add(at).cast::<A>().as_ref() }
+    }
+
     /// The state word of peer slot `n` (`n < MAX_PEERS`).
     pub(crate) fn peer_state(&self, n: usize) -> &AtomicU64 {
         assert!(n < MAX_PEERS);

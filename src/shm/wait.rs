@@ -17,7 +17,7 @@ pub(crate) const SLICE: Duration = Duration::from_millis(100);
 /// about one hint for the first few microseconds of a wait, which is what a round trip
 /// between two processes spends; an exponential backoff from the start would add, per
 /// hop, a delay of the order of the time already waited.
-const QUICK_POLLS: u32 = 64;
+pub(crate) const QUICK_POLLS: u32 = 64;
 
 /// Runs `attempt` until it returns `Some` or `deadline` passes (`None`), sleeping on
 /// `signal`, the waiter's side's words (senders sleep on the send words, receivers on the

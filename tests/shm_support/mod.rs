@@ -289,6 +289,13 @@ impl Raw {
         unsafe { &*self.ptr.add(offset).cast::<AtomicU64>() }
     }
 
+    /// The 4-byte word at `offset` (for words the layout accesses as `u32`).
+    pub fn word32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len);
+        // SAFETY: in bounds and aligned (checked); the mapping lives as long as `self`.
+        unsafe { &*self.ptr.add(offset).cast::<std::sync::atomic::AtomicU32>() }
+    }
+
     /// Overwrites `len` bytes at `offset` with `byte`s from `fill`.
     pub fn scribble(&self, offset: usize, len: usize, mut fill: impl FnMut() -> u64) {
         let end = (offset + len).min(self.len) & !7;
