@@ -78,6 +78,20 @@ impl SideSignal {
         super::hub::notify(self);
     }
 
+    /// Announces one change (a SeqCst RMW, see the module docs) to *every* blocking
+    /// waiter and every async helper, if any sleeps: for waits that may each wait for
+    /// something else (a signal target's waits for different sets), where one woken
+    /// waiter would not do. No system call when nobody sleeps.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn notify_waiting(&self) {
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            self.wake_seq(u32::MAX);
+        }
+        super::hub::notify(self);
+    }
+
     /// Wakes every waiter of this side, in every process (a peer came or went).
     pub(crate) fn notify_all(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);

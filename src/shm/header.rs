@@ -114,13 +114,16 @@ pub(crate) enum Kind {
     Typed = 1,
     /// Byte messages of variable length up to a maximum.
     Bytes = 2,
+    /// A signal target (`shm::signal`): its queues' rings and words follow the slots.
+    Signal = 3,
 }
 
 impl Kind {
     fn describe(self) -> &'static str {
         match self {
-            Kind::Typed => "typed",
-            Kind::Bytes => "byte",
+            Kind::Typed => "typed messages",
+            Kind::Bytes => "byte messages",
+            Kind::Signal => "a signal target",
         }
     }
 }
@@ -145,6 +148,16 @@ impl Fingerprint {
             align: align_of::<T>(),
             hash: fnv1a(name.as_bytes()),
             name,
+        }
+    }
+
+    /// The fingerprint of a signal target's queue entries: payload and origin words.
+    pub(crate) fn signal_entry() -> Self {
+        Fingerprint {
+            size: 16,
+            align: 8,
+            hash: fnv1a(b"conduit::signal entry (payload u64, origin u64)"),
+            name: "signal entry",
         }
     }
 
@@ -241,11 +254,27 @@ impl Layout {
             .and_then(|n| round_up(n, slot_granule(n)))
             .ok_or_else(too_big)?;
         let slots_offset = round_up(SLOTS_MIN_OFFSET, slot_align).ok_or_else(too_big)?;
-        let total_size = slot_size
+        if kind == Kind::Signal
+            && (fingerprint != Fingerprint::signal_entry()
+                || capacity > crate::signal::MAX_QUEUE_DEPTH)
+        {
+            return Err(invalid_input(format!(
+                "a signal target's queues hold 1 to {} entries of its own kind",
+                crate::signal::MAX_QUEUE_DEPTH
+            )));
+        }
+        let mut total_size = slot_size
             .checked_mul(capacity)
             .and_then(|n| n.checked_add(slots_offset))
             .filter(|&n| n <= MAX_TOTAL)
             .ok_or_else(too_big)?;
+        if kind == Kind::Signal {
+            // The first queue's ring is the segment's ring; the other queues and the
+            // words follow (see `shm::signal`).
+            total_size = super::signal::Area::new(slots_offset, capacity, slot_size)
+                .ok_or_else(too_big)?
+                .end;
+        }
         // The payload copies access payloads in whole 8-byte words only
         // (`ShmSlots::write_payload`): the payload starts 8-aligned and the slot has room
         // for its size rounded up to a whole word (`slot_align >= 8`).
@@ -282,7 +311,7 @@ impl Layout {
         h.type_align.store(self.fingerprint.align as u64, Relaxed);
         h.type_hash.store(self.fingerprint.hash, Relaxed);
         let max = match self.kind {
-            Kind::Typed => 0,
+            Kind::Typed | Kind::Signal => 0,
             Kind::Bytes => self.fingerprint.size as u64,
         };
         h.max_message.store(max, Relaxed);
@@ -364,11 +393,12 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
     let kind = match h.kind.load(Relaxed) {
         1 => Kind::Typed,
         2 => Kind::Bytes,
+        3 => Kind::Signal,
         other => return Err(invalid_data(format!("kind {other} in header is invalid"))),
     };
     if kind != expect.kind {
         return Err(invalid_data(format!(
-            "kind mismatch: segment holds {} messages, expected {} messages",
+            "kind mismatch: segment holds {}, expected {}",
             kind.describe(),
             expect.kind.describe()
         )));
@@ -419,6 +449,17 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
                 )));
             }
             Fingerprint::bytes(max)
+        }
+        Kind::Signal => {
+            let entry = Fingerprint::signal_entry();
+            if (size, align, hash) != (entry.size, entry.align, entry.hash) {
+                return Err(invalid_data(format!(
+                    "signal entry mismatch: segment has entries of size {size}, alignment \
+                     {align} and hash {hash:#x}, expected {}, {} and {:#x}",
+                    entry.size, entry.align, entry.hash
+                )));
+            }
+            entry
         }
     };
     let capacity = to_usize(h.capacity.load(Relaxed), "capacity")?;

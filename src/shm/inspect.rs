@@ -36,14 +36,18 @@ pub enum ObjectKind {
     Channel,
     /// A channel of byte messages ([`super::ByteSender`] / [`super::ByteReceiver`]).
     ByteChannel,
+    /// A signal target ([`super::signal::Target`]); its capacity is the depth of each
+    /// queued number, its queue length that of the first queued number's.
+    Signal,
 }
 
 impl ObjectKind {
-    /// A short lowercase name: `channel`, `bytes`.
+    /// A short lowercase name: `channel`, `bytes`, `signal`.
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Channel => "channel",
             ObjectKind::ByteChannel => "bytes",
+            ObjectKind::Signal => "signal",
         }
     }
 }
@@ -343,6 +347,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
     info.kind = match kind {
         k if k == Kind::Typed as u32 => Some(ObjectKind::Channel),
         k if k == Kind::Bytes as u32 => Some(ObjectKind::ByteChannel),
+        k if k == Kind::Signal as u32 => Some(ObjectKind::Signal),
         other => {
             info.problems.push(format!("kind {other} is unknown"));
             None
@@ -367,6 +372,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
     let Some(kind) = (match info.kind {
         Some(ObjectKind::Channel) => Some(Kind::Typed),
         Some(ObjectKind::ByteChannel) => Some(Kind::Bytes),
+        Some(ObjectKind::Signal) => Some(Kind::Signal),
         None => None,
     }) else {
         return;
@@ -397,6 +403,17 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) {
                 ));
             }
             bytes
+        }
+        Kind::Signal => {
+            let entry = Fingerprint::signal_entry();
+            if (size, align, info.type_hash) != (entry.size, entry.align, entry.hash) {
+                info.problems.push(format!(
+                    "signal entry fingerprint is inconsistent (size {size}, alignment \
+                     {align}, hash {:#x})",
+                    info.type_hash
+                ));
+            }
+            entry
         }
     };
     match Layout::new(kind, capacity, fingerprint) {

@@ -204,6 +204,8 @@ mod ring;
 #[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]
+pub mod signal;
+#[cfg(not(loom))]
 mod stale;
 mod wait;
 

@@ -156,16 +156,17 @@ pub fn remove_stale_with_grace(grace: Duration) -> io::Result<Vec<String>> {
 impl Segment {
     /// Opens `name` accepting whatever valid layout its header describes.
     pub(crate) fn open_unchecked(name: &str) -> io::Result<Segment> {
-        // Try both kinds; the header check fails fast on the wrong one.
-        let typed = Expect::any(Kind::Typed);
-        match Segment::open(name, &typed) {
-            Err(e)
-                if e.kind() == io::ErrorKind::InvalidData
-                    && e.to_string().starts_with("kind mismatch") =>
-            {
-                Segment::open(name, &Expect::any(Kind::Bytes))
+        // Try every kind; the header check fails fast on the wrong one.
+        let mut kinds = [Kind::Typed, Kind::Bytes, Kind::Signal].into_iter().peekable();
+        loop {
+            let kind = kinds.next().expect("at least one kind");
+            match Segment::open(name, &Expect::any(kind)) {
+                Err(e)
+                    if kinds.peek().is_some()
+                        && e.kind() == io::ErrorKind::InvalidData
+                        && e.to_string().starts_with("kind mismatch") => {}
+                other => return other,
             }
-            other => other,
         }
     }
 }

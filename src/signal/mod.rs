@@ -330,6 +330,19 @@ pub struct SigInfo {
 }
 
 impl SigInfo {
+    /// A delivery of `signal` with `taken`'s payload and count, from `raiser_id` of
+    /// process `pid` (a segment's origin word holds both).
+    #[cfg_attr(any(loom, not(all(unix, target_pointer_width = "64"))), allow(dead_code))]
+    pub(crate) fn from_parts(signal: Signal, taken: Taken, pid: u32, raiser_id: u64) -> Self {
+        SigInfo {
+            signal,
+            payload: taken.payload,
+            count: taken.count,
+            pid,
+            raiser_id,
+        }
+    }
+
     fn new(signal: Signal, taken: Taken, pid: u32) -> Self {
         SigInfo {
             signal,

@@ -212,6 +212,12 @@ impl<S: SignalStorage> State<S> {
         State { storage }
     }
 
+    /// The storage.
+    #[cfg_attr(any(loom, not(all(unix, target_pointer_width = "64"))), allow(dead_code))]
+    pub(crate) fn storage(&self) -> &S {
+        &self.storage
+    }
+
     #[inline]
     pub(crate) fn words(&self) -> &Words {
         self.storage.words()
