@@ -53,9 +53,9 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::shm;
 
 use super::header::{Kind, LANES, MAX_PEERS};
-use super::protocol;
 use super::lock::{self, Lock, lock_byte};
 use super::name;
+use super::protocol;
 use super::ring::ShmSlots;
 use super::segment::{self, Segment, Side, stat_of};
 use super::table::{self, LIVE, Lanes, Table, unpack};

@@ -337,7 +337,12 @@ impl ShmSignal {
         let queues = (0..QUEUED)
             // SAFETY: `seg`'s mapping is its validated signal layout, kept alive by the
             // `Arc` stored next to the queues.
-            .map(|q| Ring::new(unsafe { ShmQueue::new(seg.base(), &layout, q) }, layout.capacity))
+            .map(|q| {
+                Ring::new(
+                    unsafe { ShmQueue::new(seg.base(), &layout, q) },
+                    layout.capacity,
+                )
+            })
             .collect();
         // SAFETY: the words block lies inside the mapping (`area.words + WORDS_BYTES ==
         // total_size`), 128-aligned.
@@ -1161,9 +1166,10 @@ impl Raiser {
             return Err(RaiseError::Disconnected);
         }
         let lane = inner.peer.lane();
-        let raised = inner
-            .state
-            .raise(n, payload, inner.origin, times, QueueLane::new(lane.word()));
+        let raised =
+            inner
+                .state
+                .raise(n, payload, inner.origin, times, QueueLane::new(lane.word()));
         drop(lane);
         match raised {
             Ok(_) => {

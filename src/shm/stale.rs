@@ -157,7 +157,9 @@ impl Segment {
     /// Opens `name` accepting whatever valid layout its header describes.
     pub(crate) fn open_unchecked(name: &str) -> io::Result<Segment> {
         // Try every kind; the header check fails fast on the wrong one.
-        let mut kinds = [Kind::Typed, Kind::Bytes, Kind::Signal].into_iter().peekable();
+        let mut kinds = [Kind::Typed, Kind::Bytes, Kind::Signal]
+            .into_iter()
+            .peekable();
         loop {
             let kind = kinds.next().expect("at least one kind");
             match Segment::open(name, &Expect::any(kind)) {

@@ -332,7 +332,10 @@ pub struct SigInfo {
 impl SigInfo {
     /// A delivery of `signal` with `taken`'s payload and count, from `raiser_id` of
     /// process `pid` (a segment's origin word holds both).
-    #[cfg_attr(any(loom, not(all(unix, target_pointer_width = "64"))), allow(dead_code))]
+    #[cfg_attr(
+        any(loom, not(all(unix, target_pointer_width = "64"))),
+        allow(dead_code)
+    )]
     pub(crate) fn from_parts(signal: Signal, taken: Taken, pid: u32, raiser_id: u64) -> Self {
         SigInfo {
             signal,
@@ -640,7 +643,11 @@ impl Default for Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        self.shared().state.words().closed.store(1, Ordering::Release);
+        self.shared()
+            .state
+            .words()
+            .closed
+            .store(1, Ordering::Release);
     }
 }
 
@@ -732,7 +739,8 @@ impl Target {
     /// assert_eq!(target.wait_timeout(Duration::from_millis(1)), None);
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Option<SigInfo> {
-        self.owner.wait_until(Want::ALL, Instant::now().checked_add(timeout))
+        self.owner
+            .wait_until(Want::ALL, Instant::now().checked_add(timeout))
     }
 
     /// [`Target::wait`] as a future (cancel-safe: a future dropped before it completes
@@ -763,7 +771,9 @@ impl Target {
     /// assert_eq!(target.wait().signal(), one);
     /// ```
     pub fn wait_for(&self, set: &SigSet) -> SigInfo {
-        self.owner.wait_until(Want::set(set), None).expect("no deadline")
+        self.owner
+            .wait_until(Want::set(set), None)
+            .expect("no deadline")
     }
 
     /// [`Target::try_wait`] for the numbers in `set`.
@@ -788,7 +798,8 @@ impl Target {
     /// assert_eq!(target.wait_for_timeout(&SigSet::all(), Duration::from_millis(1)), None);
     /// ```
     pub fn wait_for_timeout(&self, set: &SigSet, timeout: Duration) -> Option<SigInfo> {
-        self.owner.wait_until(Want::set(set), Instant::now().checked_add(timeout))
+        self.owner
+            .wait_until(Want::set(set), Instant::now().checked_add(timeout))
     }
 
     /// [`Target::wait_for`] as a future (cancel-safe, as [`Target::wait_async`]).
@@ -1131,7 +1142,10 @@ impl futures_core::Stream for SigStream<'_> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SigInfo>> {
         let this = self.get_mut();
-        this.target.owner.poll_wait(Want::ALL, &mut this.wait, cx).map(Some)
+        this.target
+            .owner
+            .poll_wait(Want::ALL, &mut this.wait, cx)
+            .map(Some)
     }
 }
 

@@ -22,8 +22,8 @@ use core::task::{Context, Poll};
 use std::time::Instant;
 
 use super::state::{QueueLane, SIGNALS, SignalStorage, State, Taken, bit};
-use crate::chan::ring::RingStorage;
 use super::{Disposition, Handler, SigInfo, SigSet, Signal};
+use crate::chan::ring::RingStorage;
 use crate::sync::{Mutex, Ordering, after_seqcst_rmw, load_seqcst_u64, lock};
 
 /// Where a target's words live and how its waits sleep (see the module docs).
@@ -174,7 +174,9 @@ impl<B: Backend> Owner<B> {
                 // a hostile peer that keeps refilling it is cut off after a lap's worth).
                 let limit = crate::signal::MAX_QUEUE_DEPTH + 1;
                 for _ in 0..limit {
-                    let (taken, _) = self.backend.with_lane(|lane| self.state().take(sig.0, lane));
+                    let (taken, _) = self
+                        .backend
+                        .with_lane(|lane| self.state().take(sig.0, lane));
                     let Some(t) = taken else { break };
                     self.state().add_ignored(sig.0, t.count);
                 }
@@ -200,7 +202,10 @@ impl<B: Backend> Owner<B> {
     /// `Target::unmask`.
     pub(crate) fn unmask(&self, set: &SigSet) {
         // SeqCst: a change of the no-lost-wake-up argument (module docs).
-        self.state().words().mask.fetch_and(!set.0, Ordering::SeqCst);
+        self.state()
+            .words()
+            .mask
+            .fetch_and(!set.0, Ordering::SeqCst);
         after_seqcst_rmw();
         self.backend.notify();
     }

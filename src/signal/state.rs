@@ -213,7 +213,10 @@ impl<S: SignalStorage> State<S> {
     }
 
     /// The storage.
-    #[cfg_attr(any(loom, not(all(unix, target_pointer_width = "64"))), allow(dead_code))]
+    #[cfg_attr(
+        any(loom, not(all(unix, target_pointer_width = "64"))),
+        allow(dead_code)
+    )]
     pub(crate) fn storage(&self) -> &S {
         &self.storage
     }
