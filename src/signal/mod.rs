@@ -105,7 +105,7 @@ pub(crate) mod state;
 #[cfg(all(unix, not(loom)))]
 mod os;
 #[cfg(all(unix, not(loom)))]
-pub use os::{ForwardGuard, forward_os};
+pub use os::{ForwardGuard, ForwardTo, forward_os};
 
 use core::fmt;
 use core::future::Future;
