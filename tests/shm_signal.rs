@@ -321,6 +321,13 @@ fn hostile_segment_gives_errors_not_panics_or_hangs() {
 }
 
 #[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync + std::fmt::Debug>() {}
+    check::<Target>();
+    check::<Raiser>();
+}
+
+#[test]
 fn open_validates_kind_name_and_presence() {
     watchdog(|| {
         let name = Name::new("sig-kind");

@@ -55,6 +55,11 @@
 //! `kill` with `ESRCH`. Waits never fail: a target whose raisers are all gone just
 //! waits (a timeout or a raiser kept by the target's owner ends such a wait).
 //!
+//! **Across processes** (64-bit Unix): [`crate::shm::signal`] has the same target and
+//! raiser over a named shared-memory segment, with this module's types and the same
+//! owner-side code (dispositions, handlers, masks and waits are written once, over
+//! where the words live and how waits sleep).
+//!
 //! **From OS signals** (Unix): [`forward_os`] turns deliveries of a real signal
 //! (`SIGINT`, `SIGTERM`, `SIGHUP`, `SIGUSR1`, realtime signals, …) into raises on a
 //! target. The OS handler only bumps a per-signal counter and wakes a forwarder thread,
