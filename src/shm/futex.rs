@@ -82,7 +82,6 @@ impl SideSignal {
     /// waiter and every async helper, if any sleeps: for waits that may each wait for
     /// something else (a signal target's waits for different sets), where one woken
     /// waiter would not do. No system call when nobody sleeps.
-    #[cfg(not(loom))]
     #[inline]
     pub(crate) fn notify_waiting(&self) {
         if self.waiters.load(Ordering::SeqCst) != 0 {

@@ -173,6 +173,8 @@ pub(crate) mod table;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api;
+#[cfg(loom)]
+mod loom_signal;
 
 #[cfg(not(loom))]
 #[macro_use]

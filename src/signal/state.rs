@@ -126,6 +126,10 @@ impl<'a> QueueLane<'a> {
     };
 
     /// `word`, a peer's lane in a segment.
+    #[cfg_attr(
+        any(loom, not(all(unix, target_pointer_width = "64"))),
+        allow(dead_code)
+    )]
     pub(crate) fn new(word: &'a AtomicUsize) -> Self {
         QueueLane {
             word: Some(word),
@@ -146,6 +150,10 @@ impl<'a> QueueLane<'a> {
 pub(crate) const QUEUE_TAG_SHIFT: u32 = 56;
 const TAG_MASK: usize = 0x3f << QUEUE_TAG_SHIFT;
 
+#[cfg_attr(
+    any(loom, not(all(unix, target_pointer_width = "64"))),
+    allow(dead_code)
+)]
 /// Splits a tagged intent word into its queue and the intent the ring's protocol
 /// knows (flags and position).
 pub(crate) fn untag(word: usize) -> (usize, usize) {
