@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use conduit::mailbox::Select;
 use conduit::shm::{self, ByteMailbox, ByteReceiver, ByteSender, Mailbox, Receiver, Sender};
+use conduit::signal::{Disposition, SigSet, Signal};
 
 /// What one case reached, for coverage reports: the outcome of each open, by kind of
 /// error (its message up to the first colon or digit), and whether operations ran.
@@ -106,6 +107,23 @@ pub fn run_case(name: &str, image: &[u8], reached: &mut Reached) {
         }
     }
     mailbox_ops(name, reached);
+    // A signal target: raises from a raiser, then the owner's takes (a taken-over owner
+    // word, garbage in the words and queues).
+    let target = shm::signal::Target::open(name);
+    reached.outcomes.insert(outcome("signal target", &target));
+    let raiser = shm::signal::Raiser::open(name);
+    reached.outcomes.insert(outcome("signal raiser", &raiser));
+    if let Ok(r) = &raiser {
+        for n in [1, 5, 31, 32, 40, 64] {
+            let _ = r.raise_with(Signal::new(n).unwrap(), 7);
+        }
+        let _ = r.is_disconnected();
+    }
+    if let Ok(t) = target {
+        let _ = (t.try_wait(), t.wait_timeout(OP), t.dispatch(), t.masked());
+        t.set_disposition(Signal::new(40).unwrap(), Disposition::Ignore);
+        let _ = t.try_wait_for(&SigSet::all());
+    }
     let _ = shm::unlink(name);
     let _ = std::fs::remove_file(&path);
 }
@@ -214,6 +232,23 @@ pub fn valid_mailbox_image(name: &str, bytes: bool, queued: usize) -> Vec<u8> {
         }
     }
     let image = std::fs::read(format!("/dev/shm/conduit.{name}")).expect("read the segment");
+    let _ = shm::unlink(name);
+    image
+}
+
+/// The bytes of a real, freshly made signal target (queue depth 4) with `queued` raises
+/// of a standard and a queued number pending, as a seed like [`valid_image`]'s.
+pub fn valid_signal_image(name: &str, queued: u64) -> Vec<u8> {
+    let _ = shm::unlink(name);
+    let opts = shm::Options::new().create_new(true).capacity(4);
+    let target = shm::signal::Target::with(name, &opts).expect("create a signal target");
+    let raiser = shm::signal::Raiser::open(name).expect("open a raiser");
+    for i in 0..queued {
+        let _ = raiser.raise(Signal::new(3).unwrap());
+        let _ = raiser.raise_with(Signal::new(40).unwrap(), i);
+    }
+    let image = std::fs::read(format!("/dev/shm/conduit.{name}")).expect("read the segment");
+    drop((raiser, target));
     let _ = shm::unlink(name);
     image
 }

@@ -5,6 +5,7 @@
 
 use core::fmt;
 use core::future::Future;
+use core::mem::ManuallyDrop;
 use core::ops::Deref;
 use core::pin::Pin;
 use core::task::{Context, Poll};
@@ -20,6 +21,14 @@ use crate::error::{RecvError, SendError};
 pub(crate) enum Handle<'a, E> {
     Borrowed(&'a E),
     Owned(E),
+}
+
+impl<E> Handle<'_, E> {
+    /// Whether dropping the handle does anything.
+    #[inline]
+    fn is_owned(&self) -> bool {
+        matches!(self, Handle::Owned(_))
+    }
 }
 
 impl<E> Deref for Handle<'_, E> {
@@ -44,18 +53,20 @@ impl<E> Deref for Handle<'_, E> {
 /// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct SendFut<'a, T> {
-    tx: Handle<'a, Sender<T>>,
-    msg: Option<T>,
-    wait: SendWait<T>,
+    // The fields are dropped by `Drop::drop` itself, and only where that does anything
+    // (see there).
+    tx: ManuallyDrop<Handle<'a, Sender<T>>>,
+    msg: ManuallyDrop<Option<T>>,
+    wait: ManuallyDrop<SendWait<T>>,
     done: bool,
 }
 
 impl<'a, T> SendFut<'a, T> {
     pub(crate) fn new(tx: Handle<'a, Sender<T>>, msg: T) -> Self {
         SendFut {
-            tx,
-            msg: Some(msg),
-            wait: SendWait::new(),
+            tx: ManuallyDrop::new(tx),
+            msg: ManuallyDrop::new(Some(msg)),
+            wait: ManuallyDrop::new(SendWait::new()),
             done: false,
         }
     }
@@ -105,10 +116,66 @@ impl<T> FusedFuture for SendFut<'_, T> {
     }
 }
 
-impl<T> Drop for SendFut<'_, T> {
+/// Drops the [`ManuallyDrop`] fields of a future when it goes out of scope, so that they
+/// are dropped even if withdrawing the future's wait panics (a waker is user code).
+struct DropFields<'f, F: DropManually>(&'f mut F);
+
+/// A future whose fields [`DropFields`] drops.
+trait DropManually {
+    /// Drops the fields.
+    ///
+    /// # Safety
+    /// Once, from the future's `Drop`: no field is used afterwards.
+    unsafe fn drop_fields(&mut self);
+}
+
+impl<F: DropManually> Drop for DropFields<'_, F> {
     fn drop(&mut self) {
-        if !self.done {
-            self.tx.shared.flavor.cancel_send(&mut self.wait);
+        // SAFETY: a `DropFields` is made only in a future's `drop_slow`, once, and the
+        // future is not used after it.
+        unsafe { self.0.drop_fields() }
+    }
+}
+
+impl<T> DropManually for SendFut<'_, T> {
+    unsafe fn drop_fields(&mut self) {
+        // SAFETY: the caller's contract: once, and the fields are not used afterwards.
+        unsafe {
+            ManuallyDrop::drop(&mut self.tx);
+            ManuallyDrop::drop(&mut self.msg);
+            ManuallyDrop::drop(&mut self.wait);
+        }
+    }
+}
+
+impl<T> Drop for SendFut<'_, T> {
+    /// Inline and small: a future that completed, borrowed its sender and holds nothing
+    /// (`tx.send_async(msg).await`, the common case) costs its caller a few tests. The
+    /// drop glue this replaces stayed out of line: with `RecvFut`'s it took 20 of the 175
+    /// instructions per message of a `u64` async send and receive (callgrind, tokio's
+    /// current-thread runtime, `examples/async_drive.rs`). Dropping the fields is skipped
+    /// only where it would do nothing: a borrowed handle, no message left (or one without
+    /// drop glue) and no rendezvous offer.
+    #[inline]
+    fn drop(&mut self) {
+        if !self.done
+            || self.tx.is_owned()
+            || (core::mem::needs_drop::<T>() && self.msg.is_some())
+            || self.wait.holds_offer()
+        {
+            self.drop_slow();
+        }
+    }
+}
+
+impl<T> SendFut<'_, T> {
+    /// Withdraws an unfinished send's wait, then drops the fields.
+    #[cold]
+    #[inline(never)]
+    fn drop_slow(&mut self) {
+        let this = DropFields(self);
+        if !this.0.done {
+            this.0.tx.shared.flavor.cancel_send(&mut this.0.wait);
         }
     }
 }
@@ -131,7 +198,8 @@ impl<T> fmt::Debug for SendFut<'_, T> {
 /// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct RecvFut<'a, T> {
-    rx: Handle<'a, Receiver<T>>,
+    // Dropped by `Drop::drop` itself, as `SendFut`'s fields.
+    rx: ManuallyDrop<Handle<'a, Receiver<T>>>,
     wait: RecvWait,
     done: bool,
 }
@@ -139,7 +207,7 @@ pub struct RecvFut<'a, T> {
 impl<'a, T> RecvFut<'a, T> {
     pub(crate) fn new(rx: Handle<'a, Receiver<T>>) -> Self {
         RecvFut {
-            rx,
+            rx: ManuallyDrop::new(rx),
             wait: RecvWait::new(),
             done: false,
         }
@@ -171,10 +239,31 @@ impl<T> FusedFuture for RecvFut<'_, T> {
     }
 }
 
+impl<T> DropManually for RecvFut<'_, T> {
+    unsafe fn drop_fields(&mut self) {
+        // SAFETY: the caller's contract: once, and the field is not used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.rx) }
+    }
+}
+
 impl<T> Drop for RecvFut<'_, T> {
+    /// As `SendFut`'s: inline, and small for a completed future with a borrowed receiver.
+    #[inline]
     fn drop(&mut self) {
-        if !self.done {
-            self.rx.shared.flavor.cancel_recv(&mut self.wait);
+        if !self.done || self.rx.is_owned() {
+            self.drop_slow();
+        }
+    }
+}
+
+impl<T> RecvFut<'_, T> {
+    /// Withdraws an unfinished receive's wait, then drops the handle.
+    #[cold]
+    #[inline(never)]
+    fn drop_slow(&mut self) {
+        let this = DropFields(self);
+        if !this.0.done {
+            this.0.rx.shared.flavor.cancel_recv(&mut this.0.wait);
         }
     }
 }

@@ -103,6 +103,11 @@ pub mod mailbox;
 mod names;
 #[cfg(all(unix, target_pointer_width = "64"))]
 pub mod shm;
+/// Elsewhere, only the ring protocol, which `signal`'s queues run on.
+#[cfg(not(all(unix, target_pointer_width = "64")))]
+mod shm {
+    pub(crate) mod protocol;
+}
 pub mod signal;
 mod sync;
 

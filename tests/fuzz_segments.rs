@@ -12,7 +12,9 @@ mod shm_support;
 #[path = "../fuzz/segment_driver.rs"]
 mod driver;
 
-use driver::{Reached, Rng, mutate, run_case, valid_image, valid_mailbox_image};
+use driver::{
+    Reached, Rng, mutate, run_case, valid_image, valid_mailbox_image, valid_signal_image,
+};
 use shm_support::{Name, watchdog};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/segment");
@@ -50,6 +52,7 @@ fn arbitrary_segments_open_or_fail_cleanly_and_never_hang() {
         let mut fresh: Vec<Vec<u8>> = [(false, 0), (false, 3), (true, 0), (true, 3)]
             .into_iter()
             .map(|(bytes, queued)| valid_image(&name, bytes, queued))
+            .chain([0, 3].map(|queued| valid_signal_image(&name, queued)))
             .collect();
         fresh.extend(
             [(false, 2), (true, 2)]
@@ -101,6 +104,7 @@ fn arbitrary_segments_open_or_fail_cleanly_and_never_hang() {
         assert!(reached.outcomes.contains("byte sender: ok"));
         assert!(reached.outcomes.contains("mailbox: ok"));
         assert!(reached.outcomes.contains("byte mailbox: ok"));
+        assert!(reached.outcomes.contains("signal target: ok"));
         assert!(
             reached
                 .outcomes

@@ -4,8 +4,9 @@
 //! and between two tasks against `tokio::sync::Notify`, and between two processes
 //! against `eventfd`, a pipe and `kill` + `sigwaitinfo`.
 //!
-//! The cross-process conduit row (`conduit::shm::signal`) is added in
-//! [`conduit_ipc_contenders`].
+//! The cross-process conduit rows (`conduit::shm::signal`) are `conduit shm signal`: a
+//! raise with nobody waiting on a shared-memory target, and the ping-pong between two
+//! processes over two targets ([`ShmSignalEnd`]).
 
 use std::hint::black_box;
 use std::io::{self, PipeReader, PipeWriter};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Instant;
 
+use conduit::shm::signal::{Raiser as ShmRaiser, Target as ShmTarget};
 use conduit::signal::{Signal, Target};
 use tokio::sync::Notify;
 
@@ -51,6 +53,10 @@ pub(crate) const SCENARIOS: &[Listed] = &[
                 Contender {
                     name: "conduit signal",
                     run: Box::new(|n| Some(raise_unwaited(n))),
+                },
+                Contender {
+                    name: "conduit shm signal",
+                    run: Box::new(raise_unwaited_shm),
                 },
                 Contender {
                     name: FETCH_OR,
@@ -139,6 +145,39 @@ fn raise_unwaited(n: u64) -> f64 {
     let info = target.try_wait().expect("a pending signal");
     assert_eq!(info.count(), n, "raises lost");
     elapsed.as_nanos() as f64 / n as f64
+}
+
+/// A fresh name for a benchmark's shared-memory signal target.
+fn shm_name(what: &str) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "conduit-bench.{}.{}.{what}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// [`raise_unwaited`] on a shared-memory target (`conduit::shm::signal`), owned by this
+/// process: what a raiser in another process does (its raises find the number pending
+/// from the second on, so each also checks, rate limited, that the owner lives).
+fn raise_unwaited_shm(n: u64) -> Option<f64> {
+    let name = shm_name("unwaited");
+    let opts = conduit::shm::Options::new()
+        .create_new(true)
+        .unlink_on_drop(true);
+    let target = ShmTarget::with(&name, &opts)
+        .map_err(|e| eprintln!("  conduit shm signal skipped: {e}"))
+        .ok()?;
+    let raiser = ShmRaiser::open(&name).expect("open a raiser");
+    let sig = usr1();
+    let start = Instant::now();
+    for _ in 0..n {
+        assert!(black_box(&raiser).raise(sig).is_ok(), "target gone");
+    }
+    let elapsed = start.elapsed();
+    let info = target.try_wait().expect("a pending signal");
+    assert_eq!(info.count(), n, "raises lost");
+    Some(elapsed.as_nanos() as f64 / n as f64)
 }
 
 /// The floor: `n` atomic `fetch_or`s of one bit into one word.
@@ -334,14 +373,79 @@ pub(crate) fn wakes<T: Transport + 'static>(name: &'static str) -> Contender {
     }
 }
 
-/// conduit's own contenders in "ipc signal raise-to-wake ping-pong": **the place for the
-/// cross-process signal target's row** (`conduit::shm::signal`, named `conduit shm
-/// signal`). Empty until that target exists. To add it, implement [`Transport`] for one
-/// end (its own `shm::signal::Target` and a `Raiser` on the other end's: `send` raises,
-/// `recv` waits; create both targets in `pair`, before the fork) and return
-/// `vec![wakes::<ThatEnd>("conduit shm signal")]`.
+/// conduit's own contenders in "ipc signal raise-to-wake ping-pong": the cross-process
+/// signal target (`conduit::shm::signal`).
 fn conduit_ipc_contenders() -> Vec<Contender> {
-    Vec::new()
+    vec![wakes::<ShmSignalEnd>("conduit shm signal")]
+}
+
+/// One process's end of a ping-pong over two shared-memory signal targets, one owned by
+/// each process: `send` raises on the other's, `recv` waits on its own.
+///
+/// The parent creates both names in `pair`, before the fork, owning "up" and giving
+/// "down" up again (a target has one owner, and the child owns "down"). The child opens
+/// its handles on first use, after the fork, so that it attaches as a peer of its own
+/// and takes "down" over; its first `send` (the hello the parent waits for) comes after
+/// that, so the parent's raises find "down" owned. The parent unlinks both names when
+/// its end drops.
+struct ShmSignalEnd {
+    /// Parent to child, child to parent.
+    names: [String; 2],
+    is_parent: bool,
+    ends: Option<(ShmRaiser, ShmTarget)>,
+}
+
+impl ShmSignalEnd {
+    fn ends(&mut self) -> &(ShmRaiser, ShmTarget) {
+        let (is_parent, names) = (self.is_parent, &self.names);
+        self.ends.get_or_insert_with(|| {
+            assert!(!is_parent, "the parent's ends are made in `pair`");
+            let target = ShmTarget::open(&names[0]).expect("conduit shm signal: own down");
+            let raiser = ShmRaiser::open(&names[1]).expect("conduit shm signal: raise up");
+            (raiser, target)
+        })
+    }
+}
+
+impl Transport for ShmSignalEnd {
+    const NAME: &'static str = "conduit shm signal";
+    fn pair(_: usize) -> io::Result<(Self, Self)> {
+        let names = [shm_name("down"), shm_name("up")];
+        let create = conduit::shm::Options::new().create_new(true);
+        drop(ShmTarget::with(&names[0], &create)?);
+        let up = ShmTarget::with(&names[1], &create)?;
+        let down = ShmRaiser::open(&names[0])?;
+        let child = ShmSignalEnd {
+            names: names.clone(),
+            is_parent: false,
+            ends: None,
+        };
+        let parent = ShmSignalEnd {
+            names,
+            is_parent: true,
+            ends: Some((down, up)),
+        };
+        Ok((parent, child))
+    }
+    fn send(&mut self, _: &[u8]) {
+        assert!(
+            self.ends().0.raise(usr1()).is_ok(),
+            "conduit shm signal: raise"
+        );
+    }
+    fn recv(&mut self, _: &mut [u8]) {
+        assert_eq!(self.ends().1.wait().signal(), usr1());
+    }
+}
+
+impl Drop for ShmSignalEnd {
+    fn drop(&mut self) {
+        if self.is_parent {
+            for name in &self.names {
+                let _ = conduit::shm::unlink(name);
+            }
+        }
+    }
 }
 
 fn ipc_contenders() -> Vec<Contender> {

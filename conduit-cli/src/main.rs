@@ -2,9 +2,10 @@
 //! shell, the way `ipcs` and `ipcrm` serve SysV IPC.
 //!
 //! Every command reads segments through `conduit::shm::inspect`, which never attaches
-//! and never writes; only `send`, `recv` and `create` attach, as ordinary peers, and only
-//! `rm` and `clean` remove names. Exit status: 0 on success, 1 when an object is not
-//! found or an operation fails (one line on stderr says why), 2 for a usage error.
+//! and never writes; only `send`, `recv`, `create`, `raise` and `wait` attach, as
+//! ordinary peers, and only `rm` and `clean` remove names. Exit status: 0 on success, 1
+//! when an object is not found or an operation fails (one line on stderr says why), 2
+//! for a usage error.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -136,6 +137,38 @@ enum Command {
         #[arg(long, value_name = "N", conflicts_with = "select")]
         tag: Option<u64>,
     },
+    /// Raise a signal on a signal target (`conduit::shm::signal`).
+    ///
+    /// Numbers 1-31 coalesce (a delivery counts the raises), 32-64 queue with a payload.
+    /// Exit status 1 if the target is gone or the signal's queue is full.
+    Raise {
+        /// The signal target's name.
+        name: String,
+        /// The signal number, 1 to 64.
+        #[arg(value_parser = clap::value_parser!(u8).range(1..=64))]
+        signal: u8,
+        /// The payload of a queued signal (32-64).
+        #[arg(long, default_value_t = 0)]
+        payload: u64,
+    },
+    /// Own a signal target and print its deliveries, one per line:
+    /// `<signal> count=<n> [payload=<p>] pid=<pid> raiser=<id>`.
+    ///
+    /// Takes the target over if its owner died; fails if its owner is alive. Exit
+    /// status 1 if nothing at all was delivered before --timeout.
+    Wait {
+        /// The signal target's name.
+        name: String,
+        /// How many deliveries to wait for.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u64,
+        /// Give up after waiting this many seconds for a delivery.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Create the target if it does not exist.
+        #[arg(long)]
+        create: bool,
+    },
     /// A live view of objects: queue depth, message rates, peers (refreshes until
     /// interrupted).
     Watch {
@@ -217,6 +250,17 @@ fn run(command: Command) -> Outcome {
             raw,
             select.or(tag.map(Select::Tag)),
         ),
+        Command::Raise {
+            name,
+            signal,
+            payload,
+        } => raise(&name, signal, payload),
+        Command::Wait {
+            name,
+            count,
+            timeout,
+            create,
+        } => wait(&name, count, seconds(timeout)?, create),
         Command::Watch {
             name,
             interval,
@@ -479,6 +523,42 @@ fn recv(
         }
         out.flush()?;
         received += 1;
+    }
+    Ok(())
+}
+
+fn raise(name: &str, signal: u8, payload: u64) -> Outcome {
+    let sig = conduit::signal::Signal::new(signal)
+        .ok_or_else(|| Failure(format!("invalid signal number {signal}"), 2))?;
+    let raiser = shm::signal::Raiser::open(name).map_err(|e| about(name, e))?;
+    raiser
+        .raise_with(sig, payload)
+        .map_err(|e| Failure(format!("{name}: {e}"), 1))
+}
+
+fn wait(name: &str, count: u64, timeout: Option<Duration>, create: bool) -> Outcome {
+    let options = if create {
+        shm::Options::new().create(true)
+    } else {
+        shm::Options::new()
+    };
+    let target = shm::signal::Target::with(name, &options).map_err(|e| about(name, e))?;
+    let mut out = io::stdout().lock();
+    for received in 0..count {
+        let info = match timeout {
+            Some(t) => match target.wait_timeout(t) {
+                Some(info) => info,
+                None if received > 0 => break,
+                None => return Err(Failure(format!("{name}: no signal within the timeout"), 1)),
+            },
+            None => target.wait(),
+        };
+        write!(out, "{} count={}", info.signal().number(), info.count())?;
+        if let Some(p) = info.payload() {
+            write!(out, " payload={p}")?;
+        }
+        writeln!(out, " pid={} raiser={}", info.pid(), info.raiser_id())?;
+        out.flush()?;
     }
     Ok(())
 }

@@ -439,3 +439,43 @@ fn mailboxes_take_tags_and_selections() {
         Some(2)
     );
 }
+
+#[test]
+fn raise_and_wait_on_a_signal_target() {
+    let _serial = serial();
+    let name = unique("signal");
+    let _cleanup = Cleanup(name.clone());
+    // Created (and then given up) by a library owner: what is raised meanwhile stays
+    // pending for the next owner, `conduit wait`.
+    let target = shm::signal::Target::create(&name).unwrap();
+    for args in [
+        &["raise", &name, "10"][..],
+        &["raise", &name, "10"],
+        &["raise", &name, "40", "--payload", "7"],
+    ] {
+        let o = run(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(ls_line(&name).contains("signal"), "{}", ls_line(&name));
+    drop(target);
+    let o = run(&["wait", &name, "-n", "2", "--timeout", "20"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("10 count=2 pid="), "{out}");
+    assert!(lines[1].starts_with("40 count=1 payload=7 pid="), "{out}");
+    // The waiting owner is gone now: raises fail, like `kill` with ESRCH.
+    let o = run(&["raise", &name, "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("gone"), "{}", stderr(&o));
+    // Nothing pending: a timed wait gives up with status 1.
+    let o = run(&["wait", &name, "--timeout", "0.05"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    // Usage errors and missing names.
+    assert_eq!(run(&["raise", &name, "0"]).status.code(), Some(2));
+    assert_eq!(run(&["raise", &name, "65"]).status.code(), Some(2));
+    let o = run(&["raise", &unique("missing"), "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no such object"), "{}", stderr(&o));
+}

@@ -279,6 +279,12 @@ impl<T> SendWait<T> {
             offer: None,
         }
     }
+
+    /// Whether a rendezvous offer is held (dropping the state then frees it).
+    #[inline]
+    pub(crate) fn holds_offer(&self) -> bool {
+        self.offer.is_some()
+    }
 }
 
 impl RecvWait {

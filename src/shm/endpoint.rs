@@ -37,6 +37,54 @@ pub(crate) enum RecvFail {
     Timeout,
 }
 
+/// Opens or creates the segment `name` as `opts` say: opening checks it against
+/// `expect`, `create` makes a new one (exclusively). With `create(true)`, a name that
+/// another process creates or removes meanwhile is retried a few times. Returns the
+/// segment and whether this call created it.
+pub(crate) fn open_or_create(
+    name: &str,
+    opts: &Options,
+    expect: &Expect,
+    create: impl Fn() -> io::Result<Segment>,
+) -> io::Result<(Segment, bool)> {
+    match opts.open {
+        OpenMode::Existing => Ok((Segment::open(name, expect)?, false)),
+        OpenMode::CreateNew => Ok((create()?, true)),
+        OpenMode::Create => {
+            let mut tries = 0;
+            loop {
+                match Segment::open(name, expect) {
+                    Ok(seg) => return Ok((seg, false)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                match create() {
+                    Ok(seg) => return Ok((seg, true)),
+                    Err(e)
+                        if e.kind() == io::ErrorKind::AlreadyExists
+                            && tries < CREATE_RACE_RETRIES =>
+                    {
+                        tries += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Attaches a new handle family to `seg` (which this call `created`, or not) as `side`;
+/// a creator asked to unlink on drop unlinks the name if the attach fails.
+pub(crate) fn attach(seg: Segment, created: bool, opts: &Options, side: Side) -> io::Result<Peer> {
+    let unlink = created && opts.unlink_on_drop;
+    let name = seg.name().to_string();
+    Peer::attach(Arc::new(seg), side, unlink).inspect_err(|_| {
+        if unlink {
+            let _ = segment::unlink(&name);
+        }
+    })
+}
+
 /// One attached handle family; clones share the peer slot.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
@@ -61,6 +109,8 @@ impl Endpoint {
         let slots = opts.slots()?;
         let max = opts.message_limit()?;
         let (create_fp, expect) = match kind {
+            // (Signal targets attach through `shm::signal`, not as endpoints, but open
+            // the segment here like typed channels.)
             _ if !kind.is_bytes() => (
                 fingerprint,
                 Expect {
@@ -89,42 +139,10 @@ impl Endpoint {
             let layout = Layout::new(kind, slots.unwrap_or(DEFAULT_CAPACITY), create_fp)?;
             Segment::create(name, layout, opts.mode)
         };
-        let (seg, created) = match opts.open {
-            OpenMode::Existing => (Segment::open(name, &expect)?, false),
-            OpenMode::CreateNew => (create()?, true),
-            OpenMode::Create => {
-                let mut tries = 0;
-                loop {
-                    match Segment::open(name, &expect) {
-                        Ok(seg) => break (seg, false),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
-                    match create() {
-                        Ok(seg) => break (seg, true),
-                        Err(e)
-                            if e.kind() == io::ErrorKind::AlreadyExists
-                                && tries < CREATE_RACE_RETRIES =>
-                        {
-                            tries += 1;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        };
-        let unlink = created && opts.unlink_on_drop;
-        match Peer::attach(Arc::new(seg), side, unlink) {
-            Ok(peer) => Ok(Endpoint {
-                peer: Arc::new(peer),
-            }),
-            Err(e) => {
-                if unlink {
-                    let _ = segment::unlink(name);
-                }
-                Err(e)
-            }
-        }
+        let (seg, created) = open_or_create(name, opts, &expect, create)?;
+        Ok(Endpoint {
+            peer: Arc::new(attach(seg, created, opts, side)?),
+        })
     }
 
     /// The family's peer slot.

@@ -78,12 +78,13 @@ impl SideSignal {
         super::hub::notify(self);
     }
 
-    /// Announces one change (a commit, a SeqCst RMW) to **every** blocking waiter and
-    /// every async helper, if any sleeps: for waiters that wait for different things
-    /// (a mailbox's receivers, each with its own selection), where waking one could wake
-    /// one that the change does not concern.
-    #[cfg(not(loom))]
-    pub(crate) fn notify_every(&self) {
+    /// Announces one change (a SeqCst RMW, see the module docs) to *every* blocking
+    /// waiter and every async helper, if any sleeps: for waits that may each wait for
+    /// something else (a signal target's waits for different sets, a mailbox's receivers
+    /// with their own selections), where one woken waiter would not do. No system call
+    /// when nobody sleeps.
+    #[inline]
+    pub(crate) fn notify_waiting(&self) {
         if self.waiters.load(Ordering::SeqCst) != 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);
             self.wake_seq(u32::MAX);

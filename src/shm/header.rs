@@ -117,6 +117,8 @@ pub(crate) enum Kind {
     Typed = 1,
     /// Byte messages of variable length up to a maximum.
     Bytes = 2,
+    /// A signal target (`shm::signal`): its queues' rings and words follow the slots.
+    Signal = 3,
     /// A mailbox of one `ShmSafe` type (`shm::Mailbox`): slots with the mailbox's
     /// control words, and its index after them (see `super::mailbox`).
     Mailbox = 4,
@@ -129,6 +131,7 @@ impl Kind {
         match self {
             Kind::Typed => "typed channel",
             Kind::Bytes => "byte channel",
+            Kind::Signal => "signal target",
             Kind::Mailbox => "typed mailbox",
             Kind::ByteMailbox => "byte mailbox",
         }
@@ -139,6 +142,7 @@ impl Kind {
         match v {
             1 => Some(Kind::Typed),
             2 => Some(Kind::Bytes),
+            3 => Some(Kind::Signal),
             4 => Some(Kind::Mailbox),
             5 => Some(Kind::ByteMailbox),
             _ => None,
@@ -185,6 +189,16 @@ impl Fingerprint {
             align: align_of::<T>(),
             hash: fnv1a(name.as_bytes()),
             name,
+        }
+    }
+
+    /// The fingerprint of a signal target's queue entries: payload and origin words.
+    pub(crate) fn signal_entry() -> Self {
+        Fingerprint {
+            size: 16,
+            align: 8,
+            hash: fnv1a(b"conduit::signal entry (payload u64, origin u64)"),
+            name: "signal entry",
         }
     }
 
@@ -284,6 +298,15 @@ impl Layout {
             .and_then(|n| round_up(n, slot_granule(n)))
             .ok_or_else(too_big)?;
         let slots_offset = round_up(SLOTS_MIN_OFFSET, slot_align).ok_or_else(too_big)?;
+        if kind == Kind::Signal
+            && (fingerprint != Fingerprint::signal_entry()
+                || capacity > crate::signal::MAX_QUEUE_DEPTH)
+        {
+            return Err(invalid_input(format!(
+                "a signal target's queues hold 1 to {} entries of its own kind",
+                crate::signal::MAX_QUEUE_DEPTH
+            )));
+        }
         let slots_end = slot_size
             .checked_mul(capacity)
             .and_then(|n| n.checked_add(slots_offset))
@@ -294,6 +317,11 @@ impl Layout {
                 .and_then(|n| n.checked_add(at))
                 .ok_or_else(too_big)?;
             (at, end)
+        } else if kind == Kind::Signal {
+            // The first queue's ring is the segment's ring; the other queues and the
+            // words follow (see `shm::signal`).
+            let area = super::signal::Area::new(slots_offset, capacity, slot_size);
+            (0, area.ok_or_else(too_big)?.end)
         } else {
             (0, slots_end)
         };
@@ -450,6 +478,17 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
                 )));
             }
             Fingerprint::bytes(max)
+        }
+        Kind::Signal => {
+            let entry = Fingerprint::signal_entry();
+            if (size, align, hash) != (entry.size, entry.align, entry.hash) {
+                return Err(invalid_data(format!(
+                    "signal entry mismatch: segment has entries of size {size}, alignment \
+                     {align} and hash {hash:#x}, expected {}, {} and {:#x}",
+                    entry.size, entry.align, entry.hash
+                )));
+            }
+            entry
         }
         _ if expect.any_type => Fingerprint {
             size,

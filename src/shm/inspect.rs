@@ -40,16 +40,20 @@ pub enum ObjectKind {
     Mailbox,
     /// A mailbox of byte messages ([`super::ByteMailbox`]).
     ByteMailbox,
+    /// A signal target ([`super::signal::Target`]); its capacity is the depth of each
+    /// queued number, its queue length that of the first queued number's.
+    Signal,
 }
 
 impl ObjectKind {
-    /// A short lowercase name: `channel`, `bytes`, `mailbox`, `bytemailbox`.
+    /// A short lowercase name: `channel`, `bytes`, `mailbox`, `bytemailbox`, `signal`.
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Channel => "channel",
             ObjectKind::ByteChannel => "bytes",
             ObjectKind::Mailbox => "mailbox",
             ObjectKind::ByteMailbox => "bytemailbox",
+            ObjectKind::Signal => "signal",
         }
     }
 
@@ -60,6 +64,7 @@ impl ObjectKind {
             ObjectKind::ByteChannel => Kind::Bytes,
             ObjectKind::Mailbox => Kind::Mailbox,
             ObjectKind::ByteMailbox => Kind::ByteMailbox,
+            ObjectKind::Signal => Kind::Signal,
         }
     }
 }
@@ -377,6 +382,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
     info.kind = match Kind::from_u32(kind) {
         Some(Kind::Typed) => Some(ObjectKind::Channel),
         Some(Kind::Bytes) => Some(ObjectKind::ByteChannel),
+        Some(Kind::Signal) => Some(ObjectKind::Signal),
         Some(Kind::Mailbox) => Some(ObjectKind::Mailbox),
         Some(Kind::ByteMailbox) => Some(ObjectKind::ByteMailbox),
         None => {
@@ -411,6 +417,17 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
         return None;
     };
     let fingerprint = match kind {
+        Kind::Signal => {
+            let entry = Fingerprint::signal_entry();
+            if (size, align, info.type_hash) != (entry.size, entry.align, entry.hash) {
+                info.problems.push(format!(
+                    "signal entry fingerprint is inconsistent (size {size}, alignment \
+                     {align}, hash {:#x})",
+                    info.type_hash
+                ));
+            }
+            entry
+        }
         _ if !kind.is_bytes() => Fingerprint {
             size,
             align,

@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+pub use super::loom_signal::ShmSignalTarget;
+
 use super::futex::SideSignal;
 use super::futex::model::Sleepers;
 use super::hub;

@@ -173,6 +173,8 @@ pub(crate) mod table;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api;
+#[cfg(loom)]
+mod loom_signal;
 
 #[cfg(not(loom))]
 #[macro_use]
@@ -206,6 +208,8 @@ mod peers;
 mod ring;
 #[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
+pub mod signal;
 #[cfg(not(loom))]
 mod stale;
 mod wait;

@@ -52,13 +52,14 @@ use std::time::Duration;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::shm;
 
-use super::header::{LANES, MAX_PEERS};
+use super::header::{Kind, LANES, MAX_PEERS};
 use super::lock::{self, Lock, lock_byte};
 use super::name;
+use super::protocol;
 use super::ring::ShmSlots;
 use super::segment::{self, Segment, Side, stat_of};
 use super::table::{self, LIVE, Lanes, Table, unpack};
-use crate::chan::ring::Ring;
+use crate::chan::ring::{Reclaim, Ring};
 use crate::sync::AtomicUsize;
 
 /// How often (at most) one mapping runs maintenance.
@@ -184,6 +185,17 @@ impl Table for Segment {
         Segment::ring(self)
     }
 
+    fn resolve(&self, intent: usize, live_claim: impl FnOnce() -> bool) -> Reclaim {
+        match self.layout().kind {
+            Kind::Signal => super::signal::resolve(self, intent, live_claim),
+            // Mailboxes record no intents (only a hostile peer's fake ones reach here):
+            // resolved on the ring, whose stamps they do not use.
+            Kind::Typed | Kind::Bytes | Kind::Mailbox | Kind::ByteMailbox => {
+                protocol::resolve(Segment::ring(self), intent, live_claim)
+            }
+        }
+    }
+
     fn record_owner(&self, n: usize) {
         self.peer_entry(n).pid.store(
             rustix::process::getpid().as_raw_nonzero().get() as u32,
@@ -269,7 +281,7 @@ impl Peer {
         &self.seg
     }
 
-    /// The index of this family's peer slot.
+    /// The index of the peer slot this handle family holds.
     pub(crate) fn index(&self) -> usize {
         self.index
     }

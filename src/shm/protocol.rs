@@ -53,6 +53,29 @@ pub(crate) enum Kind {
     Recv,
 }
 
+/// Where an operation records its intents: a lane word of the segment's peer table
+/// (`AtomicUsize`), or a wrapper that adds to what is recorded (the signal targets'
+/// queues tag each intent with their queue, see `shm::signal`), or nothing at all (a
+/// heap ring, which no other process can die holding a claim of).
+pub(crate) trait Lane {
+    /// Records intent `word` (an [`encode`]d claim) with a Release store.
+    fn record(&self, word: usize);
+    /// Clears the lane ([`NO_INTENT`]) with a Release store.
+    fn clear(&self);
+}
+
+impl Lane for AtomicUsize {
+    #[inline]
+    fn record(&self, word: usize) {
+        self.store(word, Ordering::Release);
+    }
+
+    #[inline]
+    fn clear(&self) {
+        self.store(NO_INTENT, Ordering::Release);
+    }
+}
+
 /// Encodes an intent for the lane word.
 #[inline]
 pub(crate) fn encode(kind: Kind, pos: usize) -> usize {
@@ -82,9 +105,9 @@ pub(crate) fn decode(word: usize) -> Option<(Kind, usize)> {
 /// (the slot is ready and the CAS wins) is one inline attempt ([`Ring::try_claim_send`]);
 /// the full claim runs out of line. On a stall the lane is cleared.
 #[inline]
-fn claim<'r, S: RingStorage>(
+fn claim<'r, S: RingStorage, L: Lane + ?Sized>(
     ring: &'r Ring<S>,
-    lane: &AtomicUsize,
+    lane: &L,
     kind: Kind,
 ) -> Result<Token<'r>, Stall> {
     let record = recorder(lane, kind);
@@ -101,15 +124,15 @@ fn claim<'r, S: RingStorage>(
 /// The ring's `intent` hook for a claim of `kind`: records each position tried in
 /// `lane`, with a Release store (see the module docs).
 #[inline]
-fn recorder(lane: &AtomicUsize, kind: Kind) -> impl Fn(usize) + Copy + '_ {
-    move |pos| lane.store(encode(kind, pos), Ordering::Release)
+fn recorder<L: Lane + ?Sized>(lane: &L, kind: Kind) -> impl Fn(usize) + Copy + '_ {
+    move |pos| lane.record(encode(kind, pos))
 }
 
 /// [`claim`] in every case.
 #[inline(never)]
-fn claim_loop<'r, S: RingStorage>(
+fn claim_loop<'r, S: RingStorage, L: Lane + ?Sized>(
     ring: &'r Ring<S>,
-    lane: &AtomicUsize,
+    lane: &L,
     kind: Kind,
 ) -> Result<Token<'r>, Stall> {
     let record = recorder(lane, kind);
@@ -118,7 +141,7 @@ fn claim_loop<'r, S: RingStorage>(
         Kind::Recv => ring.start_recv(record),
     };
     if claimed.is_err() {
-        lane.store(NO_INTENT, Ordering::Release);
+        lane.clear();
     }
     claimed
 }
@@ -130,9 +153,9 @@ fn claim_loop<'r, S: RingStorage>(
 /// that a peer that keeps rewriting stamps cannot keep a send here forever. On a stall,
 /// the lane is cleared and the stall returned.
 #[inline]
-pub(crate) fn send<S: RingStorage>(
+pub(crate) fn send<S: RingStorage, L: Lane + ?Sized>(
     ring: &Ring<S>,
-    lane: &AtomicUsize,
+    lane: &L,
     mut write: impl FnMut(usize),
 ) -> Result<(), Stall> {
     if send_once(ring, lane, &mut write)? {
@@ -143,9 +166,9 @@ pub(crate) fn send<S: RingStorage>(
 
 /// One claim, write and commit of [`send`]: `Ok(false)` if the commit failed.
 #[inline]
-fn send_once<S: RingStorage>(
+fn send_once<S: RingStorage, L: Lane + ?Sized>(
     ring: &Ring<S>,
-    lane: &AtomicUsize,
+    lane: &L,
     write: &mut impl FnMut(usize),
 ) -> Result<bool, Stall> {
     let token = claim(ring, lane, Kind::Send)?;
@@ -159,7 +182,7 @@ fn send_once<S: RingStorage>(
     // published a skip here.
     let committed = ring.commit_send(token);
     after_seqcst_rmw();
-    lane.store(NO_INTENT, Ordering::Release);
+    lane.clear();
     Ok(committed)
 }
 
@@ -167,9 +190,9 @@ fn send_once<S: RingStorage>(
 /// setup of a loop that almost never runs twice.
 #[cold]
 #[inline(never)]
-fn send_retry<S: RingStorage>(
+fn send_retry<S: RingStorage, L: Lane + ?Sized>(
     ring: &Ring<S>,
-    lane: &AtomicUsize,
+    lane: &L,
     mut write: impl FnMut(usize),
 ) -> Result<(), Stall> {
     // The first attempt, in `send`, made one claim.
@@ -185,9 +208,9 @@ fn send_retry<S: RingStorage>(
 /// (and messages whose read returned `None`, or whose commit found the slot reclaimed)
 /// are consumed and the next slot tried, up to [`SKIP_LIMIT`] slots in all.
 #[inline]
-pub(crate) fn recv<S: RingStorage, R>(
+pub(crate) fn recv<S: RingStorage, R, L: Lane + ?Sized>(
     ring: &Ring<S>,
-    lane: &AtomicUsize,
+    lane: &L,
     mut read: impl FnMut(usize) -> Option<R>,
 ) -> Result<R, Stall> {
     match recv_once(ring, lane, &mut read)? {
@@ -199,9 +222,9 @@ pub(crate) fn recv<S: RingStorage, R>(
 /// One claim, read and free of [`recv`]: `Ok(None)` if the slot held nothing to
 /// deliver (a skip, a read that returned `None`, or a commit that failed).
 #[inline]
-fn recv_once<S: RingStorage, R>(
+fn recv_once<S: RingStorage, R, L: Lane + ?Sized>(
     ring: &Ring<S>,
-    lane: &AtomicUsize,
+    lane: &L,
     read: &mut impl FnMut(usize) -> Option<R>,
 ) -> Result<Option<R>, Stall> {
     let token = claim(ring, lane, Kind::Recv)?;
@@ -214,16 +237,16 @@ fn recv_once<S: RingStorage, R>(
     // counts are loaded after it.
     let committed = ring.commit_recv(token);
     after_seqcst_rmw();
-    lane.store(NO_INTENT, Ordering::Release);
+    lane.clear();
     Ok(msg.filter(|_| committed))
 }
 
 /// [`recv`] after a slot with nothing to deliver, out of line (see [`send_retry`]).
 #[cold]
 #[inline(never)]
-fn recv_retry<S: RingStorage, R>(
+fn recv_retry<S: RingStorage, R, L: Lane + ?Sized>(
     ring: &Ring<S>,
-    lane: &AtomicUsize,
+    lane: &L,
     mut read: impl FnMut(usize) -> Option<R>,
 ) -> Result<R, Stall> {
     // The first attempt, in `recv`, consumed one slot.

@@ -128,8 +128,19 @@ impl ShmSlots {
         Some(unsafe { self.slots.add(index * self.slot_size + offset) })
     }
 
+    /// The `k`th 8-byte word of slot `index`'s payload, if the slot and the word are in
+    /// range (a signal target's queue entries are two such words: payload and origin).
+    #[inline]
+    pub(crate) fn entry_word(&self, index: usize, k: usize) -> Option<&AtomicU64> {
+        if k.checked_add(1)?.checked_mul(8)? > self.payload_size {
+            return None;
+        }
+        self.word(index, self.payload_offset + k * 8)
+    }
+
     /// The atomic at `offset` in slot `index`; `offset` is a control word's, before the
-    /// payload and aligned for `A` (the channels' stamp and length, a mailbox's words).
+    /// payload, or a payload word's, and aligned for `A` (the channels' stamp and length,
+    /// a mailbox's words, a signal queue entry's words).
     #[inline]
     pub(crate) fn word<A>(&self, index: usize, offset: usize) -> Option<&A> {
         // SAFETY: `at` checked the index; the control-word offsets are aligned for `A`

@@ -186,6 +186,10 @@ impl Segment {
                     stamp.store(initial_stamp(i), Ordering::Relaxed);
                 }
             }
+            if layout.kind == header::Kind::Signal {
+                // SAFETY: as for `slots` above.
+                unsafe { super::signal::init_queues(map.ptr, &layout) };
+            }
             layout.write(h, rustix::process::getpid().as_raw_nonzero().get() as u32);
             // Sync point: Release publishes every store above to openers, whose Acquire
             // load of the magic then sees a fully initialised segment.
@@ -269,6 +273,12 @@ impl Segment {
     /// The validated layout.
     pub(crate) fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The start of the mapping (of `layout().total_size` bytes, live as long as
+    /// `self`).
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
     }
 
     /// The ring.

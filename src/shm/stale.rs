@@ -157,14 +157,22 @@ impl Segment {
     /// Opens `name` accepting whatever valid layout its header describes.
     pub(crate) fn open_unchecked(name: &str) -> io::Result<Segment> {
         // Try every kind; the header check fails fast on the wrong one.
-        let mut kinds = [Kind::Typed, Kind::Bytes, Kind::Mailbox, Kind::ByteMailbox].iter();
+        let mut kinds = [
+            Kind::Typed,
+            Kind::Bytes,
+            Kind::Signal,
+            Kind::Mailbox,
+            Kind::ByteMailbox,
+        ]
+        .into_iter()
+        .peekable();
         loop {
-            let kind = *kinds.next().expect("at least one kind");
+            let kind = kinds.next().expect("at least one kind");
             match Segment::open(name, &Expect::any(kind)) {
                 Err(e)
-                    if e.kind() == io::ErrorKind::InvalidData
-                        && e.to_string().starts_with("kind mismatch")
-                        && kinds.len() > 0 => {}
+                    if kinds.peek().is_some()
+                        && e.kind() == io::ErrorKind::InvalidData
+                        && e.to_string().starts_with("kind mismatch") => {}
                 other => return other,
             }
         }

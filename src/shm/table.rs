@@ -74,6 +74,12 @@ pub(crate) trait Table {
     fn intents(&self, n: usize) -> &[AtomicUsize];
     /// The ring.
     fn ring(&self) -> &Ring<Self::Slots>;
+    /// Settles `intent`, recorded by a peer known to be dead ([`protocol::resolve`] on
+    /// [`Table::ring`]; a segment whose intents name one of several rings, a signal
+    /// target's, picks the ring first).
+    fn resolve(&self, intent: usize, live_claim: impl FnOnce() -> bool) -> Reclaim {
+        protocol::resolve(self.ring(), intent, live_claim)
+    }
     /// Records the attaching process's identity in slot `n`'s entry (diagnostics).
     fn record_owner(&self, n: usize);
     /// Wakes every waiter of both sides (something they wait for may have changed).
@@ -208,7 +214,7 @@ fn settle(t: &impl Table, n: usize) -> bool {
         if intent == NO_INTENT {
             continue;
         }
-        match protocol::resolve(t.ring(), intent, || live_claim(t, intent, n)) {
+        match t.resolve(intent, || live_claim(t, intent, n)) {
             Reclaim::Pending => all = false,
             outcome => {
                 let _ =

@@ -55,6 +55,11 @@
 //! `kill` with `ESRCH`. Waits never fail: a target whose raisers are all gone just
 //! waits (a timeout or a raiser kept by the target's owner ends such a wait).
 //!
+//! **Across processes** (64-bit Unix): [`crate::shm::signal`] has the same target and
+//! raiser over a named shared-memory segment, with this module's types and the same
+//! owner-side code (dispositions, handlers, masks and waits are written once, over
+//! where the words live and how waits sleep).
+//!
 //! **From OS signals** (Unix): [`forward_os`] turns deliveries of a real signal
 //! (`SIGINT`, `SIGTERM`, `SIGHUP`, `SIGUSR1`, realtime signals, …) into raises on a
 //! target. The OS handler only bumps a per-signal counter and wakes a forwarder thread,
@@ -99,12 +104,13 @@
 //! `state` module, written generically over its storage so that a shared-memory target
 //! can reuse it.
 
-mod state;
+mod owner;
+pub(crate) mod state;
 
 #[cfg(all(unix, not(loom)))]
 mod os;
 #[cfg(all(unix, not(loom)))]
-pub use os::{ForwardGuard, forward_os};
+pub use os::{ForwardGuard, ForwardTo, forward_os};
 
 use core::fmt;
 use core::future::Future;
@@ -113,8 +119,9 @@ use core::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::chan::signal::{AsyncWait, Attempt, Signal as WaitQueue, block_on};
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering, after_seqcst_rmw, load_seqcst_u64, lock};
-use state::{FIRST_QUEUED, Heap, RaiseFail, SIGNALS, State, Taken, bit};
+use crate::sync::{Arc, AtomicU64, Ordering};
+pub(crate) use owner::{Backend, Owner, Want};
+use state::{FIRST_QUEUED, Heap, QueueLane, RaiseFail, SIGNALS, State, Taken, bit};
 
 /// How many entries each queued number holds by default before a raise fails with
 /// [`RaiseError::Full`].
@@ -328,6 +335,22 @@ pub struct SigInfo {
 }
 
 impl SigInfo {
+    /// A delivery of `signal` with `taken`'s payload and count, from `raiser_id` of
+    /// process `pid` (a segment's origin word holds both).
+    #[cfg_attr(
+        any(loom, not(all(unix, target_pointer_width = "64"))),
+        allow(dead_code)
+    )]
+    pub(crate) fn from_parts(signal: Signal, taken: Taken, pid: u32, raiser_id: u64) -> Self {
+        SigInfo {
+            signal,
+            payload: taken.payload,
+            count: taken.count,
+            pid,
+            raiser_id,
+        }
+    }
+
     fn new(signal: Signal, taken: Taken, pid: u32) -> Self {
         SigInfo {
             signal,
@@ -508,13 +531,10 @@ impl Disposition {
     }
 }
 
-/// The state raisers and the target share.
-struct Shared {
+/// The state raisers and the target share: the heap [`Backend`].
+pub(crate) struct Shared {
     state: State<Heap>,
     waiters: WaitQueue,
-    /// The handlers of caught numbers, by `n - 1`; read (cloned) under the lock by the
-    /// thread that runs a handler, never by raisers.
-    handlers: Mutex<Vec<Option<Handler>>>,
     /// The id the next [`Target::raiser`] gets.
     next_raiser: AtomicU64,
     /// This process's id, read once (every raise of an in-process target comes from
@@ -525,9 +545,73 @@ struct Shared {
 impl Shared {
     /// Records and announces a raise.
     fn raise(&self, sig: Signal, payload: u64, origin: u64, times: u64) -> Result<(), RaiseError> {
-        self.state.raise(sig.0, payload, origin, times)?;
+        self.state
+            .raise(sig.0, payload, origin, times, QueueLane::NONE)?;
         self.waiters.notify_waiting();
         Ok(())
+    }
+}
+
+impl Backend for Arc<Shared> {
+    type Storage = Heap;
+    type AsyncWait = AsyncWait;
+
+    #[inline]
+    fn state(&self) -> &State<Heap> {
+        &self.state
+    }
+
+    #[inline]
+    fn with_lane<R>(&self, f: impl FnOnce(QueueLane<'_>) -> R) -> R {
+        f(QueueLane::NONE)
+    }
+
+    #[inline]
+    fn notify(&self) {
+        self.waiters.notify_waiting();
+    }
+
+    fn info(&self, n: u8, taken: Taken) -> SigInfo {
+        SigInfo::new(Signal(n), taken, self.pid)
+    }
+
+    fn origin_of(&self, info: &SigInfo) -> u64 {
+        info.raiser_id
+    }
+
+    fn block(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> Option<SigInfo>,
+    ) -> Option<SigInfo> {
+        block_on(
+            &self.waiters,
+            (),
+            deadline,
+            || true,
+            |()| match attempt() {
+                Some(info) => Attempt::Done(info),
+                None => Attempt::Wait(()),
+            },
+        )
+        .ok()
+    }
+
+    fn poll(
+        &self,
+        wait: &mut AsyncWait,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut() -> Option<SigInfo>,
+    ) -> Poll<SigInfo> {
+        let mut state = Some(());
+        wait.poll(&self.waiters, cx, &mut state, |()| match attempt() {
+            Some(info) => Attempt::Done(info),
+            None => Attempt::Wait(()),
+        })
+    }
+
+    fn cancel(&self, wait: &mut AsyncWait) {
+        wait.cancel(&self.waiters);
     }
 }
 
@@ -547,16 +631,12 @@ impl Shared {
 /// t.join().unwrap();
 /// ```
 pub struct Target {
-    shared: Arc<Shared>,
+    owner: Owner<Arc<Shared>>,
 }
 
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self.shared.state.words();
-        f.debug_struct("Target")
-            .field("pending", &SigSet(w.pending.load(Ordering::Relaxed)))
-            .field("masked", &SigSet(w.mask.load(Ordering::Relaxed)))
-            .finish_non_exhaustive()
+        self.owner.fmt(f)
     }
 }
 
@@ -568,22 +648,12 @@ impl Default for Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        self.shared.state.words().closed.store(1, Ordering::Release);
+        self.shared()
+            .state
+            .words()
+            .closed
+            .store(1, Ordering::Release);
     }
-}
-
-/// Which numbers one wait considers: `set`, with `unmasked` treated as unmasked.
-#[derive(Clone, Copy, Debug)]
-struct Want {
-    set: u64,
-    unmasked: u64,
-}
-
-impl Want {
-    const ALL: Want = Want {
-        set: u64::MAX,
-        unmasked: 0,
-    };
 }
 
 impl Target {
@@ -618,13 +688,12 @@ impl Target {
             "queue depth must be in 1..={MAX_QUEUE_DEPTH}"
         );
         Target {
-            shared: Arc::new(Shared {
+            owner: Owner::new(Arc::new(Shared {
                 state: State::new(Heap::new(depth)),
                 waiters: WaitQueue::new(),
-                handlers: Mutex::new(vec![None; usize::from(SIGNALS)]),
                 next_raiser: AtomicU64::new(1),
                 pid: std::process::id(),
-            }),
+            })),
         }
     }
 
@@ -636,8 +705,8 @@ impl Target {
     /// ```
     pub fn raiser(&self) -> Raiser {
         Raiser {
-            id: self.shared.next_raiser.fetch_add(1, Ordering::Relaxed),
-            shared: self.shared.clone(),
+            id: self.shared().next_raiser.fetch_add(1, Ordering::Relaxed),
+            shared: self.shared().clone(),
         }
     }
 
@@ -651,7 +720,7 @@ impl Target {
     /// assert_eq!(target.wait().signal().number(), 1);
     /// ```
     pub fn wait(&self) -> SigInfo {
-        self.wait_until(Want::ALL, None).expect("no deadline")
+        self.owner.wait_until(Want::ALL, None).expect("no deadline")
     }
 
     /// Takes the next delivery if one is pending, after running the handlers of caught
@@ -664,7 +733,7 @@ impl Target {
     /// assert_eq!(target.try_wait(), None);
     /// ```
     pub fn try_wait(&self) -> Option<SigInfo> {
-        self.attempt(Want::ALL)
+        self.owner.attempt(Want::ALL)
     }
 
     /// [`Target::wait`], giving up after `timeout`.
@@ -675,7 +744,8 @@ impl Target {
     /// assert_eq!(target.wait_timeout(Duration::from_millis(1)), None);
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Option<SigInfo> {
-        self.wait_until(Want::ALL, Instant::now().checked_add(timeout))
+        self.owner
+            .wait_until(Want::ALL, Instant::now().checked_add(timeout))
     }
 
     /// [`Target::wait`] as a future (cancel-safe: a future dropped before it completes
@@ -706,7 +776,9 @@ impl Target {
     /// assert_eq!(target.wait().signal(), one);
     /// ```
     pub fn wait_for(&self, set: &SigSet) -> SigInfo {
-        self.wait_until(Want::set(set), None).expect("no deadline")
+        self.owner
+            .wait_until(Want::set(set), None)
+            .expect("no deadline")
     }
 
     /// [`Target::try_wait`] for the numbers in `set`.
@@ -719,7 +791,7 @@ impl Target {
     /// assert_eq!(target.try_wait_for(&set), None);
     /// ```
     pub fn try_wait_for(&self, set: &SigSet) -> Option<SigInfo> {
-        self.attempt(Want::set(set))
+        self.owner.attempt(Want::set(set))
     }
 
     /// [`Target::wait_for`], giving up after `timeout`.
@@ -731,7 +803,8 @@ impl Target {
     /// assert_eq!(target.wait_for_timeout(&SigSet::all(), Duration::from_millis(1)), None);
     /// ```
     pub fn wait_for_timeout(&self, set: &SigSet, timeout: Duration) -> Option<SigInfo> {
-        self.wait_until(Want::set(set), Instant::now().checked_add(timeout))
+        self.owner
+            .wait_until(Want::set(set), Instant::now().checked_add(timeout))
     }
 
     /// [`Target::wait_for`] as a future (cancel-safe, as [`Target::wait_async`]).
@@ -766,11 +839,9 @@ impl Target {
     /// assert_eq!(target.masked(), set); // still masked
     /// ```
     pub fn unmask_and_wait(&self, set: &SigSet) -> SigInfo {
-        let want = Want {
-            set: u64::MAX,
-            unmasked: set.0,
-        };
-        self.wait_until(want, None).expect("no deadline")
+        self.owner
+            .wait_until(Want::unmasking(set), None)
+            .expect("no deadline")
     }
 
     /// A stream of deliveries of every number (it never ends).
@@ -810,29 +881,7 @@ impl Target {
     /// assert_eq!(target.try_wait().unwrap().signal(), sig);
     /// ```
     pub fn set_disposition(&self, sig: Signal, disposition: Disposition) {
-        let w = self.shared.state.words();
-        let b = sig.bit();
-        match disposition {
-            Disposition::Deliver => {
-                w.ignore.fetch_and(!b, Ordering::SeqCst);
-                w.catch.fetch_and(!b, Ordering::SeqCst);
-                lock(&self.shared.handlers)[usize::from(sig.0) - 1] = None;
-            }
-            Disposition::Ignore => {
-                w.catch.fetch_and(!b, Ordering::SeqCst);
-                w.ignore.fetch_or(b, Ordering::SeqCst);
-                lock(&self.shared.handlers)[usize::from(sig.0) - 1] = None;
-                // Raises from now on see the ignore bit; discard what came before.
-                while let (Some(t), _) = self.shared.state.take(sig.0) {
-                    self.shared.state.add_ignored(sig.0, t.count);
-                }
-            }
-            Disposition::Catch(h) => {
-                lock(&self.shared.handlers)[usize::from(sig.0) - 1] = Some(h);
-                w.ignore.fetch_and(!b, Ordering::SeqCst);
-                w.catch.fetch_or(b, Ordering::SeqCst);
-            }
-        }
+        self.owner.set_disposition(sig, disposition);
     }
 
     /// How many raises of `sig` were discarded because it was ignored.
@@ -843,7 +892,7 @@ impl Target {
     /// assert_eq!(target.ignored(Signal::new(1).unwrap()), 0);
     /// ```
     pub fn ignored(&self, sig: Signal) -> u64 {
-        self.shared.state.ignored(sig.0)
+        self.owner.ignored(sig)
     }
 
     /// Masks the numbers in `set`: they stay pending (raises still coalesce or queue)
@@ -858,11 +907,7 @@ impl Target {
     /// assert_eq!(target.try_wait(), None);
     /// ```
     pub fn mask(&self, set: &SigSet) {
-        self.shared
-            .state
-            .words()
-            .mask
-            .fetch_or(set.0, Ordering::SeqCst);
+        self.owner.mask(set);
     }
 
     /// Unmasks the numbers in `set`; what is pending of them becomes deliverable (and
@@ -879,14 +924,7 @@ impl Target {
     /// assert_eq!(target.try_wait().unwrap().signal(), sig);
     /// ```
     pub fn unmask(&self, set: &SigSet) {
-        // SeqCst: a change of the no-lost-wake-up argument (module docs).
-        self.shared
-            .state
-            .words()
-            .mask
-            .fetch_and(!set.0, Ordering::SeqCst);
-        after_seqcst_rmw();
-        self.shared.waiters.notify_waiting();
+        self.owner.unmask(set);
     }
 
     /// The masked numbers.
@@ -898,7 +936,7 @@ impl Target {
     /// assert_eq!(target.masked(), SigSet::all());
     /// ```
     pub fn masked(&self) -> SigSet {
-        SigSet(self.shared.state.words().mask.load(Ordering::SeqCst))
+        self.owner.masked()
     }
 
     /// Runs the handlers of the caught signals that are pending and deliverable, lowest
@@ -922,165 +960,11 @@ impl Target {
     /// assert_eq!(target.dispatch(), 0);
     /// ```
     pub fn dispatch(&self) -> usize {
-        let w = self.shared.state.words();
-        let mut ran = 0;
-        loop {
-            let catch = w.catch.load(Ordering::Acquire);
-            let d = w.pending.load(Ordering::Acquire)
-                & catch
-                & !w.mask.load(Ordering::Acquire)
-                & !w.running.load(Ordering::Acquire);
-            if d == 0 {
-                return ran;
-            }
-            let n = d.trailing_zeros() as u8 + 1;
-            match self.deliver(n, true) {
-                Delivered::Ran => ran += 1,
-                Delivered::Nothing => {}
-                Delivered::Take(_) => unreachable!("dispatch takes caught signals only"),
-            }
-        }
+        self.owner.dispatch()
     }
 
-    /// One non-blocking attempt of a wait: run handlers of caught signals met, return
-    /// the first delivery that is not caught.
-    fn attempt(&self, want: Want) -> Option<SigInfo> {
-        let w = self.shared.state.words();
-        loop {
-            // SeqCst loads: the re-check of the no-lost-wake-up argument.
-            let pending = load_seqcst_u64(&w.pending) & want.set;
-            if pending == 0 {
-                return None;
-            }
-            let mask = load_seqcst_u64(&w.mask) & !want.unmasked;
-            let d = pending & !mask & !load_seqcst_u64(&w.running);
-            if d == 0 {
-                return None;
-            }
-            let n = d.trailing_zeros() as u8 + 1;
-            match self.deliver(n, false) {
-                Delivered::Take(info) => return Some(info),
-                Delivered::Ran | Delivered::Nothing => {}
-            }
-        }
-    }
-
-    /// Takes one delivery of `n`; if `n` is caught, runs its handler (holding `n` back
-    /// meanwhile). `caught_only`: leave `n` alone if it is not caught.
-    fn deliver(&self, n: u8, caught_only: bool) -> Delivered {
-        let shared = &*self.shared;
-        let w = shared.state.words();
-        let b = bit(n);
-        if w.catch.load(Ordering::Acquire) & b == 0 {
-            if caught_only {
-                return Delivered::Nothing;
-            }
-            return match self.take(n) {
-                Some(info) => Delivered::Take(info),
-                None => Delivered::Nothing,
-            };
-        }
-        // Hold `n` back for everyone else before taking it: one handler of a number at a
-        // time.
-        if w.running.fetch_or(b, Ordering::SeqCst) & b != 0 {
-            return Delivered::Nothing;
-        }
-        let running = Running { shared, bit: b };
-        let Some(info) = self.take(n) else {
-            drop(running);
-            return Delivered::Nothing;
-        };
-        let handler = lock(&shared.handlers)[usize::from(n) - 1].clone();
-        match handler {
-            Some(Handler(f)) => {
-                f(info);
-                drop(running);
-                Delivered::Ran
-            }
-            // The disposition changed away from `Catch` since we looked (it clears the
-            // bit before the handler).
-            None => {
-                drop(running);
-                if caught_only {
-                    // `dispatch` takes nothing that is not caught: put the delivery back
-                    // (a queued entry goes to the end of its queue).
-                    let times = info.count;
-                    let payload = info.payload.unwrap_or(0);
-                    if shared
-                        .state
-                        .raise(n, payload, info.raiser_id, times)
-                        .is_err()
-                    {
-                        shared.state.add_ignored(n, times);
-                    }
-                    shared.waiters.notify_waiting();
-                    Delivered::Nothing
-                } else {
-                    Delivered::Take(info)
-                }
-            }
-        }
-    }
-
-    fn take(&self, n: u8) -> Option<SigInfo> {
-        let (taken, rearmed) = self.shared.state.take(n);
-        if rearmed {
-            self.shared.waiters.notify_waiting();
-        }
-        taken.map(|t| SigInfo::new(Signal(n), t, self.shared.pid))
-    }
-
-    /// The blocking wait, with an optional deadline.
-    fn wait_until(&self, want: Want, deadline: Option<Instant>) -> Option<SigInfo> {
-        block_on(
-            &self.shared.waiters,
-            (),
-            deadline,
-            || true,
-            |()| match self.attempt(want) {
-                Some(info) => Attempt::Done(info),
-                None => Attempt::Wait(()),
-            },
-        )
-        .ok()
-    }
-}
-
-impl Want {
-    fn set(set: &SigSet) -> Want {
-        Want {
-            set: set.0,
-            unmasked: 0,
-        }
-    }
-}
-
-/// What [`Target::deliver`] did.
-enum Delivered {
-    /// Took a delivery that is not caught.
-    Take(SigInfo),
-    /// Ran a handler.
-    Ran,
-    /// Found nothing to take (another thread was first).
-    Nothing,
-}
-
-/// Holds a number back while its handler runs; releasing (also on unwind) is a change
-/// of the no-lost-wake-up argument.
-struct Running<'a> {
-    shared: &'a Shared,
-    bit: u64,
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.shared
-            .state
-            .words()
-            .running
-            .fetch_and(!self.bit, Ordering::SeqCst);
-        after_seqcst_rmw();
-        self.shared.waiters.notify_waiting();
+    fn shared(&self) -> &Arc<Shared> {
+        self.owner.backend()
     }
 }
 
@@ -1225,34 +1109,18 @@ impl<'a> WaitFut<'a> {
     }
 }
 
-/// One poll of an async wait for `want`.
-fn poll_wait(
-    target: &Target,
-    want: Want,
-    wait: &mut AsyncWait,
-    cx: &mut Context<'_>,
-) -> Poll<SigInfo> {
-    let mut state = Some(());
-    wait.poll(&target.shared.waiters, cx, &mut state, |()| {
-        match target.attempt(want) {
-            Some(info) => Attempt::Done(info),
-            None => Attempt::Wait(()),
-        }
-    })
-}
-
 impl Future for WaitFut<'_> {
     type Output = SigInfo;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SigInfo> {
         let this = self.get_mut();
-        poll_wait(this.target, this.want, &mut this.wait, cx)
+        this.target.owner.poll_wait(this.want, &mut this.wait, cx)
     }
 }
 
 impl Drop for WaitFut<'_> {
     fn drop(&mut self) {
-        self.wait.cancel(&self.target.shared.waiters);
+        self.target.owner.cancel(&mut self.wait);
     }
 }
 
@@ -1279,12 +1147,15 @@ impl futures_core::Stream for SigStream<'_> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SigInfo>> {
         let this = self.get_mut();
-        poll_wait(this.target, Want::ALL, &mut this.wait, cx).map(Some)
+        this.target
+            .owner
+            .poll_wait(Want::ALL, &mut this.wait, cx)
+            .map(Some)
     }
 }
 
 impl Drop for SigStream<'_> {
     fn drop(&mut self) {
-        self.wait.cancel(&self.target.shared.waiters);
+        self.target.owner.cancel(&mut self.wait);
     }
 }

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use super::{Raiser, Signal};
+use super::{RaiseError, Raiser, Signal};
 
 /// Deliveries of each OS signal (by number, `1..=64`) not yet forwarded: the OS
 /// handler's only state besides the pipe. Process-wide statics, outside loom's reach
@@ -65,8 +65,80 @@ struct OsSignal {
 struct Forward {
     id: u64,
     os_signal: i32,
-    raiser: Raiser,
+    raiser: sealed::AnyRaiser,
     signal: Signal,
+}
+
+/// The raisers [`forward_os`] forwards into: an in-process [`Raiser`] or a
+/// [`crate::shm::signal::Raiser`] (whose target may be in another process). Sealed:
+/// implemented by those two only.
+///
+/// ```
+/// use conduit::shm::signal::{Raiser, Target};
+/// use conduit::signal::{Signal, forward_os};
+///
+/// let name = format!("doc-forward-shm-{}", std::process::id());
+/// let target = Target::create(&name)?; // usually owned by another process
+/// let winch = Signal::new(28).unwrap();
+/// let guard = forward_os(libc::SIGWINCH, &Raiser::open(&name)?, winch)?;
+/// // SAFETY: raising a signal this process now handles.
+/// unsafe { libc::raise(libc::SIGWINCH) };
+/// let info = target.wait();
+/// assert_eq!((info.signal(), info.pid()), (winch, std::process::id()));
+/// drop(guard);
+/// conduit::shm::unlink(&name)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub trait ForwardTo: sealed::Sealed {}
+
+impl ForwardTo for Raiser {}
+#[cfg(target_pointer_width = "64")]
+impl ForwardTo for crate::shm::signal::Raiser {}
+
+mod sealed {
+    use super::{RaiseError, Raiser, Signal};
+
+    /// A raiser of either kind, kept by a forward.
+    #[derive(Clone, Debug)]
+    pub enum AnyRaiser {
+        Heap(Raiser),
+        #[cfg(target_pointer_width = "64")]
+        Shm(crate::shm::signal::Raiser),
+    }
+
+    impl AnyRaiser {
+        pub(super) fn raise_times(
+            &self,
+            signal: Signal,
+            payload: u64,
+            times: u64,
+        ) -> Result<(), RaiseError> {
+            match self {
+                AnyRaiser::Heap(r) => r.raise_times(signal, payload, times),
+                #[cfg(target_pointer_width = "64")]
+                AnyRaiser::Shm(r) => r.raise_times(signal, payload, times),
+            }
+        }
+    }
+
+    /// [`super::ForwardTo`]'s seal.
+    pub trait Sealed {
+        /// The raiser, to keep.
+        fn any_raiser(&self) -> AnyRaiser;
+    }
+
+    impl Sealed for Raiser {
+        fn any_raiser(&self) -> AnyRaiser {
+            AnyRaiser::Heap(self.clone())
+        }
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    impl Sealed for crate::shm::signal::Raiser {
+        fn any_raiser(&self) -> AnyRaiser {
+            AnyRaiser::Shm(self.clone())
+        }
+    }
 }
 
 // SAFETY: `libc::sigaction` is plain data (a handler address, flags and a signal set);
@@ -88,6 +160,9 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 /// raiser's target, until the returned guard is dropped. Several forwards of one OS
 /// signal (to one or several targets) each get every delivery. Deliveries are raised
 /// by the raiser given (its [`id`](Raiser::id)); the pid reported is this process's.
+/// The raiser may be an in-process [`Raiser`] or a [`crate::shm::signal::Raiser`]
+/// (the "interrupt handler" then raises on a target owned by another process); see
+/// [`ForwardTo`].
 ///
 /// # What runs where
 ///
@@ -152,7 +227,11 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 /// );
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub fn forward_os(os_signal: i32, raiser: &Raiser, signal: Signal) -> io::Result<ForwardGuard> {
+pub fn forward_os<R: ForwardTo + ?Sized>(
+    os_signal: i32,
+    raiser: &R,
+    signal: Signal,
+) -> io::Result<ForwardGuard> {
     if !(1..=64).contains(&os_signal) || FORBIDDEN.contains(&os_signal) || libc_reserved(os_signal)
     {
         return Err(io::Error::new(
@@ -214,7 +293,7 @@ pub fn forward_os(os_signal: i32, raiser: &Raiser, signal: Signal) -> io::Result
     reg.forwards.push(Forward {
         id,
         os_signal,
-        raiser: raiser.clone(),
+        raiser: raiser.any_raiser(),
         signal,
     });
     Ok(ForwardGuard { id, os_signal })
@@ -336,7 +415,7 @@ fn forwarder(read: OwnedFd) {
             if times == 0 {
                 continue;
             }
-            let targets: Vec<(Raiser, Signal)> = registry()
+            let targets: Vec<(sealed::AnyRaiser, Signal)> = registry()
                 .forwards
                 .iter()
                 .filter(|f| f.os_signal == os_signal as i32)

@@ -46,6 +46,7 @@
 use crossbeam_utils::CachePadded;
 
 use crate::chan::ring::{Ring, RingStorage, Stall, initial_stamp};
+use crate::shm::protocol::{self, Lane};
 use crate::sync::{AtomicU64, AtomicUsize, Backoff, Ordering, after_seqcst_rmw};
 
 /// Signal numbers: `1..=SIGNALS`.
@@ -101,9 +102,78 @@ pub(crate) struct QueueSlot {
 /// A queued number's ring storage that also holds each slot's payload words.
 ///
 /// # Safety
-/// As [`RingStorage`]; `slot(i)` returns the slot whose stamp `stamp(i)` returns.
+/// As [`RingStorage`]; `entry(i)` returns the payload and origin words of the slot
+/// whose stamp `stamp(i)` returns, distinct from every other slot's words.
 pub(crate) unsafe trait QueueStorage: RingStorage {
-    fn slot(&self, index: usize) -> Option<&QueueSlot>;
+    /// The `(payload, origin)` words of slot `index`, if it is in range.
+    fn entry(&self, index: usize) -> Option<(&AtomicU64, &AtomicU64)>;
+}
+
+/// The intent lane a queued number's claims are recorded in: none for heap storage (no
+/// other process can die holding a claim), the operation's lane of its peer for a
+/// shared-memory target, tagged with the queue (see `shm::signal`).
+#[derive(Clone, Copy)]
+pub(crate) struct QueueLane<'a> {
+    word: Option<&'a AtomicUsize>,
+    queue: usize,
+}
+
+impl<'a> QueueLane<'a> {
+    /// No lane (heap storage).
+    pub(crate) const NONE: QueueLane<'static> = QueueLane {
+        word: None,
+        queue: 0,
+    };
+
+    /// `word`, a peer's lane in a segment.
+    #[cfg_attr(
+        any(loom, not(all(unix, target_pointer_width = "64"))),
+        allow(dead_code)
+    )]
+    pub(crate) fn new(word: &'a AtomicUsize) -> Self {
+        QueueLane {
+            word: Some(word),
+            queue: 0,
+        }
+    }
+
+    fn for_number(self, n: u8) -> Self {
+        QueueLane {
+            word: self.word,
+            queue: usize::from(n - FIRST_QUEUED),
+        }
+    }
+}
+
+/// Where a tagged intent keeps its queue (6 bits below the protocol's flag bits); the
+/// position keeps the bits below.
+pub(crate) const QUEUE_TAG_SHIFT: u32 = 56;
+const TAG_MASK: usize = 0x3f << QUEUE_TAG_SHIFT;
+
+#[cfg_attr(
+    any(loom, not(all(unix, target_pointer_width = "64"))),
+    allow(dead_code)
+)]
+/// Splits a tagged intent word into its queue and the intent the ring's protocol
+/// knows (flags and position).
+pub(crate) fn untag(word: usize) -> (usize, usize) {
+    ((word & TAG_MASK) >> QUEUE_TAG_SHIFT, word & !TAG_MASK)
+}
+
+impl Lane for QueueLane<'_> {
+    #[inline]
+    fn record(&self, word: usize) {
+        if let Some(lane) = self.word {
+            lane.record((word & !TAG_MASK) | (self.queue << QUEUE_TAG_SHIFT));
+        }
+    }
+
+    #[inline]
+    fn clear(&self) {
+        if let Some(lane) = self.word {
+            lane.clear();
+        }
+    }
 }
 
 /// Where a target's words live.
@@ -150,21 +220,33 @@ impl<S: SignalStorage> State<S> {
         State { storage }
     }
 
+    /// The storage.
+    #[cfg_attr(
+        any(loom, not(all(unix, target_pointer_width = "64"))),
+        allow(dead_code)
+    )]
+    pub(crate) fn storage(&self) -> &S {
+        &self.storage
+    }
+
     #[inline]
     pub(crate) fn words(&self) -> &Words {
         self.storage.words()
     }
 
-    /// Records `times` raises of `n` (`times` is 1 for a queued number) from `origin`.
-    /// On success the pending bit was set with a SeqCst RMW (or the raise was ignored);
-    /// the caller then announces it to waiters.
+    /// Records `times` raises of `n` (`times` is 1 for a queued number) from `origin`,
+    /// recording queue claims in `lane`. On success the pending bit was set with a
+    /// SeqCst RMW (or the raise was ignored); the caller then announces it to waiters.
+    /// The `bool` says that the bit was set already (the owner has not taken an
+    /// earlier raise yet; `false` for an ignored raise).
     pub(crate) fn raise(
         &self,
         n: u8,
         payload: u64,
         origin: u64,
         times: u64,
-    ) -> Result<(), RaiseFail> {
+        lane: QueueLane<'_>,
+    ) -> Result<bool, RaiseFail> {
         let w = self.words();
         if w.closed.load(Ordering::Acquire) != 0 {
             return Err(RaiseFail::Disconnected);
@@ -172,7 +254,7 @@ impl<S: SignalStorage> State<S> {
         let b = bit(n);
         if w.ignore.load(Ordering::Acquire) & b != 0 {
             self.storage.ignored(n).fetch_add(times, Ordering::Relaxed);
-            return Ok(());
+            return Ok(false);
         }
         if n < FIRST_QUEUED {
             self.storage.origin(n).store(origin, Ordering::Relaxed);
@@ -180,35 +262,42 @@ impl<S: SignalStorage> State<S> {
             // this increment (Acquire).
             self.storage.count(n).fetch_add(times, Ordering::Release);
         } else {
-            self.push(n, payload, origin)?;
+            self.push(n, payload, origin, lane.for_number(n))?;
         }
         // SeqCst: the change of the no-lost-wake-up argument; Release (part of it)
         // publishes the count or the committed entry to the taker that clears the bit.
-        w.pending.fetch_or(b, Ordering::SeqCst);
+        let before = w.pending.fetch_or(b, Ordering::SeqCst);
         after_seqcst_rmw();
-        Ok(())
+        Ok(before & b != 0)
     }
 
     /// Appends `(payload, origin)` to queued number `n`'s ring.
-    fn push(&self, n: u8, payload: u64, origin: u64) -> Result<(), RaiseFail> {
+    ///
+    /// Through the shm ring protocol (`shm::protocol`), which records the claim in
+    /// `lane` (nothing for the heap), and publishes a slot that a survivor reclaimed as a
+    /// skip and claims anew. For shared storage every wait here is bounded: a slot that
+    /// stays busy past the backoff (a stuck or hostile peer) makes the raise `Full`.
+    fn push(&self, n: u8, payload: u64, origin: u64, lane: QueueLane<'_>) -> Result<(), RaiseFail> {
         let ring = self.storage.queue(n);
         let backoff = Backoff::new();
         loop {
-            match ring.start_send(|_| {}) {
-                Ok(token) => {
-                    if let Some(slot) = ring.storage().slot(token.index) {
-                        slot.payload.store(payload, Ordering::Relaxed);
-                        slot.origin.store(origin, Ordering::Relaxed);
-                    }
-                    // Sync point: the commit's Release publishes the two words to the
-                    // receiver whose claim reads the stamp (Acquire).
-                    ring.commit_send(token);
-                    return Ok(());
+            let sent = protocol::send(ring, &lane, |index| {
+                if let Some((p, o)) = ring.storage().entry(index) {
+                    p.store(payload, Ordering::Relaxed);
+                    o.store(origin, Ordering::Relaxed);
                 }
+                // Sync point: the commit's Release publishes the two words to the
+                // receiver whose claim reads the stamp (Acquire).
+            });
+            match sent {
+                Ok(()) => return Ok(()),
                 // No free slot: the queue is at its depth. (The ring is never marked
                 // disconnected; corruption is only possible for shared storage, and
                 // reporting it as `Full` keeps the raise bounded.)
                 Err(Stall::Blocked | Stall::Disconnected | Stall::Corrupt) => {
+                    return Err(RaiseFail::Full);
+                }
+                Err(Stall::Busy) if S::Queue::SHARED && backoff.is_completed() => {
                     return Err(RaiseFail::Full);
                 }
                 // A taker is reading the slot at our position, a few instructions from
@@ -220,7 +309,7 @@ impl<S: SignalStorage> State<S> {
 
     /// Takes one delivery of `n`. The `bool` says that the queued bit was set again
     /// (see the module docs): the caller announces it like a raise.
-    pub(crate) fn take(&self, n: u8) -> (Option<Taken>, bool) {
+    pub(crate) fn take(&self, n: u8, lane: QueueLane<'_>) -> (Option<Taken>, bool) {
         let w = self.words();
         let b = bit(n);
         if n < FIRST_QUEUED {
@@ -243,19 +332,20 @@ impl<S: SignalStorage> State<S> {
             );
         }
         let ring = self.storage.queue(n);
+        let lane = lane.for_number(n);
         let backoff = Backoff::new();
         let mut cleared = false;
         loop {
-            match ring.start_recv(|_| {}) {
-                Ok(token) => {
-                    let (payload, origin) = match ring.storage().slot(token.index) {
-                        Some(slot) => (
-                            slot.payload.load(Ordering::Relaxed),
-                            slot.origin.load(Ordering::Relaxed),
-                        ),
-                        None => (0, 0),
-                    };
-                    ring.commit_recv(token);
+            // Skips (slots a survivor reclaimed from a dead raiser) are consumed on the
+            // way, within the protocol's bound.
+            let received = protocol::recv(ring, &lane, |index| {
+                Some(match ring.storage().entry(index) {
+                    Some((p, o)) => (p.load(Ordering::Relaxed), o.load(Ordering::Relaxed)),
+                    None => (0, 0),
+                })
+            });
+            match received {
+                Ok((payload, origin)) => {
                     let taken = Taken {
                         count: 1,
                         payload: Some(payload),
@@ -275,6 +365,15 @@ impl<S: SignalStorage> State<S> {
                     // a commit whose bit we clear is visible to the second try.
                     w.pending.fetch_and(!b, Ordering::SeqCst);
                     cleared = true;
+                }
+                // A stuck or hostile peer: give up, with the bit set again if we had
+                // cleared it (what is there stays deliverable for a later take).
+                Err(Stall::Busy) if S::Queue::SHARED && backoff.is_completed() => {
+                    if cleared {
+                        w.pending.fetch_or(b, Ordering::SeqCst);
+                        after_seqcst_rmw();
+                    }
+                    return (None, cleared);
                 }
                 // A raiser claimed the slot and is writing it.
                 Err(Stall::Busy) => backoff.snooze(),
@@ -322,11 +421,11 @@ unsafe impl RingStorage for HeapQueue {
     }
 }
 
-// SAFETY: `slot(i)` is `slots[i]`, whose stamp `stamp(i)` returns.
+// SAFETY: `entry(i)` is the words of `slots[i]`, whose stamp `stamp(i)` returns.
 unsafe impl QueueStorage for HeapQueue {
     #[inline]
-    fn slot(&self, index: usize) -> Option<&QueueSlot> {
-        self.slots.get(index)
+    fn entry(&self, index: usize) -> Option<(&AtomicU64, &AtomicU64)> {
+        self.slots.get(index).map(|s| (&s.payload, &s.origin))
     }
 }
 

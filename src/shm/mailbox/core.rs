@@ -290,7 +290,7 @@ impl Core {
             Some(Done::Ok(ticket)) => {
                 // Receivers wait for different selections: wake them all (see the
                 // module docs, "Waiting").
-                self.seg().signal(Side::Recv).notify_every();
+                self.seg().signal(Side::Recv).notify_waiting();
                 Ok(ticket)
             }
             Some(Done::Closed) => Err(SendFail::Closed),
