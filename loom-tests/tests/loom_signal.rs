@@ -59,6 +59,26 @@ fn coalescing_count_exact() {
     });
 }
 
+// A raise of a standard number racing the blocking wait of an owner that raised it
+// too: whichever raise finds the number pending skips its bit set and its wake-up (the
+// coalescing fast path), and the owner must still get both raises, in one delivery or
+// two, never sleeping through the second (loom reports the deadlock).
+#[test]
+fn coalesced_raise_racing_wait() {
+    model(|| {
+        let target = Target::with_depth(1);
+        let (r1, r2) = (target.raiser(), target.raiser());
+        let a = thread::spawn(move || r1.raise(sig(5)).unwrap());
+        r2.raise(sig(5)).unwrap();
+        let mut total = 0;
+        while total < 2 {
+            total += target.wait().count();
+        }
+        assert_eq!(total, 2);
+        a.join().unwrap();
+    });
+}
+
 // A raise of a masked number racing the owner's unmask and wait: the wait gets it,
 // whether the raise lands before the unmask, between unmask and wait, or while the wait
 // sleeps.

@@ -545,9 +545,14 @@ pub(crate) struct Shared {
 impl Shared {
     /// Records and announces a raise.
     fn raise(&self, sig: Signal, payload: u64, origin: u64, times: u64) -> Result<(), RaiseError> {
-        self.state
+        let was_pending = self
+            .state
             .raise(sig.0, payload, origin, times, QueueLane::NONE)?;
-        self.waiters.notify_waiting();
+        // A number pending already was announced by the raise that set it (see
+        // `state`'s docs, "Raise").
+        if !was_pending {
+            self.waiters.notify_waiting();
+        }
         Ok(())
     }
 }

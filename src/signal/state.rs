@@ -25,6 +25,19 @@
 //! ring has no free slot). Only then does it set the number's `pending` bit, with a
 //! SeqCst `fetch_or`: the change that the no-lost-wake-up argument announces.
 //!
+//! A raise of a standard number that finds its bit set already (a flood, coalescing)
+//! stops after its count: no `fetch_or`, and its caller announces nothing. Its count
+//! increment is SeqCst, and it looks at the bit with a SeqCst load after it. Seeing the
+//! bit set means that no taker's clearing `fetch_and` comes before that load in the
+//! single total order of SeqCst operations (the load would see the clear, or a later
+//! set), so the clear of every taker still to come follows the increment, and so does
+//! that taker's swap of the count (after its clear in program order): the increment is
+//! delivered by the next taker, exactly once, as if the raise had set the bit itself.
+//! And nobody needs waking for it: the raise that set the bit announced it (or will,
+//! its `fetch_or` done), and a waiter that registered after that announcement
+//! re-checks the bit and finds it. (Under loom the SeqCst orderings are written as
+//! fences: `after_seqcst_rmw`, `load_seqcst_u64`.)
+//!
 //! # Take
 //!
 //! A taker of number `n` (one that saw its bit deliverable):
@@ -47,7 +60,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::chan::ring::{Ring, RingStorage, Stall, initial_stamp};
 use crate::shm::protocol::{self, Lane};
-use crate::sync::{AtomicU64, AtomicUsize, Backoff, Ordering, after_seqcst_rmw};
+use crate::sync::{AtomicU64, AtomicUsize, Backoff, Ordering, after_seqcst_rmw, load_seqcst_u64};
 
 /// Signal numbers: `1..=SIGNALS`.
 pub(crate) const SIGNALS: u8 = 64;
@@ -259,8 +272,14 @@ impl<S: SignalStorage> State<S> {
         if n < FIRST_QUEUED {
             self.storage.origin(n).store(origin, Ordering::Relaxed);
             // Sync point: Release publishes the origin to the taker whose swap reads
-            // this increment (Acquire).
-            self.storage.count(n).fetch_add(times, Ordering::Release);
+            // this increment (Acquire); SeqCst orders it before the look at the bit.
+            self.storage.count(n).fetch_add(times, Ordering::SeqCst);
+            after_seqcst_rmw();
+            // Already pending: the next taker's swap takes this increment, and the
+            // raise that set the bit announces it (module docs).
+            if load_seqcst_u64(&w.pending) & b != 0 {
+                return Ok(true);
+            }
         } else {
             self.push(n, payload, origin, lane.for_number(n))?;
         }
@@ -317,7 +336,11 @@ impl<S: SignalStorage> State<S> {
             if w.pending.fetch_and(!b, Ordering::SeqCst) & b == 0 {
                 return (None, false);
             }
-            let count = self.storage.count(n).swap(0, Ordering::Acquire);
+            after_seqcst_rmw();
+            // SeqCst (Acquire for the origin): after the clear in the total order, so a
+            // raise that found the bit still set and skipped its `fetch_or` has its
+            // increment taken here (module docs, "Raise").
+            let count = self.storage.count(n).swap(0, Ordering::SeqCst);
             if count == 0 {
                 return (None, false);
             }
