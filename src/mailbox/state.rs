@@ -8,7 +8,9 @@
 //! simple and is short: every critical section does O(log t) index work (see
 //! `index`) plus, only when someone waits, a walk over the waiters. No
 //! user code runs under the lock: messages and wakers that leave the state are dropped,
-//! and wake-ups issued, after unlocking (they are gathered in an [`After`]).
+//! and wake-ups issued, after unlocking (they are gathered in an [`After`]); the one
+//! piece of executor code inside is a registering task's waker clone (a reference
+//! count, cloned under a lock as `chan::signal` does too).
 //!
 //! # Waiters that want different things
 //! A channel may wake *any* one receiver for a new message; a mailbox may not: a
