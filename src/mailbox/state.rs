@@ -73,7 +73,7 @@
 //! other side to be scheduled first (a ping-pong on a busy machine). So each side keeps
 //! a credit (`SpinRecord`, under the lock): spins that see their change raise it, spins
 //! that end in a park halve it, and a wait without credit registers at once, except
-//! one in 16 that spins to notice a change of pattern.
+//! one in 64 that spins to notice a change of pattern.
 //!
 //! Costs: a send or receive with nobody waiting touches no waiter; with `w` waiters, a
 //! send scans at most `w` entries (O(1) each) and a pass-on at most `w` selections
@@ -225,7 +225,7 @@ struct SpinRecord {
 
 /// Without credit, one wait in `PROBE` spins all the same.
 #[cfg(not(loom))]
-const PROBE: u8 = 16;
+const PROBE: u8 = 64;
 
 /// The most credit a side builds up.
 #[cfg(not(loom))]
