@@ -196,7 +196,7 @@ mod inspect;
 #[cfg(not(loom))]
 mod lock;
 #[cfg(not(loom))]
-mod mailbox;
+pub mod mailbox;
 mod mailbox_words;
 #[cfg(not(loom))]
 mod name;
@@ -223,7 +223,7 @@ pub use future::{ByteSendFut, RecvFut, RecvStream, SendFut, SendSink};
 #[cfg(not(loom))]
 pub use inspect::{Inspection, Liveness, ObjectKind, PeerInfo, inspect};
 #[cfg(not(loom))]
-pub use mailbox::{ByteMailbox, Mailbox, MailboxFut};
+pub use mailbox::{ByteMailbox, Mailbox, MailboxFut, RequestFut};
 #[cfg(not(loom))]
 pub use options::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, Options};
 #[cfg(not(loom))]
