@@ -204,7 +204,7 @@ impl<const N: usize> ConduitShm<N>
 where
     [u8; N]: shm::ShmSafe,
 {
-    fn ends(&mut self) -> &ShmEnds<N> {
+    pub(crate) fn ends(&mut self) -> &ShmEnds<N> {
         let (is_parent, names) = (self.is_parent, &self.names);
         self.ends.get_or_insert_with(|| {
             let (to_peer, from_peer) = if is_parent {

@@ -40,6 +40,7 @@
 mod config;
 mod inproc;
 mod ipc;
+mod ipc_async;
 mod mailbox;
 mod measure;
 mod report;
@@ -86,6 +87,7 @@ fn main() {
     let listed = |forks: bool| -> Vec<&'static Listed> {
         (mailbox::SCENARIOS.iter())
             .chain(signal::SCENARIOS)
+            .chain(ipc_async::SCENARIOS)
             .filter(|l| l.forks == forks && cfg.selects(l.name))
             .collect()
     };

@@ -30,8 +30,8 @@ pub(crate) trait Transport: Sized {
 }
 
 pub(crate) struct Stream<R, W> {
-    r: R,
-    w: W,
+    pub(crate) r: R,
+    pub(crate) w: W,
 }
 
 impl Transport for Stream<PipeReader, PipeWriter> {
