@@ -11,7 +11,9 @@ use conduit::shm;
 
 use crate::config::Pinning;
 use crate::measure::Contender;
-use crate::transport::{MAX_MSG, PosixMq, SpinLine, SpinRing, StampRing, Stream, SysV, Transport};
+use crate::transport::{
+    MAX_MSG, PosixMq, SpinLine, SpinRing, SpscRing, StampRing, Stream, SysV, Transport,
+};
 
 // ---------------------------------------------------------------------------------------
 // Cross-process scenarios
@@ -286,6 +288,7 @@ pub(crate) fn ipc_contenders(kind: Ipc) -> Vec<Contender> {
         ipc::<SpinLine>(kind),
         ipc::<SpinRing>(kind),
         ipc::<StampRing>(kind),
+        ipc::<SpscRing>(kind),
     ]);
     v
 }
