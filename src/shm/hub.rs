@@ -273,10 +273,9 @@ pub(crate) const SPIN_POLLS: u32 = if cfg!(loom) { 0 } else { 64 };
 
 /// How long a wait keeps polling (in [`SPIN_POLLS`] spins and yields), counted from the
 /// end of its first spin, before it counts itself and arms the hub (step 0 of the module
-/// docs): longer than a hop through the
-/// hub (two cross-CPU wake-ups, about 7 µs on the project's VM), so that a ping-pong
-/// between processes that slipped into the hub returns to the fast path at the next
-/// hop.
+/// docs): longer than a hop through the hub (two cross-CPU wake-ups, about 7 µs on the
+/// project's VM), so that a ping-pong between processes that slipped into the hub
+/// returns to the fast path at the next hop.
 pub(crate) const SPIN_FOR: Duration = Duration::from_micros(if cfg!(loom) { 0 } else { 25 });
 
 /// What step 0 of the module docs decided.
