@@ -58,10 +58,11 @@
 //! is still polling when the reply lands takes it at once. The window ([`SPIN_FOR`])
 //! is longer than one such slow hop, so that a ping-pong that fell into the slow mode
 //! (both sides asleep in the hub) finds its way out: the side that sent last is still
-//! polling when the other side's reply arrives. The bound on an executor thread is one
-//! poll's spin, [`SPIN_POLLS`] hints plus one attempt; the yields cost the executor CPU
-//! time (at most [`SPIN_FOR`] per wait), not latency for its other tasks. Under loom
-//! there is no step 0 (the models cover the protocol of steps 1 to 5).
+//! polling when the other side's reply arrives. The bounds on an executor thread: one
+//! poll spins at most [`SPIN_POLLS`] hints (and the bounded attempts among them), and a
+//! future's spins add up to at most [`SPIN_FOR`] and one spin, however often or seldom
+//! it is polled; between spins the yields let the executor run its other tasks. Under
+//! loom there is no step 0 (the models cover the protocol of steps 1 to 5).
 //!
 //! The decrement of step 5 needs no ordering of its own: every value the count takes
 //! between a future's increment and its decrement (in the count's modification order, a
@@ -310,17 +311,19 @@ impl Wait {
         }
     }
 
-    /// Step 0 of the module docs: poll the ring for [`SPIN_POLLS`] hints, trying
-    /// `attempt` whenever `may_proceed` says it may go through; then yield while the
-    /// wait is younger than [`SPIN_FOR`]. Bounded: one call spins at most
-    /// [`SPIN_POLLS`] times (each attempt is bounded in turn).
+    /// Step 0 of the module docs: unless the window is over, poll the ring for
+    /// [`SPIN_POLLS`] hints, trying `attempt` whenever `may_proceed` says it may go
+    /// through, then yield. Bounded: one call spins at most [`SPIN_POLLS`] times (each
+    /// attempt is bounded in turn), and a poll that finds the window over spins no
+    /// more, so a future's spins add up to at most [`SPIN_FOR`] and one spin however
+    /// seldom it is polled (a task polling many futures pays for each of them once).
     fn spin<R>(
         &mut self,
         cx: &mut Context<'_>,
         may_proceed: &mut impl FnMut() -> bool,
         attempt: &mut impl FnMut() -> Option<R>,
     ) -> Spun<R> {
-        if SPIN_FOR.is_zero() {
+        if SPIN_FOR.is_zero() || self.since.is_some_and(|t| t.elapsed() >= SPIN_FOR) {
             return Spun::Arm;
         }
         for _ in 0..SPIN_POLLS {
@@ -333,12 +336,11 @@ impl Wait {
         }
         // The clock is read only once the first spin has failed: a reply that lands
         // within it costs no clock read.
-        let since = *self.since.get_or_insert_with(Instant::now);
-        if since.elapsed() < SPIN_FOR {
-            cx.waker().wake_by_ref();
-            return Spun::Yield;
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
         }
-        Spun::Arm
+        cx.waker().wake_by_ref();
+        Spun::Yield
     }
 
     /// Whether the wait is counted in its side's `async_waiters`.
