@@ -186,10 +186,10 @@ pub(crate) fn ipc<T: Transport + 'static>(kind: Ipc) -> Contender {
 }
 
 /// conduit's cross-process channel: one `conduit::shm` channel of `[u8; N]` per
-/// direction, 1024 slots. The parent creates both (before the fork) and unlinks them when
-/// it drops its end; the child opens its handles by name on first use, after the fork,
-/// so that each process attaches as a peer of its own.
-pub(crate) struct ConduitShm<const N: usize>
+/// direction, `SLOTS` slots (1024 unless named otherwise). The parent creates both (before
+/// the fork) and unlinks them when it drops its end; the child opens its handles by name
+/// on first use, after the fork, so that each process attaches as a peer of its own.
+pub(crate) struct ConduitShm<const N: usize, const SLOTS: usize = 1024>
 where
     [u8; N]: shm::ShmSafe,
 {
@@ -202,7 +202,7 @@ where
 /// One process's handles: to the peer, from the peer.
 pub(crate) type ShmEnds<const N: usize> = (shm::Sender<[u8; N]>, shm::Receiver<[u8; N]>);
 
-impl<const N: usize> ConduitShm<N>
+impl<const N: usize, const SLOTS: usize> ConduitShm<N, SLOTS>
 where
     [u8; N]: shm::ShmSafe,
 {
@@ -227,11 +227,18 @@ where
     }
 }
 
-impl<const N: usize> Transport for ConduitShm<N>
+impl<const N: usize, const SLOTS: usize> Transport for ConduitShm<N, SLOTS>
 where
     [u8; N]: shm::ShmSafe,
 {
-    const NAME: &'static str = "conduit shm";
+    const NAME: &'static str = if SLOTS == 1024 {
+        "conduit shm"
+    } else if SLOTS == SMALL_RING {
+        // A reference: the same channel, small enough that its slots share one line.
+        "ref: conduit shm, 4 slots"
+    } else {
+        panic!("name this capacity")
+    };
     fn supports(kind: Ipc) -> bool {
         kind.msg_size() == N
     }
@@ -244,7 +251,7 @@ where
         );
         let names = [format!("{stem}.down"), format!("{stem}.up")];
         let create = shm::Options::new()
-            .capacity(1024)
+            .capacity(SLOTS)
             .create_new(true)
             .unlink_on_drop(true);
         let tx = shm::Sender::with(&names[0], &create)?;
@@ -278,6 +285,11 @@ pub(crate) fn conduit_ipc_contenders(kind: Ipc) -> Vec<Contender> {
     vec![ipc::<ConduitShm<8>>(kind), ipc::<ConduitShm<64>>(kind)]
 }
 
+/// The capacity of `ref: conduit shm, 4 slots`: with 8-byte messages (16-byte slots) the
+/// whole ring is one cache line, as on the spin line, where the 1024-slot ring walks
+/// through 256 lines per direction (issue #22, item 3: what that walk costs).
+pub(crate) const SMALL_RING: usize = 4;
+
 pub(crate) fn ipc_contenders(kind: Ipc) -> Vec<Contender> {
     let mut v = conduit_ipc_contenders(kind);
     v.extend([
@@ -289,6 +301,7 @@ pub(crate) fn ipc_contenders(kind: Ipc) -> Vec<Contender> {
         ipc::<SpinRing>(kind),
         ipc::<StampRing>(kind),
         ipc::<SpscRing>(kind),
+        ipc::<ConduitShm<8, SMALL_RING>>(kind),
     ]);
     v
 }

@@ -90,11 +90,11 @@ pub(crate) trait AsyncIo {
     async fn recv(&mut self, buf: &mut [u8]);
 }
 
-impl<const N: usize> AsyncEnd for ConduitShm<N>
+impl<const N: usize, const SLOTS: usize> AsyncEnd for ConduitShm<N, SLOTS>
 where
     [u8; N]: shm::ShmSafe,
 {
-    const ASYNC_NAME: &'static str = "conduit shm";
+    const ASYNC_NAME: &'static str = <Self as Transport>::NAME;
     type Io = (shm::Sender<[u8; N]>, shm::Receiver<[u8; N]>);
     fn to_async(&mut self) -> Self::Io {
         self.ends().clone()
