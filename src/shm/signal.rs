@@ -553,7 +553,14 @@ impl Backend for ShmBackend {
         cx: &mut Context<'_>,
         attempt: impl FnMut() -> Option<SigInfo>,
     ) -> Poll<SigInfo> {
-        wait.poll(self.seg(), Side::Recv, cx, attempt)
+        let pending = &self.state.words().pending;
+        wait.poll(
+            self.seg(),
+            Side::Recv,
+            cx,
+            || pending.load(Ordering::Relaxed) != 0,
+            attempt,
+        )
     }
 
     fn cancel(&self, wait: &mut AsyncWait) {
