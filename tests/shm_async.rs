@@ -184,6 +184,14 @@ impl RecordingWaker {
         })
     }
 
+    fn is_woken(&self) -> bool {
+        self.woken.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn reset(&self) {
+        self.woken.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Waits (under the test's watchdog) until woken.
     fn wait(&self) {
         while !self.woken.load(std::sync::atomic::Ordering::SeqCst) {
@@ -205,6 +213,54 @@ impl std::task::Wake for RecordingWaker {
     }
 }
 
+/// Polls `fut` until it has armed the helper thread with `recorder`'s waker: until a
+/// poll returns `Pending` without waking its task (a poll that wakes it yielded, in the
+/// short window before a wait arms; see `shm::hub`). The recorder reads as not woken
+/// after.
+fn poll_until_armed<F: Future + Unpin>(fut: &mut F, recorder: &std::sync::Arc<RecordingWaker>)
+where
+    F::Output: std::fmt::Debug,
+{
+    let waker = Waker::from(recorder.clone());
+    loop {
+        recorder.reset();
+        let res = Pin::new(&mut *fut).poll(&mut Context::from_waker(&waker));
+        assert!(res.is_pending(), "{res:?}");
+        if !recorder.is_woken() {
+            return;
+        }
+    }
+}
+
+/// A wait that cannot proceed first yields (wakes its own task) without counting itself
+/// as an async waiter, then counts itself and arms the helper thread, which wakes it
+/// once a message comes; done, it counts no more.
+#[test]
+fn pending_wait_yields_then_arms() {
+    watchdog(|| {
+        let name = Name::new("async-yield-arm");
+        let rx = Receiver::<u64>::create(&name, 4).unwrap();
+        let tx = Sender::<u64>::open(&name).unwrap();
+        let async_waiters = || conduit::shm::inspect(&name).unwrap().recv_waiters.1;
+        let recorder = RecordingWaker::new(false);
+        let waker = Waker::from(recorder.clone());
+        let mut fut = rx.recv_async();
+        assert!(
+            Pin::new(&mut fut)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert!(recorder.is_woken(), "the first poll yields");
+        assert_eq!(async_waiters(), 0, "not counted while it yields");
+        poll_until_armed(&mut fut, &recorder);
+        assert_eq!(async_waiters(), 1);
+        tx.send(7).unwrap();
+        recorder.wait();
+        assert_eq!(poll_once(&mut fut), Poll::Ready(Ok(7)));
+        assert_eq!(async_waiters(), 0);
+    });
+}
+
 /// The helper thread wakes tasks for every shm channel of the process: a task's waker
 /// that panics must not end it, or no async wait would be woken again.
 #[test]
@@ -214,11 +270,15 @@ fn helper_thread_survives_a_panicking_waker() {
         let rx = Receiver::<u64>::create(&name, 4).unwrap();
         let tx = Sender::<u64>::open(&name).unwrap();
         for (panics, msg) in [(true, 1), (false, 2)] {
+            let mut fut = rx.recv_async();
+            // Armed with a waker that does not panic, then with the one that may: an
+            // armed wait's poll does not yield, it only swaps the registration's waker.
+            poll_until_armed(&mut fut, &RecordingWaker::new(false));
             let recorder = RecordingWaker::new(panics);
             let waker = Waker::from(recorder.clone());
-            let mut fut = rx.recv_async();
             let mut cx = Context::from_waker(&waker);
             assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+            assert!(!recorder.is_woken());
             tx.send(msg).unwrap();
             // Woken by the helper thread (the second time only if the first wake's panic
             // did not end it).

@@ -11,7 +11,9 @@ use conduit::shm;
 
 use crate::config::Pinning;
 use crate::measure::Contender;
-use crate::transport::{MAX_MSG, PosixMq, SpinLine, SpinRing, StampRing, Stream, SysV, Transport};
+use crate::transport::{
+    MAX_MSG, PosixMq, SpinLine, SpinRing, SpscRing, StampRing, Stream, SysV, Transport,
+};
 
 // ---------------------------------------------------------------------------------------
 // Cross-process scenarios
@@ -184,10 +186,10 @@ pub(crate) fn ipc<T: Transport + 'static>(kind: Ipc) -> Contender {
 }
 
 /// conduit's cross-process channel: one `conduit::shm` channel of `[u8; N]` per
-/// direction, 1024 slots. The parent creates both (before the fork) and unlinks them when
-/// it drops its end; the child opens its handles by name on first use, after the fork,
-/// so that each process attaches as a peer of its own.
-pub(crate) struct ConduitShm<const N: usize>
+/// direction, `SLOTS` slots (1024 unless named otherwise). The parent creates both (before
+/// the fork) and unlinks them when it drops its end; the child opens its handles by name
+/// on first use, after the fork, so that each process attaches as a peer of its own.
+pub(crate) struct ConduitShm<const N: usize, const SLOTS: usize = 1024>
 where
     [u8; N]: shm::ShmSafe,
 {
@@ -200,11 +202,11 @@ where
 /// One process's handles: to the peer, from the peer.
 pub(crate) type ShmEnds<const N: usize> = (shm::Sender<[u8; N]>, shm::Receiver<[u8; N]>);
 
-impl<const N: usize> ConduitShm<N>
+impl<const N: usize, const SLOTS: usize> ConduitShm<N, SLOTS>
 where
     [u8; N]: shm::ShmSafe,
 {
-    fn ends(&mut self) -> &ShmEnds<N> {
+    pub(crate) fn ends(&mut self) -> &ShmEnds<N> {
         let (is_parent, names) = (self.is_parent, &self.names);
         self.ends.get_or_insert_with(|| {
             let (to_peer, from_peer) = if is_parent {
@@ -225,11 +227,18 @@ where
     }
 }
 
-impl<const N: usize> Transport for ConduitShm<N>
+impl<const N: usize, const SLOTS: usize> Transport for ConduitShm<N, SLOTS>
 where
     [u8; N]: shm::ShmSafe,
 {
-    const NAME: &'static str = "conduit shm";
+    const NAME: &'static str = if SLOTS == 1024 {
+        "conduit shm"
+    } else if SLOTS == SMALL_RING {
+        // A reference: the same channel, small enough that its slots share one line.
+        "ref: conduit shm, 4 slots"
+    } else {
+        panic!("name this capacity")
+    };
     fn supports(kind: Ipc) -> bool {
         kind.msg_size() == N
     }
@@ -242,7 +251,7 @@ where
         );
         let names = [format!("{stem}.down"), format!("{stem}.up")];
         let create = shm::Options::new()
-            .capacity(1024)
+            .capacity(SLOTS)
             .create_new(true)
             .unlink_on_drop(true);
         let tx = shm::Sender::with(&names[0], &create)?;
@@ -276,6 +285,11 @@ pub(crate) fn conduit_ipc_contenders(kind: Ipc) -> Vec<Contender> {
     vec![ipc::<ConduitShm<8>>(kind), ipc::<ConduitShm<64>>(kind)]
 }
 
+/// The capacity of `ref: conduit shm, 4 slots`: with 8-byte messages (16-byte slots) the
+/// whole ring is one cache line, as on the spin line, where the 1024-slot ring walks
+/// through 256 lines per direction (issue #22, item 3: what that walk costs).
+pub(crate) const SMALL_RING: usize = 4;
+
 pub(crate) fn ipc_contenders(kind: Ipc) -> Vec<Contender> {
     let mut v = conduit_ipc_contenders(kind);
     v.extend([
@@ -286,6 +300,8 @@ pub(crate) fn ipc_contenders(kind: Ipc) -> Vec<Contender> {
         ipc::<SpinLine>(kind),
         ipc::<SpinRing>(kind),
         ipc::<StampRing>(kind),
+        ipc::<SpscRing>(kind),
+        ipc::<ConduitShm<8, SMALL_RING>>(kind),
     ]);
     v
 }

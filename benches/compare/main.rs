@@ -51,6 +51,7 @@ mod chart;
 mod config;
 mod inproc;
 mod ipc;
+mod ipc_async;
 mod json;
 mod mailbox;
 mod measure;
@@ -105,6 +106,7 @@ fn main() {
     let listed = |forks: bool| -> Vec<&'static Listed> {
         (mailbox::SCENARIOS.iter())
             .chain(signal::SCENARIOS)
+            .chain(ipc_async::SCENARIOS)
             .filter(|l| l.forks == forks && cfg.selects(l.name))
             .collect()
     };

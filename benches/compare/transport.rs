@@ -30,8 +30,8 @@ pub(crate) trait Transport: Sized {
 }
 
 pub(crate) struct Stream<R, W> {
-    r: R,
-    w: W,
+    pub(crate) r: R,
+    pub(crate) w: W,
 }
 
 impl Transport for Stream<PipeReader, PipeWriter> {
@@ -544,5 +544,75 @@ impl Transport for StampRing {
     }
     fn recv(&mut self, buf: &mut [u8]) {
         spin_until(|| self.try_recv(buf));
+    }
+}
+
+/// A reference for issue #22's item 3: the ring that a single-producer single-consumer
+/// mode of `conduit::shm` could run, bare (no crash recovery, validation or futex
+/// waits). Only the sender writes a slot: its stamp says which message it holds
+/// (`seq + 1`), and the receiver frees slots by advancing `head`, a word of its own
+/// that the sender reads only when its cached copy says the ring is full (once a lap).
+/// A hop of a ping-pong then moves the slot's line twice (the sender takes it back
+/// from the receiver's shared copy, the receiver fetches it), as on the spin line,
+/// where the MPMC stamp ring moves it three times (the receiver also writes the stamp
+/// to free the slot). 1024 slots per direction, sized as in [`StampRing`].
+pub(crate) struct SpscRing {
+    map: SharedMap,
+    tx_ring: usize,
+    rx_ring: usize,
+    slot_bytes: usize,
+    /// The sender's next position and its copy of the receiver's `head`.
+    tail: u64,
+    head_seen: u64,
+    /// The receiver's next position.
+    head: u64,
+}
+
+impl SpscRing {
+    fn ring_bytes(slot_bytes: usize) -> usize {
+        STAMP_SLOTS_OFFSET + STAMP_SLOTS as usize * slot_bytes
+    }
+    fn slot(&self, ring: usize, pos: u64) -> (&AtomicU64, usize) {
+        let slot = ring + STAMP_SLOTS_OFFSET + (pos % STAMP_SLOTS) as usize * self.slot_bytes;
+        (self.map.word(slot), slot + 8)
+    }
+}
+
+impl Transport for SpscRing {
+    const NAME: &'static str = "ref: SPSC ring, two transfers";
+    fn pair(msg_size: usize) -> io::Result<(Self, Self)> {
+        let slot_bytes = (8 + msg_size).next_power_of_two();
+        let ring_bytes = Self::ring_bytes(slot_bytes);
+        let map = SharedMap::new(2 * ring_bytes)?;
+        let end = |map, tx_ring, rx_ring| SpscRing {
+            map,
+            tx_ring,
+            rx_ring,
+            slot_bytes,
+            tail: 0,
+            head_seen: 0,
+            head: 0,
+        };
+        let child = end(map.peer(), ring_bytes, 0);
+        Ok((end(map, 0, ring_bytes), child))
+    }
+    fn send(&mut self, buf: &[u8]) {
+        if self.tail - self.head_seen == STAMP_SLOTS {
+            let head = self.map.word(self.tx_ring);
+            spin_until(|| head.load(Ordering::Acquire) != self.head_seen);
+            self.head_seen = head.load(Ordering::Acquire);
+        }
+        let (stamp, payload) = self.slot(self.tx_ring, self.tail);
+        self.map.write(payload, buf);
+        stamp.store(self.tail + 1, Ordering::Release);
+        self.tail += 1;
+    }
+    fn recv(&mut self, buf: &mut [u8]) {
+        let (stamp, payload) = self.slot(self.rx_ring, self.head);
+        let full = self.head + 1;
+        spin_until(|| stamp.load(Ordering::Acquire) == full);
+        self.map.read(payload, buf);
+        self.head = full;
+        self.map.word(self.rx_ring).store(full, Ordering::Release);
     }
 }

@@ -416,13 +416,19 @@ impl Endpoint {
         wait: &mut AsyncWait,
         mut write: impl FnMut(&ShmSlots, usize),
     ) -> Poll<Result<(), ()>> {
-        wait.poll(self.seg(), Side::Send, cx, || {
-            match self.try_send_with(false, &mut write) {
+        // Spinning, a full ring is retried once a batch of it is free, as in `send_wait`.
+        let ring = self.seg().ring();
+        wait.poll(
+            self.seg(),
+            Side::Send,
+            cx,
+            || ring.send_batch_free(),
+            || match self.try_send_with(false, &mut write) {
                 Ok(()) => Some(Ok(())),
                 Err(SendFail::Full) => None,
                 Err(_) => Some(Err(())),
-            }
-        })
+            },
+        )
     }
 
     /// One poll of an async receive: `Ready(Err(()))` when disconnected.
@@ -432,13 +438,18 @@ impl Endpoint {
         wait: &mut AsyncWait,
         mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Poll<Result<R, ()>> {
-        wait.poll(self.seg(), Side::Recv, cx, || {
-            match self.try_recv_with(false, &mut read) {
+        let ring = self.seg().ring();
+        wait.poll(
+            self.seg(),
+            Side::Recv,
+            cx,
+            || ring.may_proceed(false),
+            || match self.try_recv_with(false, &mut read) {
                 Ok(msg) => Some(Ok(msg)),
                 Err(TryRecvError::Empty) => None,
                 Err(TryRecvError::Disconnected) => Some(Err(())),
-            }
-        })
+            },
+        )
     }
 
     /// Ends an async wait (completion or drop).

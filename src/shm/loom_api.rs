@@ -754,6 +754,7 @@ impl core::future::Future for RecvWait<'_> {
             &*hub.side.0,
             || hub.side.clone(),
             cx,
+            || hub.has_message(),
             || hub.try_recv(),
         )
     }

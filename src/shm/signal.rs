@@ -133,7 +133,7 @@
 //! # Limits
 //!
 //! Queue depth 1 to [`MAX_QUEUE_DEPTH`](crate::signal::MAX_QUEUE_DEPTH), rounded up to a
-//! power of two ([`QUEUE_DEPTH`](crate::signal::QUEUE_DEPTH) by default, or
+//! power of two ([`QUEUE_DEPTH`] by default, or
 //! [`Options::capacity`](super::Options::capacity)); a queue's positions wrap after 2⁵⁶
 //! raises of its number (its intents keep 56 bits of a position).
 
@@ -553,7 +553,14 @@ impl Backend for ShmBackend {
         cx: &mut Context<'_>,
         attempt: impl FnMut() -> Option<SigInfo>,
     ) -> Poll<SigInfo> {
-        wait.poll(self.seg(), Side::Recv, cx, attempt)
+        let pending = &self.state.words().pending;
+        wait.poll(
+            self.seg(),
+            Side::Recv,
+            cx,
+            || pending.load(Ordering::Relaxed) != 0,
+            attempt,
+        )
     }
 
     fn cancel(&self, wait: &mut AsyncWait) {
@@ -629,7 +636,7 @@ const TAKEOVER_RETRIES: usize = 16;
 impl Target {
     /// Creates the signal target `name` and owns it: [`io::ErrorKind::AlreadyExists`]
     /// if the name exists, [`io::ErrorKind::InvalidInput`] for a bad name. Queued
-    /// numbers hold [`QUEUE_DEPTH`](crate::signal::QUEUE_DEPTH) entries each.
+    /// numbers hold [`QUEUE_DEPTH`] entries each.
     ///
     /// ```
     /// use conduit::shm::signal::Target;

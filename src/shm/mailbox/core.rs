@@ -194,6 +194,17 @@ impl Core {
         self.index().len()
     }
 
+    /// A cheap look (one load, no lock) at whether an operation on `side` may go through
+    /// now: a message is queued (receivers), or a slot is free (senders). A hint that
+    /// tells an async wait's spin when to try again (`hub::Wait::poll`); the attempt
+    /// itself decides.
+    fn may_proceed(&self, side: Side) -> bool {
+        match side {
+            Side::Recv => self.len() != 0,
+            Side::Send => self.len() < self.capacity(),
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.index().is_closed()
     }
@@ -757,7 +768,8 @@ impl<R, E> RequestFut<'_, R, E> {
                     return Poll::Ready(Err(e));
                 }
                 let (tag, me, write) = (this.tag, core.me, &mut this.write);
-                let sent = this.wait.poll(seg, Side::Send, cx, || {
+                let may_send = || core.may_proceed(Side::Send);
+                let sent = this.wait.poll(seg, Side::Send, cx, may_send, || {
                     match core.try_push(tag, me, LockWait::Try, &mut **write) {
                         Err(SendFail::Full) => None,
                         done => Some(done),
@@ -779,13 +791,20 @@ impl<R, E> RequestFut<'_, R, E> {
             }
         };
         let (read, probed) = (&mut this.read, &mut this.probed);
-        let res = this.wait.poll(seg, Side::Recv, cx, || {
-            let probe = probed.is_none_or(|at| at.elapsed() >= SLICE);
-            if probe {
-                *probed = Some(Instant::now());
-            }
-            core.reply_outcome(ticket, probe, &mut **read)
-        });
+        // The reply's state is one load away: the attempt is as cheap as a look.
+        let res = this.wait.poll(
+            seg,
+            Side::Recv,
+            cx,
+            || true,
+            || {
+                let probe = probed.is_none_or(|at| at.elapsed() >= SLICE);
+                if probe {
+                    *probed = Some(Instant::now());
+                }
+                core.reply_outcome(ticket, probe, &mut **read)
+            },
+        );
         if res.is_ready() {
             this.done = true;
         }
@@ -858,9 +877,14 @@ impl<R> core::future::Future for MailboxFut<'_, R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
         let this = self.get_mut();
         assert!(!this.done, "MailboxFut polled after completion");
-        let res = this
-            .wait
-            .poll(this.core.seg(), this.side, cx, &mut this.attempt);
+        let (core, side) = (this.core, this.side);
+        let res = this.wait.poll(
+            core.seg(),
+            side,
+            cx,
+            || core.may_proceed(side),
+            &mut this.attempt,
+        );
         if res.is_ready() {
             this.done = true;
         }
