@@ -12,7 +12,8 @@ use super::super::header::{MAX_PEERS, SLOT_LEN};
 use super::super::lock::{self, Lock, lock_byte};
 use super::super::mailbox_words::LockWords;
 pub(crate) use super::super::mailbox_words::{
-    ABANDONED, GONE, OWNER_SLOT, PENDING, REPLIED, SLEEPING, mark_sleeping, owner_word, settle,
+    ABANDONED, DONE, GONE, OWNER_SLOT, PENDING, REPLIED, SLEEPING, mark_sleeping, owner_word,
+    retire, settle,
 };
 use super::super::ring::ShmSlots;
 use super::super::segment::Segment;
@@ -76,8 +77,8 @@ const S_REPLY_TO: usize = 44;
 const S_LINKS: usize = 48;
 /// For a request taken by a replier, the replier's [`owner_word`].
 const S_TAKER: usize = 72;
-/// For a request, its reply state: [`PENDING`], [`REPLIED`], [`ABANDONED`] or
-/// [`GONE`]; the requester sleeps on it.
+/// For a request, its reply state: [`PENDING`], [`REPLIED`], [`ABANDONED`], [`GONE`]
+/// or [`DONE`]; the requester sleeps on it.
 const S_RSTATE: usize = 76;
 /// The value of a slot's state word while it holds a message.
 const QUEUED: u32 = 1;
@@ -198,6 +199,17 @@ impl<'a> Index<'a> {
             .storage()
             .word::<AtomicU32>(i as usize, S_STATE)
             .is_some_and(|w| w.load(Ordering::Acquire) == HELD)
+    }
+
+    /// Whether slot `i` is held for the request numbered `seq` (read without the lock,
+    /// by the two ends of that exchange, who alone may change it while it is held;
+    /// `false` for an index out of range).
+    pub(crate) fn slot_holds(&self, i: u32, seq: u64) -> bool {
+        let slots = self.seg.ring().storage();
+        self.slot_is_held(i)
+            && slots
+                .word::<AtomicU64>(i as usize, S_SEQ)
+                .is_some_and(|w| w.load(Ordering::Relaxed) == seq)
     }
 
     /// The replier recorded in slot `i` (read without the lock; 0 if out of range).
@@ -752,17 +764,6 @@ impl<'a> Locked<'a> {
         self.set_ctl(FREE_HEAD, i);
     }
 
-    /// The reply state word of slot `i` (a slot index from the caller's own records,
-    /// checked here).
-    pub(crate) fn reply_state(&self, i: u32) -> Result<&'a AtomicU32, Corrupt> {
-        Ok(self.s32(self.check(i)?, S_RSTATE))
-    }
-
-    /// Whether slot `i` still holds the request numbered `seq`, and its state word.
-    pub(crate) fn holds(&self, i: u32, seq: u64) -> bool {
-        i < self.ix.cap && self.seq(i) == seq
-    }
-
     /// Whether slot `i` is held (taken by a replier) rather than queued.
     pub(crate) fn is_held(&self, i: u32) -> bool {
         i < self.ix.cap && self.s32(i, S_STATE).load(Ordering::Relaxed) == HELD
@@ -783,10 +784,22 @@ impl<'a> Locked<'a> {
         Ok(())
     }
 
-    /// Releases the held slots whose exchange nobody will end: the requester is gone
-    /// (its pending request becomes [`GONE`]) and the reply is in or abandoned, or the
-    /// requester left and the replier is gone too. O(held slots) probes (system calls for
-    /// live peers); runs only when no slot is free.
+    /// Releases slot `i` (a slot index from the caller's own records, checked here) if
+    /// it is held and its exchange is [`DONE`]: the requester's retired slot, released
+    /// in its next locked operation. O(1).
+    pub(crate) fn release_done(&self, i: u32) -> Result<(), Corrupt> {
+        if self.is_held(i) && self.s32(i, S_RSTATE).load(Ordering::SeqCst) == DONE {
+            self.unlink(HELD_LANE, i, List::All)?;
+            self.free(i);
+        }
+        Ok(())
+    }
+
+    /// Releases the held slots whose exchange is over ([`DONE`]: the requester retired
+    /// it) or that nobody will end: the requester is gone (its pending request becomes
+    /// [`GONE`]) and the reply is in or abandoned, or the requester left and the replier
+    /// is gone too. O(held slots), with probes (system calls for live peers) of the
+    /// slots not DONE; runs only when no slot is free.
     fn reclaim(&self) -> Result<(), Corrupt> {
         let mut i = self.check_link(self.ctl(HELD_HEAD))?;
         for _ in 0..self.ix.cap {
@@ -795,16 +808,25 @@ impl<'a> Locked<'a> {
             }
             let next = self.check_link(self.link(i, List::All, true).load(Ordering::Relaxed))?;
             let rstate = self.s32(i, S_RSTATE);
-            let owner_gone = self
-                .ix
-                .holder_gone(self.s32(i, S_REPLY_TO).load(Ordering::Relaxed));
-            if owner_gone {
-                let _ = settle(rstate, GONE);
-            }
+            let owner_gone = || {
+                self.ix
+                    .holder_gone(self.s32(i, S_REPLY_TO).load(Ordering::Relaxed))
+            };
             let release = match rstate.load(Ordering::SeqCst) & !SLEEPING {
-                REPLIED | ABANDONED => owner_gone,
+                DONE => true,
+                REPLIED | ABANDONED => owner_gone(),
                 GONE => self.ix.holder_gone(self.taker(i)),
-                PENDING => false,
+                // The requester is gone: GONE, so that a live replier releases the slot
+                // when it answers; released here if the replier is gone too, or answered
+                // meanwhile.
+                PENDING => {
+                    owner_gone()
+                        && match settle(rstate, GONE).map_or_else(|now| now & !SLEEPING, |_| GONE) {
+                            GONE => self.ix.holder_gone(self.taker(i)),
+                            PENDING => false,
+                            _ => true,
+                        }
+                }
                 _ => true,
             };
             if release {
@@ -840,7 +862,9 @@ impl<'a> Locked<'a> {
             in_use[i as usize] = true;
         }
         for i in 0..cap {
-            if !in_use[i as usize] && self.is_held(i) {
+            // A held slot whose exchange is over is freed with the others.
+            let done = self.s32(i, S_RSTATE).load(Ordering::SeqCst) == DONE;
+            if !in_use[i as usize] && self.is_held(i) && !done {
                 in_use[i as usize] = true;
                 // Cannot fail: the list was emptied, and `i` is checked.
                 let _ = self.append(HELD_LANE, i, List::All);
