@@ -85,6 +85,26 @@ fn main() -> std::io::Result<()> {
         println!("{ns:.1} ns per round trip");
         means.push(ns);
     }
+    // One more batch timed request by request: the distribution of single round trips
+    // (each includes one `Instant::now`).
+    let mut each: Vec<u64> = (0..round_trips)
+        .map(|i| {
+            let start = Instant::now();
+            let r = mb.request_tagged(1, [i as u8; 16]).expect("request");
+            assert_eq!(r[0], (i as u8).wrapping_add(1));
+            start.elapsed().as_nanos() as u64
+        })
+        .collect();
+    each.sort_unstable();
+    let pct = |p: usize| each[(each.len() - 1) * p / 100];
+    println!(
+        "single round trips: p10 {} ns, p50 {}, p90 {}, p99 {}, max {}",
+        pct(10),
+        pct(50),
+        pct(90),
+        pct(99),
+        pct(100)
+    );
     means.sort_by(f64::total_cmp);
     println!(
         "median {:.1} ns, min {:.1}, max {:.1}",

@@ -16,7 +16,7 @@ use crate::error::TryRecvError;
 use crate::mailbox::{Address, Select};
 use crate::shm::endpoint::Endpoint;
 use crate::shm::futex::{self, Woke};
-use crate::shm::header::{Fingerprint, Kind};
+use crate::shm::header::{Fingerprint, Kind, MAX_PEERS};
 use crate::shm::hub::AsyncWait;
 use crate::shm::options::Options;
 use crate::shm::peers::same_object;
@@ -88,6 +88,8 @@ pub(crate) enum LockWait {
 #[derive(Clone)]
 pub(crate) struct Core {
     ep: Endpoint,
+    /// The name, shared by the envelopes' sender addresses.
+    name: Arc<str>,
     address: Address,
     /// The lock word naming this family ([`owner_word`]).
     me: u32,
@@ -132,9 +134,11 @@ impl Core {
         let slot = ep.peer().index();
         let (generation, ..) = unpack(ep.seg().peer_state(slot).load(Ordering::Acquire));
         let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+        let name: Arc<str> = Arc::from(name);
         Ok(Core {
             me: owner_word(slot, generation),
-            address: Address::in_process(Arc::from(name), pid, Address::next_id()),
+            address: Address::in_process(name.clone(), pid, Address::next_id()),
+            name,
             bytes: kind.is_bytes(),
             receiving: Arc::new(AtomicBool::new(false)),
             retired: Arc::new(AtomicU32::new(NIL)),
@@ -167,9 +171,11 @@ impl Core {
         self.receiving.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a family that receives is attached (in any process).
+    /// Whether a family that receives is attached (in any process): stops at the first
+    /// one (every request asks).
     fn responders(&self) -> bool {
-        self.seg().live_count(Side::Recv) > 0
+        let seg: &Segment = self.seg();
+        (0..MAX_PEERS).any(|n| crate::shm::table::is_live(seg, n, Side::Recv.role()))
     }
 
     pub(crate) fn seg(&self) -> &Arc<Segment> {
@@ -351,6 +357,14 @@ impl Core {
         read: &mut dyn FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<(Meta, R, Option<Ticket>), TryRecvError> {
         self.mark_receiver();
+        let index = self.index();
+        if index.empty_unlocked() {
+            return Err(if index.is_closed() {
+                TryRecvError::Disconnected
+            } else {
+                TryRecvError::Empty
+            });
+        }
         let slots = self.seg().ring().storage();
         let done = self.locked(wait, |l| {
             let Some(i) = l.find(want)? else {
@@ -409,7 +423,7 @@ impl Core {
         (meta, body, ticket): (Meta, T, Option<Ticket>),
         write: fn(&ShmSlots, usize, &T) -> bool,
     ) -> crate::mailbox::Envelope<T> {
-        let from = Address::in_process(Arc::from(self.name()), meta.from.0, meta.from.1);
+        let from = Address::in_process(self.name.clone(), meta.from.0, meta.from.1);
         let reply = ticket.map(|ticket| {
             let remote = Replier {
                 core: self.clone(),

@@ -181,6 +181,18 @@ impl<'a> Index<'a> {
         self.w32(CLOSED).load(Ordering::SeqCst) != 0
     }
 
+    /// Whether nothing is queued, seen without the lock: the lock is free, the index
+    /// built and its count 0 (a receive then has nothing to take, and need not take the
+    /// lock to learn it). Sync point: the SeqCst load of the free lock word reads the
+    /// last holder's release swap (or a later holder's), which published its count; a
+    /// lock held (by a live holder, or a dead one to take over), an index to rebuild or
+    /// a count not 0 sends the receive the locked way.
+    pub(crate) fn empty_unlocked(&self) -> bool {
+        self.w32(LOCK).load(Ordering::SeqCst) == 0
+            && self.w32(STATE).load(Ordering::Relaxed) == BUILT
+            && self.w32(LEN).load(Ordering::Relaxed) == 0
+    }
+
     /// Marks the mailbox closed (for good).
     pub(crate) fn close(&self) {
         self.w32(CLOSED).store(1, Ordering::SeqCst);

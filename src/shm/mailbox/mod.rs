@@ -188,7 +188,11 @@
 //! `TagExcept(x)` at the one oldest message, of tag `x`.
 //!
 //! # Waiting
-//! The fast path (the lock free, room or a matching message there) makes no system call. Blocking receivers sleep on
+//! The fast path (the lock free, room or a matching message there) makes no system call.
+//! A receive that finds the lock free and the count of queued messages 0 (read without
+//! the lock: `Index::empty_unlocked` states why that is enough) reports `Empty` without
+//! taking the lock, so a receiver polling an empty mailbox does not contend with the
+//! sender it waits for. Blocking receivers sleep on
 //! the receivers' futex word of the segment (the channels' `SideSignal`), senders on the
 //! senders', in slices of at most 100 ms, with the waiter counts and the handshake of
 //! `futex.rs` (the commit is the lock's SeqCst release swap). A send wakes **every**
