@@ -738,20 +738,38 @@ impl<'a> Locked<'a> {
     pub(crate) fn take(&self, i: u32, taker: u32) -> Result<Option<u64>, Corrupt> {
         let len = self.len()?;
         let meta = self.meta(i);
-        let Ok(t) = self.search(false, Self::tag_key(meta.tag))? else {
-            return Err(Corrupt);
-        };
-        let Ok(s) = self.search(true, Self::sender_key(meta.from))? else {
-            return Err(Corrupt);
-        };
-        // A failure part-way leaves the index inconsistent: the caller then rebuilds it
-        // from the slots, where `i` is still queued (its message was not taken).
-        self.unlink(ALL, i, List::All)?;
-        if self.unlink(self.lane(false, t), i, List::Tag)? {
-            self.remove_entry(false, t)?;
-        }
-        if self.unlink(self.lane(true, s), i, List::From)? {
-            self.remove_entry(true, s)?;
+        if len == 1
+            && self.ctl(ALL_HEAD) == i
+            && self.ctl(ALL_TAIL) == i
+            && self.ctl(N_TAGS) == 1
+            && self.ctl(N_SENDERS) == 1
+        {
+            // The only queued message: the index empties, with no table record or lane
+            // to visit (nothing reads a record past the table's count, nor the links of
+            // a slot that is on no list). O(1), and the tables' cache lines stay where
+            // the next send will write them.
+            for w in [ALL_HEAD, ALL_TAIL] {
+                self.set_ctl(w, NIL);
+            }
+            for w in [N_TAGS, N_SENDERS] {
+                self.set_ctl(w, 0);
+            }
+        } else {
+            let Ok(t) = self.search(false, Self::tag_key(meta.tag))? else {
+                return Err(Corrupt);
+            };
+            let Ok(s) = self.search(true, Self::sender_key(meta.from))? else {
+                return Err(Corrupt);
+            };
+            // A failure part-way leaves the index inconsistent: the caller then rebuilds
+            // it from the slots, where `i` is still queued (its message was not taken).
+            self.unlink(ALL, i, List::All)?;
+            if self.unlink(self.lane(false, t), i, List::Tag)? {
+                self.remove_entry(false, t)?;
+            }
+            if self.unlink(self.lane(true, s), i, List::From)? {
+                self.remove_entry(true, s)?;
+            }
         }
         self.set_ctl(LEN, len.saturating_sub(1));
         if meta.reply_to == 0 {

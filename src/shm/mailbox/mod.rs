@@ -181,7 +181,7 @@
 //! | receive `TagAtMost(n)` | O(1): the first record of the tag table (the lowest tag) |
 //! | receive `TagExcept(x)` | O(1) if the oldest message's tag is not `x`, else O(t): the oldest of the other lanes' heads |
 //! | receive `From(a)` | O(log s) |
-//! | taking the found message | O(log t + log s); O(t) (O(s)) record moves when its lane empties |
+//! | taking the found message | O(log t + log s); O(t) (O(s)) record moves when its lane empties; O(1) when it is the only one queued (the index just empties) |
 //! | recovery (lock taken over, inconsistency found) | O(capacity · log capacity), once |
 //!
 //! No selection looks at a message of a tag (or sender) it does not take, except
