@@ -777,7 +777,12 @@ impl<'a> Locked<'a> {
             return Ok(None);
         }
         // A request: the slot is held for the reply.
-        self.s32(i, S_TAKER).store(taker, Ordering::Relaxed);
+        // Written only if it changes: the requester polls the reply state on this
+        // cache line, and a slot reused by the same two families keeps its taker.
+        let word = self.s32(i, S_TAKER);
+        if word.load(Ordering::Relaxed) != taker {
+            word.store(taker, Ordering::Relaxed);
+        }
         self.s32(i, S_STATE).store(HELD, Ordering::Relaxed);
         // Taken; as in `push`, a held list found inconsistent is rebuilt later.
         if self.append(HELD_LANE, i, List::All).is_err() {
