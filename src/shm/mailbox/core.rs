@@ -641,8 +641,8 @@ impl Core {
 }
 
 /// The replier's end of a request in the segment (a [`crate::mailbox::Reply`]'s
-/// `Remote`): writes the reply into the request's slot, or gives up, under the lock; the
-/// requester sleeps on the slot's reply state word.
+/// `Remote`): writes the reply into the request's slot, or gives up, without the lock;
+/// the requester sleeps on the slot's reply state word.
 struct Replier<T> {
     core: Core,
     ticket: Ticket,
