@@ -837,6 +837,35 @@ fn dropped_envelope_and_late_reply() {
     });
 }
 
+/// A request's slot, retired by its requester once it has read the reply (and released
+/// lazily, by its family's next send), serves any other sender at once: with capacity
+/// 1, another family sends and receives between the exchanges.
+#[test]
+fn retired_request_slot_serves_other_senders() {
+    watchdog(|| {
+        let name = Name::new("mb-rr-retired");
+        let mb = Mailbox::<u32>::create(&name, 1).unwrap();
+        let other = Mailbox::<u32>::open(&name).unwrap();
+        let server = Mailbox::<u32>::open(&name).unwrap();
+        let _ = server.try_recv_select(Select::Tag(1));
+        let t = thread::spawn(move || {
+            for _ in 0..3 {
+                let mut env = server.recv_select(Select::Tag(1)).unwrap();
+                let v = *env.body();
+                assert_eq!(env.take_reply::<u32>().unwrap().reply(v + 1), Ok(()));
+            }
+        });
+        for i in 0..3 {
+            assert_eq!(mb.request_tagged(1, i), Ok(i + 1));
+            other.try_send_tagged(2, 10 + i).unwrap();
+            let env = other.try_recv_select(Select::Tag(2)).unwrap();
+            assert_eq!(*env.body(), 10 + i);
+        }
+        t.join().unwrap();
+        assert!(mb.is_empty());
+    });
+}
+
 /// A requester killed while waiting: its request is answered into the void, and the
 /// held slot is reclaimed when the mailbox needs it.
 #[test]

@@ -3,7 +3,9 @@
 //! (mutual exclusion; a dead holder's lock taken over by exactly one survivor) and a
 //! request's reply state (a reply racing the requester's timeout is delivered or handed
 //! back, never both, never neither; a sleeping requester is woken, with the kernel's
-//! futex modelled and no timeout slice, so a lost wake-up hangs the model).
+//! futex modelled and no timeout slice, so a lost wake-up hangs the model; the reply
+//! written and read without the lock, and the slot released by a lock holder once the
+//! requester retired it).
 //!
 //! Every racing actor runs on a spawned thread (see `loom_shm_ring.rs` for why).
 #![cfg(loom)]
@@ -101,5 +103,38 @@ fn sleeping_requester_woken_by_reply() {
         };
         assert!(replier.join().unwrap());
         assert!(ReplyState::is_replied(requester.join().unwrap()));
+    });
+}
+
+/// The reply's payload is written by the replier and read by the requester without the
+/// lock, and the slot is released (its payload overwritten by the next message) by a
+/// lock holder once it finds the exchange DONE, here the replier's own next send: the
+/// payload cell is a plain cell, so loom reports any of the accesses racing another.
+#[test]
+fn reply_read_without_lock_then_slot_released() {
+    model(|| {
+        let state = Arc::new(ReplyState::new());
+        let payload = Arc::new(UnsafeCell::new(0u32));
+        let replier = {
+            let (state, payload) = (state.clone(), payload.clone());
+            thread::spawn(move || {
+                payload.with_mut(|p| unsafe { *p = 7 });
+                assert!(state.reply());
+                if state.is_done() {
+                    payload.with_mut(|p| unsafe { *p = 0 });
+                }
+            })
+        };
+        let requester = {
+            let (state, payload) = (state.clone(), payload.clone());
+            thread::spawn(move || {
+                let seen = state.wait();
+                assert!(ReplyState::is_replied(seen));
+                assert_eq!(payload.with(|p| unsafe { *p }), 7);
+                assert!(state.retire(seen));
+            })
+        };
+        replier.join().unwrap();
+        requester.join().unwrap();
     });
 }

@@ -814,8 +814,8 @@ impl MailboxLock {
 }
 
 /// A request's reply state word (`shm::mailbox_words`), with the kernel's futex
-/// modelled: the production `settle` and `mark_sleeping`, and the requester's and the
-/// replier's use of them.
+/// modelled: the production `settle`, `mark_sleeping` and `retire`, and the requester's
+/// and the replier's use of them.
 pub struct ReplyState {
     word: AtomicU32,
     sleepers: Sleepers,
@@ -876,5 +876,16 @@ impl ReplyState {
 
     pub fn is_replied(state: u32) -> bool {
         state == mailbox_words::REPLIED
+    }
+
+    /// The requester, done with an outcome it waited for (`seen`), retires the slot
+    /// (`mailbox_words::retire`): `true` when it is now DONE.
+    pub fn retire(&self, seen: u32) -> bool {
+        mailbox_words::retire(&self.word, seen)
+    }
+
+    /// A lock holder's look before it releases the slot: whether it is DONE.
+    pub fn is_done(&self) -> bool {
+        self.word.load(Ordering::SeqCst) == mailbox_words::DONE
     }
 }

@@ -6,7 +6,9 @@
 //!   [`owner_word`]) and its waiter count; the waiting, sleeping and probing around them
 //!   are `mailbox::index::Index::lock`'s;
 //! - a request's **reply state** word, which the requester, the replier and a reclaimer
-//!   move out of PENDING with [`settle`]: whichever CAS wins decides the exchange.
+//!   move out of PENDING with [`settle`]: whichever CAS wins decides the exchange; the
+//!   requester then moves an outcome to DONE with [`retire`], after which whoever holds
+//!   the lock may release the slot.
 //!
 //! The arguments are in the mailbox's module docs ("The lock, and why it is enough",
 //! "Requests").
@@ -88,6 +90,9 @@ pub(crate) const REPLIED: u32 = 2;
 pub(crate) const ABANDONED: u32 = 3;
 /// The requester stopped waiting (or was found dead); the replier releases the slot.
 pub(crate) const GONE: u32 = 4;
+/// The requester has read the outcome ([`REPLIED`] or [`ABANDONED`]) and is done with
+/// the slot: whoever holds the lock next may release it.
+pub(crate) const DONE: u32 = 5;
 /// Set in a pending reply state while its requester sleeps on it (or is about to): the
 /// replier then issues a futex wake; without it, no system call.
 pub(crate) const SLEEPING: u32 = 1 << 8;
@@ -119,4 +124,16 @@ pub(crate) fn mark_sleeping(state: &AtomicU32, cur: u32) -> bool {
             && state
                 .compare_exchange(cur, cur | SLEEPING, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok())
+}
+
+/// The requester's last step: moves an outcome it has read (`seen`, [`REPLIED`] or
+/// [`ABANDONED`]) to [`DONE`]. Sync point: the SeqCst CAS releases the requester's reads
+/// of the reply to whoever releases the slot after loading DONE. `false` if the word
+/// changed meanwhile (only a hostile peer or a reclaim that found the requester dead
+/// changes an outcome): the slot is then left to the reclaim.
+pub(crate) fn retire(state: &AtomicU32, seen: u32) -> bool {
+    (seen == REPLIED || seen == ABANDONED)
+        && state
+            .compare_exchange(seen, DONE, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
 }

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::index::{
-    ABANDONED, Corrupt, GONE, Index, Locked, Meta, PENDING, REPLIED, SLEEPING, Want, byte_len_ok,
-    mark_sleeping, owner_word, settle,
+    ABANDONED, Corrupt, GONE, Index, Locked, Meta, NIL, PENDING, REPLIED, SLEEPING, Want,
+    byte_len_ok, mark_sleeping, owner_word, retire, settle,
 };
 use crate::error::TryRecvError;
 use crate::mailbox::{Address, Select};
 use crate::shm::endpoint::Endpoint;
 use crate::shm::futex::{self, Woke};
-use crate::shm::header::{Fingerprint, Kind};
+use crate::shm::header::{Fingerprint, Kind, MAX_PEERS};
 use crate::shm::hub::AsyncWait;
 use crate::shm::options::Options;
 use crate::shm::peers::same_object;
@@ -24,7 +24,7 @@ use crate::shm::ring::ShmSlots;
 use crate::shm::segment::{Segment, Side};
 use crate::shm::table::{LIVE, pack, unpack};
 use crate::shm::wait::{self, QUICK_POLLS, SLICE};
-use crate::sync::{AtomicBool, Ordering, QuickBackoff};
+use crate::sync::{AtomicBool, AtomicU32, Ordering, QuickBackoff};
 
 /// The longest a non-blocking operation waits for the lock held by a live peer (it is
 /// held for one bounded index operation and one message copy; only a stopped or hostile
@@ -88,12 +88,19 @@ pub(crate) enum LockWait {
 #[derive(Clone)]
 pub(crate) struct Core {
     ep: Endpoint,
+    /// The name, shared by the envelopes' sender addresses.
+    name: Arc<str>,
     address: Address,
     /// The lock word naming this family ([`owner_word`]).
     me: u32,
     bytes: bool,
     /// Whether this family has taken the receiver role (at its first receive).
     receiving: Arc<AtomicBool>,
+    /// The slot of this family's last request, retired ([`DONE`](super::index::DONE))
+    /// and not released yet ([`NIL`]: none): its next send releases it under the lock
+    /// it takes anyway. One is remembered; another retired meanwhile is left to the
+    /// reclaim of a send that finds no free slot.
+    retired: Arc<AtomicU32>,
 }
 
 impl core::fmt::Debug for Core {
@@ -127,11 +134,14 @@ impl Core {
         let slot = ep.peer().index();
         let (generation, ..) = unpack(ep.seg().peer_state(slot).load(Ordering::Acquire));
         let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+        let name: Arc<str> = Arc::from(name);
         Ok(Core {
             me: owner_word(slot, generation),
-            address: Address::in_process(Arc::from(name), pid, Address::next_id()),
+            address: Address::in_process(name.clone(), pid, Address::next_id()),
+            name,
             bytes: kind.is_bytes(),
             receiving: Arc::new(AtomicBool::new(false)),
+            retired: Arc::new(AtomicU32::new(NIL)),
             ep,
         })
     }
@@ -161,9 +171,11 @@ impl Core {
         self.receiving.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a family that receives is attached (in any process).
+    /// Whether a family that receives is attached (in any process): stops at the first
+    /// one (every request asks).
     fn responders(&self) -> bool {
-        self.seg().live_count(Side::Recv) > 0
+        let seg: &Segment = self.seg();
+        (0..MAX_PEERS).any(|n| crate::shm::table::is_live(seg, n, Side::Recv.role()))
     }
 
     pub(crate) fn seg(&self) -> &Arc<Segment> {
@@ -288,7 +300,11 @@ impl Core {
             from: (self.address.pid().unwrap_or(0), self.address.id()),
             reply_to,
         };
+        let retired = self.retired.swap(NIL, Ordering::Relaxed);
         let done = self.locked(wait, |l| {
+            if retired != NIL {
+                l.release_done(retired)?;
+            }
             if l.is_closed() {
                 return Ok(Done::Closed);
             }
@@ -352,6 +368,14 @@ impl Core {
         read: &mut dyn FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<(Meta, R, Option<Ticket>), TryRecvError> {
         self.mark_receiver();
+        let index = self.index();
+        if index.empty_unlocked() {
+            return Err(if index.is_closed() {
+                TryRecvError::Disconnected
+            } else {
+                TryRecvError::Empty
+            });
+        }
         let slots = self.seg().ring().storage();
         let done = self.locked(wait, |l| {
             let Some(i) = l.find(want)? else {
@@ -410,7 +434,7 @@ impl Core {
         (meta, body, ticket): (Meta, T, Option<Ticket>),
         write: fn(&ShmSlots, usize, &T) -> bool,
     ) -> crate::mailbox::Envelope<T> {
-        let from = Address::in_process(Arc::from(self.name()), meta.from.0, meta.from.1);
+        let from = Address::in_process(self.name.clone(), meta.from.0, meta.from.1);
         let reply = ticket.map(|ticket| {
             let remote = Replier {
                 core: self.clone(),
@@ -529,30 +553,37 @@ impl Core {
         None
     }
 
-    /// Ends request `ticket` after a reply or an abandonment: reads the reply, if any,
-    /// and releases the slot, under the lock.
+    /// Ends request `ticket` after a reply or an abandonment, without the lock: reads
+    /// the reply, if any, then retires the slot ([`retire`]: DONE), which this family's
+    /// next send (or any reclaim) releases. Until it is retired, the slot is this
+    /// requester's alone: nobody else frees a held slot whose requester lives and whose
+    /// outcome is in (see the module docs, "Requests").
     fn end_request<R>(
         &self,
         ticket: Ticket,
         read: &mut dyn FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<R, RequestFail> {
-        let got = self.locked(LockWait::Until(None), |l| {
-            if !l.holds(ticket.slot, ticket.seq) {
-                return Ok(Done::No);
-            }
-            let got = match l.reply_state(ticket.slot)?.load(Ordering::SeqCst) {
-                REPLIED => read(self.seg().ring().storage(), ticket.slot as usize),
-                _ => None,
-            };
-            l.release(ticket.slot, ticket.seq)?;
-            Ok(got.map_or(Done::No, Done::Ok))
-        });
-        // A slot was freed: a sender may wait for room.
-        self.seg().signal(Side::Send).notify_one();
-        match got {
-            Some(Done::Ok(v)) => Ok(v),
-            _ => Err(RequestFail::Unanswered),
+        let index = self.index();
+        let Some(state) = index.slot_word(ticket.slot) else {
+            return Err(RequestFail::Unanswered);
+        };
+        // Sync point: this SeqCst load of REPLIED acquires the replier's payload writes
+        // (its settling CAS released them).
+        let seen = state.load(Ordering::SeqCst);
+        if !index.slot_holds(ticket.slot, ticket.seq) {
+            // Not ours any more: only a peer writing garbage gets here.
+            return Err(RequestFail::Unanswered);
         }
+        let got = match seen {
+            REPLIED => read(self.seg().ring().storage(), ticket.slot as usize),
+            _ => None,
+        };
+        if retire(state, seen) {
+            self.retired.store(ticket.slot, Ordering::Relaxed);
+            // A slot can be released: a sender may wait for room.
+            self.seg().signal(Side::Send).notify_one();
+        }
+        got.ok_or(RequestFail::Unanswered)
     }
 
     /// Gives request `ticket` up (its future was dropped): GONE, so that its replier (or
@@ -621,8 +652,8 @@ impl Core {
 }
 
 /// The replier's end of a request in the segment (a [`crate::mailbox::Reply`]'s
-/// `Remote`): writes the reply into the request's slot, or gives up, under the lock; the
-/// requester sleeps on the slot's reply state word.
+/// `Remote`): writes the reply into the request's slot, or gives up, without the lock;
+/// the requester sleeps on the slot's reply state word.
 struct Replier<T> {
     core: Core,
     ticket: Ticket,
@@ -631,46 +662,52 @@ struct Replier<T> {
 }
 
 impl<T> Replier<T> {
-    /// Ends this side of the exchange: with `value`, writes it and moves the state from
-    /// PENDING to REPLIED; without, to ABANDONED. If the requester left (GONE), releases
-    /// the slot instead. Returns whether the requester has the outcome.
+    /// Ends this side of the exchange, without the lock (the held slot is the two ends'
+    /// alone, see the module docs, "Requests"): with `value`, writes it and moves the
+    /// state from PENDING to REPLIED; without, to ABANDONED. If the requester left
+    /// (GONE), releases the slot instead, under the lock. Returns whether the requester
+    /// has the outcome.
     fn finish(&self, value: Option<&T>) -> bool {
         let Ticket { slot, seq } = self.ticket;
-        let done = self.core.locked(LockWait::Until(None), |l| {
-            if !l.holds(slot, seq) || !l.is_held(slot) {
-                return Ok(Done::No);
-            }
-            let state = l.reply_state(slot)?;
-            let outcome = match value {
-                Some(v) if (self.write)(self.core.seg().ring().storage(), slot as usize, v) => {
-                    REPLIED
-                }
-                _ => ABANDONED,
-            };
-            match settle(state, outcome) {
-                Ok(sleeper) => {
-                    if sleeper {
-                        futex::wake(state, u32::MAX);
-                    }
-                    // Async requesters wait on the receivers' words.
-                    crate::shm::hub::notify(self.core.seg().signal(Side::Recv));
-                    Ok(if outcome == REPLIED {
-                        Done::Ok(())
-                    } else {
-                        Done::No
-                    })
-                }
-                Err(_) => {
-                    l.release(slot, seq)?;
-                    Ok(Done::Closed)
-                }
-            }
-        });
-        if matches!(done, Some(Done::Closed)) {
-            // The slot was freed: a sender may wait for room.
-            self.core.seg().signal(Side::Send).notify_one();
+        let index = self.core.index();
+        let Some(state) = index.slot_word(slot) else {
+            return false;
+        };
+        if !index.slot_holds(slot, seq) {
+            return false;
         }
-        matches!(done, Some(Done::Ok(())))
+        // The reply is written only while the requester waits; one that leaves while it
+        // is written never reads it (its GONE makes the settle below fail).
+        let pending = state.load(Ordering::SeqCst) & !SLEEPING == PENDING;
+        let outcome = match value {
+            Some(v)
+                if pending && (self.write)(self.core.seg().ring().storage(), slot as usize, v) =>
+            {
+                REPLIED
+            }
+            _ => ABANDONED,
+        };
+        // Sync point: the SeqCst CAS releases the payload writes to the requester.
+        match settle(state, outcome) {
+            Ok(sleeper) => {
+                if sleeper {
+                    futex::wake(state, u32::MAX);
+                }
+                // Async requesters wait on the receivers' words.
+                crate::shm::hub::notify(self.core.seg().signal(Side::Recv));
+                outcome == REPLIED
+            }
+            Err(_) => {
+                // The requester left: the exchange ends here.
+                let _ = self.core.locked(LockWait::Until(None), |l| {
+                    l.release(slot, seq)?;
+                    Ok(Done::Ok(()))
+                });
+                // The slot was freed: a sender may wait for room.
+                self.core.seg().signal(Side::Send).notify_one();
+                false
+            }
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use super::super::header::{MAX_PEERS, SLOT_LEN};
 use super::super::lock::{self, Lock, lock_byte};
 use super::super::mailbox_words::LockWords;
 pub(crate) use super::super::mailbox_words::{
-    ABANDONED, GONE, OWNER_SLOT, PENDING, REPLIED, SLEEPING, mark_sleeping, owner_word, settle,
+    ABANDONED, DONE, GONE, OWNER_SLOT, PENDING, REPLIED, SLEEPING, mark_sleeping, owner_word,
+    retire, settle,
 };
 use super::super::ring::ShmSlots;
 use super::super::segment::Segment;
@@ -76,8 +77,8 @@ const S_REPLY_TO: usize = 44;
 const S_LINKS: usize = 48;
 /// For a request taken by a replier, the replier's [`owner_word`].
 const S_TAKER: usize = 72;
-/// For a request, its reply state: [`PENDING`], [`REPLIED`], [`ABANDONED`] or
-/// [`GONE`]; the requester sleeps on it.
+/// For a request, its reply state: [`PENDING`], [`REPLIED`], [`ABANDONED`], [`GONE`]
+/// or [`DONE`]; the requester sleeps on it.
 const S_RSTATE: usize = 76;
 /// The value of a slot's state word while it holds a message.
 const QUEUED: u32 = 1;
@@ -180,6 +181,18 @@ impl<'a> Index<'a> {
         self.w32(CLOSED).load(Ordering::SeqCst) != 0
     }
 
+    /// Whether nothing is queued, seen without the lock: the lock is free, the index
+    /// built and its count 0 (a receive then has nothing to take, and need not take the
+    /// lock to learn it). Sync point: the SeqCst load of the free lock word reads the
+    /// last holder's release swap (or a later holder's), which published its count; a
+    /// lock held (by a live holder, or a dead one to take over), an index to rebuild or
+    /// a count not 0 sends the receive the locked way.
+    pub(crate) fn empty_unlocked(&self) -> bool {
+        self.w32(LOCK).load(Ordering::SeqCst) == 0
+            && self.w32(STATE).load(Ordering::Relaxed) == BUILT
+            && self.w32(LEN).load(Ordering::Relaxed) == 0
+    }
+
     /// Marks the mailbox closed (for good).
     pub(crate) fn close(&self) {
         self.w32(CLOSED).store(1, Ordering::SeqCst);
@@ -198,6 +211,17 @@ impl<'a> Index<'a> {
             .storage()
             .word::<AtomicU32>(i as usize, S_STATE)
             .is_some_and(|w| w.load(Ordering::Acquire) == HELD)
+    }
+
+    /// Whether slot `i` is held for the request numbered `seq` (read without the lock,
+    /// by the two ends of that exchange, who alone may change it while it is held;
+    /// `false` for an index out of range).
+    pub(crate) fn slot_holds(&self, i: u32, seq: u64) -> bool {
+        let slots = self.seg.ring().storage();
+        self.slot_is_held(i)
+            && slots
+                .word::<AtomicU64>(i as usize, S_SEQ)
+                .is_some_and(|w| w.load(Ordering::Relaxed) == seq)
     }
 
     /// The replier recorded in slot `i` (read without the lock; 0 if out of range).
@@ -714,20 +738,38 @@ impl<'a> Locked<'a> {
     pub(crate) fn take(&self, i: u32, taker: u32) -> Result<Option<u64>, Corrupt> {
         let len = self.len()?;
         let meta = self.meta(i);
-        let Ok(t) = self.search(false, Self::tag_key(meta.tag))? else {
-            return Err(Corrupt);
-        };
-        let Ok(s) = self.search(true, Self::sender_key(meta.from))? else {
-            return Err(Corrupt);
-        };
-        // A failure part-way leaves the index inconsistent: the caller then rebuilds it
-        // from the slots, where `i` is still queued (its message was not taken).
-        self.unlink(ALL, i, List::All)?;
-        if self.unlink(self.lane(false, t), i, List::Tag)? {
-            self.remove_entry(false, t)?;
-        }
-        if self.unlink(self.lane(true, s), i, List::From)? {
-            self.remove_entry(true, s)?;
+        if len == 1
+            && self.ctl(ALL_HEAD) == i
+            && self.ctl(ALL_TAIL) == i
+            && self.ctl(N_TAGS) == 1
+            && self.ctl(N_SENDERS) == 1
+        {
+            // The only queued message: the index empties, with no table record or lane
+            // to visit (nothing reads a record past the table's count, nor the links of
+            // a slot that is on no list). O(1), and the tables' cache lines stay where
+            // the next send will write them.
+            for w in [ALL_HEAD, ALL_TAIL] {
+                self.set_ctl(w, NIL);
+            }
+            for w in [N_TAGS, N_SENDERS] {
+                self.set_ctl(w, 0);
+            }
+        } else {
+            let Ok(t) = self.search(false, Self::tag_key(meta.tag))? else {
+                return Err(Corrupt);
+            };
+            let Ok(s) = self.search(true, Self::sender_key(meta.from))? else {
+                return Err(Corrupt);
+            };
+            // A failure part-way leaves the index inconsistent: the caller then rebuilds
+            // it from the slots, where `i` is still queued (its message was not taken).
+            self.unlink(ALL, i, List::All)?;
+            if self.unlink(self.lane(false, t), i, List::Tag)? {
+                self.remove_entry(false, t)?;
+            }
+            if self.unlink(self.lane(true, s), i, List::From)? {
+                self.remove_entry(true, s)?;
+            }
         }
         self.set_ctl(LEN, len.saturating_sub(1));
         if meta.reply_to == 0 {
@@ -735,7 +777,12 @@ impl<'a> Locked<'a> {
             return Ok(None);
         }
         // A request: the slot is held for the reply.
-        self.s32(i, S_TAKER).store(taker, Ordering::Relaxed);
+        // Written only if it changes: the requester polls the reply state on this
+        // cache line, and a slot reused by the same two families keeps its taker.
+        let word = self.s32(i, S_TAKER);
+        if word.load(Ordering::Relaxed) != taker {
+            word.store(taker, Ordering::Relaxed);
+        }
         self.s32(i, S_STATE).store(HELD, Ordering::Relaxed);
         // Taken; as in `push`, a held list found inconsistent is rebuilt later.
         if self.append(HELD_LANE, i, List::All).is_err() {
@@ -750,17 +797,6 @@ impl<'a> Locked<'a> {
         self.link(i, List::All, true)
             .store(self.ctl(FREE_HEAD), Ordering::Relaxed);
         self.set_ctl(FREE_HEAD, i);
-    }
-
-    /// The reply state word of slot `i` (a slot index from the caller's own records,
-    /// checked here).
-    pub(crate) fn reply_state(&self, i: u32) -> Result<&'a AtomicU32, Corrupt> {
-        Ok(self.s32(self.check(i)?, S_RSTATE))
-    }
-
-    /// Whether slot `i` still holds the request numbered `seq`, and its state word.
-    pub(crate) fn holds(&self, i: u32, seq: u64) -> bool {
-        i < self.ix.cap && self.seq(i) == seq
     }
 
     /// Whether slot `i` is held (taken by a replier) rather than queued.
@@ -783,10 +819,22 @@ impl<'a> Locked<'a> {
         Ok(())
     }
 
-    /// Releases the held slots whose exchange nobody will end: the requester is gone
-    /// (its pending request becomes [`GONE`]) and the reply is in or abandoned, or the
-    /// requester left and the replier is gone too. O(held slots) probes (system calls for
-    /// live peers); runs only when no slot is free.
+    /// Releases slot `i` (a slot index from the caller's own records, checked here) if
+    /// it is held and its exchange is [`DONE`]: the requester's retired slot, released
+    /// in its next locked operation. O(1).
+    pub(crate) fn release_done(&self, i: u32) -> Result<(), Corrupt> {
+        if self.is_held(i) && self.s32(i, S_RSTATE).load(Ordering::SeqCst) == DONE {
+            self.unlink(HELD_LANE, i, List::All)?;
+            self.free(i);
+        }
+        Ok(())
+    }
+
+    /// Releases the held slots whose exchange is over ([`DONE`]: the requester retired
+    /// it) or that nobody will end: the requester is gone (its pending request becomes
+    /// [`GONE`]) and the reply is in or abandoned, or the requester left and the replier
+    /// is gone too. O(held slots), with probes (system calls for live peers) of the
+    /// slots not DONE; runs only when no slot is free.
     fn reclaim(&self) -> Result<(), Corrupt> {
         let mut i = self.check_link(self.ctl(HELD_HEAD))?;
         for _ in 0..self.ix.cap {
@@ -795,16 +843,25 @@ impl<'a> Locked<'a> {
             }
             let next = self.check_link(self.link(i, List::All, true).load(Ordering::Relaxed))?;
             let rstate = self.s32(i, S_RSTATE);
-            let owner_gone = self
-                .ix
-                .holder_gone(self.s32(i, S_REPLY_TO).load(Ordering::Relaxed));
-            if owner_gone {
-                let _ = settle(rstate, GONE);
-            }
+            let owner_gone = || {
+                self.ix
+                    .holder_gone(self.s32(i, S_REPLY_TO).load(Ordering::Relaxed))
+            };
             let release = match rstate.load(Ordering::SeqCst) & !SLEEPING {
-                REPLIED | ABANDONED => owner_gone,
+                DONE => true,
+                REPLIED | ABANDONED => owner_gone(),
                 GONE => self.ix.holder_gone(self.taker(i)),
-                PENDING => false,
+                // The requester is gone: GONE, so that a live replier releases the slot
+                // when it answers; released here if the replier is gone too, or answered
+                // meanwhile.
+                PENDING => {
+                    owner_gone()
+                        && match settle(rstate, GONE).map_or_else(|now| now & !SLEEPING, |_| GONE) {
+                            GONE => self.ix.holder_gone(self.taker(i)),
+                            PENDING => false,
+                            _ => true,
+                        }
+                }
                 _ => true,
             };
             if release {
@@ -840,7 +897,9 @@ impl<'a> Locked<'a> {
             in_use[i as usize] = true;
         }
         for i in 0..cap {
-            if !in_use[i as usize] && self.is_held(i) {
+            // A held slot whose exchange is over is freed with the others.
+            let done = self.s32(i, S_RSTATE).load(Ordering::SeqCst) == DONE;
+            if !in_use[i as usize] && self.is_held(i) && !done {
                 in_use[i as usize] = true;
                 // Cannot fail: the list was emptied, and `i` is checked.
                 let _ = self.append(HELD_LANE, i, List::All);

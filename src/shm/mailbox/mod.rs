@@ -127,30 +127,47 @@
 //!    for the *held* list, and the envelope carries a [`Reply`](crate::mailbox::Reply)
 //!    for it ([`Envelope::take_reply::<T>`](crate::mailbox::Envelope::take_reply)).
 //!    Replying writes the answer into the slot's payload and moves the state PENDING →
-//!    REPLIED (a CAS, under the lock, then a futex wake); dropping the `Reply` moves it
-//!    to ABANDONED. The requester then reads the answer (if any) and frees the slot.
-//! 3. A requester that stops waiting (its deadline) moves PENDING → GONE; whoever
+//!    REPLIED (a CAS, then a futex wake only if the requester sleeps); dropping the
+//!    `Reply` moves it to ABANDONED. The requester then reads the answer (if any) and
+//!    *retires* the slot: REPLIED or ABANDONED → DONE (a CAS). A DONE slot is released
+//!    (freed) by the requester family's next send, under the lock that send takes
+//!    anyway, or by any send that finds no free slot (6), or by a rebuild.
+//! 3. None of this takes the lock: a held slot is off the index, and while it is held
+//!    only the two ends of its exchange write it, each in its turn: the replier writes
+//!    the payload while the state is PENDING and publishes it with its CAS (SeqCst,
+//!    which releases it); the requester reads it after loading REPLIED (which acquires
+//!    it) and publishes that it is done with its own CAS to DONE; only then may a lock
+//!    holder free the slot for reuse. Nobody else frees a held slot that is not DONE
+//!    while both ends live (6). Each end first checks that the slot is still held for
+//!    its request (state and `seq`), so a garbled slot fails the exchange
+//!    (`Unanswered`) rather than touch another one; the words are atomics, so a hostile
+//!    peer's writes in between garble the reply at worst. A crash in the middle leaves a
+//!    held slot whose state says who is to end it (5, 6).
+//! 4. A requester that stops waiting (its deadline) moves PENDING → GONE; whoever
 //!    finds GONE later (the replier's answer or drop, or the receive of a still queued
-//!    request) frees the slot, and the answer is handed back (`Err(value)`). Whichever
-//!    CAS wins decides: the reply is delivered, or handed back, never both.
-//! 4. After each slice without news the requester probes: a held request whose
+//!    request) frees the slot, under the lock, and the answer is handed back
+//!    (`Err(value)`). Whichever CAS wins decides: the reply is delivered, or handed
+//!    back, never both.
+//! 5. After each slice without news the requester probes: a held request whose
 //!    replier is gone (the lock-holder test of "The lock") is abandoned (`Unanswered`,
 //!    within about 100 ms of the death); a queued one with no receiver attached any more
 //!    is given up (`Unanswered`; the message stays queued, and its eventual receiver
 //!    finds it GONE).
-//! 5. A requester killed with `kill -9` leaves a held slot nobody will free. A send
-//!    that finds no free slot walks the held list and releases the slots whose
-//!    requester is gone (a pending state becomes GONE first, so that a live replier
-//!    releases it instead when it answers) and those whose requester left and whose
-//!    replier is gone too.
-//!
-//! 6. Async requests ([`Mailbox::request_async`], [`RequestFut`]) send as async sends
+//! 6. A requester killed with `kill -9` leaves a held slot nobody will free. A send
+//!    that finds no free slot walks the held list and releases the slots that are DONE
+//!    (without a probe), those whose requester is gone (a pending state becomes GONE
+//!    first, so that a live replier releases it instead when it answers) and those
+//!    whose requester left and whose replier is gone too.
+//! 7. Async requests ([`Mailbox::request_async`], [`RequestFut`]) send as async sends
 //!    do, then wait through the process's helper thread on the receivers' words, which
 //!    a replier bumps after answering (only while async waits are registered); their
-//!    probes (4) run at most once per 100 ms of polls, and the helper's maintenance
-//!    wakes them when a peer dies. Dropping a sent request's future is step 3.
+//!    probes (5) run at most once per 100 ms of polls, and the helper's maintenance
+//!    wakes them when a peer dies. Dropping a sent request's future is step 4.
 //!
-//! Held slots count against the capacity until released.
+//! Held slots count against the capacity until released (a DONE slot: until the next
+//! send of its requester family, or of anyone when no other slot is free). A round trip
+//! takes the lock twice: the request's send (which also releases the family's previous
+//! DONE slot) and the replier's receive.
 //!
 //! # Costs
 //! With `t` the number of distinct tags queued and `s` the number of distinct senders
@@ -164,14 +181,18 @@
 //! | receive `TagAtMost(n)` | O(1): the first record of the tag table (the lowest tag) |
 //! | receive `TagExcept(x)` | O(1) if the oldest message's tag is not `x`, else O(t): the oldest of the other lanes' heads |
 //! | receive `From(a)` | O(log s) |
-//! | taking the found message | O(log t + log s); O(t) (O(s)) record moves when its lane empties |
+//! | taking the found message | O(log t + log s); O(t) (O(s)) record moves when its lane empties; O(1) when it is the only one queued (the index just empties) |
 //! | recovery (lock taken over, inconsistency found) | O(capacity · log capacity), once |
 //!
 //! No selection looks at a message of a tag (or sender) it does not take, except
 //! `TagExcept(x)` at the one oldest message, of tag `x`.
 //!
 //! # Waiting
-//! The fast path (the lock free, room or a matching message there) makes no system call. Blocking receivers sleep on
+//! The fast path (the lock free, room or a matching message there) makes no system call.
+//! A receive that finds the lock free and the count of queued messages 0 (read without
+//! the lock: `Index::empty_unlocked` states why that is enough) reports `Empty` without
+//! taking the lock, so a receiver polling an empty mailbox does not contend with the
+//! sender it waits for. Blocking receivers sleep on
 //! the receivers' futex word of the segment (the channels' `SideSignal`), senders on the
 //! senders', in slices of at most 100 ms, with the waiter counts and the handshake of
 //! `futex.rs` (the commit is the lock's SeqCst release swap). A send wakes **every**
