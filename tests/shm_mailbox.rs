@@ -32,6 +32,9 @@ struct Layout {
 }
 
 const SLOT_SIZE: usize = 128;
+/// The header's `max_bytes` word.
+const HEADER_MAX_BYTES: usize = 96;
+const S_LEN: usize = 8;
 const S_STATE: usize = 12;
 const S_SEQ: usize = 16;
 const S_TAG: usize = 24;
@@ -114,11 +117,18 @@ fn child_entry() {
                 say(format!("took {p}:{i}"));
             }
         }
-        "hold_lock" => {
+        "hold_lock" | "hold_lock_bytes" => {
             // Dies holding the lock, in the middle of a send that has marked its slot
             // queued (slot 7, not linked anywhere), as a real sender would between
-            // marking and linking.
-            let mb = Mailbox::<Msg>::open(&name).unwrap();
+            // marking and linking. `hold_lock_bytes`: in a byte mailbox of 16-byte
+            // messages (the same slots), a 10-byte message, not added to the bytes
+            // queued either.
+            let bytes = role == "hold_lock_bytes";
+            let mb: Box<dyn std::any::Any> = if bytes {
+                Box::new(ByteMailbox::open(&name).unwrap())
+            } else {
+                Box::new(Mailbox::<Msg>::open(&name).unwrap())
+            };
             let raw = Raw::map(&name);
             let l = Layout::of(&raw, 8);
             let me = raw.my_peer_slot(1);
@@ -135,6 +145,9 @@ fn child_entry() {
             raw.word(s + S_FROM_ID).store(424242, Ordering::Relaxed);
             raw.word32(s + S_FROM_PID)
                 .store(std::process::id(), Ordering::Relaxed);
+            if bytes {
+                raw.word32(s + S_LEN).store(10, Ordering::Relaxed);
+            }
             raw.word32(s + S_STATE).store(1, Ordering::Relaxed);
             say("locked");
             // Alive and attached (its handle kept) until killed.
@@ -561,6 +574,186 @@ fn lock_holder_killed() {
             let env = mb.try_recv().unwrap();
             assert_eq!(*env.body(), [2, i]);
         }
+    });
+}
+
+/// As [`lock_holder_killed`], in a byte mailbox bounded by bytes: the dead sender's
+/// message, marked queued but not counted, counts after the rebuild (the bytes queued
+/// are summed again from the slots), so the bound holds exactly.
+#[test]
+fn lock_holder_killed_bytes_recounted() {
+    watchdog(|| {
+        let name = Name::new("mb-kill-holder-bytes");
+        let opts = Options::new()
+            .create_new(true)
+            .capacity(8)
+            .max_message(16)
+            .max_bytes(40);
+        let mb = ByteMailbox::with(&name, &opts).unwrap();
+        for i in 0..3 {
+            mb.send(&[i; 10]).unwrap();
+        }
+        let mut child = Proc::spawn("hold_lock_bytes", &[("name", &name)]);
+        child.expect("locked");
+        child.kill9();
+        // Takes the lock over and rebuilds: 40 bytes queued, 30 once one is taken.
+        assert_eq!(mb.recv_timeout(STEP).unwrap().into_body(), [0; 10]);
+        assert_eq!(shm::inspect(&name).unwrap().queued_bytes, 30);
+        let full = mb.try_send(&[9; 11]).unwrap_err();
+        assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock);
+        mb.try_send(&[3; 10]).unwrap();
+        let mut got = Vec::new();
+        while let Ok(env) = mb.try_recv() {
+            got.push(env.into_body());
+        }
+        let dead = [9, 0, 0, 0, 0, 0, 0, 0, 9, 0].to_vec();
+        assert_eq!(got, [vec![1; 10], vec![2; 10], dead, vec![3; 10]]);
+        assert_eq!(shm::inspect(&name).unwrap().queued_bytes, 0);
+        mb.close().unwrap();
+    });
+}
+
+/// A byte mailbox bounded by bytes (`Options::max_bytes`): a send that would take the
+/// bytes queued over the bound finds it full even with slots free, until a receive
+/// frees bytes; a message longer than the bound is refused at once.
+#[test]
+fn byte_bound_try_send() {
+    use std::io::ErrorKind;
+    watchdog(|| {
+        let name = Name::new("mb-bytes-bound");
+        let opts = Options::new()
+            .create_new(true)
+            .capacity(8)
+            .max_message(64)
+            .max_bytes(100);
+        let mb = ByteMailbox::with(&name, &opts).unwrap();
+        assert_eq!(mb.max_bytes(), 100);
+        mb.try_send(&[1; 60]).unwrap();
+        mb.try_send(&[2; 40]).unwrap();
+        // 100 bytes queued, 2 of 8 slots used.
+        assert_eq!(
+            mb.try_send(&[3; 1]).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        mb.try_send(&[]).unwrap();
+        let err = mb.send_timeout(&[3; 1], Duration::ZERO).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+        let info = shm::inspect(&name).unwrap();
+        assert_eq!(
+            (info.queued, info.queued_bytes, info.max_bytes),
+            (3, 100, 100)
+        );
+        assert_eq!(mb.try_recv().unwrap().into_body(), [1; 60]);
+        // 60 bytes free now: 61 do not fit, 60 do.
+        assert_eq!(
+            mb.try_send(&[4; 61]).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        mb.try_send(&[4; 60]).unwrap();
+        assert_eq!(
+            mb.try_send(&[5; 1]).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        // Requests count while queued, like messages.
+        assert!(mb.request_timeout(&[6; 1], Duration::ZERO).is_err());
+        assert_eq!(shm::inspect(&name).unwrap().queued, 3);
+        // Longer than max_bytes (not max_message): never fits.
+        let small = Name::new("mb-bytes-small");
+        let opts = Options::new()
+            .create_new(true)
+            .max_message(64)
+            .max_bytes(10);
+        let tiny = ByteMailbox::with(&small, &opts).unwrap();
+        let err = tiny.try_send(&[0; 11]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("max_bytes"), "{err}");
+        assert_eq!(
+            tiny.send(&[0; 11]).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        tiny.send(&[0; 10]).unwrap();
+        tiny.close().unwrap();
+        mb.close().unwrap();
+    });
+}
+
+/// A send blocked because the bytes queued would go over the bound (slots are free) is
+/// woken by the receive that frees enough of them.
+#[test]
+fn byte_bound_blocked_send_woken_by_receive() {
+    watchdog(|| {
+        let name = Name::new("mb-bytes-wake");
+        let opts = Options::new()
+            .create_new(true)
+            .capacity(8)
+            .max_message(64)
+            .max_bytes(64);
+        let mb = ByteMailbox::with(&name, &opts).unwrap();
+        mb.send(&[1; 50]).unwrap();
+        let tx = mb.clone();
+        let sender = thread::spawn(move || tx.send_tagged(2, &[2; 50]));
+        // Until the sender sleeps on the senders' words.
+        while shm::inspect(&name).unwrap().send_waiters.0 == 0 {
+            thread::yield_now();
+        }
+        assert_eq!(mb.recv().unwrap().into_body(), [1; 50]);
+        sender.join().unwrap().unwrap();
+        let env = mb.recv_timeout(STEP).unwrap();
+        assert_eq!((env.tag(), env.into_body()), (2, vec![2; 50]));
+        mb.close().unwrap();
+    });
+}
+
+/// The byte bound is fixed by the creator, checked on open, and a hostile value in the
+/// header is refused.
+#[test]
+fn byte_bound_open_checks() {
+    use std::io::ErrorKind;
+    watchdog(|| {
+        let name = Name::new("mb-bytes-open");
+        let opts = Options::new()
+            .create_new(true)
+            .capacity(4)
+            .max_message(16)
+            .max_bytes(50);
+        let mb = ByteMailbox::with(&name, &opts).unwrap();
+        // Unchecked when not asked; the creator's bound either way.
+        assert_eq!(ByteMailbox::open(&name).unwrap().max_bytes(), 50);
+        let same = ByteMailbox::with(&name, &Options::new().max_bytes(50)).unwrap();
+        assert_eq!(same.max_bytes(), 50);
+        let err = ByteMailbox::with(&name, &Options::new().max_bytes(51)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(err.to_string().contains("max_bytes mismatch"), "{err}");
+        // Clamped to capacity × max_message, as when creating.
+        let big = Name::new("mb-bytes-open-big");
+        let opts = Options::new().create_new(true).capacity(4).max_message(16);
+        let dflt = ByteMailbox::with(&big, &opts.clone().max_bytes(1 << 40)).unwrap();
+        assert_eq!(dflt.max_bytes(), 64);
+        assert_eq!(
+            ByteMailbox::with(&big, &Options::new().max_bytes(64))
+                .unwrap()
+                .max_bytes(),
+            64
+        );
+        let zero = Options::new().create(true).max_bytes(0);
+        assert_eq!(
+            ByteMailbox::with(&Name::new("mb-bytes-zero"), &zero)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidInput
+        );
+        // A hostile bound in the header (beyond capacity × max_message).
+        let raw = Raw::map(&name);
+        raw.word(HEADER_MAX_BYTES)
+            .store(u64::MAX, Ordering::Relaxed);
+        let err = ByteMailbox::open(&name).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(err.to_string().contains("max_bytes"), "{err}");
+        let info = shm::inspect(&name).unwrap();
+        assert!(!info.is_valid());
+        raw.word(HEADER_MAX_BYTES).store(50, Ordering::Relaxed);
+        drop((same, dflt));
+        mb.close().unwrap();
     });
 }
 

@@ -108,6 +108,12 @@ impl Endpoint {
         name::validate(name)?;
         let slots = opts.slots()?;
         let max = opts.message_limit()?;
+        if opts.max_bytes == Some(0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shm mailbox max_bytes must be at least 1",
+            ));
+        }
         let (create_fp, expect) = match kind {
             // (Signal targets attach through `shm::signal`, not as endpoints, but open
             // the segment here like typed channels.)
@@ -118,6 +124,7 @@ impl Endpoint {
                     fingerprint,
                     max_message: None,
                     capacity: slots,
+                    max_bytes: None,
                     any_type: false,
                 },
             ),
@@ -130,13 +137,17 @@ impl Endpoint {
                         fingerprint: fp,
                         max_message: max,
                         capacity: slots,
+                        max_bytes: opts.max_bytes,
                         any_type: false,
                     },
                 )
             }
         };
         let create = || {
-            let layout = Layout::new(kind, slots.unwrap_or(DEFAULT_CAPACITY), create_fp)?;
+            let mut layout = Layout::new(kind, slots.unwrap_or(DEFAULT_CAPACITY), create_fp)?;
+            if let Some(n) = opts.max_bytes {
+                layout = layout.with_max_bytes(n);
+            }
             Segment::create(name, layout, opts.mode)
         };
         let (seg, created) = open_or_create(name, opts, &expect, create)?;

@@ -60,7 +60,11 @@ pub(crate) struct Header {
     pub(crate) ever_senders: AtomicU32,
     pub(crate) ever_receivers: AtomicU32,
     pub(crate) creator_pid: AtomicU32,
-    _reserved: [AtomicU32; 9],
+    _pad: AtomicU32,
+    /// A byte mailbox's bound on the bytes queued (`Options::max_bytes`); 0 (and in
+    /// every other kind): the default, capacity × max_message.
+    pub(crate) max_bytes: AtomicU64,
+    _reserved: [AtomicU32; 6],
     /// Receivers wait here for messages.
     pub(crate) recv: SideSignal,
     /// Senders wait here for room.
@@ -242,6 +246,10 @@ pub(crate) struct Layout {
     /// channels.
     pub(crate) index_offset: usize,
     pub(crate) total_size: usize,
+    /// A byte mailbox's bound on the bytes queued, in 1..=capacity × max_message; for
+    /// every other kind, capacity × payload size (no
+    /// bound beyond the slots).
+    pub(crate) max_bytes: usize,
 }
 
 fn invalid_input(msg: String) -> io::Error {
@@ -345,7 +353,33 @@ impl Layout {
             slots_offset,
             index_offset,
             total_size,
+            max_bytes: capacity * fingerprint.size,
         })
+    }
+
+    /// A byte mailbox's bound on the bytes queued from the header's word `stored`: 0
+    /// is the default (capacity × max_message); anything else must be a bound the
+    /// creator could have stored (a hostile value beyond the default is refused, not
+    /// clamped).
+    pub(crate) fn stored_max_bytes(&self, stored: u64) -> Result<usize, String> {
+        match usize::try_from(stored) {
+            Ok(0) => Ok(self.capacity * self.fingerprint.size),
+            Ok(n) if n <= self.capacity * self.fingerprint.size => Ok(n),
+            _ => Err(format!(
+                "max_bytes {stored} in header is invalid (at most capacity × max_message, {})",
+                self.capacity * self.fingerprint.size
+            )),
+        }
+    }
+
+    /// The layout with a byte mailbox's bound on the bytes queued set to `max_bytes`,
+    /// clamped to capacity × max_message (the slots bound it anyway); other kinds are
+    /// unchanged.
+    pub(crate) fn with_max_bytes(mut self, max_bytes: usize) -> Layout {
+        if self.kind == Kind::ByteMailbox {
+            self.max_bytes = max_bytes.min(self.capacity * self.fingerprint.size);
+        }
+        self
     }
 
     /// The largest byte message (byte channels), or the payload size (typed).
@@ -372,6 +406,13 @@ impl Layout {
         h.max_message.store(max, Relaxed);
         h.total_size.store(self.total_size as u64, Relaxed);
         h.creator_pid.store(creator_pid, Relaxed);
+        let default = self.capacity * self.fingerprint.size;
+        let bound = if self.kind == Kind::ByteMailbox && self.max_bytes != default {
+            self.max_bytes as u64
+        } else {
+            0
+        };
+        h.max_bytes.store(bound, Relaxed);
     }
 }
 
@@ -384,6 +425,9 @@ pub(crate) struct Expect {
     pub(crate) fingerprint: Fingerprint,
     pub(crate) max_message: Option<usize>,
     pub(crate) capacity: Option<usize>,
+    /// For byte mailboxes: the bound on the bytes queued to check (after clamping it
+    /// like [`Layout::with_max_bytes`]).
+    pub(crate) max_bytes: Option<usize>,
     /// Accept any type (or message size) the header describes (for maintenance tools).
     pub(crate) any_type: bool,
 }
@@ -396,6 +440,7 @@ impl Expect {
             fingerprint: Fingerprint::bytes(1),
             max_message: None,
             capacity: None,
+            max_bytes: None,
             any_type: true,
         }
     }
@@ -522,8 +567,22 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
             "capacity mismatch: segment has {capacity}, expected {want}"
         )));
     }
-    let layout = Layout::new(kind, capacity, fingerprint)
+    let mut layout = Layout::new(kind, capacity, fingerprint)
         .map_err(|e| invalid_data(format!("header describes an invalid layout: {e}")))?;
+    if kind == Kind::ByteMailbox {
+        let max_bytes = layout
+            .stored_max_bytes(h.max_bytes.load(Relaxed))
+            .map_err(invalid_data)?;
+        if let Some(want) = expect.max_bytes
+            && want.min(layout.max_bytes) != max_bytes
+        {
+            return Err(invalid_data(format!(
+                "max_bytes mismatch: segment has {max_bytes}, expected {}",
+                want.min(layout.max_bytes)
+            )));
+        }
+        layout.max_bytes = max_bytes;
+    }
     let stored = Stored {
         slot_size: h.slot_size.load(Relaxed),
         slot_align: h.slot_align.load(Relaxed),

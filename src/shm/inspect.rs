@@ -143,6 +143,12 @@ pub struct Inspection {
     pub type_hash: u64,
     /// The longest message (byte channels; 0 for typed ones).
     pub max_message: u64,
+    /// A byte mailbox's bound on the bytes queued (`Options::max_bytes`; 0 for other
+    /// kinds, or when the header's value is invalid).
+    pub max_bytes: u64,
+    /// A byte mailbox's bytes queued, from its index (0 for other kinds, or an invalid
+    /// segment).
+    pub queued_bytes: u64,
     /// The receivers' position.
     pub head: u64,
     /// The senders' position (with the disconnect mark).
@@ -234,6 +240,8 @@ pub fn inspect(name: &str) -> io::Result<Inspection> {
         type_align: 0,
         type_hash: 0,
         max_message: 0,
+        max_bytes: 0,
+        queued_bytes: 0,
         head: 0,
         tail: 0,
         queued: 0,
@@ -291,6 +299,9 @@ pub fn inspect(name: &str) -> io::Result<Inspection> {
                 let whole = ReadOnlyMap::new(&fd, l.total_size)?;
                 let len = whole.u32_at(l.index_offset + super::mailbox::LEN_OFFSET);
                 info.queued = u64::from(len).min(info.capacity);
+                if l.kind.is_bytes() {
+                    info.queued_bytes = whole.u64_at(l.index_offset + super::mailbox::BYTES_OFFSET);
+                }
             }
         }
         _ if matches!(
@@ -459,6 +470,12 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
             };
             info.problems
                 .extend(stored.mismatches(&layout, info.file_size));
+            if kind == Kind::ByteMailbox {
+                match layout.stored_max_bytes(map.u64_at(header_offset!(max_bytes))) {
+                    Ok(n) => info.max_bytes = n as u64,
+                    Err(e) => info.problems.push(e),
+                }
+            }
             Some(layout)
         }
     }

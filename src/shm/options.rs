@@ -28,6 +28,7 @@ pub(crate) enum OpenMode {
 /// |---|---|---|
 /// | `capacity` | [`DEFAULT_CAPACITY`] when creating; unchecked when opening | 1 to 4 194 304 slots, rounded up to a power of two |
 /// | `max_message` (byte channels) | [`DEFAULT_MAX_MESSAGE`] when creating; unchecked when opening | 1 byte to 64 MiB |
+/// | `max_bytes` (byte mailboxes) | capacity × max_message when creating; unchecked when opening | at least 1; clamped to capacity × max_message |
 /// | `mode` | `0o600` | permission bits only |
 /// | open mode | [`open_existing`](Options::open_existing) | |
 /// | `unlink_on_drop` | `false` | |
@@ -48,6 +49,7 @@ pub(crate) enum OpenMode {
 pub struct Options {
     pub(crate) capacity: Option<usize>,
     pub(crate) max_message: Option<usize>,
+    pub(crate) max_bytes: Option<usize>,
     pub(crate) mode: u32,
     pub(crate) open: OpenMode,
     pub(crate) unlink_on_drop: bool,
@@ -70,6 +72,7 @@ impl Options {
         Options {
             capacity: None,
             max_message: None,
+            max_bytes: None,
             mode: 0o600,
             open: OpenMode::Existing,
             unlink_on_drop: false,
@@ -106,6 +109,32 @@ impl Options {
     /// ```
     pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = Some(bytes);
+        self
+    }
+
+    /// The most bytes a byte mailbox ([`ByteMailbox`](super::ByteMailbox)) holds queued
+    /// at once, its messages' lengths summed, like SysV's per-queue `msg_qbytes`: used
+    /// when creating, checked when opening (a mismatch is
+    /// [`io::ErrorKind::InvalidData`]); 0 is [`io::ErrorKind::InvalidInput`]. Clamped to capacity × max_message, the default
+    /// (which bounds nothing beyond the slots); fixed for the mailbox's life. A send that
+    /// would go over it finds the mailbox full (it waits, or `try_send` fails); a message
+    /// longer than the bound by itself is [`io::ErrorKind::InvalidInput`]. Ignored by
+    /// channels and typed mailboxes.
+    ///
+    /// ```
+    /// use conduit::shm::{self, Options};
+    /// let name = format!("doc-max-bytes-{}", std::process::id());
+    /// let opts = Options::new().max_message(64).max_bytes(100).create_new(true);
+    /// let mb = shm::ByteMailbox::with(&name, &opts)?;
+    /// assert_eq!(mb.max_bytes(), 100);
+    /// mb.try_send(&[1; 60])?;
+    /// assert!(mb.try_send(&[2; 60]).is_err()); // 120 bytes would be queued
+    /// mb.try_send(&[3; 40])?;
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = Some(bytes);
         self
     }
 

@@ -575,6 +575,7 @@ fn expect() -> Expect {
         fingerprint: Fingerprint::signal_entry(),
         max_message: None,
         capacity: None,
+        max_bytes: None,
         any_type: false,
     }
 }

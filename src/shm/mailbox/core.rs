@@ -206,6 +206,37 @@ impl Core {
         self.index().len()
     }
 
+    /// The bound on the bytes queued (byte mailboxes).
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.seg().layout().max_bytes
+    }
+
+    /// Whether the bytes queued are under the bound (a hint, without the lock; always
+    /// for typed mailboxes).
+    fn bytes_left(&self) -> bool {
+        let index = self.index();
+        index.bytes() < index.max_bytes()
+    }
+
+    /// Whether the byte bound is tighter than the slots': a receive may then free room
+    /// for some waiting senders' messages and not others', and wakes them all.
+    fn byte_bounded(&self) -> bool {
+        let layout = self.seg().layout();
+        self.bytes && layout.max_bytes < layout.capacity * layout.max_message()
+    }
+
+    /// Wakes senders after room was freed: one, or every waiting one if the mailbox is
+    /// [`Core::byte_bounded`] (the bytes freed may fit one waiter's message and not
+    /// another's: a single wake-up could go to the one it does not fit).
+    fn wake_senders(&self) {
+        let signal = self.seg().signal(Side::Send);
+        if self.byte_bounded() {
+            signal.notify_waiting();
+        } else {
+            signal.notify_one();
+        }
+    }
+
     /// A cheap look (one load, no lock) at whether an operation on `side` may go through
     /// now: a message is queued (receivers), or a slot is free (senders). A hint that
     /// tells an async wait's spin when to try again (`hub::Wait::poll`); the attempt
@@ -213,7 +244,7 @@ impl Core {
     fn may_proceed(&self, side: Side) -> bool {
         match side {
             Side::Recv => self.len() != 0,
-            Side::Send => self.len() < self.capacity(),
+            Side::Send => self.len() < self.capacity() && self.bytes_left(),
         }
     }
 
@@ -350,7 +381,7 @@ impl Core {
             || {
                 self.seg().maintain_if_due();
             },
-            || self.len() < cap || self.is_closed(),
+            || (self.len() < cap && self.bytes_left()) || self.is_closed(),
             || match self.try_push(tag, reply_to, LockWait::Until(deadline), &mut write) {
                 Err(SendFail::Full) => None,
                 done => Some(done),
@@ -393,7 +424,7 @@ impl Core {
         });
         match done {
             Some(Done::Ok(got)) => {
-                self.seg().signal(Side::Send).notify_one();
+                self.wake_senders();
                 Ok(got)
             }
             Some(Done::Closed) => Err(TryRecvError::Disconnected),
@@ -581,7 +612,7 @@ impl Core {
         if retire(state, seen) {
             self.retired.store(ticket.slot, Ordering::Relaxed);
             // A slot can be released: a sender may wait for room.
-            self.seg().signal(Side::Send).notify_one();
+            self.wake_senders();
         }
         got.ok_or(RequestFail::Unanswered)
     }
@@ -704,7 +735,7 @@ impl<T> Replier<T> {
                     Ok(Done::Ok(()))
                 });
                 // The slot was freed: a sender may wait for room.
-                self.core.seg().signal(Side::Send).notify_one();
+                self.core.wake_senders();
                 false
             }
         }

@@ -51,6 +51,11 @@ const NEXT_SEQ: usize = 40;
 /// through their `All` links, which they no longer use).
 const HELD_HEAD: usize = 48;
 const HELD_TAIL: usize = 52;
+/// The bytes queued (byte mailboxes: the queued messages' lengths summed; held request
+/// slots do not count), at most the layout's `max_bytes`.
+const BYTES: usize = 56;
+/// [`BYTES`]'s offset in the index region, for `shm::inspect`.
+pub(crate) const BYTES_OFFSET: usize = BYTES;
 /// The size of the control block; the tag table follows it, then the sender table.
 const CONTROL: usize = 128;
 /// The value of [`STATE`] once the index is built.
@@ -153,14 +158,33 @@ const LOCK_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
 pub(crate) struct Index<'a> {
     seg: &'a Segment,
     cap: u32,
+    /// Byte mailboxes: the bound on [`BYTES`] (from the validated layout); others:
+    /// `u64::MAX` (their messages count 0 bytes).
+    max_bytes: u64,
 }
 
 impl<'a> Index<'a> {
     pub(crate) fn new(seg: &'a Segment) -> Self {
+        let layout = seg.layout();
         Index {
             seg,
-            cap: seg.layout().capacity as u32,
+            cap: layout.capacity as u32,
+            max_bytes: if layout.kind.is_bytes() {
+                layout.max_bytes as u64
+            } else {
+                u64::MAX
+            },
         }
+    }
+
+    /// The bytes queued (a hint, read without the lock).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.w64(BYTES).load(Ordering::Relaxed)
+    }
+
+    /// The bound on [`Index::bytes`] (`u64::MAX` for typed mailboxes).
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     fn w32(&self, offset: usize) -> &'a AtomicU32 {
@@ -263,6 +287,7 @@ impl<'a> Index<'a> {
             ix: Index {
                 seg: self.seg,
                 cap: self.cap,
+                max_bytes: self.max_bytes,
             },
             stolen,
         }
@@ -410,6 +435,34 @@ impl<'a> Locked<'a> {
             ),
             reply_to: self.s32(i, S_REPLY_TO).load(Ordering::Relaxed),
         }
+    }
+
+    /// The bytes slot `i`'s message counts: its length word in a byte mailbox (checked
+    /// against the payload size), 0 in a typed one.
+    fn size(&self, i: u32) -> Result<u64, Corrupt> {
+        if self.ix.max_bytes == u64::MAX {
+            return Ok(0);
+        }
+        match self.slots().len_word(i as usize) {
+            Some(w) if w.load(Ordering::Relaxed) as usize <= self.slots().payload_size() => {
+                Ok(u64::from(w.load(Ordering::Relaxed)))
+            }
+            _ => Err(Corrupt),
+        }
+    }
+
+    /// The bytes queued, checked against the bound.
+    fn queued_bytes(&self) -> Result<u64, Corrupt> {
+        let n = self.ix.w64(BYTES).load(Ordering::Relaxed);
+        if n <= self.ix.max_bytes {
+            Ok(n)
+        } else {
+            Err(Corrupt)
+        }
+    }
+
+    fn set_bytes(&self, n: u64) {
+        self.ix.w64(BYTES).store(n, Ordering::Relaxed);
     }
 
     fn seq(&self, i: u32) -> u64 {
@@ -606,15 +659,17 @@ impl<'a> Locked<'a> {
     // ---- Operations ----
 
     /// Queues a message: takes a free slot, lets `write` fill its payload (and length),
-    /// writes its envelope, marks it queued, links it. `Ok(false)` when full. O(log t +
-    /// log s) plus O(t + s) entry moves when its tag or sender is new (t distinct tags,
-    /// s distinct senders queued).
+    /// writes its envelope, marks it queued, links it. `Ok(None)` when full: no free
+    /// slot, or its bytes would take the bytes queued over the bound. O(log t + log s)
+    /// plus O(t + s) entry moves when its tag or sender is new (t distinct tags, s
+    /// distinct senders queued).
     pub(crate) fn push(
         &self,
         meta: Meta,
         write: &mut dyn FnMut(&ShmSlots, usize),
     ) -> Result<Option<(u32, u64)>, Corrupt> {
         let len = self.len()?;
+        let bytes = self.queued_bytes()?;
         if len >= self.ix.cap {
             return Ok(None);
         }
@@ -632,6 +687,13 @@ impl<'a> Locked<'a> {
         let next_free = self.check_link(self.link(i, List::All, true).load(Ordering::Relaxed))?;
         self.set_ctl(FREE_HEAD, next_free);
         write(self.slots(), i as usize);
+        // The length `write` stored is what the receive subtracts. Over the bound: the
+        // slot goes back to the free list (its `All` link still names the next free).
+        let size = self.size(i)?;
+        if size > self.ix.max_bytes - bytes {
+            self.set_ctl(FREE_HEAD, i);
+            return Ok(None);
+        }
         let seq = self.ix.w64(NEXT_SEQ).load(Ordering::Relaxed);
         self.ix
             .w64(NEXT_SEQ)
@@ -654,6 +716,7 @@ impl<'a> Locked<'a> {
             self.set_ctl(STATE, 0);
         }
         self.set_ctl(LEN, len + 1);
+        self.set_bytes(bytes + size);
         Ok(Some((i, seq)))
     }
 
@@ -737,6 +800,11 @@ impl<'a> Locked<'a> {
     /// log s), plus O(t) or O(s) entry moves when its lane empties.
     pub(crate) fn take(&self, i: u32, taker: u32) -> Result<Option<u64>, Corrupt> {
         let len = self.len()?;
+        let bytes = self.queued_bytes()?;
+        let size = self.size(i)?;
+        if size > bytes {
+            return Err(Corrupt);
+        }
         let meta = self.meta(i);
         if len == 1
             && self.ctl(ALL_HEAD) == i
@@ -772,6 +840,8 @@ impl<'a> Locked<'a> {
             }
         }
         self.set_ctl(LEN, len.saturating_sub(1));
+        // A request's slot stays held for the reply, but its bytes no longer count.
+        self.set_bytes(bytes - size);
         if meta.reply_to == 0 {
             self.free(i);
             return Ok(None);
@@ -889,6 +959,7 @@ impl<'a> Locked<'a> {
         for w in [LEN, N_TAGS, N_SENDERS] {
             self.set_ctl(w, 0);
         }
+        self.set_bytes(0);
         for w in [ALL_HEAD, ALL_TAIL, HELD_HEAD, HELD_TAIL] {
             self.set_ctl(w, NIL);
         }
@@ -914,16 +985,21 @@ impl<'a> Locked<'a> {
             }
         }
         self.set_ctl(FREE_HEAD, free);
-        let mut len = 0;
+        let (mut len, mut bytes) = (0, 0u64);
         for &(_, i) in &queued {
             // The tables were emptied: only a peer writing to them now can make this
-            // fail, and the next operation rebuilds again.
-            if self.link_in(i).is_err() {
+            // fail, and the next operation rebuilds again. So can a length changed
+            // since `valid` passed it, or a sum over the bound (only a peer's writes
+            // make one: every send checked it).
+            let Ok(size) = self.size(i) else { return };
+            bytes += size;
+            if bytes > self.ix.max_bytes || self.link_in(i).is_err() {
                 return;
             }
             len += 1;
         }
         self.set_ctl(LEN, len);
+        self.set_bytes(bytes);
         let next = queued.last().map_or(0, |&(seq, _)| seq.wrapping_add(1));
         let stored = self.ix.w64(NEXT_SEQ).load(Ordering::Relaxed);
         self.ix

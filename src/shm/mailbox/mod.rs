@@ -32,7 +32,7 @@
 //! - **Namespace.** A mailbox is a segment in `/dev/shm`, like a channel, named like one
 //!   and opened with the same [`Options`] (`create`, `create_new`, `open_existing`, the
 //!   default; `capacity`, rounded up to a power of two, [`super::DEFAULT_CAPACITY`] if
-//!   unset; `mode`; `max_message` for [`ByteMailbox`]). It outlives its handles and
+//!   unset; `mode`; `max_message` and `max_bytes` for [`ByteMailbox`]). It outlives its handles and
 //!   processes, like a SysV queue, until [`Mailbox::close`] (or [`super::unlink`]).
 //! - **Addresses** carry the pid of the handle family's process
 //!   ([`Address::pid`]), so they are distinct across the processes of the machine.
@@ -46,7 +46,8 @@
 //! - A peer's death does not disconnect anything: a mailbox has no sides, and is only
 //!   ever closed by `close`.
 //!
-//! Opening another kind (a channel's name), another type or another `max_message` is
+//! Opening another kind (a channel's name), another type, another `max_message` or
+//! another `max_bytes` (each checked only when the opener's [`Options`] set it) is
 //! [`std::io::ErrorKind::InvalidData`] naming what differs; a bad name `InvalidInput`;
 //! a missing one `NotFound` (without `create`).
 //!
@@ -62,7 +63,8 @@
 //!   and on its *sender lane*, and for a request the replier's lock word and the reply
 //!   state; the payload is copied in whole 8-byte atomic words, as in the rings;
 //! - the **index**: a control block (the lock word and its waiter count, the closed flag,
-//!   the count of queued messages, the free list's head, the global and held lists'
+//!   the count of queued messages and their bytes summed (byte mailboxes), the free
+//!   list's head, the global and held lists'
 //!   ends, the next `seq`, a "built" word), then a **tag table** and a **sender table**
 //!   of `capacity` records each (key, lane head, lane tail), kept sorted by key (tag;
 //!   (pid, address id)) and searched by bisection. A key has a record while it has a
@@ -93,7 +95,9 @@
 //!    unlinks the slot, *then* marks it free. Whoever takes the lock over from a dead
 //!    holder **rebuilds** the index from the slots: every slot marked queued (and, for
 //!    bytes, with a plausible length) is linked again in `seq` order, every other one is
-//!    freed. So a send that had marked its slot is delivered and one that had not never
+//!    freed, and the count and the bytes queued are summed again from the slots linked
+//!    (a sum over the bound, which only a peer's writes make, leaves the index unbuilt:
+//!    "inconsistent" below). So a send that had marked its slot is delivered and one that had not never
 //!    happened (its call never returned: nothing was promised), and a receive that died
 //!    before freeing its slot leaves the message queued for the next receiver. No
 //!    completed send is lost; nothing wedges.
@@ -199,14 +203,26 @@
 //! sleeping receiver (they wait for different selections; each re-checks its own): a
 //! thundering herd, accepted for simplicity, costing one futex wake per send only while
 //! receivers sleep. A receive wakes one sender (they all wait for the same thing: a free
-//! slot; the end of a request exchange, which frees a held slot, wakes one too). Async
+//! slot; the end of a request exchange, which frees a held slot, wakes one too) — except
+//! in a [`ByteMailbox`] bounded by bytes more tightly than by its slots
+//! ([`Options::max_bytes`]), where it wakes every sleeping sender: the bytes it freed may
+//! fit one waiter's message and not another's, and a single wake-up could go to the
+//! wrong one. Async
 //! operations ([`MailboxFut`]) wait through the process's helper thread, as the
 //! channels' do.
 //!
 //! # Limits
 //! - Capacity 1 to 4 194 304 slots (a power of two), as for channels; the default is
-//!   [`super::DEFAULT_CAPACITY`]. The capacity counts messages; a [`ByteMailbox`] holds
-//!   at most `capacity × max_message` bytes (there is no separate byte limit).
+//!   [`super::DEFAULT_CAPACITY`]. The capacity counts messages.
+//! - A [`ByteMailbox`] also holds at most [`ByteMailbox::max_bytes`] bytes queued, its
+//!   messages' lengths summed, like SysV's `msg_qbytes`: [`Options::max_bytes`] of its
+//!   creator (stored in the header, checked on open, fixed for the mailbox's life; by
+//!   default `capacity × max_message`, no bound beyond the slots). A send that would go
+//!   over it finds the mailbox full, like one that finds no free slot; a message longer
+//!   than the bound by itself is `InvalidInput`. The running total is kept in the index
+//!   under the lock. A request counts while queued; once taken by a replier its slot
+//!   stays held for the reply (counting against the capacity, above) but its bytes no
+//!   longer count.
 //! - 64 attached handle families at once ([`super::MAX_PEERS`]).
 //!
 //! # Crash bounds
@@ -225,7 +241,7 @@ use std::time::{Duration, Instant};
 
 use self::core::{Core, LockWait, RecvFail, RequestFail, SendFail};
 pub use self::core::{MailboxFut, RequestFut};
-pub(crate) use self::index::{LEN_OFFSET, index_size};
+pub(crate) use self::index::{BYTES_OFFSET, LEN_OFFSET, index_size};
 use super::ShmSafe;
 use super::bytes::{read_bytes, write_bytes};
 use super::channel::{read_typed, write_typed};
@@ -1129,6 +1145,25 @@ impl ByteMailbox {
         self.core.max_message()
     }
 
+    /// The most bytes this mailbox holds queued at once, its messages' lengths summed
+    /// (like SysV's `msg_qbytes`): [`Options::max_bytes`](super::Options::max_bytes) of
+    /// its creator, by default capacity × max_message. Fixed for the mailbox's life. A
+    /// request counts while queued; once a replier has taken it, its slot stays held
+    /// for the reply but its bytes no longer count (the slot count bounds held slots).
+    ///
+    /// ```
+    /// use conduit::shm;
+    /// let name = format!("doc-bmb-max-bytes-{}", std::process::id());
+    /// let opts = shm::Options::new().create(true).capacity(4).max_message(10);
+    /// let mb = shm::ByteMailbox::with(&name, &opts)?;
+    /// assert_eq!(mb.max_bytes(), 40);
+    /// mb.close()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_bytes(&self) -> usize {
+        self.core.max_bytes()
+    }
+
     fn check_len(&self, len: usize) -> io::Result<()> {
         if len > self.max_message() {
             return Err(io::Error::new(
@@ -1136,6 +1171,15 @@ impl ByteMailbox {
                 format!(
                     "message of {len} bytes is longer than the mailbox's max_message ({})",
                     self.max_message()
+                ),
+            ));
+        }
+        if len > self.max_bytes() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "message of {len} bytes is longer than the mailbox's max_bytes ({})",
+                    self.max_bytes()
                 ),
             ));
         }
