@@ -945,7 +945,8 @@ impl<'a> Locked<'a> {
 
     /// Rebuilds the index from the slots, the source of truth: every slot whose state
     /// is [`QUEUED`] (and, with `valid`, whose contents pass the check) is queued again
-    /// in `seq` order, every other slot is freed. O(capacity · log capacity); runs after
+    /// in `seq` order, every other slot is freed, and the count and the bytes queued are
+    /// summed again from the slots linked. O(capacity · log capacity); runs after
     /// the lock was taken over from a dead holder, when an operation finds the index
     /// inconsistent, and once to initialise a new segment's.
     pub(crate) fn rebuild(&self, valid: fn(&ShmSlots, usize) -> bool) {
