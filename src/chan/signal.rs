@@ -43,9 +43,9 @@
 //! 3. A waiter that leaves unnotified removes its entry and withdraws a count; if the
 //!    count is already zero, a claim in flight took it, and that claim has no entry left
 //!    to serve: `excess` grows by one instead.
-//! 4. [`Signal::notify_all`] (disconnection) marks every unnotified entry notified and
-//!    settles each as in step 3, so a notified entry's count is consumed however it was
-//!    notified.
+//! 4. [`Signal::notify_all`] (disconnection) and [`Signal::notify_waiting`] (once it saw
+//!    the async count above zero) mark every unnotified entry notified and settle each as
+//!    in step 3, so a notified entry's count is consumed however it was notified.
 //! 5. A waiter that finds its entry notified removes it and re-checks (its count was
 //!    consumed); one that leaves notified without having looked (it was cancelled, or its
 //!    re-check succeeded first) passes the notification on (step 2 again).
@@ -223,10 +223,18 @@ impl Signal {
     /// accounting keeps the counts exact: every waiter it notifies re-checks, and one
     /// that finds nothing for itself registers again (a blocking waiter's notification
     /// that a withdrawing waiter took is passed on when that waiter's listener drops).
+    ///
+    /// Each kind is checked on its own, as `notify_one` does: a kind whose count is zero
+    /// has no registered waiter that this change must wake (the argument of
+    /// [`Signal::has`]), so its half of `notify_all` is skipped (async waits on a signal
+    /// target then take no RMW on the blocking count and no event notification).
     #[inline]
     pub(crate) fn notify_waiting(&self) {
-        if Self::has(&self.inner.async_waiters) || Self::has(&self.inner.waiters) {
-            self.notify_all();
+        if Self::has(&self.inner.async_waiters) {
+            self.wake_all_async();
+        }
+        if Self::has(&self.inner.waiters) {
+            self.notify_all_blocking();
         }
     }
 
@@ -247,6 +255,13 @@ impl Signal {
     /// counted. Async waiters: each entry notified here is settled under the list's lock
     /// (module docs, step 4).
     pub(crate) fn notify_all(&self) {
+        self.notify_all_blocking();
+        self.wake_all_async();
+    }
+
+    /// The blocking half of [`Signal::notify_all`].
+    #[cold]
+    fn notify_all_blocking(&self) {
         self.inner.waiters.swap(0, Ordering::SeqCst);
         // Additional notifications, as in `notify_one`: a notified listener dropped
         // without waiting (its waiter's re-check succeeded) passes its notification to a
@@ -254,21 +269,34 @@ impl Signal {
         self.inner
             .event
             .notify(event_listener::IntoNotification::additional(usize::MAX));
-        let wakers: Vec<Waker> = {
+    }
+
+    /// The async half of [`Signal::notify_all`]: notifies every unnotified entry, settles
+    /// each (module docs, step 4), and wakes them outside the lock.
+    ///
+    /// The first waker is kept apart from the rest, so that the common case of one
+    /// waiting task (a signal target's owner) wakes it without allocating.
+    #[cold]
+    fn wake_all_async(&self) {
+        let (first, rest) = {
             let mut list = lock(&self.inner.wakers);
-            let wakers: Vec<Waker> = list
-                .entries
-                .iter_mut()
-                .filter_map(|e| e.waker.take())
-                .collect();
-            for _ in &wakers {
+            let mut first = None;
+            let mut rest = Vec::new();
+            for w in list.entries.iter_mut().filter_map(|e| e.waker.take()) {
+                if first.is_none() {
+                    first = Some(w);
+                } else {
+                    rest.push(w);
+                }
+            }
+            for _ in first.iter().chain(&rest) {
                 list.settle(&self.inner.async_waiters);
             }
-            wakers
+            (first, rest)
         };
         // Each one even if an earlier one panics (see `chan::unwind`): every entry is
         // marked notified already, so a waker skipped here would never be woken.
-        super::unwind::wake_all(wakers, Waker::wake);
+        super::unwind::wake_all(first.into_iter().chain(rest), Waker::wake);
     }
 
     /// What this side still accounts for: the blocking and async waiter counts, the
