@@ -15,18 +15,6 @@ use shm_support::*;
 const RUN: Duration = Duration::from_millis(1500);
 const OP: Duration = Duration::from_millis(20);
 
-/// A small xorshift generator (no dependency needed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn child_entry() {
     let Some(role) = role() else { return };

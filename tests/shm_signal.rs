@@ -258,18 +258,6 @@ fn raiser_killed_in_a_loop_of_raises() {
     });
 }
 
-/// A tiny deterministic generator for the scribbles.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn hostile_segment_gives_errors_not_panics_or_hangs() {
     watchdog(|| {

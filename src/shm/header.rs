@@ -23,6 +23,11 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"CONDUIT\x01");
 ///
 /// A peer of another version would not see this version's locks (nor this one its), so a
 /// segment of another version is refused ([`validate`]), never used.
+///
+/// Still 4 with the signal targets and mailboxes (kinds 3 to 5): the channels' layout is
+/// unchanged, `max_bytes` lives in a word that was reserved and zero (zero meaning the
+/// default), and an earlier build of version 4 refuses the new kinds by their kind
+/// number ("kind 4 in header is invalid") before it reads anything else of theirs.
 pub(crate) const VERSION: u32 = 4;
 
 /// The most slots a channel may have.

@@ -407,3 +407,16 @@ pub fn next_pos(pos: u64, cap: u64) -> u64 {
 pub fn intent_word(recv: bool, pos: u64) -> u64 {
     (1 << 63) | if recv { 1 << 62 } else { 0 } | pos
 }
+
+/// A small xorshift generator for the scribbling tests (deterministic per seed; a seed
+/// must not be 0).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
