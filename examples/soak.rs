@@ -1,6 +1,7 @@
-//! The reliability soak: randomized trials with real sender and receiver processes over
-//! one shared-memory channel, while a controller kills them (`SIGKILL`), stops and
-//! continues them (`SIGSTOP`/`SIGCONT`), and scribbles over the segment.
+//! The reliability soak: randomized trials with real sending and receiving processes
+//! over one shared-memory object (a channel, a mailbox or a signal target), while a
+//! controller kills them (`SIGKILL`), stops and continues them (`SIGSTOP`/`SIGCONT`),
+//! and scribbles over the segment.
 //!
 //! ```sh
 //! cargo run --release --example soak                  # the full run (RELIABILITY.md)
@@ -13,14 +14,19 @@
 //! PATH` (default `target/conduit-soak/results.json`), `--quick` (10 kills, 100
 //! scribbles, 2 stops, scale 100 000).
 //!
-//! Each kind of channel (typed and byte) gets three trials:
-//! - **kill**: every acknowledged send (a sender prints `A seq` once `send` returned
-//!   `Ok`) must be received exactly once (receivers print each message as they get it),
-//!   nothing may be received twice or torn (a checksum per message), and after each kill
-//!   messages must flow again within 1 s. A receiver killed between taking a message and
-//!   printing it loses that one message, which the ledger cannot tell from a real loss:
-//!   so up to one missing acknowledged message per receiver kill is reported as
-//!   `in flight`, and only a loss beyond that fails the trial.
+//! Five kinds of object get three trials each: typed and byte channels, typed and byte
+//! mailboxes (`shm::Mailbox`, `shm::ByteMailbox`: senders send with varying tags,
+//! receivers take any tag), and a signal target (`shm::signal`: raisers raise one
+//! queued number with the message in its payload; the one receiver is the target's
+//! owner, and a killed owner's successor takes the target over with what is pending).
+//! - **kill**: every acknowledged send (a sender prints `A seq` once `send` or `raise`
+//!   returned `Ok`) must be received exactly once (receivers print each message as they
+//!   get it), nothing may be received twice or torn (a checksum per message; for
+//!   signals, the number and a payload), and after each kill messages must flow again
+//!   within 1 s. A receiver killed between taking a message and printing it loses that
+//!   one message, which the ledger cannot tell from a real loss: so up to one missing
+//!   acknowledged message per receiver kill is reported as `in flight`, and only a loss
+//!   beyond that fails the trial.
 //! - **stop**: a sender stopped mid-traffic is alive, not dead: `shm::inspect` shows it
 //!   alive while stopped, its slot is not reaped, and the ledger balances exactly.
 //! - **scribble**: random 8-byte words written at random offsets of the segment while
@@ -28,10 +34,10 @@
 //!   crash, no panic, no hang). Lost or garbled messages are expected there and only
 //!   counted.
 //!
-//! Then the **scale** trials: `--scale` messages through one MPMC channel of each flavor
-//! (`bounded(1024)`, `unbounded`, `rendezvous` and a shm
-//! channel) by 4 producer and 4 consumer threads, with an exact ledger: every message
-//! received exactly once, in order per producer.
+//! Then the **scale** trials: `--scale` messages through one MPMC object of each flavor
+//! (`bounded(1024)`, `unbounded`, `rendezvous`, a shm channel, an in-process mailbox and
+//! a shm mailbox) by 4 producer and 4 consumer threads, with an exact ledger: every
+//! message received exactly once, in order per producer.
 //!
 //! A failing trial prints its seed; the run exits with status 1.
 
@@ -46,7 +52,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use conduit::shm::signal::{Raiser, Target};
 use conduit::shm::{self, ByteReceiver, ByteSender, Options, Receiver, Sender};
+use conduit::signal::Signal;
 
 const ROLE: &str = "CONDUIT_SOAK_ROLE";
 const CAPACITY: usize = 64;
@@ -100,13 +108,169 @@ fn decode_bytes(msg: &[u8]) -> Option<(u64, u64, bool)> {
 enum Kind {
     Typed,
     Bytes,
+    Mailbox,
+    ByteMailbox,
+    Signal,
 }
 
 impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::Typed,
+        Kind::Bytes,
+        Kind::Mailbox,
+        Kind::ByteMailbox,
+        Kind::Signal,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Kind::Typed => "typed channel",
             Kind::Bytes => "byte channel",
+            Kind::Mailbox => "typed mailbox",
+            Kind::ByteMailbox => "byte mailbox",
+            Kind::Signal => "signal target",
+        }
+    }
+
+    /// The child's `CONDUIT_SOAK_KIND`.
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Typed => "typed",
+            Kind::Bytes => "bytes",
+            Kind::Mailbox => "mailbox",
+            Kind::ByteMailbox => "byte-mailbox",
+            Kind::Signal => "signal",
+        }
+    }
+
+    fn from_key(key: &str) -> Kind {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.key() == key)
+            .unwrap_or_else(|| panic!("unknown kind {key}"))
+    }
+
+    /// How many receivers run at once: a signal target has one owner.
+    fn receivers(self, asked: usize) -> usize {
+        if self == Kind::Signal { 1 } else { asked }
+    }
+
+    /// Creates the object `name` of this kind for one trial (and lets go of it).
+    fn create(self, name: &str) {
+        let _ = shm::unlink(name);
+        let options = Options::new()
+            .create_new(true)
+            .capacity(CAPACITY)
+            .max_message(MAX_MESSAGE);
+        match self {
+            Kind::Typed => drop(Receiver::<[u64; 4]>::with(name, &options).unwrap()),
+            Kind::Bytes => drop(ByteReceiver::with(name, &options).unwrap()),
+            Kind::Mailbox => drop(shm::Mailbox::<[u64; 4]>::with(name, &options).unwrap()),
+            Kind::ByteMailbox => drop(shm::ByteMailbox::with(name, &options).unwrap()),
+            Kind::Signal => drop(Target::with(name, &options).unwrap()),
+        }
+    }
+}
+
+/// The queued signal number the signal trials raise; its payload carries
+/// `producer << 40 | seq`.
+const SOAK_SIGNAL: u8 = 40;
+
+/// What a soak child holds: one sending or receiving handle of its trial's kind.
+enum Port {
+    Sender(Sender<[u64; 4]>),
+    Receiver(Receiver<[u64; 4]>),
+    ByteSender(ByteSender),
+    ByteReceiver(ByteReceiver),
+    Mailbox(shm::Mailbox<[u64; 4]>),
+    ByteMailbox(shm::ByteMailbox),
+    Raiser(Raiser),
+    Target(Target),
+}
+
+impl Port {
+    fn open(kind: Kind, name: &str, sending: bool) -> Port {
+        match (kind, sending) {
+            (Kind::Typed, true) => Port::Sender(Sender::open(name).unwrap()),
+            (Kind::Typed, false) => Port::Receiver(Receiver::open(name).unwrap()),
+            (Kind::Bytes, true) => Port::ByteSender(ByteSender::open(name).unwrap()),
+            (Kind::Bytes, false) => Port::ByteReceiver(ByteReceiver::open(name).unwrap()),
+            (Kind::Mailbox, _) => Port::Mailbox(shm::Mailbox::open(name).unwrap()),
+            (Kind::ByteMailbox, _) => Port::ByteMailbox(shm::ByteMailbox::open(name).unwrap()),
+            (Kind::Signal, true) => Port::Raiser(Raiser::open(name).unwrap()),
+            (Kind::Signal, false) => {
+                // The previous owner was reaped before this one started, but a
+                // scribbled segment may answer `ResourceBusy` for a while: retry briefly.
+                let mut tries = 0;
+                loop {
+                    match Target::open(name) {
+                        Ok(t) => break Port::Target(t),
+                        Err(_) if tries < 100 => {
+                            tries += 1;
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => panic!("cannot own the signal target: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends message `seq` of `producer`; whether it was acknowledged.
+    fn send(&self, producer: u64, seq: u64, op: Duration) -> bool {
+        let typed = [producer, seq, check(producer, seq), 0];
+        match self {
+            Port::Sender(tx) => tx.send_timeout(typed, op).is_ok(),
+            Port::ByteSender(tx) => tx.send_timeout(&encode_bytes(producer, seq), op).is_ok(),
+            // The tag varies so the mailbox's index has several lanes.
+            Port::Mailbox(mb) => mb.send_tagged_timeout(seq % 3, typed, op).is_ok(),
+            Port::ByteMailbox(mb) => mb
+                .send_tagged_timeout(seq % 3, &encode_bytes(producer, seq), op)
+                .is_ok(),
+            Port::Raiser(r) => {
+                let sig = Signal::new(SOAK_SIGNAL).unwrap();
+                match r.raise_with(sig, (producer << 40) | seq) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        // Full, or no owner until the next one takes over: pacing.
+                        thread::sleep(Duration::from_millis(1));
+                        false
+                    }
+                }
+            }
+            _ => unreachable!("a receiving port does not send"),
+        }
+    }
+
+    /// The next message as `(producer, seq, intact)`, or `Err(disconnected)`.
+    fn recv(&self, wait: Duration) -> Result<(u64, u64, bool), bool> {
+        let typed = |m: [u64; 4]| (m[0], m[1], m[2] == check(m[0], m[1]));
+        let bytes = |m: &[u8]| decode_bytes(m).unwrap_or((u64::MAX, 0, false));
+        let disconnected =
+            |e: conduit::RecvTimeoutError| e == conduit::RecvTimeoutError::Disconnected;
+        match self {
+            Port::Receiver(rx) => rx.recv_timeout(wait).map(typed).map_err(disconnected),
+            Port::ByteReceiver(rx) => rx
+                .recv_timeout(wait)
+                .map(|m| bytes(&m))
+                .map_err(disconnected),
+            Port::Mailbox(mb) => mb
+                .recv_timeout(wait)
+                .map(|e| typed(*e.body()))
+                .map_err(disconnected),
+            Port::ByteMailbox(mb) => mb
+                .recv_timeout(wait)
+                .map(|e| bytes(e.body()))
+                .map_err(disconnected),
+            Port::Target(t) => match t.wait_timeout(wait) {
+                Some(info) => {
+                    let p = info.payload().unwrap_or(u64::MAX);
+                    let intact = info.signal().number() == SOAK_SIGNAL && info.payload().is_some();
+                    Ok((p >> 40, p & ((1 << 40) - 1), intact))
+                }
+                None => Err(false),
+            },
+            _ => unreachable!("a sending port does not receive"),
         }
     }
 }
@@ -136,11 +300,7 @@ fn say(out: &mut impl Write, line: std::fmt::Arguments<'_>) {
 
 fn child(role: &str) {
     let name = env("CONDUIT_SOAK_NAME");
-    let kind = if env("CONDUIT_SOAK_KIND") == "bytes" {
-        Kind::Bytes
-    } else {
-        Kind::Typed
-    };
+    let kind = Kind::from_key(&env("CONDUIT_SOAK_KIND"));
     let end: Option<Instant> = std::env::var("CONDUIT_SOAK_RUN_MS")
         .ok()
         .map(|ms| Instant::now() + Duration::from_millis(ms.parse().unwrap()));
@@ -151,27 +311,18 @@ fn child(role: &str) {
     match role {
         "sender" => {
             let producer: u64 = env("CONDUIT_SOAK_PRODUCER").parse().unwrap();
-            let typed = (kind == Kind::Typed).then(|| Sender::<[u64; 4]>::open(&name).unwrap());
-            let bytes = (kind == Kind::Bytes).then(|| ByteSender::open(&name).unwrap());
+            let port = Port::open(kind, &name, true);
             say(&mut out, format_args!("open"));
             let mut seq = 0u64;
             while !over() {
-                let sent = match (&typed, &bytes) {
-                    (Some(tx), _) => tx
-                        .send_timeout([producer, seq, check(producer, seq), 0], op)
-                        .is_ok(),
-                    (_, Some(tx)) => tx.send_timeout(&encode_bytes(producer, seq), op).is_ok(),
-                    _ => unreachable!(),
-                };
-                if sent {
+                if port.send(producer, seq, op) {
                     say(&mut out, format_args!("A {seq}"));
                     seq += 1;
                 }
             }
         }
         "receiver" => {
-            let typed = (kind == Kind::Typed).then(|| Receiver::<[u64; 4]>::open(&name).unwrap());
-            let bytes = (kind == Kind::Bytes).then(|| ByteReceiver::open(&name).unwrap());
+            let port = Port::open(kind, &name, false);
             say(&mut out, format_args!("open"));
             // After the stop, drain: wait up to a second per message, until the senders
             // are gone and the ring is empty (or nothing comes any more).
@@ -182,18 +333,7 @@ fn child(role: &str) {
                     break;
                 }
                 let wait = if stopping { Duration::from_secs(1) } else { op };
-                let got = match (&typed, &bytes) {
-                    (Some(rx), _) => rx
-                        .recv_timeout(wait)
-                        .map(|m| (m[0], m[1], m[2] == check(m[0], m[1])))
-                        .map_err(|e| e == conduit::RecvTimeoutError::Disconnected),
-                    (_, Some(rx)) => rx
-                        .recv_timeout(wait)
-                        .map(|m| decode_bytes(&m).unwrap_or((u64::MAX, 0, false)))
-                        .map_err(|e| e == conduit::RecvTimeoutError::Disconnected),
-                    _ => unreachable!(),
-                };
-                match got {
+                match port.recv(wait) {
                     Ok((producer, seq, intact)) => {
                         say(
                             &mut out,
@@ -266,14 +406,7 @@ impl Controller {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.env(ROLE, role)
             .env("CONDUIT_SOAK_NAME", &self.name)
-            .env(
-                "CONDUIT_SOAK_KIND",
-                if self.kind == Kind::Bytes {
-                    "bytes"
-                } else {
-                    "typed"
-                },
-            )
+            .env("CONDUIT_SOAK_KIND", self.kind.key())
             .env("CONDUIT_SOAK_PRODUCER", producer.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -428,23 +561,11 @@ struct Run {
     scale: u64,
 }
 
-fn new_channel(name: &str, kind: Kind) {
-    let _ = shm::unlink(name);
-    let options = Options::new()
-        .create_new(true)
-        .capacity(CAPACITY)
-        .max_message(MAX_MESSAGE);
-    match kind {
-        Kind::Typed => drop(Receiver::<[u64; 4]>::with(name, &options).unwrap()),
-        Kind::Bytes => drop(ByteReceiver::with(name, &options).unwrap()),
-    }
-}
-
 /// A fresh channel for one trial, and a controller for its processes with the receiving
 /// end of their events.
 fn start_trial(kind: Kind, rng: &mut Rng) -> (String, Controller, mpsc::Receiver<Event>) {
     let name = format!("soak-{}-{}", std::process::id(), rng.below(1 << 30));
-    new_channel(&name, kind);
+    kind.create(&name);
     let (tx, rx) = mpsc::channel();
     let ctl = Controller {
         name: name.clone(),
@@ -467,7 +588,7 @@ fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outc
     for _ in 0..run.senders {
         procs.push(ctl.spawn("sender", None));
     }
-    for _ in 0..run.receivers {
+    for _ in 0..kind.receivers(run.receivers) {
         procs.push(ctl.spawn("receiver", None));
     }
     let mut producers: HashMap<usize, u64> = procs.iter().map(|p| (p.id, p.producer)).collect();
@@ -547,7 +668,7 @@ fn scribble_trial(run: &Run, kind: Kind, rng: &mut Rng) -> Outcome {
     for _ in 0..run.senders {
         procs.push(ctl.spawn("sender", Some(SCRIBBLE_RUN)));
     }
-    for _ in 0..run.receivers {
+    for _ in 0..kind.receivers(run.receivers) {
         procs.push(ctl.spawn("receiver", Some(SCRIBBLE_RUN)));
     }
     let file = std::fs::OpenOptions::new()
@@ -737,6 +858,43 @@ fn scale_trials(total: u64) -> Vec<Outcome> {
     ));
     drop(keep);
     let _ = shm::unlink(&name);
+    // Mailboxes, receiving any tag (FIFO per sender): each thread opens its own
+    // handle, so every producer has its own address.
+    let office = conduit::mailbox::PostOffice::new();
+    let keep = office.open::<u64>("scale").unwrap();
+    outcomes.push(scale_trial(
+        "mailbox",
+        total,
+        || office.open::<u64>("scale").unwrap(),
+        || office.open::<u64>("scale").unwrap(),
+        |tx, m| tx.send_tagged(m % 5, m).unwrap(),
+        |rx, done| {
+            recv_until_done(
+                done,
+                || rx.recv_timeout(SCALE_POLL).ok().map(|e| e.into_body()),
+                || rx.is_empty(),
+            )
+        },
+    ));
+    drop(keep);
+    let options = Options::new().create_new(true).capacity(1024);
+    let keep = shm::Mailbox::<u64>::with(&name, &options).unwrap();
+    outcomes.push(scale_trial(
+        "shm mailbox",
+        total,
+        || shm::Mailbox::<u64>::open(&name).unwrap(),
+        || shm::Mailbox::<u64>::open(&name).unwrap(),
+        |tx, m| tx.send_tagged(m % 5, m).unwrap(),
+        |rx, done| {
+            recv_until_done(
+                done,
+                || rx.recv_timeout(SCALE_POLL).ok().map(|e| e.into_body()),
+                || rx.is_empty(),
+            )
+        },
+    ));
+    drop(keep);
+    let _ = shm::unlink(&name);
     outcomes
 }
 
@@ -796,7 +954,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut rng = Rng(run.seed);
     let mut outcomes = Vec::new();
-    for kind in [Kind::Typed, Kind::Bytes] {
+    for kind in Kind::ALL {
         outcomes.push(traffic_trial(&run, kind, &mut rng, false));
         outcomes.push(traffic_trial(&run, kind, &mut rng, true));
         outcomes.push(scribble_trial(&run, kind, &mut rng));

@@ -86,6 +86,10 @@ enum Command {
         /// Create a byte mailbox (tagged messages, selective receive) instead.
         #[arg(long)]
         mailbox: bool,
+        /// A byte mailbox's bound on the bytes queued, its messages' lengths summed
+        /// (like SysV's `msg_qbytes`; default: capacity × max message).
+        #[arg(long, requires = "mailbox")]
+        max_bytes: Option<usize>,
     },
     /// Send messages to a byte channel or byte mailbox: the arguments, or else standard
     /// input.
@@ -225,7 +229,8 @@ fn run(command: Command) -> Outcome {
             max_message,
             new,
             mailbox,
-        } => create(&name, capacity, max_message, new, mailbox),
+            max_bytes,
+        } => create(&name, capacity, max_message, new, mailbox, max_bytes),
         Command::Send {
             name,
             messages,
@@ -368,8 +373,18 @@ fn byte_options(capacity: usize, max_message: usize) -> shm::Options {
         .max_message(max_message)
 }
 
-fn create(name: &str, capacity: usize, max_message: usize, new: bool, mailbox: bool) -> Outcome {
-    let options = byte_options(capacity, max_message);
+fn create(
+    name: &str,
+    capacity: usize,
+    max_message: usize,
+    new: bool,
+    mailbox: bool,
+    max_bytes: Option<usize>,
+) -> Outcome {
+    let mut options = byte_options(capacity, max_message);
+    if let Some(n) = max_bytes {
+        options = options.max_bytes(n);
+    }
     let options = if new {
         options.create_new(true)
     } else {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use conduit::shm::{Inspection, Liveness, PeerInfo};
+use conduit::shm::{Inspection, Liveness, ObjectKind, PeerInfo};
 use serde_json::{Value, json};
 
 /// Messages per second sent and received, per object (by name).
@@ -186,13 +186,27 @@ pub fn detail(info: &Inspection) -> String {
             info.type_size, info.type_align, info.type_hash, info.max_message
         ),
     );
-    field(
-        "positions",
-        format!(
-            "head {:#x}, tail {:#x}, queued {}",
-            info.head, info.tail, info.queued
-        ),
-    );
+    if matches!(
+        info.kind,
+        Some(ObjectKind::Mailbox | ObjectKind::ByteMailbox)
+    ) {
+        // A mailbox counts in its index; its ring positions are unused.
+        field("queued", info.queued.to_string());
+    } else {
+        field(
+            "positions",
+            format!(
+                "head {:#x}, tail {:#x}, queued {}",
+                info.head, info.tail, info.queued
+            ),
+        );
+    }
+    if info.kind == Some(ObjectKind::ByteMailbox) {
+        field(
+            "bytes",
+            format!("{} queued, at most {}", info.queued_bytes, info.max_bytes),
+        );
+    }
     field(
         "waiters",
         format!(
@@ -263,6 +277,8 @@ pub fn json(info: &Inspection) -> Value {
         "head": info.head,
         "tail": info.tail,
         "queued": info.queued,
+        "max_bytes": info.max_bytes,
+        "queued_bytes": info.queued_bytes,
         "waiters": {
             "recv_blocked": info.recv_waiters.0,
             "recv_async": info.recv_waiters.1,

@@ -413,6 +413,14 @@ fn mailboxes_take_tags_and_selections() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
     assert!(ls_line(&name).contains("bytemailbox"), "{}", ls_line(&name));
+    // `stat` shows a byte mailbox's bytes (3 + 4 + 5 + 5), and the default bound
+    // (capacity × max message).
+    let o = run(&["stat", &name]);
+    assert!(
+        stdout(&o).contains("queued         4\nbytes          17 queued, at most 32768"),
+        "{}",
+        stdout(&o)
+    );
     // Priority order: the lowest tag <= 5 first, in order within a tag.
     let o = run(&["recv", &name, "--select", "atmost:5", "-n", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -422,6 +430,27 @@ fn mailboxes_take_tags_and_selections() {
     assert_eq!(o.status.code(), Some(1));
     let o = run(&["recv", &name, "--select", "except:1"]);
     assert_eq!(stdout(&o), "noise\n");
+    // A byte bound set at creation is kept, shown, and enforced.
+    let bounded = unique("mailbox-bytes");
+    let _bounded_cleanup = Cleanup(bounded.clone());
+    let o = run(&["create", &bounded, "--mailbox", "--max-bytes", "10"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(run(&["send", &bounded, "0123456789"]).status.success());
+    let o = run(&["send", &bounded, "x", "--timeout", "0.05"]);
+    assert!(!o.status.success(), "a send over the byte bound succeeded");
+    let o = run(&["stat", &bounded, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["max_bytes"].as_u64(), v["queued_bytes"].as_u64()),
+        (Some(10), Some(10))
+    );
+    // --max-bytes is for mailboxes only.
+    assert_eq!(
+        run(&["create", &unique("chan-bytes"), "--max-bytes", "10"])
+            .status
+            .code(),
+        Some(2)
+    );
     // Mailbox options on a channel, and bad selections, are usage errors.
     let chan = unique("not-mailbox");
     let _chan_cleanup = Cleanup(chan.clone());
