@@ -5,8 +5,10 @@
 //! timeouts). Async waiters keep their wakers in a small list of our own ([`WakerList`]):
 //! registering is a push under an uncontended lock, with no allocation and no reference
 //! count, and a wait whose re-check succeeds (the common case under load: the peer was
-//! mid-operation) costs two short critical sections. Each kind has its own count, so
-//! a waker always knows which of the two to notify.
+//! mid-operation) costs two short critical sections. A notified async waiter learns
+//! that it was notified from one atomic load (the list's watermark, below), without the
+//! lock: the wait that a wake-up ends takes the lock once, to register. Each kind has
+//! its own count, so a waker always knows which of the two to notify.
 //!
 //! The fast path of a send or receive never locks: a wake-up is only issued when a count
 //! says someone is registered, which is one extra load of a read-mostly line.
@@ -30,25 +32,38 @@
 //! deadline passing at every point, in `loom-tests/tests/loom_timeout.rs`.)
 //!
 //! # Counts and entries of async waiters
-//! The async count is the number of unnotified entries, less the claims in flight (a
-//! waker that has decremented the count and not yet taken the list's lock), plus the
-//! list's `excess` (claims in flight that no entry is left for); counts are not tied to
-//! particular waiters. Step by step, each under the list's lock unless said otherwise:
-//! 1. A waiter registers: it pushes its entry and increments the count (SeqCst RMW,
-//!    inside the same critical section, so the count never lags the entries it counts).
+//! The list holds the unnotified entries only, oldest (lowest key) first: a waker takes
+//! an entry out of the list as it notifies it. The async count is the number of entries,
+//! less the claims in flight (a waker that has decremented the count and not yet taken
+//! the list's lock), plus the list's `excess` (claims in flight that no entry is left
+//! for); counts are not tied to particular waiters. Step by step, each under the list's
+//! lock unless said otherwise:
+//! 1. A waiter registers: it pushes its entry, with the next key, and increments the
+//!    count (SeqCst RMW, inside the same critical section, so the count never lags the
+//!    entries it counts).
 //! 2. A waker claims (decrements, outside the lock; only a count above zero), then
-//!    under the lock either consumes one `excess`, or marks the *oldest* unnotified entry
-//!    notified and wakes it. An entry registered before the count the waker read is
-//!    always found (the count's RMW chain makes the push happen before the waker's lock).
+//!    under the lock either consumes one `excess`, or takes the *oldest* entry out,
+//!    raises the watermark `notified_below` past its key (Release store), and wakes it.
+//!    An entry registered before the count the waker read is always found (the count's
+//!    RMW chain makes the push happen before the waker's lock).
 //! 3. A waiter that leaves unnotified removes its entry and withdraws a count; if the
 //!    count is already zero, a claim in flight took it, and that claim has no entry left
 //!    to serve: `excess` grows by one instead.
 //! 4. [`Signal::notify_all`] (disconnection) and [`Signal::notify_waiting`] (once it saw
-//!    the async count above zero) mark every unnotified entry notified and settle each as
-//!    in step 3, so a notified entry's count is consumed however it was notified.
-//! 5. A waiter that finds its entry notified removes it and re-checks (its count was
-//!    consumed); one that leaves notified without having looked (it was cancelled, or its
-//!    re-check succeeded first) passes the notification on (step 2 again).
+//!    the async count above zero) take every entry out, raise the watermark past the
+//!    last, and settle each as in step 3, so a notified entry's count is consumed however
+//!    it was notified.
+//! 5. A waiter knows it was notified when its key is below the watermark: entries leave
+//!    the list in key order (steps 2 and 4 take the oldest first; step 3 takes only its
+//!    own entry, which is then no longer looked up), so every key below the watermark
+//!    was taken out by a waker or by its own waiter, and the watermark only grows. The
+//!    load is Acquire, paired with the waker's Release store, so the waker's change (made
+//!    before it claimed) is visible to the re-check that follows; no lock is taken. Above
+//!    the watermark, the waiter takes the lock and loads the watermark again there (it
+//!    is only stored under the lock), so the answer is final while it updates or
+//!    removes its entry. A notified waiter re-checks (its count was consumed); one that
+//!    leaves notified without having looked (it was cancelled, or its re-check
+//!    succeeded first) passes the notification on (step 2 again).
 //!
 //! Each step keeps `count + in flight = unnotified entries + excess`, and `excess` never
 //! exceeds the claims in flight (step 2 consumes an excess before it wakes anyone, and an
@@ -66,8 +81,8 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    AtomicUsize, Deadline, Event, Listener, Mutex, Ordering, QuickBackoff, listener, load_seqcst,
-    lock,
+    AtomicU64, AtomicUsize, Deadline, Event, Listener, Mutex, Ordering, QuickBackoff, listener,
+    load_seqcst, lock,
 };
 
 /// One side's wait queue: waiters for room (senders) or for messages (receivers).
@@ -84,11 +99,14 @@ struct SignalInner {
     waiters: AtomicUsize,
     /// Registered async waiters not yet claimed by a waker.
     async_waiters: AtomicUsize,
+    /// Every async wait whose key is below this was notified (or has left): see the
+    /// module docs, step 5. Stored under the list's lock only.
+    notified_below: AtomicU64,
     /// The async waiters' wakers.
     wakers: Mutex<WakerList>,
 }
 
-/// The wakers of pending async waits, oldest first.
+/// The wakers of pending async waits not yet notified, oldest (lowest key) first.
 #[derive(Debug, Default)]
 struct WakerList {
     entries: VecDeque<Entry>,
@@ -100,32 +118,34 @@ struct WakerList {
 }
 
 impl WakerList {
-    /// Where the entry of the wait registered as `key` is: a registered wait keeps its
-    /// entry until it leaves (only its owner removes it).
+    /// Where the entry of the unnotified wait registered as `key` is: such a wait keeps
+    /// its entry until a waker takes it out or the wait leaves.
     fn index_of(&self, key: u64) -> usize {
         self.entries
             .iter()
             .position(|e| e.key == key)
-            .expect("a registered async wait has an entry until it leaves")
+            .expect("an unnotified async wait has an entry")
     }
 
-    /// Consumes the count of an entry that leaves the unnotified set without a waker's
-    /// claim (its waiter leaves, or [`Signal::notify_all`] notifies it): withdraws one
-    /// from `count`, or, if a claim in flight already took it, records that claim as
-    /// excess. Called with the list locked (`self` is the locked list).
-    fn settle(&mut self, count: &AtomicUsize) {
-        if !Signal::claim(count) {
-            self.excess += 1;
-        }
+    /// Consumes the counts of `n` entries that leave the unnotified set without a waker's
+    /// claim (their waiter leaves, or [`Signal::notify_all`] notifies them): withdraws
+    /// them from `count` as far as it goes; each that a claim in flight already took is
+    /// recorded as excess. Called with the list locked (`self` is the locked list).
+    fn settle(&mut self, count: &AtomicUsize, n: usize) {
+        let before = count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                Some(c.saturating_sub(n))
+            })
+            .unwrap_or_else(|c| c);
+        self.excess += n - before.min(n);
     }
 }
 
-/// One pending async wait.
+/// One pending, unnotified async wait.
 #[derive(Debug)]
 struct Entry {
     key: u64,
-    /// `None` once a waker has notified the entry (and taken the waker to wake it).
-    waker: Option<Waker>,
+    waker: Waker,
 }
 
 /// How [`Signal::poll_async`] found a registered async wait.
@@ -190,7 +210,10 @@ impl Signal {
                 list.excess -= 1;
                 None
             } else {
-                list.entries.iter_mut().find_map(|e| e.waker.take())
+                list.entries.pop_front().map(|e| {
+                    self.mark_notified(e.key);
+                    e.waker
+                })
             }
         };
         // Outside the lock: waking may run arbitrary executor code.
@@ -201,6 +224,21 @@ impl Signal {
             }
             None => false,
         }
+    }
+
+    /// Records (under the list's lock) that every async wait up to `key` was notified or
+    /// has left: `key` is that of the newest entry a waker took out (module docs, step 5).
+    fn mark_notified(&self, key: u64) {
+        // Release: the change a waker announces, made before it claimed, happens before
+        // the re-check of a waiter whose Acquire load sees its key below the mark.
+        self.inner.notified_below.store(key + 1, Ordering::Release);
+    }
+
+    /// Whether the wait registered as `key` was notified, as far as the watermark says
+    /// (module docs, step 5): lock-free, and final when `true`; under the list's lock,
+    /// final either way.
+    fn notified(&self, key: u64) -> bool {
+        key < self.inner.notified_below.load(Ordering::Acquire)
     }
 
     /// Whether a waiter of the kind `count` counts is registered, ordered after the
@@ -271,32 +309,39 @@ impl Signal {
             .notify(event_listener::IntoNotification::additional(usize::MAX));
     }
 
-    /// The async half of [`Signal::notify_all`]: notifies every unnotified entry, settles
-    /// each (module docs, step 4), and wakes them outside the lock.
+    /// The async half of [`Signal::notify_all`]: takes every entry out (notifying it),
+    /// settles their counts (module docs, step 4), and wakes them outside the lock.
     ///
     /// The first waker is kept apart from the rest, so that the common case of one
-    /// waiting task (a signal target's owner) wakes it without allocating.
+    /// waiting task (a signal target's owner) wakes it without allocating, and directly:
+    /// a panic of a single wake-up reaches the caller as it would from the batch.
     #[cold]
     fn wake_all_async(&self) {
         let (first, rest) = {
             let mut list = lock(&self.inner.wakers);
-            let mut first = None;
-            let mut rest = Vec::new();
-            for w in list.entries.iter_mut().filter_map(|e| e.waker.take()) {
-                if first.is_none() {
-                    first = Some(w);
-                } else {
-                    rest.push(w);
-                }
-            }
-            for _ in first.iter().chain(&rest) {
-                list.settle(&self.inner.async_waiters);
-            }
-            (first, rest)
+            let Some(first) = list.entries.pop_front() else {
+                return;
+            };
+            // Not even an empty drain for the common single waiter.
+            let rest: Vec<Entry> = if list.entries.is_empty() {
+                Vec::new()
+            } else {
+                list.entries.drain(..).collect()
+            };
+            self.mark_notified(rest.last().unwrap_or(&first).key);
+            list.settle(&self.inner.async_waiters, 1 + rest.len());
+            (first.waker, rest)
         };
+        if rest.is_empty() {
+            first.wake();
+            return;
+        }
         // Each one even if an earlier one panics (see `chan::unwind`): every entry is
-        // marked notified already, so a waker skipped here would never be woken.
-        super::unwind::wake_all(first.into_iter().chain(rest), Waker::wake);
+        // taken out already, so a waker skipped here would never be woken.
+        super::unwind::wake_all(
+            core::iter::once(first).chain(rest.into_iter().map(|e| e.waker)),
+            Waker::wake,
+        );
     }
 
     /// What this side still accounts for: the blocking and async waiter counts, the
@@ -342,50 +387,51 @@ impl Signal {
         list.next_key += 1;
         list.entries.push_back(Entry {
             key,
-            waker: Some(waker.clone()),
+            waker: waker.clone(),
         });
         self.inner.async_waiters.fetch_add(1, Ordering::SeqCst);
         key
     }
 
-    /// A later poll of a registered async wait: consumes a notification, or refreshes
-    /// the stored waker.
+    /// A later poll of a registered async wait: consumes a notification (without the
+    /// lock when the watermark already says so), or refreshes the stored waker.
     fn poll_async(&self, key: u64, waker: &Waker) -> AsyncState {
-        let mut list = lock(&self.inner.wakers);
-        let i = list.index_of(key);
-        match &mut list.entries[i].waker {
-            None => {
-                list.entries.remove(i);
-                AsyncState::Notified
-            }
-            Some(w) => {
-                if !w.will_wake(waker) {
-                    w.clone_from(waker);
-                }
-                AsyncState::Waiting
-            }
+        if self.notified(key) {
+            return AsyncState::Notified;
         }
+        let mut list = lock(&self.inner.wakers);
+        if self.notified(key) {
+            return AsyncState::Notified;
+        }
+        let i = list.index_of(key);
+        let w = &mut list.entries[i].waker;
+        if !w.will_wake(waker) {
+            w.clone_from(waker);
+        }
+        AsyncState::Waiting
     }
 
-    /// An async waiter leaves (it finished, or was cancelled) with its entry still
-    /// registered: unnotified, it withdraws a count; notified, it passes the notification
-    /// on (see the module docs).
+    /// An async waiter leaves (it finished, or was cancelled) while registered:
+    /// unnotified, it removes its entry and withdraws a count; notified (its entry is
+    /// gone), it passes the notification on (see the module docs).
     fn leave_async(&self, key: u64) {
-        let notified = {
+        if !self.notified(key) {
             let mut list = lock(&self.inner.wakers);
-            let i = list.index_of(key);
-            let notified = list.entries[i].waker.is_none();
-            list.entries.remove(i);
-            if !notified {
+            if !self.notified(key) {
+                let i = list.index_of(key);
+                let entry = list.entries.remove(i);
                 // Under the lock, so that a waker that claimed a count before this
                 // withdrawal finds the remaining entries (and excess) as they are now.
-                list.settle(&self.inner.async_waiters);
+                list.settle(&self.inner.async_waiters, 1);
+                drop(list);
+                // The waker's drop is user code: last, with the list consistent and
+                // unlocked (see `chan::unwind`).
+                drop(entry);
+                return;
             }
-            notified
-        };
-        if notified {
-            self.notify_one();
         }
+        // Notified (a waker took the entry out): pass the notification on.
+        self.notify_one();
     }
 }
 
@@ -569,5 +615,110 @@ impl AsyncWait {
         if let Some(key) = self.key.take() {
             signal.leave_async(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize as StdCount, Ordering as StdOrdering};
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    struct Counting(StdCount);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, StdOrdering::Relaxed);
+        }
+    }
+
+    fn counting() -> (Arc<Counting>, Waker) {
+        let c = Arc::new(Counting(StdCount::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn woken(c: &Counting) -> usize {
+        c.0.load(StdOrdering::Relaxed)
+    }
+
+    fn is_notified(signal: &Signal, key: u64, waker: &Waker) -> bool {
+        matches!(signal.poll_async(key, waker), AsyncState::Notified)
+    }
+
+    /// Notifications go oldest first, around waits that left, and a notified wait is
+    /// told so (by the watermark) however many waits registered after it; the counts
+    /// come back to zero once every wait has ended.
+    #[test]
+    fn notified_in_order_around_departures() {
+        let signal = Signal::new();
+        let w: Vec<_> = (0..4).map(|_| counting()).collect();
+        let keys: Vec<u64> = w.iter().map(|(_, wk)| signal.register_async(wk)).collect();
+        // The oldest leaves unnotified; the next notification goes to the second.
+        signal.leave_async(keys[0]);
+        signal.notify_one();
+        assert_eq!(woken(&w[1].0), 1);
+        assert!(is_notified(&signal, keys[1], &w[1].1));
+        assert!(!is_notified(&signal, keys[2], &w[2].1));
+        assert!(!is_notified(&signal, keys[3], &w[3].1));
+        // The third leaves; the fourth is next.
+        signal.leave_async(keys[2]);
+        signal.notify_one();
+        assert_eq!(woken(&w[3].0), 1);
+        assert!(is_notified(&signal, keys[3], &w[3].1));
+        assert_eq!([0, 2].map(|i| woken(&w[i].0)), [0, 0]);
+        assert_eq!(signal.accounted(), 0);
+    }
+
+    /// `notify_waiting` notifies every registered wait (each once, the lone-waiter
+    /// shortcut included); a later registration is not notified by it.
+    #[test]
+    fn notify_waiting_notifies_everyone_registered() {
+        for n in [1, 3] {
+            let signal = Signal::new();
+            let w: Vec<_> = (0..n).map(|_| counting()).collect();
+            let keys: Vec<u64> = w.iter().map(|(_, wk)| signal.register_async(wk)).collect();
+            signal.notify_waiting();
+            let (late, late_waker) = counting();
+            let late_key = signal.register_async(&late_waker);
+            for (key, (c, wk)) in keys.iter().zip(&w) {
+                assert_eq!(woken(c), 1, "{n} waits");
+                assert!(is_notified(&signal, *key, wk), "{n} waits");
+            }
+            assert!(!is_notified(&signal, late_key, &late_waker));
+            assert_eq!(woken(&late), 0);
+            signal.leave_async(late_key);
+            assert_eq!(signal.accounted(), 0, "{n} waits");
+        }
+    }
+
+    /// A notified wait that leaves without looking passes its notification on to the
+    /// next registered wait; an unnotified wait that leaves after a claim took its count
+    /// leaves an excess that the claim's waker consumes without waking anyone.
+    #[test]
+    fn departures_pass_on_or_settle() {
+        let signal = Signal::new();
+        let (a, aw) = counting();
+        let (b, bw) = counting();
+        let ka = signal.register_async(&aw);
+        let kb = signal.register_async(&bw);
+        signal.notify_one();
+        assert_eq!((woken(&a), woken(&b)), (1, 0));
+        signal.leave_async(ka);
+        assert_eq!(woken(&b), 1, "passed on");
+        assert!(is_notified(&signal, kb, &bw));
+        assert_eq!(signal.accounted(), 0);
+
+        // A claim in flight (the count taken, the list not yet reached) while the only
+        // wait leaves: the claim finds an excess, not an entry.
+        let kc = signal.register_async(&aw);
+        assert!(Signal::claim(&signal.inner.async_waiters));
+        signal.leave_async(kc);
+        assert_eq!(signal.accounted(), 1, "the excess");
+        assert!(!signal.wake_async());
+        assert_eq!(woken(&a), 1, "nobody woken for the excess");
+        assert_eq!(signal.accounted(), 0);
     }
 }

@@ -404,3 +404,42 @@ fn waiter_counts_exact_after_disconnect_blocking() {
         }
     }
 }
+
+/// Whether [`panicky_waker`]s panic when dropped.
+static DROP_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+static PANICKY: std::task::RawWakerVTable = std::task::RawWakerVTable::new(
+    |_| std::task::RawWaker::new(std::ptr::null(), &PANICKY),
+    |_| {},
+    |_| {},
+    |_| assert!(!DROP_PANICS.load(Ordering::SeqCst), "waker drop"),
+);
+
+/// A waker that does nothing, except that dropping it (or a clone) panics while
+/// [`DROP_PANICS`] is set.
+fn panicky_waker() -> std::task::Waker {
+    // SAFETY: the vtable's functions ignore the data pointer, and clone returns a waker
+    // with the same vtable: every contract of `RawWaker` holds trivially.
+    unsafe { std::task::Waker::from_raw(std::task::RawWaker::new(std::ptr::null(), &PANICKY)) }
+}
+
+/// A cancelled async wait whose stored waker panics when dropped: the panic reaches the
+/// future's drop, and the wait is withdrawn all the same (no count is left behind, and
+/// the channel keeps working). Before, the waker was dropped before the wait's count
+/// was withdrawn, so the panic left the count high.
+#[test]
+fn waker_drop_panic_while_a_wait_leaves_withdraws_it() {
+    for (name, make) in flavors() {
+        let (tx, rx) = make();
+        let waker = panicky_waker();
+        let mut fut = rx.recv_async();
+        assert!(poll_with(&mut fut, &waker).is_pending(), "{name}");
+        DROP_PANICS.store(true, Ordering::SeqCst);
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fut)));
+        DROP_PANICS.store(false, Ordering::SeqCst);
+        assert!(dropped.is_err(), "{name}: the waker's drop panicked");
+        assert_eq!(rx.__waiter_counts(), [0, 0], "{name}");
+        tx.send(4).unwrap();
+        assert_eq!(rx.try_recv(), Ok(4), "{name}");
+    }
+}
