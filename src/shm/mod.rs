@@ -171,6 +171,7 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 pub(crate) mod protocol;
+pub(crate) mod spsc;
 pub(crate) mod table;
 
 #[cfg(loom)]

@@ -577,6 +577,7 @@ fn expect() -> Expect {
         capacity: None,
         max_bytes: None,
         any_type: false,
+        spsc: None,
     }
 }
 
