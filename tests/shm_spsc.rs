@@ -165,10 +165,7 @@ fn ping_pong() {
         let (ping, pong) = (Name::new("spsc-ping"), Name::new("spsc-pong"));
         let tx = Sender::<u64>::with(&ping, &spsc(4)).unwrap();
         let rx = Receiver::<u64>::with(&pong, &spsc(4)).unwrap();
-        let child = Proc::spawn(
-            "echo",
-            &[("name", &ping), ("reply", &pong), ("n", "2000")],
-        );
+        let child = Proc::spawn("echo", &[("name", &ping), ("reply", &pong), ("n", "2000")]);
         for i in 0..2000 {
             tx.send(i).unwrap();
             assert_eq!(rx.recv_timeout(STEP), Ok(i + 1));

@@ -228,8 +228,7 @@ where
     }
 }
 
-impl<const N: usize, const SLOTS: usize, const SPSC: bool> Transport
-    for ConduitShm<N, SLOTS, SPSC>
+impl<const N: usize, const SLOTS: usize, const SPSC: bool> Transport for ConduitShm<N, SLOTS, SPSC>
 where
     [u8; N]: shm::ShmSafe,
 {

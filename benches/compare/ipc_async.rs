@@ -92,8 +92,7 @@ pub(crate) trait AsyncIo {
     async fn recv(&mut self, buf: &mut [u8]);
 }
 
-impl<const N: usize, const SLOTS: usize, const SPSC: bool> AsyncEnd
-    for ConduitShm<N, SLOTS, SPSC>
+impl<const N: usize, const SLOTS: usize, const SPSC: bool> AsyncEnd for ConduitShm<N, SLOTS, SPSC>
 where
     [u8; N]: shm::ShmSafe,
 {

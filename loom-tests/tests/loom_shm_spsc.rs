@@ -9,11 +9,11 @@
 //! As in `loom_shm_ring.rs`, every racing actor runs on a spawned thread and the
 //! model's main thread only joins. The two blocking models run at
 //! `LOOM_MAX_PREEMPTIONS` (under 1 s each at 6), the spinning ones under
-//! `race_model_bounded`; the whole file takes about 6 s with CI's settings.
+//! `race_model_bounded`; the whole file takes about 10 s with CI's settings.
 #![cfg(loom)]
 
-use conduit::RecvTimeoutError;
 use conduit::__loom_shm::{Presence, Sides, SpscFamily, SpscRing, Stall};
+use conduit::RecvTimeoutError;
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{model, race_model_bounded};

@@ -814,7 +814,11 @@ impl<S: RingStorage> Ring<S> {
     pub(crate) fn distance(&self, from: usize, to: usize) -> Option<usize> {
         let seq = |pos: usize| {
             let index = self.index_of(pos)?;
-            Some((pos / self.one_lap).wrapping_mul(self.cap).wrapping_add(index))
+            Some(
+                (pos / self.one_lap)
+                    .wrapping_mul(self.cap)
+                    .wrapping_add(index),
+            )
         };
         let d = seq(to)?.wrapping_sub(seq(from)?);
         (d <= self.cap).then_some(d)

@@ -421,14 +421,12 @@ impl SpscRing {
         senders: &Presence,
         timed: bool,
     ) -> Result<usize, RecvTimeoutError> {
-        let attempt = || match wait::try_recv(
-            |_| self.recv_attempt(family, sides),
-            || senders.gone(),
-        ) {
-            Ok(msg) => Some(Ok(msg)),
-            Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-            Err(TryRecvError::Empty) => None,
-        };
+        let attempt =
+            || match wait::try_recv(|_| self.recv_attempt(family, sides), || senders.gone()) {
+                Ok(msg) => Some(Ok(msg)),
+                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+                Err(TryRecvError::Empty) => None,
+            };
         wait::block(
             &sides.recv,
             timed.then(|| Instant::now() + TIMEOUT),
