@@ -288,3 +288,150 @@ pub(crate) fn recover_tail<S: RingStorage>(ring: &Ring<S>) -> usize {
     }
     storage.head().load(Ordering::Acquire)
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::chan::ring::initial_stamp;
+
+    /// Heap storage; with `republish`, every stamp lookup first publishes a message at
+    /// the current `head`, as a peer that keeps writing stamps would.
+    struct Heap {
+        head: AtomicUsize,
+        tail: AtomicUsize,
+        stamps: Vec<AtomicUsize>,
+        republish: bool,
+    }
+
+    // SAFETY: `stamp(i)` is element `i` of a vector that lives as long as `self`.
+    unsafe impl RingStorage for Heap {
+        const SHARED: bool = true;
+
+        fn head(&self) -> &AtomicUsize {
+            &self.head
+        }
+
+        fn tail(&self) -> &AtomicUsize {
+            &self.tail
+        }
+
+        fn stamp(&self, index: usize) -> Option<&AtomicUsize> {
+            let stamp = self.stamps.get(index)?;
+            if self.republish {
+                stamp.store(self.head.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+            Some(stamp)
+        }
+    }
+
+    fn ring(cap: usize, republish: bool) -> Ring<Heap> {
+        let heap = Heap {
+            head: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+            stamps: (0..cap)
+                .map(|i| AtomicUsize::new(initial_stamp(i)))
+                .collect(),
+            republish,
+        };
+        Ring::new(heap, cap)
+    }
+
+    /// Lap after lap: full at `cap`, empty at 0, in order; the hints agree.
+    #[test]
+    fn laps_in_order() {
+        for cap in [1, 2, 4] {
+            let ring = ring(cap, false);
+            let (producer, consumer) = (Family::new(0), Family::new(0));
+            let mut payloads = vec![0; cap];
+            let mut next = 0;
+            for lap in 0..5 {
+                for _ in 0..cap {
+                    assert!(may_send(&ring, &producer));
+                    send(&ring, &producer, |i| payloads[i] = next).unwrap();
+                    assert!(may_recv(&ring));
+                    next += 1;
+                }
+                assert_eq!(send(&ring, &producer, |_| ()), Err(Stall::Blocked));
+                assert!(!may_send(&ring, &producer));
+                assert_eq!(ring.len_untrusted(), cap);
+                for k in 0..cap {
+                    let v = recv(&ring, &consumer, |i| Some(payloads[i])).unwrap();
+                    assert_eq!(v, lap * cap + k);
+                }
+                assert!(!may_recv(&ring));
+                assert_eq!(recv(&ring, &consumer, |_| Some(())), Err(Stall::Blocked));
+                assert!(batch_free(&ring));
+            }
+        }
+    }
+
+    /// Positions no ring holds are `Corrupt` (never a panic, never an access out of
+    /// range), and `distance` is total.
+    #[test]
+    fn corrupt_positions_are_refused() {
+        let ring = ring(4, false);
+        let family = Family::new(0);
+        for bad in [4, 5, 7, 8, usize::MAX, usize::MAX - 3, (1 << 63) | 4] {
+            ring.storage().tail.store(bad, Ordering::Relaxed);
+            assert_eq!(
+                send(&ring, &family, |_| panic!("wrote")),
+                Err(Stall::Corrupt)
+            );
+            assert!(may_send(&ring, &family));
+            ring.storage().tail.store(0, Ordering::Relaxed);
+            ring.storage().head.store(bad, Ordering::Relaxed);
+            assert_eq!(
+                recv(&ring, &family, |_| -> Option<()> { panic!("read") }),
+                Err(Stall::Corrupt)
+            );
+            assert!(may_recv(&ring));
+            let fresh = Family::new(bad);
+            assert_eq!(
+                send(&ring, &fresh, |_| panic!("wrote")),
+                Err(Stall::Corrupt)
+            );
+            ring.storage().head.store(0, Ordering::Relaxed);
+            for other in [0, 3, 8, bad] {
+                let _ = (ring.distance(bad, other), ring.distance(other, bad));
+            }
+        }
+        // `head` ahead of `tail`: a lap the wrong way round.
+        ring.storage().head.store(1, Ordering::Relaxed);
+        assert_eq!(send(&ring, &Family::new(1), |_| ()), Err(Stall::Corrupt));
+    }
+
+    /// A peer that keeps publishing messages whose `read` fails cannot keep a receive
+    /// here: it consumes at most `SKIP_LIMIT` of them and reports `Busy`.
+    #[test]
+    fn a_recv_of_endless_bad_messages_gives_up() {
+        let ring = ring(2, true);
+        let mut reads = 0;
+        let r = recv(&ring, &Family::new(0), |_| -> Option<()> {
+            reads += 1;
+            None
+        });
+        assert_eq!(r, Err(Stall::Busy));
+        assert_eq!(reads, SKIP_LIMIT);
+    }
+
+    /// The repair of `tail` moves past published positions only, at most a lap.
+    #[test]
+    fn recover_tail_moves_past_published_positions() {
+        let ring = ring(4, false);
+        let family = Family::new(0);
+        send(&ring, &family, |_| ()).unwrap();
+        // Published at 1 and 2, `tail` left at 1 (a producer that died twice over).
+        ring.storage().stamps[1].store(2, Ordering::Relaxed);
+        ring.storage().stamps[2].store(3, Ordering::Relaxed);
+        assert_eq!(recover_tail(&ring), 0);
+        assert_eq!(ring.storage().tail.load(Ordering::Relaxed), 3);
+        // Every slot published for the first lap (with no receiver): one lap, no more.
+        let ring = self::ring(4, false);
+        for (i, stamp) in ring.storage().stamps.iter().enumerate() {
+            stamp.store(i + 1, Ordering::Relaxed);
+        }
+        recover_tail(&ring);
+        let tail = ring.storage().tail.load(Ordering::Relaxed);
+        assert_eq!(ring.distance(0, tail), Some(4));
+    }
+}
