@@ -812,10 +812,13 @@ impl<S: RingStorage> Ring<S> {
     /// never panics, for any inputs.
     #[inline]
     pub(crate) fn distance(&self, from: usize, to: usize) -> Option<usize> {
+        // `one_lap` is a power of two: a shift, not a division (a 64-bit `div` costs tens
+        // of cycles, and this runs on every send).
+        let lap_shift = self.one_lap.trailing_zeros();
         let seq = |pos: usize| {
             let index = self.index_of(pos)?;
             Some(
-                (pos / self.one_lap)
+                (pos >> lap_shift)
                     .wrapping_mul(self.cap)
                     .wrapping_add(index),
             )

@@ -346,6 +346,11 @@ impl Endpoint {
     ) -> Result<R, Stall> {
         let seg = self.seg();
         if let Some(family) = self.peer.family() {
+            // With `peek`, an empty ring is told from the stamp alone, before the
+            // family's turn is taken (a locked instruction).
+            if peek && !spsc::may_recv(seg.ring()) {
+                return Err(Stall::Blocked);
+            }
             return self.recv_spsc(family, read);
         }
         if peek && !seg.ring().may_claim_recv() {

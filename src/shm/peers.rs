@@ -158,10 +158,16 @@ impl Segment {
     /// a shared lock on every slot's byte at once (one call, through a description of its
     /// own). `Ok(None)` if any slot's lock is held exclusively (by an owner, or one
     /// moving in or out; a reaper's shared lock does not conflict, and proves nothing
-    /// alive); an error if no description could be opened.
+    /// alive); an error if no description could be opened. The two side locks of the
+    /// single-producer mode ([`side_lock_byte`], right after the slots' bytes) are
+    /// taken with them: a family of that mode takes its side's lock before its slot's,
+    /// so one caught between the two is attaching too.
     pub(crate) fn prove_all_dead(&self) -> io::Result<Option<AllDead>> {
         let fd = self.reopen()?;
-        let all = lock::try_lock(fd.as_fd(), lock_byte(0), MAX_PEERS as u64, Lock::Shared)?;
+        const _: () = assert!(side_lock_byte(true) == MAX_PEERS as u64);
+        const _: () = assert!(side_lock_byte(false) == MAX_PEERS as u64 + 1);
+        let bytes = MAX_PEERS as u64 + 2;
+        let all = lock::try_lock(fd.as_fd(), lock_byte(0), bytes, Lock::Shared)?;
         Ok(all.then_some(AllDead(fd)))
     }
 }
