@@ -361,6 +361,10 @@ fn mode_checks() {
         let err = Receiver::<u64>::with(&plain, &Options::new().spsc(true)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
 
+        let target = Name::new("spsc-mode-signal");
+        let err = shm::signal::Target::with(&target, &spsc(4)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
         let mailbox = Name::new("spsc-mode-mailbox");
         let err = shm::Mailbox::<u64>::with(&mailbox, &spsc(4)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
