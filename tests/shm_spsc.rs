@@ -377,3 +377,71 @@ fn mode_checks() {
         assert_eq!(err.kind(), ErrorKind::InvalidData);
     });
 }
+
+/// Threads of one handle family take turns: four threads sending through clones of
+/// the one sender and three receiving through clones of the one receiver (all in this
+/// process), over an 8-slot ring, deliver every message exactly once, in order per
+/// sending thread.
+#[test]
+fn threads_of_one_family_take_turns() {
+    watchdog(|| {
+        let name = Name::new("spsc-threads");
+        let tx = Sender::<[u64; 2]>::with(&name, &spsc(8)).unwrap();
+        let rx = Receiver::<[u64; 2]>::open(&name).unwrap();
+        const PER: u64 = 5_000;
+        let senders: Vec<_> = (0..4u64)
+            .map(|t| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER {
+                        if i % 2 == 0 {
+                            tx.send([t, i]).unwrap();
+                        } else {
+                            futures::executor::block_on(tx.send_async([t, i])).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let receivers: Vec<_> = (0..3)
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Ok(m) = rx.recv() {
+                        got.push(m);
+                    }
+                    got
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        let mut seen = vec![Vec::new(); 4];
+        for r in receivers {
+            let mut last = [None; 4];
+            for [t, i] in r.join().unwrap() {
+                let t = t as usize;
+                assert!(
+                    last[t].is_none_or(|l| l < i),
+                    "thread {t}: {i} after {last:?}"
+                );
+                last[t] = Some(i);
+                seen[t].push(i);
+            }
+        }
+        for (t, mut got) in seen.into_iter().enumerate() {
+            got.sort_unstable();
+            let received = got.len();
+            got.dedup();
+            let missing: Vec<u64> = (0..PER).filter(|i| got.binary_search(i).is_err()).collect();
+            assert!(
+                received == got.len() && missing.is_empty(),
+                "thread {t}: {} duplicated, missing {missing:?}",
+                received - got.len()
+            );
+        }
+    });
+}
