@@ -280,17 +280,22 @@ fn consumer_killed_mid_stream() {
         let tx = Sender::<u64>::with(&name, &spsc(8)).unwrap();
         let mut child = Proc::spawn("consume_forever", &[("name", &name)]);
         child.expect("attached");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Sends 0, 1, 2, ... until told to stop; while no receiver is attached and the
+        // ring is full a send reports `Disconnected`, and the same message is sent again
+        // (the next receiver reconnects the channel).
         let sender = {
-            let tx = tx.clone();
+            let (tx, stop) = (tx.clone(), stop.clone());
             std::thread::spawn(move || {
-                for i in 0..2000u64 {
-                    match tx.send_timeout(i, STEP) {
-                        Ok(()) => {}
-                        Err(SendTimeoutError::Disconnected(_)) => return i,
-                        Err(e) => panic!("{e:?}"),
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    match tx.send_timeout(i, Duration::from_millis(10)) {
+                        Ok(()) => i += 1,
+                        Err(SendTimeoutError::Disconnected(_)) => std::thread::yield_now(),
+                        Err(SendTimeoutError::Timeout(_)) => {}
                     }
                 }
-                2000
+                i
             })
         };
         let mut last = None;
@@ -306,19 +311,17 @@ fn consumer_killed_mid_stream() {
         let first = rx.recv_timeout(STEP).unwrap();
         assert!(first > last, "{first} after {last}: delivered twice");
         let mut next = first + 1;
-        let sent = loop {
-            match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(i) => {
-                    assert_eq!(i, next);
-                    next += 1;
-                }
-                Err(RecvTimeoutError::Timeout) if sender.is_finished() => {
-                    break sender.join().unwrap();
-                }
-                Err(e) => assert_eq!(e, RecvTimeoutError::Timeout),
-            }
-        };
-        assert_eq!(next, sent, "every message sent after the takeover arrived");
+        while next < first + 500 {
+            assert_eq!(rx.recv_timeout(STEP), Ok(next));
+            next += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let sent = sender.join().unwrap();
+        while next < sent {
+            assert_eq!(rx.recv_timeout(STEP), Ok(next));
+            next += 1;
+        }
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     });
 }
 
