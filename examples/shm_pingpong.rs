@@ -2,8 +2,11 @@
 //! as the "pong" side, then measures round trips.
 //!
 //! ```text
-//! cargo run --release --example shm_pingpong [round_trips]
+//! cargo run --release --example shm_pingpong [round_trips] [spsc]
 //! ```
+//!
+//! With `spsc`, both channels are created in the single-producer single-consumer mode
+//! (`shm::Options::spsc`).
 //!
 //! The ping side creates two channels (ping → pong and pong → ping), spawns
 //! `current_exe()` with `CONDUIT_PINGPONG_CHILD` set, and times `round_trips` messages
@@ -31,14 +34,16 @@ fn main() -> std::io::Result<()> {
     }
 
     let round_trips: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
+        .skip(1)
+        .find_map(|a| a.parse().ok())
         .unwrap_or(100_000);
+    let spsc = std::env::args().skip(1).any(|a| a == "spsc");
     let base = format!("pingpong-{}", std::process::id());
     let opts = Options::new()
         .capacity(1)
         .create_new(true)
-        .unlink_on_drop(true);
+        .unlink_on_drop(true)
+        .spsc(spsc);
     let ping = Sender::<u64>::with(&format!("{base}.ping"), &opts)?;
     let pong = Receiver::<u64>::with(&format!("{base}.pong"), &opts)?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
@@ -68,9 +73,10 @@ fn main() -> std::io::Result<()> {
     let asynchronous = start.elapsed();
 
     println!(
-        "{round_trips} round trips over conduit::shm (capacity 1, u64)\n  \
+        "{round_trips} round trips over conduit::shm (capacity 1, u64, {})\n  \
          blocking: {:>8.2} µs per round trip\n  \
          async:    {:>8.2} µs per round trip",
+        if spsc { "spsc" } else { "many-to-many" },
         blocking.as_secs_f64() * 1e6 / round_trips as f64,
         asynchronous.as_secs_f64() * 1e6 / round_trips as f64,
     );

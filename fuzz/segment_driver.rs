@@ -212,6 +212,27 @@ pub fn valid_image(name: &str, bytes: bool, queued: usize) -> Vec<u8> {
     image
 }
 
+/// [`valid_image`] for a channel in the single-producer mode (`shm::Options::spsc`),
+/// whose header carries the mode's flag in its kind word.
+pub fn valid_spsc_image(name: &str, bytes: bool, queued: usize) -> Vec<u8> {
+    let _ = shm::unlink(name);
+    let opts = shm::Options::new().create_new(true).capacity(4).spsc(true);
+    if bytes {
+        let tx = ByteSender::with(name, &opts).expect("create a byte channel");
+        for i in 0..queued {
+            let _ = tx.try_send(&vec![i as u8; i * 5]);
+        }
+    } else {
+        let tx = Sender::<u64>::with(name, &opts).expect("create a channel");
+        for i in 0..queued {
+            let _ = tx.try_send(i as u64);
+        }
+    }
+    let image = std::fs::read(format!("/dev/shm/conduit.{name}")).expect("read the segment");
+    let _ = shm::unlink(name);
+    image
+}
+
 /// The bytes of a freshly made mailbox (typed `u64` or bytes) with `queued` messages of
 /// several tags, one of them a request whose requester gave up.
 pub fn valid_mailbox_image(name: &str, bytes: bool, queued: usize) -> Vec<u8> {

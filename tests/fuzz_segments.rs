@@ -14,6 +14,7 @@ mod driver;
 
 use driver::{
     Reached, Rng, mutate, run_case, valid_image, valid_mailbox_image, valid_signal_image,
+    valid_spsc_image,
 };
 use shm_support::{Name, watchdog};
 
@@ -58,6 +59,11 @@ fn arbitrary_segments_open_or_fail_cleanly_and_never_hang() {
             [(false, 2), (true, 2)]
                 .into_iter()
                 .map(|(bytes, queued)| valid_mailbox_image(&name, bytes, queued)),
+        );
+        fresh.extend(
+            [(false, 3), (true, 3)]
+                .into_iter()
+                .map(|(bytes, queued)| valid_spsc_image(&name, bytes, queued)),
         );
         if std::env::var("CONDUIT_FUZZ_WRITE_CORPUS").is_ok() {
             std::fs::create_dir_all(CORPUS).unwrap();

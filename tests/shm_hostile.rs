@@ -101,12 +101,18 @@ fn child_entry() {
     }
 }
 
-fn hostile(bytes: bool, seed: u64) {
+/// `spsc`: the channel is in the single-producer mode, used by one sending child and
+/// this process as the one receiver.
+fn hostile(bytes: bool, seed: u64, spsc: bool) {
     watchdog(move || {
         let name = Name::new("hostile");
         let flag = if bytes { "1" } else { "0" };
         // The creator stays attached as a receiver so nothing is "disconnected" at first.
-        let opts = Options::new().capacity(16).max_message(64).create_new(true);
+        let opts = Options::new()
+            .capacity(16)
+            .max_message(64)
+            .create_new(true)
+            .spsc(spsc);
         let anchor_bytes;
         let anchor_typed;
         if bytes {
@@ -128,12 +134,16 @@ fn hostile(bytes: bool, seed: u64) {
             let a: Vec<(&str, &str)> = a.iter().map(|(k, v)| (*k, v.as_str())).collect();
             Proc::spawn(role, &a)
         };
-        let users = [
-            spawn("user_send", 0),
-            spawn("user_send", 0),
-            spawn("user_recv", 0),
-            spawn("user_recv", 0),
-        ];
+        let users = if spsc {
+            vec![spawn("user_send", 0)]
+        } else {
+            vec![
+                spawn("user_send", 0),
+                spawn("user_send", 0),
+                spawn("user_recv", 0),
+                spawn("user_recv", 0),
+            ]
+        };
         // Scribbling starts once every user has opened the channel: an open that meets
         // a scribbled header is refused (`InvalidData`), which is right but would end
         // that user before it did anything.
@@ -161,10 +171,21 @@ fn hostile(bytes: bool, seed: u64) {
 
 #[test]
 fn hostile_peer_typed() {
-    hostile(false, 0x9e37_79b9_7f4a_7c15);
+    hostile(false, 0x9e37_79b9_7f4a_7c15, false);
 }
 
 #[test]
 fn hostile_peer_bytes() {
-    hostile(true, 0xdead_beef_cafe_f00d);
+    hostile(true, 0xdead_beef_cafe_f00d, false);
+}
+
+/// The same in the single-producer mode (`Options::spsc`).
+#[test]
+fn hostile_peer_typed_spsc() {
+    hostile(false, 0x2545_f491_4f6c_dd1d, true);
+}
+
+#[test]
+fn hostile_peer_bytes_spsc() {
+    hostile(true, 0x1405_7b7e_f767_814f, true);
 }

@@ -186,10 +186,11 @@ pub(crate) fn ipc<T: Transport + 'static>(kind: Ipc) -> Contender {
 }
 
 /// conduit's cross-process channel: one `conduit::shm` channel of `[u8; N]` per
-/// direction, `SLOTS` slots (1024 unless named otherwise). The parent creates both (before
+/// direction, `SLOTS` slots (1024 unless named otherwise), in the single-producer mode
+/// (`shm::Options::spsc`) if `SPSC` ("conduit spsc"), many-to-many otherwise. The parent creates both (before
 /// the fork) and unlinks them when it drops its end; the child opens its handles by name
 /// on first use, after the fork, so that each process attaches as a peer of its own.
-pub(crate) struct ConduitShm<const N: usize, const SLOTS: usize = 1024>
+pub(crate) struct ConduitShm<const N: usize, const SLOTS: usize = 1024, const SPSC: bool = false>
 where
     [u8; N]: shm::ShmSafe,
 {
@@ -202,7 +203,7 @@ where
 /// One process's handles: to the peer, from the peer.
 pub(crate) type ShmEnds<const N: usize> = (shm::Sender<[u8; N]>, shm::Receiver<[u8; N]>);
 
-impl<const N: usize, const SLOTS: usize> ConduitShm<N, SLOTS>
+impl<const N: usize, const SLOTS: usize, const SPSC: bool> ConduitShm<N, SLOTS, SPSC>
 where
     [u8; N]: shm::ShmSafe,
 {
@@ -227,11 +228,13 @@ where
     }
 }
 
-impl<const N: usize, const SLOTS: usize> Transport for ConduitShm<N, SLOTS>
+impl<const N: usize, const SLOTS: usize, const SPSC: bool> Transport for ConduitShm<N, SLOTS, SPSC>
 where
     [u8; N]: shm::ShmSafe,
 {
-    const NAME: &'static str = if SLOTS == 1024 {
+    const NAME: &'static str = if SLOTS == 1024 && SPSC {
+        "conduit spsc"
+    } else if SLOTS == 1024 {
         "conduit shm"
     } else if SLOTS == SMALL_RING {
         // A reference: the same channel, small enough that its slots share one line.
@@ -253,7 +256,8 @@ where
         let create = shm::Options::new()
             .capacity(SLOTS)
             .create_new(true)
-            .unlink_on_drop(true);
+            .unlink_on_drop(true)
+            .spsc(SPSC);
         let tx = shm::Sender::with(&names[0], &create)?;
         let rx = shm::Receiver::with(&names[1], &create)?;
         let child = ConduitShm {
@@ -280,9 +284,16 @@ where
 }
 
 /// conduit's own contenders in the `ipc` scenarios (each takes the scenario whose message
-/// size it carries). With them, the ipc tables gain a "conduit ÷ pipe, ÷ spin limit" row.
+/// size it carries), in both modes: many-to-many ("conduit shm") and single-producer
+/// ("conduit spsc"). With them, the ipc tables gain a "conduit ÷ pipe, ÷ spin limit" row,
+/// for the faster of the two.
 pub(crate) fn conduit_ipc_contenders(kind: Ipc) -> Vec<Contender> {
-    vec![ipc::<ConduitShm<8>>(kind), ipc::<ConduitShm<64>>(kind)]
+    vec![
+        ipc::<ConduitShm<8>>(kind),
+        ipc::<ConduitShm<64>>(kind),
+        ipc::<ConduitShm<8, 1024, true>>(kind),
+        ipc::<ConduitShm<64, 1024, true>>(kind),
+    ]
 }
 
 /// The capacity of `ref: conduit shm, 4 slots`: with 8-byte messages (16-byte slots) the

@@ -60,6 +60,8 @@ fn contenders(kind: Ipc) -> Vec<Contender> {
     vec![
         contender::<ConduitShm<8>>(kind),
         contender::<ConduitShm<64>>(kind),
+        contender::<ConduitShm<8, 1024, true>>(kind),
+        contender::<ConduitShm<64, 1024, true>>(kind),
         contender::<Stream<UnixStream, UnixStream>>(kind),
         contender::<Stream<PipeReader, PipeWriter>>(kind),
     ]
@@ -90,7 +92,7 @@ pub(crate) trait AsyncIo {
     async fn recv(&mut self, buf: &mut [u8]);
 }
 
-impl<const N: usize, const SLOTS: usize> AsyncEnd for ConduitShm<N, SLOTS>
+impl<const N: usize, const SLOTS: usize, const SPSC: bool> AsyncEnd for ConduitShm<N, SLOTS, SPSC>
 where
     [u8; N]: shm::ShmSafe,
 {

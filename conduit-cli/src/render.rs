@@ -60,8 +60,11 @@ fn age(info: &Inspection) -> String {
     }
 }
 
+/// The kind, with " (spsc)" for a channel in the single-producer single-consumer mode
+/// (`shm::Options::spsc`).
 fn kind(info: &Inspection) -> String {
     match info.kind {
+        Some(k) if info.spsc => format!("{k} (spsc)"),
         Some(k) => k.to_string(),
         None => "?".into(),
     }
@@ -260,6 +263,7 @@ pub fn json(info: &Inspection) -> Value {
     json!({
         "name": info.name,
         "kind": info.kind.map(|k| k.as_str()),
+        "spsc": info.spsc,
         "version": info.version,
         "valid": info.is_valid(),
         "problems": info.problems,

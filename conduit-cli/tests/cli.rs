@@ -508,3 +508,33 @@ fn raise_and_wait_on_a_signal_target() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no such object"), "{}", stderr(&o));
 }
+
+/// `ls` and `stat` show a channel's single-producer mode (`shm::Options::spsc`), and
+/// `--json` reports it as a field of its own.
+#[test]
+fn ls_and_stat_show_the_spsc_mode() {
+    let _serial = serial();
+    let name = unique("spsc");
+    let _cleanup = Cleanup(name.clone());
+    let opts = shm::Options::new().capacity(4).create_new(true).spsc(true);
+    let _tx = shm::Sender::<u64>::with(&name, &opts).unwrap();
+
+    let o = run(&["ls", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = json_of(&o);
+    let me = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} not listed: {all}"));
+    assert_eq!(me["kind"], "channel");
+    assert_eq!(me["spsc"], true);
+    assert_eq!(me["valid"], true);
+
+    let line = ls_line(&name);
+    assert!(line.contains("channel (spsc)"), "{line}");
+    let o = run(&["stat", &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("channel (spsc)"), "{}", stdout(&o));
+}

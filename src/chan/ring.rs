@@ -786,6 +786,55 @@ impl<S: RingStorage> Ring<S> {
     }
 }
 
+/// Position arithmetic for the single-producer mode of the shared ring
+/// (`shm::spsc`), which keeps this ring's positions, stamps and layout but claims and
+/// frees slots its own way.
+// The shm endpoints and the loom API use these; other loom builds leave them out.
+#[cfg_attr(loom, allow(dead_code))]
+impl<S: RingStorage> Ring<S> {
+    /// The slot index of position `pos`, if `pos` is a position this ring can hold
+    /// (no mark bit, an index below the capacity): `None` only for corrupted memory.
+    #[inline]
+    pub(crate) fn index_of(&self, pos: usize) -> Option<usize> {
+        let index = pos & (self.one_lap - 1);
+        (index < self.cap).then_some(index)
+    }
+
+    /// The position after `pos` (see [`Ring::next`]).
+    #[inline]
+    pub(crate) fn next_pos(&self, pos: usize) -> usize {
+        self.next(pos)
+    }
+
+    /// How many positions `to` lies past `from`, if both are positions this ring can
+    /// hold and `to` is at most a lap past `from`; `None` otherwise (corrupted memory).
+    /// Wrapping arithmetic on the positions' sequence numbers (`lap × cap + index`):
+    /// never panics, for any inputs.
+    #[inline]
+    pub(crate) fn distance(&self, from: usize, to: usize) -> Option<usize> {
+        // `one_lap` is a power of two: a shift, not a division (a 64-bit `div` costs tens
+        // of cycles, and this runs on every send).
+        let lap_shift = self.one_lap.trailing_zeros();
+        let seq = |pos: usize| {
+            let index = self.index_of(pos)?;
+            Some(
+                (pos >> lap_shift)
+                    .wrapping_mul(self.cap)
+                    .wrapping_add(index),
+            )
+        };
+        let d = seq(to)?.wrapping_sub(seq(from)?);
+        (d <= self.cap).then_some(d)
+    }
+
+    /// How many free slots a sender waiting on a full ring spins for (see
+    /// [`Ring::send_batch_free`]).
+    #[inline]
+    pub(crate) fn send_batch(&self) -> usize {
+        self.send_batch
+    }
+}
+
 #[cfg(test)]
 impl<S: RingStorage> Ring<S> {
     /// For tests: asserts that [`Ring::next`], the claims' shortcut, agrees with

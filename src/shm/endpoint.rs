@@ -14,6 +14,7 @@ use super::peers::Peer;
 use super::protocol;
 use super::ring::ShmSlots;
 use super::segment::{self, Segment, Side};
+use super::spsc;
 use super::wait;
 use crate::chan::ring::Stall;
 use crate::error::TryRecvError;
@@ -114,6 +115,12 @@ impl Endpoint {
                 "shm mailbox max_bytes must be at least 1",
             ));
         }
+        if opts.spsc == Some(true) && !kind.has_modes() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the single-producer single-consumer mode is for typed and byte channels",
+            ));
+        }
         let (create_fp, expect) = match kind {
             // (Signal targets attach through `shm::signal`, not as endpoints, but open
             // the segment here like typed channels.)
@@ -126,6 +133,7 @@ impl Endpoint {
                     capacity: slots,
                     max_bytes: None,
                     any_type: false,
+                    spsc: opts.spsc,
                 },
             ),
             _ => {
@@ -139,6 +147,7 @@ impl Endpoint {
                         capacity: slots,
                         max_bytes: opts.max_bytes,
                         any_type: false,
+                        spsc: opts.spsc,
                     },
                 )
             }
@@ -148,6 +157,7 @@ impl Endpoint {
             if let Some(n) = opts.max_bytes {
                 layout = layout.with_max_bytes(n);
             }
+            layout = layout.with_spsc(opts.spsc == Some(true));
             Segment::create(name, layout, opts.mode)
         };
         let (seg, created) = open_or_create(name, opts, &expect, create)?;
@@ -178,9 +188,34 @@ impl Endpoint {
     fn spin_until_may_proceed(&self, backoff: &Backoff, side: Side) {
         while !backoff.is_completed() {
             backoff.snooze();
-            if self.seg().ring().may_proceed(side == Side::Send) {
+            if self.may_proceed(side) {
                 break;
             }
+        }
+    }
+
+    /// Whether an operation of `side` (this family's) may make progress now: a hint for
+    /// waiters, [`Ring::may_proceed`](crate::chan::ring::Ring::may_proceed) or, in the
+    /// single-producer mode, [`spsc::may_send`] / [`spsc::may_recv`].
+    #[inline]
+    fn may_proceed(&self, side: Side) -> bool {
+        let ring = self.seg().ring();
+        match (self.peer.family(), side) {
+            (None, _) => ring.may_proceed(side == Side::Send),
+            (Some(family), Side::Send) => spsc::may_send(ring, family),
+            (Some(_), Side::Recv) => spsc::may_recv(ring),
+        }
+    }
+
+    /// For a sender waiting on a full ring: whether a batch of it is free again
+    /// ([`Ring::send_batch_free`](crate::chan::ring::Ring::send_batch_free), or
+    /// [`spsc::batch_free`]).
+    #[inline]
+    fn send_batch_free(&self) -> bool {
+        let ring = self.seg().ring();
+        match self.peer.family() {
+            None => ring.send_batch_free(),
+            Some(_) => spsc::batch_free(ring),
         }
     }
 
@@ -205,6 +240,9 @@ impl Endpoint {
     #[inline(always)]
     fn send_attempt(&self, write: &mut impl FnMut(&ShmSlots, usize)) -> Result<(), Stall> {
         let seg = self.seg();
+        if let Some(family) = self.peer.family() {
+            return self.send_spsc(family, write);
+        }
         if !seg.ring().may_claim_send() {
             return Err(Stall::Blocked);
         }
@@ -213,6 +251,43 @@ impl Endpoint {
         drop(lane);
         if r.is_ok() {
             seg.signal(Side::Recv).notify_one();
+        }
+        r
+    }
+
+    /// [`Endpoint::send_attempt`] in the single-producer mode ([`spsc::send`]): the slot
+    /// at `tail` is prefetched for writing first, as [`Ring::may_claim_send`] does.
+    ///
+    /// [`Ring::may_claim_send`]: crate::chan::ring::Ring::may_claim_send
+    #[inline(always)]
+    fn send_spsc(
+        &self,
+        family: &spsc::Family,
+        write: &mut impl FnMut(&ShmSlots, usize),
+    ) -> Result<(), Stall> {
+        let seg = self.seg();
+        let ring = seg.ring();
+        spsc::prepare_send(ring);
+        let r = spsc::send(ring, family, |i| write(self.slots(), i));
+        if r.is_ok() {
+            seg.signal(Side::Recv).notify_one();
+        }
+        r
+    }
+
+    /// [`Endpoint::recv_attempt`] in the single-producer mode ([`spsc::recv`]). The slot
+    /// is not prefetched: the receiver only reads it, and a prefetch for writing would
+    /// take the line away from the sender.
+    #[inline(always)]
+    fn recv_spsc<R>(
+        &self,
+        family: &spsc::Family,
+        read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
+    ) -> Result<R, Stall> {
+        let seg = self.seg();
+        let r = spsc::recv(seg.ring(), family, |i| read(self.slots(), i));
+        if r.is_ok() {
+            seg.signal(Side::Send).notify_one();
         }
         r
     }
@@ -270,6 +345,14 @@ impl Endpoint {
         read: &mut impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<R, Stall> {
         let seg = self.seg();
+        if let Some(family) = self.peer.family() {
+            // With `peek`, an empty ring is told from the stamp alone, before the
+            // family's turn is taken (a locked instruction).
+            if peek && !spsc::may_recv(seg.ring()) {
+                return Err(Stall::Blocked);
+            }
+            return self.recv_spsc(family, read);
+        }
         if peek && !seg.ring().may_claim_recv() {
             return Err(Stall::Blocked);
         }
@@ -372,7 +455,7 @@ impl Endpoint {
             || {
                 self.seg().maintain_if_due();
             },
-            || self.seg().ring().send_batch_free(),
+            || self.send_batch_free(),
             attempt,
         )
         .unwrap_or(Err(SendFail::Timeout))
@@ -414,7 +497,7 @@ impl Endpoint {
             || {
                 self.seg().maintain_if_due();
             },
-            || self.seg().ring().may_proceed(false),
+            || self.may_proceed(Side::Recv),
             attempt,
         )
         .unwrap_or(Err(RecvFail::Timeout))
@@ -428,12 +511,11 @@ impl Endpoint {
         mut write: impl FnMut(&ShmSlots, usize),
     ) -> Poll<Result<(), ()>> {
         // Spinning, a full ring is retried once a batch of it is free, as in `send_wait`.
-        let ring = self.seg().ring();
         wait.poll(
             self.seg(),
             Side::Send,
             cx,
-            || ring.send_batch_free(),
+            || self.send_batch_free(),
             || match self.try_send_with(false, &mut write) {
                 Ok(()) => Some(Ok(())),
                 Err(SendFail::Full) => None,
@@ -449,12 +531,11 @@ impl Endpoint {
         wait: &mut AsyncWait,
         mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Poll<Result<R, ()>> {
-        let ring = self.seg().ring();
         wait.poll(
             self.seg(),
             Side::Recv,
             cx,
-            || ring.may_proceed(false),
+            || self.may_proceed(Side::Recv),
             || match self.try_recv_with(false, &mut read) {
                 Ok(msg) => Some(Ok(msg)),
                 Err(TryRecvError::Empty) => None,

@@ -28,7 +28,16 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"CONDUIT\x01");
 /// unchanged, `max_bytes` lives in a word that was reserved and zero (zero meaning the
 /// default), and an earlier build of version 4 refuses the new kinds by their kind
 /// number ("kind 4 in header is invalid") before it reads anything else of theirs.
+///
+/// Still 4 with the single-producer mode ([`SPSC_FLAG`]) for the same reason: the mode
+/// is a flag in the kind word, so an earlier build of version 4, which would run the
+/// many-to-many protocol on such a ring (and corrupt it), refuses it by its kind number
+/// ("kind 257 in header is invalid"); the layout itself is unchanged.
 pub(crate) const VERSION: u32 = 4;
+
+/// Set in the header's kind word of a channel (typed or byte) created in the
+/// single-producer single-consumer mode (see `super::spsc`).
+pub(crate) const SPSC_FLAG: u32 = 1 << 8;
 
 /// The most slots a channel may have.
 pub(crate) const MAX_CAPACITY: usize = 1 << 22;
@@ -158,6 +167,19 @@ impl Kind {
         }
     }
 
+    /// The kind word stored as `v` in a header: the kind, and whether the channel is in
+    /// the single-producer mode ([`SPSC_FLAG`], only valid for typed and byte channels).
+    pub(crate) fn decode(v: u32) -> Option<(Kind, bool)> {
+        let kind = Kind::from_u32(v & !SPSC_FLAG)?;
+        let spsc = v & SPSC_FLAG != 0;
+        (!spsc || kind.has_modes()).then_some((kind, spsc))
+    }
+
+    /// Whether channels of this kind may be created in the single-producer mode.
+    pub(crate) fn has_modes(self) -> bool {
+        matches!(self, Kind::Typed | Kind::Bytes)
+    }
+
     /// Whether slots carry byte messages of variable length.
     pub(crate) fn is_bytes(self) -> bool {
         matches!(self, Kind::Bytes | Kind::ByteMailbox)
@@ -255,6 +277,8 @@ pub(crate) struct Layout {
     /// every other kind, capacity × payload size (no
     /// bound beyond the slots).
     pub(crate) max_bytes: usize,
+    /// A channel in the single-producer single-consumer mode (see `super::spsc`).
+    pub(crate) spsc: bool,
 }
 
 fn invalid_input(msg: String) -> io::Error {
@@ -359,6 +383,7 @@ impl Layout {
             index_offset,
             total_size,
             max_bytes: capacity * fingerprint.size,
+            spsc: false,
         })
     }
 
@@ -387,6 +412,13 @@ impl Layout {
         self
     }
 
+    /// The layout in the single-producer mode if `spsc` (typed and byte channels only;
+    /// other kinds are unchanged).
+    pub(crate) fn with_spsc(mut self, spsc: bool) -> Layout {
+        self.spsc = spsc && self.kind.has_modes();
+        self
+    }
+
     /// The largest byte message (byte channels), or the payload size (typed).
     pub(crate) fn max_message(&self) -> usize {
         self.fingerprint.size
@@ -396,7 +428,8 @@ impl Layout {
     pub(crate) fn write(&self, h: &Header, creator_pid: u32) {
         use std::sync::atomic::Ordering::Relaxed;
         h.version.store(VERSION, Relaxed);
-        h.kind.store(self.kind as u32, Relaxed);
+        let mode = if self.spsc { SPSC_FLAG } else { 0 };
+        h.kind.store(self.kind as u32 | mode, Relaxed);
         h.capacity.store(self.capacity as u64, Relaxed);
         h.slot_size.store(self.slot_size as u64, Relaxed);
         h.slot_align.store(self.slot_align as u64, Relaxed);
@@ -435,6 +468,8 @@ pub(crate) struct Expect {
     pub(crate) max_bytes: Option<usize>,
     /// Accept any type (or message size) the header describes (for maintenance tools).
     pub(crate) any_type: bool,
+    /// The mode to check (single-producer or not); `None`: either.
+    pub(crate) spsc: Option<bool>,
 }
 
 impl Expect {
@@ -447,6 +482,7 @@ impl Expect {
             capacity: None,
             max_bytes: None,
             any_type: true,
+            spsc: None,
         }
     }
 }
@@ -496,7 +532,7 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
         )));
     }
     let stored = h.kind.load(Relaxed);
-    let kind = Kind::from_u32(stored)
+    let (kind, spsc) = Kind::decode(stored)
         .ok_or_else(|| invalid_data(format!("kind {stored} in header is invalid")))?;
     if kind != expect.kind {
         return Err(invalid_data(format!(
@@ -572,8 +608,25 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
             "capacity mismatch: segment has {capacity}, expected {want}"
         )));
     }
+    if let Some(want) = expect.spsc
+        && want != spsc
+    {
+        let mode = |spsc| {
+            if spsc {
+                "single-producer single-consumer"
+            } else {
+                "many-to-many"
+            }
+        };
+        return Err(invalid_data(format!(
+            "mode mismatch: segment is {}, expected {}",
+            mode(spsc),
+            mode(want)
+        )));
+    }
     let mut layout = Layout::new(kind, capacity, fingerprint)
-        .map_err(|e| invalid_data(format!("header describes an invalid layout: {e}")))?;
+        .map_err(|e| invalid_data(format!("header describes an invalid layout: {e}")))?
+        .with_spsc(spsc);
     if kind == Kind::ByteMailbox {
         let max_bytes = layout
             .stored_max_bytes(h.max_bytes.load(Relaxed))

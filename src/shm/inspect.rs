@@ -119,6 +119,9 @@ pub struct Inspection {
     pub name: String,
     /// The kind, if the header names a known one.
     pub kind: Option<ObjectKind>,
+    /// Whether the channel is in the single-producer single-consumer mode
+    /// ([`Options::spsc`](super::Options::spsc)).
+    pub spsc: bool,
     /// The layout version stored (this build reads [`Inspection::SUPPORTED_VERSION`]).
     pub version: u32,
     /// The file's size in bytes.
@@ -228,6 +231,7 @@ pub fn inspect(name: &str) -> io::Result<Inspection> {
     let mut info = Inspection {
         name: name.to_string(),
         kind: None,
+        spsc: false,
         version: 0,
         file_size: 0,
         mode: 0,
@@ -390,7 +394,9 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
         return None;
     }
     let kind = map.u32_at(header_offset!(kind));
-    info.kind = match Kind::from_u32(kind) {
+    let decoded = Kind::decode(kind);
+    info.spsc = decoded.is_some_and(|(_, spsc)| spsc);
+    info.kind = match decoded.map(|(kind, _)| kind) {
         Some(Kind::Typed) => Some(ObjectKind::Channel),
         Some(Kind::Bytes) => Some(ObjectKind::ByteChannel),
         Some(Kind::Signal) => Some(ObjectKind::Signal),

@@ -47,6 +47,13 @@ pub(crate) const fn lock_byte(n: usize) -> u64 {
     n as u64
 }
 
+/// The byte of the segment file whose lock a single-producer channel's sender
+/// (`send`) or receiver family holds while attached (see `super::spsc`): bytes
+/// `MAX_PEERS` and `MAX_PEERS + 1`, after every peer slot's.
+pub(crate) const fn side_lock_byte(send: bool) -> u64 {
+    MAX_PEERS as u64 + if send { 0 } else { 1 }
+}
+
 /// The kind of lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lock {

@@ -16,11 +16,12 @@ use super::futex::model::Sleepers;
 use super::hub;
 use super::mailbox_words::{self, LockWords};
 use super::protocol::{self, Kind};
+use super::spsc;
 use super::table::{self, Table};
 use super::wait;
 use crate::chan::ring::{self, RingStorage};
 use crate::error::{RecvTimeoutError, TryRecvError};
-use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 
 pub(crate) struct Heap {
     head: AtomicUsize,
@@ -328,6 +329,158 @@ impl Ring {
 
     pub fn len(&self) -> usize {
         self.0.len_untrusted()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A ring in the single-producer mode (`shm::spsc`) of `usize` payloads, each kept in a
+/// plain cell rather than an atomic, so that loom reports any write of a slot that is
+/// not ordered after the previous lap's read of it (and any read not ordered after its
+/// write) as a race.
+pub struct SpscRing {
+    ring: ring::Ring<Heap>,
+    cells: Box<[UnsafeCell<usize>]>,
+}
+
+// SAFETY: the cells are only accessed by the one producer (writes, between its room
+// check and its publish) and the one consumer (reads, between its stamp check and its
+// commit), which the protocol orders; loom checks that it does.
+unsafe impl Sync for SpscRing {}
+
+/// One handle family's process-local state in an [`SpscRing`] (`spsc::Family`).
+pub struct SpscFamily(spsc::Family);
+
+impl SpscRing {
+    pub fn new(cap: usize) -> Self {
+        let cells = |f: fn(usize) -> usize| (0..cap).map(|i| AtomicUsize::new(f(i))).collect();
+        SpscRing {
+            ring: ring::Ring::new(
+                Heap {
+                    head: AtomicUsize::new(0),
+                    tail: AtomicUsize::new(0),
+                    stamps: cells(ring::initial_stamp),
+                    payloads: cells(|_| 0),
+                },
+                cap,
+            ),
+            cells: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
+        }
+    }
+
+    /// A producer attaching (`Peer::attach`): repairs `tail` first.
+    pub fn producer(&self) -> SpscFamily {
+        SpscFamily(spsc::Family::new(spsc::recover_tail(&self.ring)))
+    }
+
+    /// A consumer attaching.
+    pub fn consumer(&self) -> SpscFamily {
+        SpscFamily(spsc::Family::new(0))
+    }
+
+    fn write(&self, index: usize, value: usize) {
+        // SAFETY: see `Sync`; a race is reported by loom.
+        self.cells[index].with_mut(|p| unsafe { *p = value });
+    }
+
+    fn read(&self, index: usize) -> usize {
+        // SAFETY: as in `write`.
+        self.cells[index].with(|p| unsafe { *p })
+    }
+
+    /// `Endpoint::send_attempt` in the mode: a send, and a wake-up of a waiting
+    /// receiver if it went through.
+    pub fn send(&self, family: &SpscFamily, value: usize, sides: &Sides) -> Result<(), Stall> {
+        let r = spsc::send(&self.ring, &family.0, |i| self.write(i, value));
+        if r.is_ok() {
+            sides.recv.notify_one();
+        }
+        r.map_err(stall)
+    }
+
+    /// `Endpoint::recv_attempt` in the mode.
+    pub fn recv(&self, family: &SpscFamily, sides: &Sides) -> Result<usize, Stall> {
+        self.recv_attempt(family, sides).map_err(stall)
+    }
+
+    fn recv_attempt(&self, family: &SpscFamily, sides: &Sides) -> Result<usize, ring::Stall> {
+        let r = spsc::recv(&self.ring, &family.0, |i| Some(self.read(i)));
+        if r.is_ok() {
+            sides.send.notify_one();
+        }
+        r
+    }
+
+    /// `Endpoint::recv_with`'s waiting loop in the mode (see [`Ring::recv_blocking`]).
+    pub fn recv_blocking(
+        &self,
+        family: &SpscFamily,
+        sides: &Sides,
+        senders: &Presence,
+        timed: bool,
+    ) -> Result<usize, RecvTimeoutError> {
+        let attempt =
+            || match wait::try_recv(|_| self.recv_attempt(family, sides), || senders.gone()) {
+                Ok(msg) => Some(Ok(msg)),
+                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+                Err(TryRecvError::Empty) => None,
+            };
+        wait::block(
+            &sides.recv,
+            timed.then(|| Instant::now() + TIMEOUT),
+            || {},
+            || spsc::may_recv(&self.ring),
+            attempt,
+        )
+        .unwrap_or(Err(RecvTimeoutError::Timeout))
+    }
+
+    /// `Endpoint::send_with`'s waiting loop in the mode (receivers are taken to stay);
+    /// `Err(Blocked)` once a deadline (`timed`) passed.
+    pub fn send_blocking(
+        &self,
+        family: &SpscFamily,
+        value: usize,
+        sides: &Sides,
+        timed: bool,
+    ) -> Result<(), Stall> {
+        let attempt = || match self.send(family, value, sides) {
+            Err(Stall::Blocked | Stall::Busy) => None,
+            done => Some(done),
+        };
+        wait::block(
+            &sides.send,
+            timed.then(|| Instant::now() + TIMEOUT),
+            || {},
+            || spsc::may_send(&self.ring, &family.0),
+            attempt,
+        )
+        .unwrap_or(Err(Stall::Blocked))
+    }
+
+    /// A producer that writes `value` into the slot at `tail`, publishes it, and dies
+    /// before storing `tail` (the room check is the caller's: the ring must not be full).
+    pub fn publish_and_die(&self, value: usize) {
+        let storage = self.ring.storage();
+        let tail = storage.tail().load(Ordering::Relaxed);
+        let index = self.ring.index_of(tail).expect("a valid tail");
+        self.write(index, value);
+        storage.stamps[index].swap(tail + 1, Ordering::SeqCst);
+    }
+
+    /// A consumer that reads the message at `head` and dies before its commit: `None`
+    /// if nothing is published there.
+    pub fn read_and_die(&self) -> Option<usize> {
+        let storage = self.ring.storage();
+        let head = storage.head().load(Ordering::Relaxed);
+        let index = self.ring.index_of(head)?;
+        (storage.stamps[index].load(Ordering::Acquire) == head + 1).then(|| self.read(index))
+    }
+
+    pub fn len(&self) -> usize {
+        self.ring.len_untrusted()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -26,7 +26,8 @@
 //!   `_deadline` and async (`Future`, `Stream`, `Sink`) operations with the crate's error
 //!   types (byte sends report `io::Error`s, since a message can also be too long).
 //! - [`Options`] chooses between opening (the default), creating, or creating
-//!   exclusively, and sets capacity, mode and `max_message`.
+//!   exclusively, and sets capacity, mode, `max_message` and the single-producer mode
+//!   ([`Options::spsc`]).
 //!
 //! # Semantics
 //!
@@ -43,6 +44,22 @@
 //!   `receiver_count` count families in all processes.
 //! - **Drop** detaches. The last process to detach does not unlink the name, unless it
 //!   created it with [`Options::unlink_on_drop`].
+//!
+//! # The single-producer mode
+//!
+//! A typed or byte channel created with [`Options::spsc`] admits one sender handle
+//! family and one receiver handle family at a time (clones share theirs; their threads
+//! take turns), and moves each message between the processes with one cache-line
+//! transfer where the default mode needs more: only the sender writes a slot, and the
+//! receiver frees slots by moving a position of its own, which the sender reads about
+//! once a lap. A second sender (receiver) is refused with
+//! [`std::io::ErrorKind::ResourceBusy`] while the first one's family is attached: each
+//! side's family holds an exclusive lock on a byte of the segment file of its own (bytes
+//! 64 and 65), which the kernel releases when its process dies, so the next one takes
+//! over at once. Operations, errors, waiting and the guarantees below are those of the
+//! default mode; a peer killed at any instruction leaves the ring consistent, since
+//! each side completes an operation with one store (a new sender first moves the
+//! senders' position past a message a dead one published without recording it).
 //!
 //! # Peers and crashes
 //!
@@ -114,6 +131,10 @@
 //! | 13440 | 128 | ring `tail` (senders' position) |
 //! | 13568, aligned | capacity × slot size | slots: stamp `u64`, length `u32`, 4 bytes unused, payload (aligned to the type, at least 8); each slot padded to a power of two up to a cache line, or to whole lines |
 //!
+//! The kind word is 1 (typed channel) or 2 (byte channel), plus 256 in the
+//! single-producer mode; in that mode the slots' stamps are written by the sender only
+//! and `head` is the receiver's alone (see [`Options::spsc`]).
+//!
 //! All integers are native-endian; processes of one machine share a segment.
 //!
 //! Liveness locks are not stored in the mapping: peer slot `n` is alive while byte `n` of
@@ -171,6 +192,7 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 pub(crate) mod protocol;
+pub(crate) mod spsc;
 pub(crate) mod table;
 
 #[cfg(loom)]

@@ -32,6 +32,7 @@ pub(crate) enum OpenMode {
 /// | `mode` | `0o600` | permission bits only |
 /// | open mode | [`open_existing`](Options::open_existing) | |
 /// | `unlink_on_drop` | `false` | |
+/// | [`spsc`](Options::spsc) (typed and byte channels) | many-to-many when creating; unchecked when opening | |
 ///
 /// ```
 /// use conduit::shm::{self, Options};
@@ -53,6 +54,8 @@ pub struct Options {
     pub(crate) mode: u32,
     pub(crate) open: OpenMode,
     pub(crate) unlink_on_drop: bool,
+    /// The single-producer single-consumer mode to create with, or to check.
+    pub(crate) spsc: Option<bool>,
 }
 
 impl Default for Options {
@@ -76,6 +79,7 @@ impl Options {
             mode: 0o600,
             open: OpenMode::Existing,
             unlink_on_drop: false,
+            spsc: None,
         }
     }
 
@@ -234,6 +238,48 @@ impl Options {
     /// ```
     pub fn unlink_on_drop(mut self, unlink: bool) -> Self {
         self.unlink_on_drop = unlink;
+        self
+    }
+
+    /// Chooses the single-producer single-consumer mode (`true`) or the many-to-many
+    /// one (`false`, the default) for a typed or byte channel this call creates, and
+    /// checks it when opening ([`io::ErrorKind::InvalidData`] naming both modes if the
+    /// channel is in the other; unset, either mode opens). Mailboxes and signal targets
+    /// have one mode only: asking for this one is [`io::ErrorKind::InvalidInput`].
+    ///
+    /// In this mode at most one sender handle family and one receiver handle family may
+    /// be attached at a time (clones of a handle share it; its threads take turns). A
+    /// second `Sender` (`Receiver`) attach, in any process, fails with
+    /// [`io::ErrorKind::ResourceBusy`] while the first one's family lives; once it is
+    /// dropped, or its process dies (`kill -9` included), the next attach takes over.
+    /// Everything else is as in the default mode: the same handles, operations, errors
+    /// and crash guarantees (a peer killed mid-operation loses no completed send and
+    /// wedges nothing). What changes is the cost: only the sender writes a slot, and the
+    /// receiver frees slots by moving a position of its own, so a message moves one
+    /// cache line between the processes where the default mode moves it, and its
+    /// slot's line, back and forth (see `shm::spsc`'s notes in the source).
+    ///
+    /// The mode is a flag in the segment's header; a build that predates it refuses to
+    /// open such a channel (`InvalidData`, "kind ... is invalid").
+    ///
+    /// ```
+    /// use conduit::shm::{self, Options};
+    /// let name = format!("doc-spsc-{}", std::process::id());
+    /// let opts = Options::new().capacity(8).create_new(true).spsc(true);
+    /// let tx = shm::Sender::<u64>::with(&name, &opts)?;
+    /// let rx = shm::Receiver::<u64>::open(&name)?;
+    /// tx.send(7).unwrap();
+    /// assert_eq!(rx.recv(), Ok(7));
+    /// let second = shm::Sender::<u64>::open(&name).unwrap_err();
+    /// assert_eq!(second.kind(), std::io::ErrorKind::ResourceBusy);
+    /// drop(tx);
+    /// let tx = shm::Sender::<u64>::open(&name)?; // takes over
+    /// # drop((tx, rx));
+    /// shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spsc(mut self, spsc: bool) -> Self {
+        self.spsc = Some(spsc);
         self
     }
 

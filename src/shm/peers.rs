@@ -53,11 +53,12 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::shm;
 
 use super::header::{Kind, LANES, MAX_PEERS};
-use super::lock::{self, Lock, lock_byte};
+use super::lock::{self, Lock, lock_byte, side_lock_byte};
 use super::name;
 use super::protocol;
 use super::ring::ShmSlots;
 use super::segment::{self, Segment, Side, stat_of};
+use super::spsc::{self, Family};
 use super::table::{self, LIVE, Lanes, Table, unpack};
 use crate::chan::ring::{Reclaim, Ring};
 use crate::sync::AtomicUsize;
@@ -143,7 +144,6 @@ impl Segment {
     }
 
     /// The pids recorded by LIVE peers of `side` (diagnostics).
-    #[allow(dead_code)]
     pub(crate) fn live_pids(&self, side: Side) -> Vec<u32> {
         (0..MAX_PEERS)
             .filter_map(|n| {
@@ -158,10 +158,16 @@ impl Segment {
     /// a shared lock on every slot's byte at once (one call, through a description of its
     /// own). `Ok(None)` if any slot's lock is held exclusively (by an owner, or one
     /// moving in or out; a reaper's shared lock does not conflict, and proves nothing
-    /// alive); an error if no description could be opened.
+    /// alive); an error if no description could be opened. The two side locks of the
+    /// single-producer mode ([`side_lock_byte`], right after the slots' bytes) are
+    /// taken with them: a family of that mode takes its side's lock before its slot's,
+    /// so one caught between the two is attaching too.
     pub(crate) fn prove_all_dead(&self) -> io::Result<Option<AllDead>> {
         let fd = self.reopen()?;
-        let all = lock::try_lock(fd.as_fd(), lock_byte(0), MAX_PEERS as u64, Lock::Shared)?;
+        const _: () = assert!(side_lock_byte(true) == MAX_PEERS as u64);
+        const _: () = assert!(side_lock_byte(false) == MAX_PEERS as u64 + 1);
+        let bytes = MAX_PEERS as u64 + 2;
+        let all = lock::try_lock(fd.as_fd(), lock_byte(0), bytes, Lock::Shared)?;
         Ok(all.then_some(AllDead(fd)))
     }
 }
@@ -186,6 +192,11 @@ impl Table for Segment {
     }
 
     fn resolve(&self, intent: usize, live_claim: impl FnOnce() -> bool) -> Reclaim {
+        if self.layout().spsc {
+            // The single-producer mode records no intents and has no claims to settle
+            // (see `shm::spsc`): only a hostile peer's fake intents reach here.
+            return Reclaim::Settled;
+        }
         match self.layout().kind {
             Kind::Signal => super::signal::resolve(self, intent, live_claim),
             // Mailboxes record no intents (only a hostile peer's fake ones reach here):
@@ -221,6 +232,9 @@ pub(crate) struct Peer {
     intents: NonNull<[AtomicUsize; LANES]>,
     /// Unlink the name when this handle family is dropped.
     unlink_on_drop: bool,
+    /// In a single-producer channel: the family's process-local state (it holds its
+    /// side's lock, [`side_lock_byte`], for as long as it is attached).
+    family: Option<Family>,
 }
 
 // SAFETY: the only field that is not `Send`/`Sync` by itself, `intents`, points into the
@@ -243,15 +257,45 @@ impl core::fmt::Debug for Peer {
 impl Peer {
     /// Takes a free peer slot of `seg` for `side`. `seg` must be this family's own (see
     /// [`Segment`]): the slot's lock is taken through its description.
+    ///
+    /// In a single-producer channel the family first takes its side's lock
+    /// ([`side_lock_byte`]): [`io::ErrorKind::ResourceBusy`] while another family of
+    /// its side holds it. A sender then repairs `tail` ([`spsc::recover_tail`]) before
+    /// its first send.
     pub(crate) fn attach(seg: Arc<Segment>, side: Side, unlink_on_drop: bool) -> io::Result<Peer> {
         let fd = seg.fd().as_fd();
+        let spsc = seg.layout().spsc;
+        let side_byte = side_lock_byte(side == Side::Send);
+        if spsc && !lock::try_lock(fd, side_byte, 1, Lock::Exclusive)? {
+            let pids = seg.live_pids(side);
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "shm channel {:?} is single-producer single-consumer and another {} is                      attached (pid {pids:?})",
+                    seg.name(),
+                    match side {
+                        Side::Send => "sender",
+                        Side::Recv => "receiver",
+                    }
+                ),
+            ));
+        }
         let taken = table::attach(
             &*seg,
             side.role(),
             |n| lock::try_lock(fd, lock_byte(n), 1, Lock::Exclusive),
             |n| lock::unlock(fd, lock_byte(n), 1),
-        )?;
-        if let Some(n) = taken {
+        );
+        if spsc && !matches!(taken, Ok(Some(_))) {
+            let _ = lock::unlock(fd, side_byte, 1);
+        }
+        if let Some(n) = taken? {
+            // Holding the side's lock: no other sender runs (a dead one's last publish
+            // may have left `tail` short).
+            let family = spsc.then(|| match side {
+                Side::Send => Family::new(spsc::recover_tail(seg.ring())),
+                Side::Recv => Family::new(0),
+            });
             let h = seg.header();
             let ever = match side {
                 Side::Send => &h.ever_senders,
@@ -267,6 +311,7 @@ impl Peer {
                 lanes: Lanes::new(),
                 intents,
                 unlink_on_drop,
+                family,
             });
         }
         Err(io::Error::other(format!(
@@ -284,6 +329,13 @@ impl Peer {
     /// The index of the peer slot this handle family holds.
     pub(crate) fn index(&self) -> usize {
         self.index
+    }
+
+    /// The family's process-local state in a single-producer channel; `None` in the
+    /// many-to-many mode.
+    #[inline]
+    pub(crate) fn family(&self) -> Option<&Family> {
+        self.family.as_ref()
     }
 
     /// The side this handle family is on.
@@ -381,6 +433,13 @@ impl Drop for Peer {
         // e.g. in the async helper's hands; were the unlock to fail, closing it releases
         // the lock).
         let _ = lock::unlock(self.seg.fd().as_fd(), lock_byte(self.index), 1);
+        if self.family.is_some() {
+            let _ = lock::unlock(
+                self.seg.fd().as_fd(),
+                side_lock_byte(self.side == Side::Send),
+                1,
+            );
+        }
     }
 }
 
