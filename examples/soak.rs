@@ -14,7 +14,9 @@
 //! PATH` (default `target/conduit-soak/results.json`), `--quick` (10 kills, 100
 //! scribbles, 2 stops, scale 100 000).
 //!
-//! Five kinds of object get three trials each: typed and byte channels, typed and byte
+//! Six kinds of object get three trials each: typed and byte channels, a typed channel
+//! in single-producer single-consumer mode (`Options::spsc`: one sender and one
+//! receiver, each killed sender or receiver succeeded by a new one), typed and byte
 //! mailboxes (`shm::Mailbox`, `shm::ByteMailbox`: senders send with varying tags,
 //! receivers take any tag), and a signal target (`shm::signal`: raisers raise one
 //! queued number with the message in its payload; the one receiver is the target's
@@ -108,15 +110,18 @@ fn decode_bytes(msg: &[u8]) -> Option<(u64, u64, bool)> {
 enum Kind {
     Typed,
     Bytes,
+    /// A typed channel in single-producer single-consumer mode.
+    Spsc,
     Mailbox,
     ByteMailbox,
     Signal,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::Typed,
         Kind::Bytes,
+        Kind::Spsc,
         Kind::Mailbox,
         Kind::ByteMailbox,
         Kind::Signal,
@@ -126,6 +131,7 @@ impl Kind {
         match self {
             Kind::Typed => "typed channel",
             Kind::Bytes => "byte channel",
+            Kind::Spsc => "spsc channel",
             Kind::Mailbox => "typed mailbox",
             Kind::ByteMailbox => "byte mailbox",
             Kind::Signal => "signal target",
@@ -137,6 +143,7 @@ impl Kind {
         match self {
             Kind::Typed => "typed",
             Kind::Bytes => "bytes",
+            Kind::Spsc => "spsc",
             Kind::Mailbox => "mailbox",
             Kind::ByteMailbox => "byte-mailbox",
             Kind::Signal => "signal",
@@ -150,9 +157,19 @@ impl Kind {
             .unwrap_or_else(|| panic!("unknown kind {key}"))
     }
 
-    /// How many receivers run at once: a signal target has one owner.
+    /// How many receivers run at once: a signal target has one owner, an spsc
+    /// channel one receiver.
     fn receivers(self, asked: usize) -> usize {
-        if self == Kind::Signal { 1 } else { asked }
+        if matches!(self, Kind::Signal | Kind::Spsc) {
+            1
+        } else {
+            asked
+        }
+    }
+
+    /// How many senders run at once: an spsc channel has one.
+    fn senders(self, asked: usize) -> usize {
+        if self == Kind::Spsc { 1 } else { asked }
     }
 
     /// Creates the object `name` of this kind for one trial (and lets go of it).
@@ -164,6 +181,7 @@ impl Kind {
             .max_message(MAX_MESSAGE);
         match self {
             Kind::Typed => drop(Receiver::<[u64; 4]>::with(name, &options).unwrap()),
+            Kind::Spsc => drop(Receiver::<[u64; 4]>::with(name, &options.spsc(true)).unwrap()),
             Kind::Bytes => drop(ByteReceiver::with(name, &options).unwrap()),
             Kind::Mailbox => drop(shm::Mailbox::<[u64; 4]>::with(name, &options).unwrap()),
             Kind::ByteMailbox => drop(shm::ByteMailbox::with(name, &options).unwrap()),
@@ -191,8 +209,8 @@ enum Port {
 impl Port {
     fn open(kind: Kind, name: &str, sending: bool) -> Port {
         match (kind, sending) {
-            (Kind::Typed, true) => Port::Sender(Sender::open(name).unwrap()),
-            (Kind::Typed, false) => Port::Receiver(Receiver::open(name).unwrap()),
+            (Kind::Typed | Kind::Spsc, true) => Port::Sender(Sender::open(name).unwrap()),
+            (Kind::Typed | Kind::Spsc, false) => Port::Receiver(Receiver::open(name).unwrap()),
             (Kind::Bytes, true) => Port::ByteSender(ByteSender::open(name).unwrap()),
             (Kind::Bytes, false) => Port::ByteReceiver(ByteReceiver::open(name).unwrap()),
             (Kind::Mailbox, _) => Port::Mailbox(shm::Mailbox::open(name).unwrap()),
@@ -585,7 +603,7 @@ fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outc
         ..Outcome::default()
     };
     let mut procs: Vec<Proc> = Vec::new();
-    for _ in 0..run.senders {
+    for _ in 0..kind.senders(run.senders) {
         procs.push(ctl.spawn("sender", None));
     }
     for _ in 0..kind.receivers(run.receivers) {
@@ -601,7 +619,7 @@ fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outc
         let victim = rng.below(procs.len() as u64) as usize;
         if stop_trial {
             // Only senders: a stopped sender mid-send is the case that must not be reaped.
-            let victim = victim % run.senders;
+            let victim = victim % kind.senders(run.senders);
             let pid = procs[victim].child.id();
             signal(&procs[victim], rustix::process::Signal::STOP);
             thread::sleep(Duration::from_millis(300));
@@ -665,7 +683,7 @@ fn traffic_trial(run: &Run, kind: Kind, rng: &mut Rng, stop_trial: bool) -> Outc
 fn scribble_trial(run: &Run, kind: Kind, rng: &mut Rng) -> Outcome {
     let (name, mut ctl, rx) = start_trial(kind, rng);
     let mut procs: Vec<Proc> = Vec::new();
-    for _ in 0..run.senders {
+    for _ in 0..kind.senders(run.senders) {
         procs.push(ctl.spawn("sender", Some(SCRIBBLE_RUN)));
     }
     for _ in 0..kind.receivers(run.receivers) {
