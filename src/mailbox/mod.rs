@@ -117,7 +117,7 @@ use self::index::Sel;
 pub(crate) use self::reply::Remote;
 use self::reply::Waiting;
 pub use self::reply::{Reply, RequestError};
-use self::state::{After, Attempt, SendFail, Shared, Side, State};
+use self::state::{After, Attempt, Locked, SendFail, Shared, Side};
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
@@ -385,7 +385,7 @@ impl<T: Send + 'static> Registered for Arc<Shared<T>> {
     }
     fn close(&self) {
         let mut after = After::default();
-        self.lock().close(&mut after);
+        Shared::close(self, &mut self.lock(), &mut after);
         after.run();
     }
 }
@@ -577,7 +577,9 @@ impl PostOffice {
 /// A queued message with what its envelope will carry.
 pub(crate) struct Stored<T> {
     body: T,
-    from: Address,
+    /// The sender's address id (the receiver rebuilds the [`Address`]: no reference
+    /// count of the mailbox's name passes between the threads with each message).
+    from: u64,
     /// A request's `Reply<R>`, type-erased.
     reply: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -602,7 +604,8 @@ impl<T> Drop for Family<T> {
             if g.receivers == 0 {
                 // Nobody attached is left to answer the queued requests: fail them now
                 // rather than let their requesters wait (the messages stay queued).
-                g.index.for_each_mut(|m| {
+                // Requests are queued under the lock, so none is on its way in.
+                self.shared.for_each_queued(&mut g, |m| {
                     if let Some(r) = m.reply.take() {
                         after.drop_later(r);
                     }
@@ -680,18 +683,23 @@ fn send_outcome<T>(
     }
 }
 
-/// One send attempt for a wait loop: the message moves into the index, or back into
-/// `stored` to wait for room.
+/// One send attempt for a wait loop: the message moves into the mailbox, or back into
+/// `stored` to wait for room. Without the lock (`cx` is `None`) only a plain send is
+/// tried; a request is queued under the lock (see `Shared::try_push`).
 fn send_attempt<T>(
-    st: &mut State<T>,
-    after: &mut After,
-    capacity: Option<usize>,
+    sh: &Shared<T>,
+    cx: Locked<'_, T>,
     tag: u64,
     stored: &mut Option<Stored<T>>,
     need_receiver: bool,
 ) -> Attempt<Result<(), (SendFail, Stored<T>)>> {
     let msg = stored.take().expect("a pending send holds its message");
-    match st.try_push(capacity, tag, msg, need_receiver, after) {
+    let res = match cx {
+        None if need_receiver => Err((SendFail::Full, msg)),
+        None => sh.send_fast(tag, msg),
+        Some((st, after)) => sh.try_push(st, tag, msg, need_receiver, after),
+    };
+    match res {
         Ok(()) => Attempt::Done(Ok(())),
         Err((SendFail::Full, m)) => {
             *stored = Some(m);
@@ -701,14 +709,20 @@ fn send_attempt<T>(
     }
 }
 
+/// One receive attempt for a wait loop; without the lock, only an `Any` receive is
+/// tried (`Shared::recv_fast`).
 fn recv_attempt<T>(
-    st: &mut State<T>,
-    after: &mut After,
-    capacity: Option<usize>,
+    sh: &Shared<T>,
+    cx: Locked<'_, T>,
     sel: Sel,
 ) -> Attempt<Result<Envelope<T>, RecvError>> {
-    match st.try_take(sel, capacity, after) {
-        Ok((tag, m)) => Attempt::Done(Ok(Envelope::new(tag, m))),
+    let res = match cx {
+        None if sel == Sel::Any => sh.recv_fast().ok_or(false),
+        None => Err(false),
+        Some((st, after)) => sh.try_take(st, sel, after),
+    };
+    match res {
+        Ok((tag, m)) => Attempt::Done(Ok(Envelope::new(tag, m, &sh.name))),
         Err(true) => Attempt::Done(Err(RecvError)),
         Err(false) => Attempt::Wait,
     }
@@ -733,7 +747,7 @@ impl<T> Mailbox<T> {
     fn stored(&self, body: T, reply: Option<Box<dyn Any + Send + Sync>>) -> Stored<T> {
         Stored {
             body,
-            from: self.fam.address.clone(),
+            from: self.fam.address.id,
             reply,
         }
     }
@@ -802,8 +816,8 @@ impl<T> Mailbox<T> {
     ) -> Result<(), SendTimeoutError<T>> {
         let sh = self.shared();
         let mut stored = Some(self.stored(msg, None));
-        let out = sh.block(Side::Send, None, deadline, |st, after| {
-            send_attempt(st, after, sh.capacity, tag, &mut stored, false)
+        let out = sh.block(Side::Send, None, deadline, |cx| {
+            send_attempt(sh, cx, tag, &mut stored, false)
         });
         send_outcome(out, &mut stored)
     }
@@ -829,12 +843,7 @@ impl<T> Mailbox<T> {
     /// assert_eq!(mb.try_recv().unwrap().tag(), 4);
     /// ```
     pub fn try_send_tagged(&self, tag: u64, msg: T) -> Result<(), TrySendError<T>> {
-        let sh = self.shared();
-        let mut after = After::default();
-        let res = sh
-            .lock()
-            .try_push(sh.capacity, tag, self.stored(msg, None), false, &mut after);
-        after.run();
+        let res = self.shared().send_fast(tag, self.stored(msg, None));
         res.map_err(|(why, m)| match why {
             SendFail::Full => TrySendError::Full(m.body),
             _ => TrySendError::Disconnected(m.body),
@@ -992,8 +1001,8 @@ impl<T> Mailbox<T> {
         self.attach();
         let sh = self.shared();
         let sel = select.sel();
-        sh.block(Side::Recv, Some(sel), deadline, |st, after| {
-            recv_attempt(st, after, sh.capacity, sel)
+        sh.block(Side::Recv, Some(sel), deadline, |cx| {
+            recv_attempt(sh, cx, sel)
         })
     }
 
@@ -1009,11 +1018,17 @@ impl<T> Mailbox<T> {
     pub fn try_recv_select(&self, select: Select) -> Result<Envelope<T>, TryRecvError> {
         self.attach();
         let sh = self.shared();
+        let sel = select.sel();
+        if sel == Sel::Any {
+            if let Some((tag, m)) = sh.recv_fast() {
+                return Ok(Envelope::new(tag, m, &sh.name));
+            }
+        }
         let mut after = After::default();
-        let res = sh.lock().try_take(select.sel(), sh.capacity, &mut after);
+        let res = sh.try_take(&mut sh.lock(), sel, &mut after);
         after.run();
         match res {
-            Ok((tag, m)) => Ok(Envelope::new(tag, m)),
+            Ok((tag, m)) => Ok(Envelope::new(tag, m, &sh.name)),
             Err(true) => Err(TryRecvError::Disconnected),
             Err(false) => Err(TryRecvError::Empty),
         }
@@ -1093,7 +1108,7 @@ impl<T> Mailbox<T> {
     /// assert_eq!(mb.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.shared().lock().index.len()
+        self.shared().len()
     }
 
     /// The most messages the mailbox holds; `None` when unbounded.
@@ -1126,7 +1141,7 @@ impl<T> Mailbox<T> {
     /// assert!(mb.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        self.shared().lock().closed
+        self.shared().is_closed()
     }
 
     /// Sends `msg` (tag 0) as a request and waits for its reply of type `R`.
@@ -1226,8 +1241,8 @@ impl<T> Mailbox<T> {
         let (reply, waiting) = reply::pair::<R>();
         let sh = self.shared();
         let mut stored = Some(self.stored(msg, Some(Box::new(reply))));
-        let out = sh.block(Side::Send, None, deadline, |st, after| {
-            send_attempt(st, after, sh.capacity, tag, &mut stored, true)
+        let out = sh.block(Side::Send, None, deadline, |cx| {
+            send_attempt(sh, cx, tag, &mut stored, true)
         });
         match out {
             Some(Ok(())) => {}
@@ -1336,11 +1351,11 @@ impl<T> Envelope<T> {
         }
     }
 
-    fn new(tag: u64, m: Stored<T>) -> Self {
+    fn new(tag: u64, m: Stored<T>, mailbox: &std::sync::Arc<str>) -> Self {
         Envelope {
             tag,
             body: m.body,
-            from: m.from,
+            from: Address::in_process(mailbox.clone(), 0, m.from),
             reply: m.reply,
         }
     }
@@ -1484,8 +1499,8 @@ impl<T> Future for SendFut<'_, T> {
         assert!(!this.done, "SendFut polled after completion");
         let sh = this.mb.shared();
         let (tag, msg) = (this.tag, &mut this.msg);
-        let res = sh.poll(Side::Send, None, &mut this.key, cx, |st, after| {
-            send_attempt(st, after, sh.capacity, tag, msg, false)
+        let res = sh.poll(Side::Send, None, &mut this.key, cx, |lk| {
+            send_attempt(sh, lk, tag, msg, false)
         });
         res.map(|r| {
             this.done = true;
@@ -1535,8 +1550,8 @@ impl<T> Future for RecvFut<'_, T> {
         assert!(!this.done, "RecvFut polled after completion");
         let sh = this.mb.shared();
         let sel = this.sel;
-        let res = sh.poll(Side::Recv, Some(sel), &mut this.key, cx, |st, after| {
-            recv_attempt(st, after, sh.capacity, sel)
+        let res = sh.poll(Side::Recv, Some(sel), &mut this.key, cx, |lk| {
+            recv_attempt(sh, lk, sel)
         });
         if res.is_ready() {
             this.done = true;
@@ -1593,8 +1608,8 @@ impl<T, R> Future for RequestFut<'_, T, R> {
         if !this.sent {
             let sh = this.mb.shared();
             let (tag, msg) = (this.tag, &mut this.msg);
-            match sh.poll(Side::Send, None, &mut this.key, cx, |st, after| {
-                send_attempt(st, after, sh.capacity, tag, msg, true)
+            match sh.poll(Side::Send, None, &mut this.key, cx, |lk| {
+                send_attempt(sh, lk, tag, msg, true)
             }) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err((why, m))) => {

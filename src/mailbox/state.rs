@@ -84,15 +84,19 @@ use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use crossbeam_utils::CachePadded;
+
 use super::Stored;
 use super::index::{Index, MAX_QUEUED, Sel};
 use crate::chan::zero::{Wake, park_until};
-#[cfg(not(loom))]
-use crate::sync::{AtomicU64, Backoff, Ordering};
-use crate::sync::{Deadline, Mutex, MutexGuard, lock, thread};
+use crate::chan::{NoSlot, Queue, array, list};
+use crate::sync::{
+    AtomicUsize, Backoff, Deadline, Mutex, MutexGuard, Ordering, after_seqcst_rmw, load_seqcst,
+    lock, thread,
+};
 
-/// The spin of a blocking wait before it registers: polls of the progress count a
-/// single spin-loop hint apart, then steps of an exponential spin (1, 2, 4, … hints).
+/// The spin of a blocking wait before it registers: polls of the count word a single
+/// spin-loop hint apart, then steps of an exponential spin (1, 2, 4, … hints).
 /// It never yields: on a busy machine a `sched_yield` hands the CPU to another process
 /// for its whole time slice, where a parked thread that is woken is scheduled soon.
 #[cfg(not(loom))]
@@ -198,16 +202,15 @@ impl After {
 
 /// The state behind a mailbox's lock.
 pub(crate) struct State<T> {
+    /// The messages moved aside (see "The inbox and the messages aside").
     pub(crate) index: Index<Stored<T>>,
-    pub(crate) closed: bool,
     /// Handle families attached as receivers (see `Mailbox`'s docs on requests).
     pub(crate) receivers: usize,
     recv_waiters: VecDeque<Waiter>,
     send_waiters: VecDeque<Waiter>,
     next_key: u64,
-    /// The progress counts last published (`sent`, `taken`).
-    #[cfg(not(loom))]
-    published: (u64, u64),
+    /// Whether the gate's [`ASIDE`] bit is set (only the lock holder changes it).
+    aside: bool,
     /// How the recent spins of each side went (receivers, senders).
     #[cfg(not(loom))]
     spins: [SpinRecord; 2],
@@ -247,65 +250,93 @@ impl SpinRecord {
     }
 }
 
+/// A queued message on its way through the inbox: its tag and what its envelope
+/// carries.
+type Entry<T> = (u64, Stored<T>);
+
+/// The largest capacity whose inbox is a ring allocated in full at creation (a slot
+/// takes at least a cache line); larger and unbounded mailboxes use the list, which
+/// grows by blocks.
+pub(crate) const RING_MAX: usize = 4096;
+
+/// The lock-free queue that sends go into (see "The inbox and the messages aside"):
+/// conduit's own bounded ring or unbounded list, used without their waiting (the
+/// mailbox waits on its own terms) and never disconnected (the mailbox's close is the
+/// `CLOSED` bit of its count word).
+enum Inbox<T> {
+    Ring(array::Channel<Entry<T>>),
+    List(list::Channel<Entry<T>>),
+}
+
+impl<T> Inbox<T> {
+    fn new(capacity: Option<usize>) -> Self {
+        match capacity {
+            Some(cap) if cap <= RING_MAX => Inbox::Ring(array::Channel::with_capacity(cap)),
+            _ => Inbox::List(list::Channel::new()),
+        }
+    }
+
+    /// Appends a message whose place the caller reserved in the count word: the ring
+    /// holds at most as many messages as are counted, so it is never full here.
+    #[inline]
+    fn push(&self, e: Entry<T>) {
+        #[inline]
+        fn go<E, Q: Queue<E>>(q: &Q, e: E) {
+            match q.claim_send() {
+                Ok(slot) => q.write(slot, e),
+                Err(NoSlot::Wait | NoSlot::Disconnected) => {
+                    unreachable!("a reserved place is in the inbox, which is never closed")
+                }
+            }
+        }
+        match self {
+            Inbox::Ring(q) => go(q, e),
+            Inbox::List(q) => go(q, e),
+        }
+    }
+
+    /// Takes the first message, if one is published (a claimed slot still being written
+    /// is waited for, as the channels' receives do).
+    #[inline]
+    fn pop(&self) -> Option<Entry<T>> {
+        #[inline]
+        fn go<E, Q: Queue<E>>(q: &Q) -> Option<E> {
+            q.claim_recv().ok().map(|slot| q.read(slot))
+        }
+        match self {
+            Inbox::Ring(q) => go(q),
+            Inbox::List(q) => go(q),
+        }
+    }
+}
+
+/// The count word's flag: the mailbox is closed. The count of messages is in the bits
+/// above it ([`ONE`] per message).
+const CLOSED: usize = 1;
+/// One message in the count word.
+const ONE: usize = 2;
+/// The gate's flag: a mover is at work (see "The inbox and the messages aside").
+const MOVER: usize = 1 << (usize::BITS - 1);
+/// The gate's flag: messages are aside (the index is not empty).
+const ASIDE: usize = 1 << (usize::BITS - 2);
+/// The gate's count of lock-free receives in flight.
+const IN_FLIGHT: usize = ASIDE - 1;
+
 /// One mailbox: what every handle to it shares.
 pub(crate) struct Shared<T> {
     pub(crate) name: std::sync::Arc<str>,
     /// `None`: unbounded.
     pub(crate) capacity: Option<usize>,
+    /// Messages counted in (reserved by senders and not yet taken), times [`ONE`], plus
+    /// [`CLOSED`]. Senders reserve with a CAS; receivers release with a subtraction.
+    count: CachePadded<AtomicUsize>,
+    /// [`MOVER`], [`ASIDE`] and the lock-free receives in flight.
+    gate: CachePadded<AtomicUsize>,
+    /// Registered waiters of each side ([`Side`] as index); changed under the lock, read
+    /// by the lock-free sends and receives.
+    waiting: CachePadded<[AtomicUsize; 2]>,
+    inbox: Inbox<T>,
     state: Mutex<State<T>>,
-    /// What spinning waiters watch (see "Spinning before registering").
-    #[cfg(not(loom))]
-    progress: Progress,
-}
-
-/// The two progress counts a spinning waiter watches, published by every critical
-/// section that changed them ([`Locked`]'s drop): receivers watch `sent`, senders
-/// `taken`. Each is a count of the operations that may let a waiter of that side
-/// through, times two, plus one once the mailbox is closed. Hints only: every decision
-/// is taken under the lock, so relaxed accesses do.
-#[cfg(not(loom))]
-#[derive(Default)]
-struct Progress {
-    sent: AtomicU64,
-    taken: AtomicU64,
-}
-
-/// A locked mailbox state; on unlocking, it publishes the progress counts that changed
-/// (before the lock is released: the guard's fields drop after this).
-pub(crate) struct Locked<'a, T> {
-    g: MutexGuard<'a, State<T>>,
-    #[cfg(not(loom))]
-    progress: &'a Progress,
-}
-
-impl<T> core::ops::Deref for Locked<'_, T> {
-    type Target = State<T>;
-    fn deref(&self) -> &State<T> {
-        &self.g
-    }
-}
-
-impl<T> core::ops::DerefMut for Locked<'_, T> {
-    fn deref_mut(&mut self) -> &mut State<T> {
-        &mut self.g
-    }
-}
-
-impl<T> Drop for Locked<'_, T> {
-    fn drop(&mut self) {
-        #[cfg(not(loom))]
-        {
-            let st = &mut *self.g;
-            let (sent, taken) = (st.progress(Side::Recv), st.progress(Side::Send));
-            if sent != st.published.0 {
-                self.progress.sent.store(sent, Ordering::Relaxed);
-            }
-            if taken != st.published.1 {
-                self.progress.taken.store(taken, Ordering::Relaxed);
-            }
-            st.published = (sent, taken);
-        }
-    }
 }
 
 /// Why a send did not queue its message.
@@ -318,16 +349,6 @@ pub(crate) enum SendFail {
 }
 
 impl<T> State<T> {
-    /// The progress count a waiter of `side` watches while it spins (see [`Progress`]).
-    #[cfg(not(loom))]
-    fn progress(&self, side: Side) -> u64 {
-        let n = match side {
-            Side::Recv => self.index.pushed(),
-            Side::Send => self.index.taken(),
-        };
-        n.wrapping_mul(2) | u64::from(self.closed)
-    }
-
     #[cfg(not(loom))]
     fn spins(&mut self, side: Side) -> &mut SpinRecord {
         &mut self.spins[side as usize]
@@ -340,133 +361,16 @@ impl<T> State<T> {
         }
     }
 
-    fn register(&mut self, side: Side, sel: Option<Sel>, wake: Wake) -> u64 {
-        let key = self.next_key;
-        self.next_key += 1;
-        self.waiters(side).push_back(Waiter {
-            key,
-            sel,
-            wake: Some(wake),
-        });
-        key
-    }
-
-    /// Removes a registered wait; says whether it had been notified (then the caller
-    /// passes on, step 4 of the argument). An unused wake-up is dropped after unlocking.
-    fn leave(&mut self, side: Side, key: u64, after: &mut After) -> bool {
-        let list = self.waiters(side);
-        let i = list
-            .iter()
-            .position(|w| w.key == key)
-            .expect("a registered wait keeps its entry until it leaves");
-        let w = list.remove(i).expect("index in range");
-        match w.wake {
-            None => true,
-            Some(Wake::Task(waker)) => {
-                after.drop_waker(waker);
-                false
-            }
-            Some(Wake::Thread(_)) => false,
-        }
-    }
-
-    /// Step 4: a notified waiter of `side` has finished; notify the next one that can
-    /// proceed now, if any.
-    fn pass_on(&mut self, side: Side, capacity: Option<usize>, after: &mut After) {
-        match side {
-            Side::Recv => {
-                let index = &self.index;
-                let w = self
-                    .recv_waiters
-                    .iter_mut()
-                    .filter(|w| w.wake.is_some())
-                    .find(|w| index.find(w.sel.expect("receivers select")).is_some());
-                if let Some(w) = w {
-                    after.wake(w.wake.take());
-                }
-            }
-            Side::Send => {
-                if self.has_room(capacity) {
-                    self.notify_sender(after);
-                }
-            }
-        }
-    }
-
     fn notify_sender(&mut self, after: &mut After) {
         if let Some(w) = self.send_waiters.iter_mut().find(|w| w.wake.is_some()) {
             after.wake(w.wake.take());
         }
     }
-
-    fn has_room(&self, capacity: Option<usize>) -> bool {
-        self.index.len() < capacity.map_or(MAX_QUEUED, |c| c.min(MAX_QUEUED))
-    }
-
-    /// One send attempt under the lock.
-    pub(crate) fn try_push(
-        &mut self,
-        capacity: Option<usize>,
-        tag: u64,
-        msg: Stored<T>,
-        need_receiver: bool,
-        after: &mut After,
-    ) -> Result<(), (SendFail, Stored<T>)> {
-        if self.closed {
-            return Err((SendFail::Disconnected, msg));
-        }
-        if need_receiver && self.receivers == 0 {
-            return Err((SendFail::NoResponders, msg));
-        }
-        if !self.has_room(capacity) {
-            return Err((SendFail::Full, msg));
-        }
-        let from = msg.from.id;
-        self.index.push(tag, from, msg);
-        // Step 2: aim the wake-up at a receiver that can take this message.
-        if let Some(w) = self
-            .recv_waiters
-            .iter_mut()
-            .filter(|w| w.wake.is_some())
-            .find(|w| w.sel.expect("receivers select").matches(tag, from))
-        {
-            after.wake(w.wake.take());
-        }
-        Ok(())
-    }
-
-    /// One receive attempt under the lock: the message `sel` takes, `Err(true)` when
-    /// there is none and the mailbox is closed, `Err(false)` when there is none yet.
-    pub(crate) fn try_take(
-        &mut self,
-        sel: Sel,
-        capacity: Option<usize>,
-        after: &mut After,
-    ) -> Result<(u64, Stored<T>), bool> {
-        match self.index.find(sel) {
-            Some(found) => {
-                let taken = self.index.take(found);
-                if capacity.is_some() {
-                    self.notify_sender(after);
-                }
-                Ok(taken)
-            }
-            None => Err(self.closed),
-        }
-    }
-
-    /// Marks the mailbox closed and wakes every waiter.
-    pub(crate) fn close(&mut self, after: &mut After) {
-        self.closed = true;
-        for w in self
-            .recv_waiters
-            .iter_mut()
-            .chain(self.send_waiters.iter_mut())
-        {
-            after.wake(w.wake.take());
-        }
-    }
 }
+
+/// What one attempt of a wait loop may use: `None` for the lock-free attempt that
+/// comes first, `Some` under the lock.
+pub(crate) type Locked<'a, T> = Option<(&'a mut State<T>, &'a mut After)>;
 
 /// The outcome of one attempt inside a wait loop.
 pub(crate) enum Attempt<R> {
@@ -479,55 +383,352 @@ impl<T> Shared<T> {
         Shared {
             name,
             capacity,
+            count: CachePadded::new(AtomicUsize::new(0)),
+            gate: CachePadded::new(AtomicUsize::new(0)),
+            waiting: CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
+            inbox: Inbox::new(capacity),
             state: Mutex::new(State {
                 index: Index::default(),
-                closed: false,
                 receivers: 0,
                 recv_waiters: VecDeque::new(),
                 send_waiters: VecDeque::new(),
                 next_key: 0,
-                #[cfg(not(loom))]
-                published: (0, 0),
+                aside: false,
                 #[cfg(not(loom))]
                 spins: [SpinRecord::default(); 2],
             }),
-            #[cfg(not(loom))]
-            progress: Progress::default(),
         }
     }
 
-    pub(crate) fn lock(&self) -> Locked<'_, T> {
-        Locked {
-            g: lock(&self.state),
-            #[cfg(not(loom))]
-            progress: &self.progress,
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
+        lock(&self.state)
+    }
+
+    fn limit(&self) -> usize {
+        self.capacity.map_or(MAX_QUEUED, |c| c.min(MAX_QUEUED))
+    }
+
+    /// The messages counted in: queued, plus those whose send or receive is under way.
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::SeqCst) / ONE
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.count.load(Ordering::SeqCst) & CLOSED != 0
+    }
+
+    /// Reserves a place for one message in the count word.
+    #[inline]
+    fn reserve(&self) -> Result<(), SendFail> {
+        let limit = self.limit();
+        // SeqCst: the re-check of a sender that registered (step S).
+        let mut c = self.count.load(Ordering::SeqCst);
+        loop {
+            if c & CLOSED != 0 {
+                return Err(SendFail::Disconnected);
+            }
+            if c / ONE >= limit {
+                return Err(SendFail::Full);
+            }
+            // SeqCst: the "change" of the no-lost-wake-up argument for senders waiting
+            // for room (they re-check this word after registering) and the first half
+            // of close's argument.
+            match self
+                .count
+                .compare_exchange_weak(c, c + ONE, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => c = now,
+            }
         }
     }
 
-    /// Spins while the progress count of `side` is `seen`, until `spin` is over; says
-    /// whether it changed (worth another attempt).
-    #[cfg(not(loom))]
-    fn spin_while(&self, side: Side, seen: u64, spin: &mut Spin) -> bool {
-        let count = match side {
-            Side::Recv => &self.progress.sent,
-            Side::Send => &self.progress.taken,
+    /// Releases the place of a message just taken, and wakes a sender waiting for room
+    /// if one is registered (lock-free receives; under the lock, `taken` does it).
+    #[inline]
+    fn release(&self) {
+        // SeqCst RMW, then the SeqCst load: the Dekker pair with a sender that
+        // registers and then re-checks the count (step S in the module docs).
+        self.count.fetch_sub(ONE, Ordering::SeqCst);
+    }
+
+    /// A send without the lock: reserve, push, and wake a receiver if any is registered.
+    #[inline]
+    pub(crate) fn send_fast(&self, tag: u64, msg: Stored<T>) -> Result<(), (SendFail, Stored<T>)> {
+        if let Err(why) = self.reserve() {
+            return Err((why, msg));
+        }
+        self.inbox.push((tag, msg));
+        // The push's claim was a SeqCst RMW: a receiver that registered after this load
+        // re-checks after its registration and finds the message (module docs, step R).
+        after_seqcst_rmw();
+        if load_seqcst(&self.waiting[Side::Recv as usize]) != 0 {
+            self.wake_receiver();
+        }
+        Ok(())
+    }
+
+    /// A send found a receiver registered: aim a wake-up at one that can take a message
+    /// now.
+    #[cold]
+    #[inline(never)]
+    fn wake_receiver(&self) {
+        let mut after = After::default();
+        let mut g = self.lock();
+        self.pass_on(&mut g, Side::Recv, &mut after);
+        drop(g);
+        after.run();
+    }
+
+    /// A sender waits or left: wake one waiting for room, if any is registered.
+    #[cold]
+    #[inline(never)]
+    fn wake_sender(&self) {
+        let mut after = After::default();
+        let mut g = self.lock();
+        self.pass_on(&mut g, Side::Send, &mut after);
+        drop(g);
+        after.run();
+    }
+
+    /// An `Any` receive without the lock: the inbox's first message, if nothing is aside
+    /// and no mover is at work; `None` otherwise (empty, or the locked path decides).
+    #[inline]
+    pub(crate) fn recv_fast(&self) -> Option<Entry<T>> {
+        // Acquire: pairs with a mover's Release when it clears `MOVER` (its moves, and
+        // the `ASIDE` bit, are then visible); the RMW orders us against its `MOVER`.
+        let g = self.gate.fetch_add(1, Ordering::Acquire);
+        if g & (MOVER | ASIDE) != 0 {
+            self.gate.fetch_sub(1, Ordering::Release);
+            return None;
+        }
+        let e = self.inbox.pop();
+        if e.is_some() {
+            self.release();
+        }
+        // Release: a mover that sees the count of receives in flight drop to zero sees
+        // our pop and our release of the count.
+        self.gate.fetch_sub(1, Ordering::Release);
+        if e.is_some() {
+            after_seqcst_rmw();
+            if load_seqcst(&self.waiting[Side::Send as usize]) != 0 {
+                self.wake_sender();
+            }
+        }
+        e
+    }
+
+    /// Moves everything in the inbox aside, into the index (the "mover"). Under the lock.
+    fn settle(&self, st: &mut State<T>) {
+        // Nothing counted beyond what is aside: nothing in the inbox, nothing on its way
+        // in. SeqCst: the re-check of step R when a receiver registers.
+        if self.count.load(Ordering::SeqCst) / ONE == st.index.len() {
+            return;
+        }
+        // Close the gate, then wait for the lock-free receives already through it.
+        self.gate.fetch_or(MOVER, Ordering::AcqRel);
+        let backoff = Backoff::new();
+        while self.gate.load(Ordering::Acquire) & IN_FLIGHT != 0 {
+            backoff.snooze();
+        }
+        while let Some((tag, m)) = self.inbox.pop() {
+            let from = m.from;
+            st.index.push(tag, from, m);
+        }
+        // Open the gate, raising `ASIDE` if messages are aside now. Release: a receive
+        // that sees the gate open sees the moves and the flag.
+        let flip = if !st.aside && st.index.len() > 0 {
+            st.aside = true;
+            MOVER | ASIDE
+        } else {
+            MOVER
         };
+        self.gate.fetch_xor(flip, Ordering::Release);
+    }
+
+    /// Takes a found message out of the index, lowering `ASIDE` when it empties, and
+    /// releases its place (waking a sender waiting for room; the lock is held).
+    fn take_aside(
+        &self,
+        st: &mut State<T>,
+        found: super::index::Found,
+        after: &mut After,
+    ) -> Entry<T> {
+        let e = st.index.take(found);
+        if st.aside && st.index.len() == 0 {
+            st.aside = false;
+            self.gate.fetch_and(!ASIDE, Ordering::Release);
+        }
+        self.taken(st, after);
+        e
+    }
+
+    /// A message left under the lock: release its place and wake a sender.
+    fn taken(&self, st: &mut State<T>, after: &mut After) {
+        self.release();
+        st.notify_sender(after);
+    }
+
+    fn register(&self, st: &mut State<T>, side: Side, sel: Option<Sel>, wake: Wake) -> u64 {
+        let key = st.next_key;
+        st.next_key += 1;
+        st.waiters(side).push_back(Waiter {
+            key,
+            sel,
+            wake: Some(wake),
+        });
+        // SeqCst RMW: the registration of steps R and S.
+        self.waiting[side as usize].fetch_add(1, Ordering::SeqCst);
+        after_seqcst_rmw();
+        key
+    }
+
+    /// Removes a registered wait; says whether it had been notified (then the caller
+    /// passes on, step 4 of the argument). An unused wake-up is dropped after unlocking.
+    fn leave(&self, st: &mut State<T>, side: Side, key: u64, after: &mut After) -> bool {
+        let list = st.waiters(side);
+        let i = list
+            .iter()
+            .position(|w| w.key == key)
+            .expect("a registered wait keeps its entry until it leaves");
+        let w = list.remove(i).expect("index in range");
+        self.waiting[side as usize].fetch_sub(1, Ordering::Relaxed);
+        match w.wake {
+            None => true,
+            Some(Wake::Task(waker)) => {
+                after.drop_waker(waker);
+                false
+            }
+            Some(Wake::Thread(_)) => false,
+        }
+    }
+
+    /// Step 4 (and a send's step 2): notify the first unnotified waiter of `side` that
+    /// can proceed now, if any.
+    fn pass_on(&self, st: &mut State<T>, side: Side, after: &mut After) {
+        match side {
+            Side::Recv => {
+                if st.recv_waiters.iter().all(|w| w.wake.is_none()) {
+                    return;
+                }
+                self.settle(st);
+                let index = &st.index;
+                let w = st
+                    .recv_waiters
+                    .iter_mut()
+                    .filter(|w| w.wake.is_some())
+                    .find(|w| index.find(w.sel.expect("receivers select")).is_some());
+                if let Some(w) = w {
+                    after.wake(w.wake.take());
+                }
+            }
+            Side::Send => {
+                if self.len() < self.limit() {
+                    st.notify_sender(after);
+                }
+            }
+        }
+    }
+
+    /// One send attempt under the lock (requests: "no responders" is decided with the
+    /// push, so a request is never queued after the last receiver detached).
+    pub(crate) fn try_push(
+        &self,
+        st: &mut State<T>,
+        tag: u64,
+        msg: Stored<T>,
+        need_receiver: bool,
+        after: &mut After,
+    ) -> Result<(), (SendFail, Stored<T>)> {
+        if self.is_closed() {
+            return Err((SendFail::Disconnected, msg));
+        }
+        if need_receiver && st.receivers == 0 {
+            return Err((SendFail::NoResponders, msg));
+        }
+        if let Err(why) = self.reserve() {
+            return Err((why, msg));
+        }
+        self.inbox.push((tag, msg));
+        // Step 2: aim the wake-up at a receiver that can take a message.
+        self.pass_on(st, Side::Recv, after);
+        Ok(())
+    }
+
+    /// One receive attempt under the lock: the message `sel` takes, `Err(true)` when
+    /// there is none and the mailbox is closed, `Err(false)` when there is none yet.
+    pub(crate) fn try_take(
+        &self,
+        st: &mut State<T>,
+        sel: Sel,
+        after: &mut After,
+    ) -> Result<Entry<T>, bool> {
+        if sel == Sel::Any && st.index.len() == 0 {
+            // Nothing aside: the oldest message is the inbox's first.
+            if let Some(e) = self.inbox.pop() {
+                self.taken(st, after);
+                return Ok(e);
+            }
+        } else if sel == Sel::Any {
+            // Everything aside is older than everything in the inbox.
+            let found = st.index.find(sel).expect("a non-empty index has an oldest");
+            return Ok(self.take_aside(st, found, after));
+        }
+        let backoff = Backoff::new();
+        loop {
+            self.settle(st);
+            if let Some(found) = st.index.find(sel) {
+                return Ok(self.take_aside(st, found, after));
+            }
+            let c = self.count.load(Ordering::SeqCst);
+            if c & CLOSED == 0 {
+                return Err(false);
+            }
+            // Closed: a send that reserved its place before the close may still be on
+            // its way into the inbox; nothing else can come (see "Close").
+            if c / ONE == st.index.len() {
+                return Err(true);
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Marks the mailbox closed and wakes every waiter.
+    pub(crate) fn close(&self, st: &mut State<T>, after: &mut After) {
+        self.count.fetch_or(CLOSED, Ordering::SeqCst);
+        for w in st.recv_waiters.iter_mut().chain(st.send_waiters.iter_mut()) {
+            after.wake(w.wake.take());
+        }
+    }
+
+    /// Moves every queued message aside and runs `f` on each (rare events: the last
+    /// receiver detaching).
+    pub(crate) fn for_each_queued(&self, st: &mut State<T>, f: impl FnMut(&mut Stored<T>)) {
+        self.settle(st);
+        st.index.for_each_mut(f);
+    }
+
+    /// Spins while the count word is `seen`, until `spin` is over; says whether it
+    /// changed (worth another attempt).
+    #[cfg(not(loom))]
+    fn spin_while(&self, seen: usize, spin: &mut Spin) -> bool {
         while spin.step() {
-            if count.load(Ordering::Relaxed) != seen {
+            if self.count.load(Ordering::Relaxed) != seen {
                 return true;
             }
         }
         false
     }
 
-    /// Blocks until `attempt` (run under the lock) finishes or `deadline` passes
-    /// (`None` then). `sel` is what a receiver registers (`None` for senders).
+    /// Blocks until `attempt` finishes or `deadline` passes (`None` then). `attempt` runs
+    /// first without the lock (`None`), then under it; `sel` is what a receiver registers
+    /// (`None` for senders).
     pub(crate) fn block<R>(
         &self,
         side: Side,
         sel: Option<Sel>,
         deadline: Option<Instant>,
-        mut attempt: impl FnMut(&mut State<T>, &mut After) -> Attempt<R>,
+        mut attempt: impl FnMut(Locked<'_, T>) -> Attempt<R>,
     ) -> Option<R> {
         let mut deadline = Deadline::new(deadline);
         let mut key: Option<u64> = None;
@@ -539,43 +740,65 @@ impl<T> Shared<T> {
         #[cfg(not(loom))]
         let (mut first, mut spun_out) = (true, false);
         loop {
+            if key.is_none() {
+                if let Attempt::Done(r) = attempt(None) {
+                    #[cfg(not(loom))]
+                    if spin.is_some() {
+                        self.lock().spins(side).paid();
+                    }
+                    return Some(r);
+                }
+            }
             let mut after = After::default();
             let mut g = self.lock();
-            let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
+            let st = &mut *g;
+            let notified = key
+                .take()
+                .is_some_and(|k| self.leave(st, side, k, &mut after));
             #[cfg(not(loom))]
             let mut seen = None;
-            let out = match attempt(&mut g, &mut after) {
+            let out = match attempt(Some((&mut *st, &mut after))) {
                 Attempt::Done(r) => {
                     #[cfg(not(loom))]
                     if spin.is_some() {
-                        g.spins(side).paid();
+                        st.spins(side).paid();
                     }
                     Some(Some(r))
                 }
                 Attempt::Wait if deadline.passed() => Some(None),
                 #[cfg(not(loom))]
-                Attempt::Wait if spin.is_some() || (first && g.spins(side).should_spin()) => {
+                Attempt::Wait if spin.is_some() || (first && st.spins(side).should_spin()) => {
                     // Not registered yet: nobody will wake us, and nothing in the
-                    // argument above concerns us until we register.
+                    // argument concerns us until we register.
                     first = false;
                     spin.get_or_insert_with(Spin::new);
-                    seen = Some(g.progress(side));
+                    seen = Some(self.count.load(Ordering::Relaxed));
                     None
                 }
                 Attempt::Wait => {
                     #[cfg(not(loom))]
                     {
                         if core::mem::take(&mut spun_out) {
-                            g.spins(side).wasted();
+                            st.spins(side).wasted();
                         }
                         first = false;
                     }
-                    key = Some(g.register(side, sel, Wake::Thread(thread::current())));
-                    None
+                    let k = self.register(st, side, sel, Wake::Thread(thread::current()));
+                    // The re-check after registering (steps R and S).
+                    match attempt(Some((&mut *st, &mut after))) {
+                        Attempt::Done(r) => {
+                            self.leave(st, side, k, &mut after);
+                            Some(Some(r))
+                        }
+                        Attempt::Wait => {
+                            key = Some(k);
+                            None
+                        }
+                    }
                 }
             };
             if notified {
-                g.pass_on(side, self.capacity, &mut after);
+                self.pass_on(st, side, &mut after);
             }
             drop(g);
             after.run();
@@ -584,7 +807,7 @@ impl<T> Shared<T> {
             }
             #[cfg(not(loom))]
             if let (Some(seen), Some(s)) = (seen, spin.as_mut()) {
-                if !self.spin_while(side, seen, s) {
+                if !self.spin_while(seen, s) {
                     // Nothing changed: one more attempt, which registers.
                     spin = None;
                     spun_out = true;
@@ -606,20 +829,37 @@ impl<T> Shared<T> {
         sel: Option<Sel>,
         key: &mut Option<u64>,
         cx: &mut Context<'_>,
-        mut attempt: impl FnMut(&mut State<T>, &mut After) -> Attempt<R>,
+        mut attempt: impl FnMut(Locked<'_, T>) -> Attempt<R>,
     ) -> Poll<R> {
+        if key.is_none() {
+            if let Attempt::Done(r) = attempt(None) {
+                return Poll::Ready(r);
+            }
+        }
         let mut after = After::default();
         let mut g = self.lock();
-        let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
-        let out = match attempt(&mut g, &mut after) {
+        let st = &mut *g;
+        let notified = key
+            .take()
+            .is_some_and(|k| self.leave(st, side, k, &mut after));
+        let out = match attempt(Some((&mut *st, &mut after))) {
             Attempt::Done(r) => Poll::Ready(r),
             Attempt::Wait => {
-                *key = Some(g.register(side, sel, Wake::Task(cx.waker().clone())));
-                Poll::Pending
+                let k = self.register(st, side, sel, Wake::Task(cx.waker().clone()));
+                match attempt(Some((&mut *st, &mut after))) {
+                    Attempt::Done(r) => {
+                        self.leave(st, side, k, &mut after);
+                        Poll::Ready(r)
+                    }
+                    Attempt::Wait => {
+                        *key = Some(k);
+                        Poll::Pending
+                    }
+                }
             }
         };
         if notified {
-            g.pass_on(side, self.capacity, &mut after);
+            self.pass_on(st, side, &mut after);
         }
         drop(g);
         after.run();
@@ -631,8 +871,9 @@ impl<T> Shared<T> {
         if let Some(k) = key.take() {
             let mut after = After::default();
             let mut g = self.lock();
-            if g.leave(side, k, &mut after) {
-                g.pass_on(side, self.capacity, &mut after);
+            let st = &mut *g;
+            if self.leave(st, side, k, &mut after) {
+                self.pass_on(st, side, &mut after);
             }
             drop(g);
             after.run();
