@@ -58,18 +58,21 @@
 //!
 //! | operation | cost |
 //! |---|---|
-//! | `send` | O(log t) (+ O(w) to find a waiter to wake, only when receivers wait) |
-//! | receive `Any` | O(log t) |
-//! | receive `Tag(x)`, `TagAtMost(n)`, `TagExcept(x)` | O(log t) |
-//! | receive `From(a)` | O(log t) (O(1) to find, O(log t) to unlink) |
-//! | `len`, `is_empty`, `try_` forms | one lock |
-//! | request/reply | a send and a receive, plus one slot allocation per request |
+//! | `send` | lock-free: a CAS on the count, a push into a lock-free queue (+ a lock and O(w log t) to aim a wake-up, only when receivers wait) |
+//! | receive `Any` | lock-free pop while nothing is aside; else O(log t) under the lock |
+//! | receive `Tag(x)`, `TagAtMost(n)`, `TagExcept(x)` | O(log t), plus O(log t) once per message moved aside |
+//! | receive `From(a)` | O(log t) (O(1) to find, O(log t) to unlink), plus the moves |
+//! | `len`, `is_empty`, `is_closed` | one load |
+//! | request/reply | a send under the lock and a receive, plus one slot allocation per request |
 //!
-//! A receive never looks at a message its selection does not take: the messages are
-//! indexed by tag, by sender and by age at once (see `src/mailbox/index.rs`). Each
-//! mailbox has one short mutex (see `src/mailbox/state.rs` for why, and for the argument that no
-//! wake-up is lost when receivers wait for different selections); no user code (drops
-//! of messages, wakers) runs under it.
+//! Sends go into a lock-free *inbox* (conduit's own bounded ring or unbounded list);
+//! `Any` receives pop it directly while no message is *aside*. A selective receive
+//! moves the inbox, in order, into an index of the messages by tag, by sender and by
+//! age, under the mailbox's one lock, so that a receive never looks at a message its
+//! selection does not take (see `src/mailbox/index.rs`), and each message is moved at
+//! most once. `src/mailbox/state.rs` argues why the order, the capacity and the
+//! wake-ups hold when lock-free operations race the locked ones; no user code (drops
+//! of messages, wakers) runs under the lock.
 //!
 //! # Requests
 //! [`request`](Mailbox::request) (and `request_tagged`, `_timeout`, `_async`) fails at
@@ -93,6 +96,9 @@
 //! - Capacity 0 (rendezvous) is not offered: `InvalidInput`.
 //! - The capacity counts messages; it is fixed by the open that creates the mailbox
 //!   (later opens' capacities are ignored).
+//! - A bounded mailbox of capacity up to 4096 allocates its inbox ring in full when it
+//!   is created (one cache line per message at least); larger and unbounded ones grow
+//!   by blocks.
 //! - Waiting receivers are matched against a new message one by one (O(w)); a design
 //!   for thousands of receivers waiting on one mailbox at once would index them too.
 //! - Addresses are unique within the process; the cross-process twin (`shm::Mailbox`)
@@ -115,7 +121,7 @@ use std::time::{Duration, Instant};
 use self::index::Sel;
 #[cfg(not(loom))]
 pub(crate) use self::reply::Remote;
-use self::reply::Waiting;
+use self::reply::{Capability, Waiting};
 pub use self::reply::{Reply, RequestError};
 use self::state::{After, Attempt, Locked, SendFail, Shared, Side};
 use crate::error::{
@@ -581,7 +587,7 @@ pub(crate) struct Stored<T> {
     /// count of the mailbox's name passes between the threads with each message).
     from: u64,
     /// A request's `Reply<R>`, type-erased.
-    reply: Option<Box<dyn Any + Send + Sync>>,
+    reply: Option<Capability>,
 }
 
 /// What the handles of one family share.
@@ -607,7 +613,7 @@ impl<T> Drop for Family<T> {
                 // Requests are queued under the lock, so none is on its way in.
                 self.shared.for_each_queued(&mut g, |m| {
                     if let Some(r) = m.reply.take() {
-                        after.drop_later(r);
+                        after.drop_later(Box::new(r));
                     }
                 });
             }
@@ -744,7 +750,7 @@ impl<T> Mailbox<T> {
         &self.fam.shared
     }
 
-    fn stored(&self, body: T, reply: Option<Box<dyn Any + Send + Sync>>) -> Stored<T> {
+    fn stored(&self, body: T, reply: Option<Capability>) -> Stored<T> {
         Stored {
             body,
             from: self.fam.address.id,
@@ -1238,9 +1244,9 @@ impl<T> Mailbox<T> {
         msg: T,
         deadline: Option<Instant>,
     ) -> Result<R, RequestError<T>> {
-        let (reply, waiting) = reply::pair::<R>();
+        let (reply, mut waiting) = reply::pair::<R>();
         let sh = self.shared();
-        let mut stored = Some(self.stored(msg, Some(Box::new(reply))));
+        let mut stored = Some(self.stored(msg, Some(reply)));
         let out = sh.block(Side::Send, None, deadline, |cx| {
             send_attempt(sh, cx, tag, &mut stored, true)
         });
@@ -1296,7 +1302,7 @@ impl<T> Mailbox<T> {
         RequestFut {
             mb: self,
             tag,
-            msg: Some(self.stored(msg, Some(Box::new(reply)))),
+            msg: Some(self.stored(msg, Some(reply))),
             key: None,
             waiting,
             sent: false,
@@ -1330,7 +1336,7 @@ pub struct Envelope<T> {
     tag: u64,
     body: T,
     from: Address,
-    reply: Option<Box<dyn Any + Send + Sync>>,
+    reply: Option<Capability>,
 }
 
 impl<T> Envelope<T> {
@@ -1347,7 +1353,7 @@ impl<T> Envelope<T> {
             tag,
             body,
             from,
-            reply,
+            reply: reply.map(Capability::Boxed),
         }
     }
 
@@ -1448,11 +1454,10 @@ impl<T> Envelope<T> {
     /// # t.join().unwrap();
     /// ```
     pub fn take_reply<R: Send + 'static>(&mut self) -> Option<Reply<R>> {
-        let b = self.reply.take()?;
-        match b.downcast::<Reply<R>>() {
-            Ok(r) => Some(*r),
-            Err(b) => {
-                self.reply = Some(b);
+        match self.reply.take()?.take::<R>() {
+            Ok(r) => Some(r),
+            Err(cap) => {
+                self.reply = Some(cap);
                 None
             }
         }

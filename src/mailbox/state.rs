@@ -1,25 +1,75 @@
-//! One mailbox's state and its waiting: the index, the waiters of both sides, and the
-//! blocking and async wait loops, all behind one short lock.
+//! One mailbox's state and its waiting: a lock-free inbox that sends go into, the index
+//! of the messages moved aside, the waiters of both sides, and the blocking and async
+//! wait loops.
 //!
-//! # Why a lock
+//! # The inbox and the messages aside
+//! A channel's send and receive touch a few cache lines and no lock; a mailbox whose
+//! every operation took one lock over its whole state passed that lock and a dozen lines
+//! of state between a sender and a receiver for each message (issue #19: 38× the
+//! channel). So the common operations do not lock:
+//! - **Sends** go into the **inbox**, conduit's own lock-free queue (`chan::array`'s ring
+//!   for capacities up to [`RING_MAX`], `chan::list` beyond and when unbounded), after
+//!   reserving a place in the **count word** (messages counted in, and the `CLOSED` bit).
+//! - An **`Any` receive** pops the inbox's first message while nothing is aside.
+//! - A **selective receive** needs the index (`index`): under the lock it moves
+//!   everything in the inbox **aside**, into the index, in inbox order, and selects
+//!   there. Each message is moved at most once, at O(log t); a selection still never
+//!   *scans* messages it does not take.
+//! - An `Any` receive when messages are aside takes the index's oldest under the lock.
+//!
+//! **Order.** Messages leave the inbox in the order they entered it, and the mover takes
+//! them from its front, all of them, one mover at a time (under the lock): so
+//! (A) *every message aside is older than every message in the inbox*, and the oldest
+//! message of the mailbox is the index's oldest if anything is aside, the inbox's first
+//! otherwise. What remains is a lock-free `Any` receive racing a mover. The **gate** word
+//! holds two flags, `MOVER` (a mover is at work) and `ASIDE` (the index is not empty,
+//! both changed only under the lock), and the count of lock-free receives in flight:
+//! 1. A lock-free receive adds itself to the gate (one RMW) and reads the flags in the
+//!    same RMW. With a flag up it withdraws and takes the locked path.
+//! 2. A mover raises `MOVER` (RMW), waits until the count in flight is zero, moves, then
+//!    lowers `MOVER` (raising `ASIDE` if it left messages aside) with a Release RMW.
+//! 3. RMWs on one word are totally ordered. If the receive's RMW comes first, the mover
+//!    waits for its withdrawal (Release), so the receive's pop happened before every pop
+//!    of the mover: the receive took the inbox's first message while nothing was aside
+//!    (`ASIDE` was down, and only a mover raises it), which by (A) was the oldest. If the
+//!    mover's RMW comes first, the receive sees `MOVER`, or, if the mover is done, reads
+//!    from the mover's Release and sees `ASIDE` (if anything is aside): either way it
+//!    takes the locked path, which takes the index's oldest first.
+//!
+//! So the two kinds of `Any` receive and the selective ones all take the oldest message
+//! of their selection at the moment they take it, and per-sender FIFO within every
+//! selection follows as before. The price of a lock-free receive is two uncontended
+//! RMWs on the gate (its line is written by the receivers and, rarely, a mover).
+//!
+//! **Capacity.** A send first reserves its place with a CAS on the count word that
+//! fails at the capacity; a receive releases it after its pop. Messages being sent or
+//! received are counted, so *no more than `capacity` messages are ever reserved, queued
+//! or being taken*, exactly: there is no overshoot. The inbox's ring has `capacity`
+//! slots, so a reserved send always finds a slot (a receive frees its slot before it
+//! releases the place). An unbounded mailbox counts up to the index's limit
+//! ([`MAX_QUEUED`]) only. `len()` reads the count word: it includes messages whose send
+//! or receive is under way.
+//!
+//! # Why a lock at all
 //! A selective receive must find *the* oldest matching message and remove it from every
-//! structure of the index at once, and a waiter must be matched against the message
-//! that arrives; both are multi-word updates. One mutex over the whole state keeps them
-//! simple and is short: every critical section does O(log t) index work (see
-//! `index`) plus, only when someone waits, a walk over the waiters. No
-//! user code runs under the lock: messages and wakers that leave the state are dropped,
-//! and wake-ups issued, after unlocking (they are gathered in an [`After`]); the one
-//! piece of executor code inside is a registering task's waker clone (a reference
-//! count, cloned under a lock as `chan::signal` does too).
+//! structure of the index at once, and a waiter must be matched against the messages
+//! that arrive; both are multi-word updates. One mutex over the index and the waiters
+//! keeps them simple; every critical section does O(log t) index work per message
+//! moved or taken plus, only when someone waits, a walk over the waiters. No user code
+//! runs under the lock: messages and wakers that leave the state are dropped, and
+//! wake-ups issued, after unlocking (they are gathered in an [`After`]); the one piece of
+//! executor code inside is a registering task's waker clone (a reference count, cloned
+//! under a lock as `chan::signal` does too).
 //!
 //! # Waiters that want different things
 //! A channel may wake *any* one receiver for a new message; a mailbox may not: a
 //! receiver waiting for tag 3 must not swallow the wake-up meant for one waiting for
 //! tag 5. So each waiting receiver registers its selection, and wake-ups are aimed:
-//! - a **send** wakes the first registered, unnotified receiver whose selection matches
-//!   the new message (and nothing if none matches);
+//! - a **send** that finds receivers registered locks, moves the inbox aside and wakes
+//!   the first registered, unnotified receiver with a matching message (and nothing if
+//!   none matches);
 //! - a **receive** from a bounded mailbox frees a place and wakes the first unnotified
-//!   waiting sender;
+//!   waiting sender (a lock-free receive locks for it only when senders are registered);
 //! - a **notified waiter that finishes** (it took a message, found nothing and waits
 //!   again, timed out, or was cancelled) **passes on**: it wakes the first unnotified
 //!   receiver that has a matching message queued now (receivers), or, if there is room,
@@ -27,20 +77,35 @@
 //! - **close** wakes everyone.
 //!
 //! # The no-lost-wake-up argument
-//! Registration, the re-check before it, and every change to the index happen in one
-//! critical section of the same lock, so (unlike `chan::signal`) no ordering argument
-//! about separate atomics is needed; what remains is to show that a waiter never sleeps
-//! while it could proceed and nobody is on the way to let it. Call a waiter *in flight*
-//! from the moment a waker marks it notified until its next critical section. For
-//! receivers the invariant is:
+//! Registration and every change to the index and the waiter lists happen under the
+//! lock; the lock-free sends and receives meet the waiters through a count of
+//! registered waiters per side (`waiting`), with the Dekker pattern of `chan::signal`:
+//! - **(R) receivers.** A send's pop-visible change is its inbox claim, a SeqCst RMW; it
+//!   then loads the receivers' count (SeqCst). A registering receiver increments the
+//!   count (SeqCst RMW) and then, in the same critical section, attempts again: that
+//!   re-check loads the count word and, if anything is counted beyond what is aside,
+//!   moves the inbox aside, whose emptiness check loads the inbox's tail (SeqCst). In
+//!   the single order of SeqCst operations either the sender's load comes after the
+//!   increment, and the sender locks (after our critical section) and aims a wake-up
+//!   with the message aside, or the re-check comes after the sender's claim and sees the
+//!   message (a claimed slot still being written is waited for).
+//! - **(S) senders.** A receive releases a place with a SeqCst RMW on the count word,
+//!   then loads the senders' count; a registering sender increments that count and
+//!   re-checks the count word (SeqCst load): the same pattern.
+//!
+//! Given (R) and (S), call a waiter *in flight* from the moment a waker marks it
+//! notified until its next critical section. For receivers the invariant is:
 //!
 //! > (J) if some registered, unnotified receiver has a matching message queued, some
 //! > receiver is in flight.
 //!
-//! 1. Registering keeps (J): a waiter registers in the critical section in which it
-//!    found no matching message.
-//! 2. A send keeps (J): if an unnotified receiver matches the new message, one of them
-//!    is notified (in flight); otherwise the set of waiters with a match is unchanged.
+//! 1. Registering keeps (J): a waiter registers in a critical section whose re-check
+//!    (after the registration, (R)) found no matching message; a message whose send
+//!    the re-check missed is the sender's to announce (next step).
+//! 2. A send keeps (J): a send that saw a receiver registered locks, moves the inbox
+//!    aside and notifies an unnotified receiver with a match if there is one (in
+//!    flight); one that saw none is covered by the re-check of every receiver that
+//!    registered after it (R).
 //! 3. A receive by anyone keeps (J): it only removes messages.
 //! 4. An in-flight waiter's next critical section ends with the pass-on, which notifies
 //!    an unnotified receiver with a match if there is one, so (J) holds after it
@@ -51,22 +116,30 @@
 //! So a sleeping receiver with a match always has an in-flight waiter ahead of it, and
 //! each in-flight waiter either takes a message or passes on: messages are finite, so
 //! the chain ends with the sleeper woken or its match taken. The senders' invariant is
-//! the same with "a matching message" replaced by "room" (a receive adds one place and
-//! notifies one sender). Wake-ups are issued after the unlock; `unpark` before `park`
-//! is remembered and a `Waker` may be woken before the task sleeps, so the order of
-//! "mark notified, unlock, wake" against "register, unlock, sleep" does not matter.
+//! the same with "a matching message" replaced by "room", (R) by (S). Wake-ups are
+//! issued after the unlock; `unpark` before `park` is remembered and a `Waker` may be
+//! woken before the task sleeps, so the order of "mark notified, unlock, wake" against
+//! "register, unlock, sleep" does not matter.
+//!
+//! # Close
+//! Close sets `CLOSED` in the count word (SeqCst RMW) under the lock and wakes every
+//! waiter. A send whose reservation came before it in the count word's order is queued
+//! (it was sent before the close); every later one fails with its message handed back.
+//! A receive reports `Disconnected` only under the lock, after moving the inbox aside,
+//! when `CLOSED` is set, no queued message matches and *the count equals what is
+//! aside*: otherwise a send that reserved before the close is still on its way into the
+//! inbox (a few instructions, no waiting), and the receive moves the inbox aside again.
+//! So nothing sent before the close is lost to a receiver that drains.
 //!
 //! # Spinning before registering
 //! A blocking wait that finds nothing to do spins briefly before it registers, as the
 //! channels' waits do (`chan::signal`): between two threads that keep up with each other
 //! the change usually comes within a microsecond, and a park and unpark cost several.
-//! The spin does not lock: every critical section that queues or takes a message, or
-//! closes, publishes a count of those changes before it unlocks (`Progress`), and the
-//! spinner locks for another attempt only when the count of its side moved. A spinning
-//! waiter is not registered, so nothing in the argument above concerns it (nobody owes
-//! it a wake-up); it registers, as before, in the critical section of an attempt that
-//! failed once the spin is over. The counts are hints, read and written relaxed: no
-//! decision is taken on them alone. Under loom there is no spin.
+//! The spin does not lock: it watches the count word, which every send and receive
+//! changes, and tries again (lock-free first) when it moved. A spinning waiter is not
+//! registered, so nothing in the argument above concerns it (nobody owes it a wake-up);
+//! it registers, as before, in the critical section of an attempt that failed once the
+//! spin is over. Under loom there is no spin.
 //!
 //! Spinning pays when the two sides run at once and keep up (a stream through a roomy
 //! mailbox); it wastes the spinner's time slice when the change it waits for needs the
@@ -75,9 +148,11 @@
 //! that end in a park halve it, and a wait without credit registers at once, except
 //! one in 64 that spins to notice a change of pattern.
 //!
-//! Costs: a send or receive with nobody waiting touches no waiter; with `w` waiters, a
-//! send scans at most `w` entries (O(1) each) and a pass-on at most `w` selections
-//! (O(log t) each). Woken waiters only ever re-check their own selection.
+//! Costs: a send or `Any` receive with nobody waiting and nothing aside takes no lock;
+//! with `w` waiters, a send that locks scans at most `w` selections (O(log t) each), as
+//! does a pass-on. Woken waiters only ever re-check their own selection. While a
+//! receiver is registered every send locks (the mailbox then costs what it did with one
+//! lock throughout), and while messages are aside `Any` receives lock.
 
 use core::any::Any;
 use core::task::{Context, Poll, Waker};
@@ -276,16 +351,22 @@ impl<T> Inbox<T> {
         }
     }
 
-    /// Appends a message whose place the caller reserved in the count word: the ring
-    /// holds at most as many messages as are counted, so it is never full here.
+    /// Appends a message whose place the caller reserved in the count word. The ring
+    /// holds no more messages than are counted (a receive frees its slot before it
+    /// releases the place; a move aside frees slots and keeps the places), so it is
+    /// never full here: a slot still being read by a receive of the previous lap is
+    /// waited for inside the claim, as the channels do. A claim that reports the ring
+    /// full anyway is retried all the same (it can only be transient).
     #[inline]
     fn push(&self, e: Entry<T>) {
         #[inline]
         fn go<E, Q: Queue<E>>(q: &Q, e: E) {
-            match q.claim_send() {
-                Ok(slot) => q.write(slot, e),
-                Err(NoSlot::Wait | NoSlot::Disconnected) => {
-                    unreachable!("a reserved place is in the inbox, which is never closed")
+            let backoff = Backoff::new();
+            loop {
+                match q.claim_send() {
+                    Ok(slot) => return q.write(slot, e),
+                    Err(NoSlot::Wait) => backoff.snooze(),
+                    Err(NoSlot::Disconnected) => unreachable!("the inbox is never closed"),
                 }
             }
         }
@@ -518,20 +599,30 @@ impl<T> Shared<T> {
         e
     }
 
-    /// Moves everything in the inbox aside, into the index (the "mover"). Under the lock.
+    /// Moves the inbox aside, into the index (the "mover"). Under the lock.
+    ///
+    /// It moves at most as many messages as were counted beyond those aside when it
+    /// started: every message in the inbox then is counted, so that covers all of them
+    /// (and a message whose send's claim came before this load in the SeqCst order, the
+    /// re-check of step R), while senders that keep pushing cannot hold the mover, and
+    /// the lock, forever. What it leaves is younger than what it moved, so (A) holds.
     fn settle(&self, st: &mut State<T>) {
         // Nothing counted beyond what is aside: nothing in the inbox, nothing on its way
         // in. SeqCst: the re-check of step R when a receiver registers.
-        if self.count.load(Ordering::SeqCst) / ONE == st.index.len() {
+        let counted = self.count.load(Ordering::SeqCst) / ONE;
+        let Some(n) = counted.checked_sub(st.index.len()).filter(|&n| n > 0) else {
             return;
-        }
+        };
         // Close the gate, then wait for the lock-free receives already through it.
         self.gate.fetch_or(MOVER, Ordering::AcqRel);
         let backoff = Backoff::new();
         while self.gate.load(Ordering::Acquire) & IN_FLIGHT != 0 {
             backoff.snooze();
         }
-        while let Some((tag, m)) = self.inbox.pop() {
+        for _ in 0..n {
+            let Some((tag, m)) = self.inbox.pop() else {
+                break;
+            };
             let from = m.from;
             st.index.push(tag, from, m);
         }
@@ -608,7 +699,16 @@ impl<T> Shared<T> {
     fn pass_on(&self, st: &mut State<T>, side: Side, after: &mut After) {
         match side {
             Side::Recv => {
-                if st.recv_waiters.iter().all(|w| w.wake.is_none()) {
+                let Some(first) = st.recv_waiters.iter().position(|w| w.wake.is_some()) else {
+                    return;
+                };
+                if st.recv_waiters[first].sel == Some(Sel::Any) {
+                    // It matches whatever is counted, aside or not: no need to move the
+                    // inbox aside to aim (if the count holds only messages being taken,
+                    // the woken waiter finds nothing and waits again).
+                    if self.len() > 0 {
+                        after.wake(st.recv_waiters[first].wake.take());
+                    }
                     return;
                 }
                 self.settle(st);
