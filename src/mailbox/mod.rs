@@ -716,14 +716,14 @@ fn send_attempt<T>(
 }
 
 /// One receive attempt for a wait loop; without the lock, only an `Any` receive is
-/// tried (`Shared::recv_fast`).
+/// tried (`Shared::recv_any`, which locks only when it must).
 fn recv_attempt<T>(
     sh: &Shared<T>,
     cx: Locked<'_, T>,
     sel: Sel,
 ) -> Attempt<Result<Envelope<T>, RecvError>> {
     let res = match cx {
-        None if sel == Sel::Any => sh.recv_fast().ok_or(false),
+        None if sel == Sel::Any => sh.recv_any(),
         None => Err(false),
         Some((st, after)) => sh.try_take(st, sel, after),
     };
@@ -821,8 +821,14 @@ impl<T> Mailbox<T> {
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
         let sh = self.shared();
-        let mut stored = Some(self.stored(msg, None));
-        let out = sh.block(Side::Send, None, deadline, |cx| {
+        // The lock-free send inline; only a full mailbox enters the wait loop.
+        let m = match sh.send_fast(tag, self.stored(msg, None)) {
+            Ok(()) => return Ok(()),
+            Err((SendFail::Full, m)) => m,
+            Err((_, m)) => return Err(SendTimeoutError::Disconnected(m.body)),
+        };
+        let mut stored = Some(m);
+        let out = sh.block(Side::Send, None, deadline, true, |cx| {
             send_attempt(sh, cx, tag, &mut stored, false)
         });
         send_outcome(out, &mut stored)
@@ -1007,7 +1013,15 @@ impl<T> Mailbox<T> {
         self.attach();
         let sh = self.shared();
         let sel = select.sel();
-        sh.block(Side::Recv, Some(sel), deadline, |cx| {
+        // The `Any` receive inline; the wait loop only when it finds nothing.
+        if sel == Sel::Any {
+            match sh.recv_any() {
+                Ok((tag, m)) => return Some(Ok(Envelope::new(tag, m, &sh.name))),
+                Err(true) => return Some(Err(RecvError)),
+                Err(false) => {}
+            }
+        }
+        sh.block(Side::Recv, Some(sel), deadline, sel == Sel::Any, |cx| {
             recv_attempt(sh, cx, sel)
         })
     }
@@ -1025,14 +1039,14 @@ impl<T> Mailbox<T> {
         self.attach();
         let sh = self.shared();
         let sel = select.sel();
-        if sel == Sel::Any {
-            if let Some((tag, m)) = sh.recv_fast() {
-                return Ok(Envelope::new(tag, m, &sh.name));
-            }
-        }
-        let mut after = After::default();
-        let res = sh.try_take(&mut sh.lock(), sel, &mut after);
-        after.run();
+        let res = if sel == Sel::Any {
+            sh.recv_any()
+        } else {
+            let mut after = After::default();
+            let res = sh.try_take(&mut sh.lock(), sel, &mut after);
+            after.run();
+            res
+        };
         match res {
             Ok((tag, m)) => Ok(Envelope::new(tag, m, &sh.name)),
             Err(true) => Err(TryRecvError::Disconnected),
@@ -1247,7 +1261,7 @@ impl<T> Mailbox<T> {
         let (reply, mut waiting) = reply::pair::<R>();
         let sh = self.shared();
         let mut stored = Some(self.stored(msg, Some(reply)));
-        let out = sh.block(Side::Send, None, deadline, |cx| {
+        let out = sh.block(Side::Send, None, deadline, false, |cx| {
             send_attempt(sh, cx, tag, &mut stored, true)
         });
         match out {

@@ -413,8 +413,8 @@ pub(crate) struct Shared<T> {
     count: CachePadded<AtomicUsize>,
     /// [`MOVER`], [`ASIDE`] and the lock-free receives in flight.
     gate: CachePadded<AtomicUsize>,
-    /// Registered waiters of each side ([`Side`] as index); changed under the lock, read
-    /// by the lock-free sends and receives.
+    /// Registered waiters of each side not notified yet ([`Side`] as index); changed
+    /// under the lock, read by the lock-free sends and receives.
     waiting: CachePadded<[AtomicUsize; 2]>,
     inbox: Inbox<T>,
     state: Mutex<State<T>>,
@@ -439,12 +439,6 @@ impl<T> State<T> {
         match side {
             Side::Send => &mut self.send_waiters,
             Side::Recv => &mut self.recv_waiters,
-        }
-    }
-
-    fn notify_sender(&mut self, after: &mut After) {
-        if let Some(w) = self.send_waiters.iter_mut().find(|w| w.wake.is_some()) {
-            after.wake(w.wake.take());
         }
     }
 }
@@ -573,15 +567,16 @@ impl<T> Shared<T> {
     }
 
     /// An `Any` receive without the lock: the inbox's first message, if nothing is aside
-    /// and no mover is at work; `None` otherwise (empty, or the locked path decides).
+    /// and no mover is at work. `Err(false)`: nothing now; `Err(true)`: the locked path
+    /// decides (messages are aside, a mover is at work, or the mailbox is closed).
     #[inline]
-    pub(crate) fn recv_fast(&self) -> Option<Entry<T>> {
+    fn recv_fast(&self) -> Result<Entry<T>, bool> {
         // Acquire: pairs with a mover's Release when it clears `MOVER` (its moves, and
         // the `ASIDE` bit, are then visible); the RMW orders us against its `MOVER`.
         let g = self.gate.fetch_add(1, Ordering::Acquire);
         if g & (MOVER | ASIDE) != 0 {
             self.gate.fetch_sub(1, Ordering::Release);
-            return None;
+            return Err(true);
         }
         let e = self.inbox.pop();
         if e.is_some() {
@@ -590,13 +585,36 @@ impl<T> Shared<T> {
         // Release: a mover that sees the count of receives in flight drop to zero sees
         // our pop and our release of the count.
         self.gate.fetch_sub(1, Ordering::Release);
-        if e.is_some() {
-            after_seqcst_rmw();
-            if load_seqcst(&self.waiting[Side::Send as usize]) != 0 {
-                self.wake_sender();
+        match e {
+            Some(e) => {
+                after_seqcst_rmw();
+                if load_seqcst(&self.waiting[Side::Send as usize]) != 0 {
+                    self.wake_sender();
+                }
+                Ok(e)
             }
+            None => Err(self.count.load(Ordering::Relaxed) & CLOSED != 0),
         }
-        e
+    }
+
+    /// An `Any` receive that does not wait: lock-free when it can, under the lock when
+    /// messages are aside (their oldest is the oldest of all) or the mailbox is closed.
+    /// `Err(false)`: nothing now; `Err(true)`: closed and nothing left.
+    #[inline]
+    pub(crate) fn recv_any(&self) -> Result<Entry<T>, bool> {
+        match self.recv_fast() {
+            Err(true) => self.recv_any_locked(),
+            other => other,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn recv_any_locked(&self) -> Result<Entry<T>, bool> {
+        let mut after = After::default();
+        let res = self.try_take(&mut self.lock(), Sel::Any, &mut after);
+        after.run();
+        res
     }
 
     /// Moves the inbox aside, into the index (the "mover"). Under the lock.
@@ -657,7 +675,23 @@ impl<T> Shared<T> {
     /// A message left under the lock: release its place and wake a sender.
     fn taken(&self, st: &mut State<T>, after: &mut After) {
         self.release();
-        st.notify_sender(after);
+        self.notify_sender(st, after);
+    }
+
+    /// Notifies a registered waiter of `side`: it is no longer counted in `waiting`
+    /// (a later change need not lock to notify nobody while it is on its way; it
+    /// re-checks in its next critical section, step 4).
+    fn notify(&self, side: Side, w: &mut Waiter, after: &mut After) {
+        if let Some(wake) = w.wake.take() {
+            self.waiting[side as usize].fetch_sub(1, Ordering::Relaxed);
+            after.wake(Some(wake));
+        }
+    }
+
+    fn notify_sender(&self, st: &mut State<T>, after: &mut After) {
+        if let Some(w) = st.send_waiters.iter_mut().find(|w| w.wake.is_some()) {
+            self.notify(Side::Send, w, after);
+        }
     }
 
     fn register(&self, st: &mut State<T>, side: Side, sel: Option<Sel>, wake: Wake) -> u64 {
@@ -683,7 +717,9 @@ impl<T> Shared<T> {
             .position(|w| w.key == key)
             .expect("a registered wait keeps its entry until it leaves");
         let w = list.remove(i).expect("index in range");
-        self.waiting[side as usize].fetch_sub(1, Ordering::Relaxed);
+        if w.wake.is_some() {
+            self.waiting[side as usize].fetch_sub(1, Ordering::Relaxed);
+        }
         match w.wake {
             None => true,
             Some(Wake::Task(waker)) => {
@@ -707,7 +743,7 @@ impl<T> Shared<T> {
                     // inbox aside to aim (if the count holds only messages being taken,
                     // the woken waiter finds nothing and waits again).
                     if self.len() > 0 {
-                        after.wake(st.recv_waiters[first].wake.take());
+                        self.notify(Side::Recv, &mut st.recv_waiters[first], after);
                     }
                     return;
                 }
@@ -719,12 +755,12 @@ impl<T> Shared<T> {
                     .filter(|w| w.wake.is_some())
                     .find(|w| index.find(w.sel.expect("receivers select")).is_some());
                 if let Some(w) = w {
-                    after.wake(w.wake.take());
+                    self.notify(Side::Recv, w, after);
                 }
             }
             Side::Send => {
                 if self.len() < self.limit() {
-                    st.notify_sender(after);
+                    self.notify_sender(st, after);
                 }
             }
         }
@@ -796,8 +832,11 @@ impl<T> Shared<T> {
     /// Marks the mailbox closed and wakes every waiter.
     pub(crate) fn close(&self, st: &mut State<T>, after: &mut After) {
         self.count.fetch_or(CLOSED, Ordering::SeqCst);
-        for w in st.recv_waiters.iter_mut().chain(st.send_waiters.iter_mut()) {
-            after.wake(w.wake.take());
+        for w in &mut st.recv_waiters {
+            self.notify(Side::Recv, w, after);
+        }
+        for w in &mut st.send_waiters {
+            self.notify(Side::Send, w, after);
         }
     }
 
@@ -809,11 +848,20 @@ impl<T> Shared<T> {
     }
 
     /// Spins while the count word is `seen`, until `spin` is over; says whether it
-    /// changed (worth another attempt).
+    /// changed (worth another attempt). A sender also waits for a batch of free places
+    /// (half the capacity, at most 512), for the reason `chan::array` gives (a sender
+    /// that takes each place as it frees keeps the two sides on one cache line), unless
+    /// the mailbox closed.
     #[cfg(not(loom))]
-    fn spin_while(&self, seen: usize, spin: &mut Spin) -> bool {
+    fn spin_while(&self, side: Side, seen: usize, spin: &mut Spin) -> bool {
+        let batch = match (side, self.capacity) {
+            (Side::Send, Some(cap)) => (cap / 2).clamp(1, 512),
+            _ => 1,
+        };
+        let limit = self.limit();
         while spin.step() {
-            if self.count.load(Ordering::Relaxed) != seen {
+            let c = self.count.load(Ordering::Relaxed);
+            if c != seen && (c & CLOSED != 0 || c / ONE + batch <= limit) {
                 return true;
             }
         }
@@ -823,22 +871,43 @@ impl<T> Shared<T> {
     /// Blocks until `attempt` finishes or `deadline` passes (`None` then). `attempt` runs
     /// first without the lock (`None`), then under it; `sel` is what a receiver registers
     /// (`None` for senders).
+    ///
+    /// `lock_free`: the attempt can succeed without the lock (a plain send, an `Any`
+    /// receive); the wait then spins without locking first, trying again whenever the
+    /// count word changes, as the channels' waits do.
     pub(crate) fn block<R>(
         &self,
         side: Side,
         sel: Option<Sel>,
         deadline: Option<Instant>,
+        lock_free: bool,
         mut attempt: impl FnMut(Locked<'_, T>) -> Attempt<R>,
     ) -> Option<R> {
+        // The lock-free spin. Not under loom (see below).
+        #[cfg(not(loom))]
+        if lock_free {
+            let mut spin = Spin::new();
+            loop {
+                let seen = self.count.load(Ordering::Relaxed);
+                if let Attempt::Done(r) = attempt(None) {
+                    return Some(r);
+                }
+                if !self.spin_while(side, seen, &mut spin) {
+                    break;
+                }
+            }
+        }
+        #[cfg(loom)]
+        let _ = lock_free;
         let mut deadline = Deadline::new(deadline);
         let mut key: Option<u64> = None;
         // The spin before the first registration: `Some` while it may go on. Not under
         // loom, where it would only multiply the interleavings before the waits that
-        // matter.
+        // matter. A lock-free wait has spun already.
         #[cfg(not(loom))]
         let mut spin: Option<Spin> = None;
         #[cfg(not(loom))]
-        let (mut first, mut spun_out) = (true, false);
+        let (mut first, mut spun_out) = (!lock_free, false);
         loop {
             if key.is_none() {
                 if let Attempt::Done(r) = attempt(None) {
@@ -907,7 +976,7 @@ impl<T> Shared<T> {
             }
             #[cfg(not(loom))]
             if let (Some(seen), Some(s)) = (seen, spin.as_mut()) {
-                if !self.spin_while(seen, s) {
+                if !self.spin_while(side, seen, s) {
                     // Nothing changed: one more attempt, which registers.
                     spin = None;
                     spun_out = true;
