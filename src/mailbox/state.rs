@@ -403,14 +403,25 @@ const ASIDE: usize = 1 << (usize::BITS - 2);
 /// The gate's count of lock-free receives in flight.
 const IN_FLIGHT: usize = ASIDE - 1;
 
+/// What senders write: see "Capacity" in the module docs.
+struct SendSide {
+    /// Messages ever counted in (reserved), times [`ONE`], plus [`CLOSED`].
+    sent: AtomicUsize,
+    /// A value `taken` had (a lower bound of it): while `sent - taken_seen` is below the
+    /// limit there is room, without reading the receivers' line.
+    taken_seen: AtomicUsize,
+}
+
 /// One mailbox: what every handle to it shares.
 pub(crate) struct Shared<T> {
     pub(crate) name: std::sync::Arc<str>,
     /// `None`: unbounded.
     pub(crate) capacity: Option<usize>,
-    /// Messages counted in (reserved by senders and not yet taken), times [`ONE`], plus
-    /// [`CLOSED`]. Senders reserve with a CAS; receivers release with a subtraction.
-    count: CachePadded<AtomicUsize>,
+    /// The senders' line: the count word and their view of `taken`.
+    senders: CachePadded<SendSide>,
+    /// Messages ever taken (released by receivers: one RMW on a line the senders read
+    /// only when the mailbox looks full to them).
+    taken: CachePadded<AtomicUsize>,
     /// [`MOVER`], [`ASIDE`] and the lock-free receives in flight.
     gate: CachePadded<AtomicUsize>,
     /// Registered waiters of each side not notified yet ([`Side`] as index); changed
@@ -458,7 +469,11 @@ impl<T> Shared<T> {
         Shared {
             name,
             capacity,
-            count: CachePadded::new(AtomicUsize::new(0)),
+            senders: CachePadded::new(SendSide {
+                sent: AtomicUsize::new(0),
+                taken_seen: AtomicUsize::new(0),
+            }),
+            taken: CachePadded::new(AtomicUsize::new(0)),
             gate: CachePadded::new(AtomicUsize::new(0)),
             waiting: CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
             inbox: Inbox::new(capacity),
@@ -483,48 +498,78 @@ impl<T> Shared<T> {
         self.capacity.map_or(MAX_QUEUED, |c| c.min(MAX_QUEUED))
     }
 
-    /// The messages counted in: queued, plus those whose send or receive is under way.
+    /// The messages counted in (reserved and not yet taken: queued, plus those whose
+    /// send or receive is under way), never less than the truth: `taken` is read
+    /// before `sent`, and both only grow.
+    fn counted(&self) -> usize {
+        let t = self.taken.load(Ordering::SeqCst);
+        let s = self.senders.sent.load(Ordering::SeqCst);
+        (s / ONE).wrapping_sub(t)
+    }
+
+    /// The messages counted in, never more than the capacity: here `sent` is read
+    /// first, so the value lies between the counts at the two loads (or is 0).
     pub(crate) fn len(&self) -> usize {
-        self.count.load(Ordering::SeqCst) / ONE
+        let s = self.senders.sent.load(Ordering::SeqCst);
+        let t = self.taken.load(Ordering::SeqCst);
+        (s / ONE).saturating_sub(t)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.count.load(Ordering::SeqCst) & CLOSED != 0
+        self.senders.sent.load(Ordering::SeqCst) & CLOSED != 0
     }
 
     /// Reserves a place for one message in the count word.
     #[inline]
     fn reserve(&self) -> Result<(), SendFail> {
         let limit = self.limit();
-        // SeqCst: the re-check of a sender that registered (step S).
-        let mut c = self.count.load(Ordering::SeqCst);
+        let side = &*self.senders;
+        // SeqCst: the re-check of a sender that registered (step S) loads `taken` after
+        // this when it looks full.
+        let mut s = side.sent.load(Ordering::SeqCst);
         loop {
-            if c & CLOSED != 0 {
+            if s & CLOSED != 0 {
                 return Err(SendFail::Disconnected);
             }
-            if c / ONE >= limit {
-                return Err(SendFail::Full);
+            let n = s / ONE;
+            if n.wrapping_sub(side.taken_seen.load(Ordering::Relaxed)) >= limit {
+                // Full by our view of `taken`, which may be old: look at the real one.
+                // SeqCst: step S's re-check.
+                let t = self.taken.load(Ordering::SeqCst);
+                side.taken_seen.fetch_max(t, Ordering::Relaxed);
+                if n.wrapping_sub(t) >= limit {
+                    return Err(SendFail::Full);
+                }
             }
-            // SeqCst: the "change" of the no-lost-wake-up argument for senders waiting
-            // for room (they re-check this word after registering) and the first half
-            // of close's argument.
-            match self
-                .count
-                .compare_exchange_weak(c, c + ONE, Ordering::SeqCst, Ordering::Relaxed)
+            // SeqCst: the reservation is the change that step R's re-check looks for,
+            // and the first half of close's argument.
+            match side
+                .sent
+                .compare_exchange_weak(s, s + ONE, Ordering::SeqCst, Ordering::Relaxed)
             {
                 Ok(_) => return Ok(()),
-                Err(now) => c = now,
+                Err(now) => s = now,
             }
         }
     }
 
-    /// Releases the place of a message just taken, and wakes a sender waiting for room
-    /// if one is registered (lock-free receives; under the lock, `taken` does it).
+    /// Releases the place of a message just taken (the caller then wakes a sender
+    /// waiting for room if one is registered).
     #[inline]
     fn release(&self) {
-        // SeqCst RMW, then the SeqCst load: the Dekker pair with a sender that
-        // registers and then re-checks the count (step S in the module docs).
-        self.count.fetch_sub(ONE, Ordering::SeqCst);
+        // SeqCst RMW, then the SeqCst load of the senders' count: the Dekker pair with a
+        // sender that registers and then re-checks (step S in the module docs).
+        self.taken.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The word a spinning waiter of `side` watches: `sent` (with `CLOSED`) for
+    /// receivers, `taken` for senders.
+    #[cfg(not(loom))]
+    fn progress(&self, side: Side) -> usize {
+        match side {
+            Side::Recv => self.senders.sent.load(Ordering::Relaxed),
+            Side::Send => self.taken.load(Ordering::Relaxed),
+        }
     }
 
     /// A send without the lock: reserve, push, and wake a receiver if any is registered.
@@ -593,7 +638,7 @@ impl<T> Shared<T> {
                 }
                 Ok(e)
             }
-            None => Err(self.count.load(Ordering::Relaxed) & CLOSED != 0),
+            None => Err(self.senders.sent.load(Ordering::Relaxed) & CLOSED != 0),
         }
     }
 
@@ -627,7 +672,7 @@ impl<T> Shared<T> {
     fn settle(&self, st: &mut State<T>) {
         // Nothing counted beyond what is aside: nothing in the inbox, nothing on its way
         // in. SeqCst: the re-check of step R when a receiver registers.
-        let counted = self.count.load(Ordering::SeqCst) / ONE;
+        let counted = self.counted();
         let Some(n) = counted.checked_sub(st.index.len()).filter(|&n| n > 0) else {
             return;
         };
@@ -742,7 +787,7 @@ impl<T> Shared<T> {
                     // It matches whatever is counted, aside or not: no need to move the
                     // inbox aside to aim (if the count holds only messages being taken,
                     // the woken waiter finds nothing and waits again).
-                    if self.len() > 0 {
+                    if self.counted() > 0 {
                         self.notify(Side::Recv, &mut st.recv_waiters[first], after);
                     }
                     return;
@@ -816,13 +861,12 @@ impl<T> Shared<T> {
             if let Some(found) = st.index.find(sel) {
                 return Ok(self.take_aside(st, found, after));
             }
-            let c = self.count.load(Ordering::SeqCst);
-            if c & CLOSED == 0 {
+            if !self.is_closed() {
                 return Err(false);
             }
             // Closed: a send that reserved its place before the close may still be on
             // its way into the inbox; nothing else can come (see "Close").
-            if c / ONE == st.index.len() {
+            if self.counted() == st.index.len() {
                 return Err(true);
             }
             backoff.snooze();
@@ -831,7 +875,7 @@ impl<T> Shared<T> {
 
     /// Marks the mailbox closed and wakes every waiter.
     pub(crate) fn close(&self, st: &mut State<T>, after: &mut After) {
-        self.count.fetch_or(CLOSED, Ordering::SeqCst);
+        self.senders.sent.fetch_or(CLOSED, Ordering::SeqCst);
         for w in &mut st.recv_waiters {
             self.notify(Side::Recv, w, after);
         }
@@ -860,8 +904,10 @@ impl<T> Shared<T> {
         };
         let limit = self.limit();
         while spin.step() {
-            let c = self.count.load(Ordering::Relaxed);
-            if c != seen && (c & CLOSED != 0 || c / ONE + batch <= limit) {
+            if self.progress(side) == seen {
+                continue;
+            }
+            if side == Side::Recv || self.is_closed() || self.counted() + batch <= limit {
                 return true;
             }
         }
@@ -888,7 +934,7 @@ impl<T> Shared<T> {
         if lock_free {
             let mut spin = Spin::new();
             loop {
-                let seen = self.count.load(Ordering::Relaxed);
+                let seen = self.progress(side);
                 if let Attempt::Done(r) = attempt(None) {
                     return Some(r);
                 }
@@ -941,7 +987,7 @@ impl<T> Shared<T> {
                     // argument concerns us until we register.
                     first = false;
                     spin.get_or_insert_with(Spin::new);
-                    seen = Some(self.count.load(Ordering::Relaxed));
+                    seen = Some(self.progress(side));
                     None
                 }
                 Attempt::Wait => {
