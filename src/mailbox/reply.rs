@@ -99,9 +99,20 @@ pub(crate) fn pair<R: Send + 'static>() -> (Capability, Waiting<R>) {
         requester_gone: false,
         wake: None,
     }));
-    let erased: Arc<dyn Erased> = slot.clone();
+    #[cfg(not(loom))]
+    let cap = {
+        let erased: Arc<dyn Erased> = slot.clone();
+        Capability::Local(LocalCap(Some(erased)))
+    };
+    // loom's `Arc` does not coerce to a trait object: under loom the capability is a
+    // boxed `Reply`, as for shared-memory requests (the slot's protocol is the same).
+    #[cfg(loom)]
+    let cap = Capability::Boxed(Box::new(Reply {
+        slot: Some(slot.clone()),
+        remote: None,
+    }));
     (
-        Capability::Local(LocalCap(Some(erased))),
+        cap,
         Waiting {
             slot,
             settled: false,
@@ -112,6 +123,7 @@ pub(crate) fn pair<R: Send + 'static>() -> (Capability, Waiting<R>) {
 /// A request's reply capability as an envelope carries it, its reply type erased.
 pub(crate) enum Capability {
     /// In process: the request's slot itself.
+    #[cfg(not(loom))]
     Local(LocalCap),
     /// A shared-memory mailbox's request: a boxed [`Reply`].
     Boxed(Box<dyn Any + Send + Sync>),
@@ -119,9 +131,11 @@ pub(crate) enum Capability {
 
 /// An in-process capability: the slot, with its reply type erased; dropped untaken, it
 /// marks the replier gone (as a dropped [`Reply`] does).
+#[cfg(not(loom))]
 pub(crate) struct LocalCap(Option<Arc<dyn Erased>>);
 
 /// A reply slot with its reply type erased.
+#[cfg(not(loom))]
 pub(crate) trait Erased: Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
@@ -129,6 +143,7 @@ pub(crate) trait Erased: Send + Sync {
     fn give_up(&self);
 }
 
+#[cfg(not(loom))]
 impl<R: Send + 'static> Erased for Slot<R> {
     fn as_any(&self) -> &dyn Any {
         self
@@ -141,6 +156,7 @@ impl<R: Send + 'static> Erased for Slot<R> {
     }
 }
 
+#[cfg(not(loom))]
 impl Drop for LocalCap {
     fn drop(&mut self) {
         if let Some(slot) = self.0.take() {
@@ -154,6 +170,7 @@ impl Capability {
     /// handed back.
     pub(crate) fn take<R: Send + 'static>(self) -> Result<Reply<R>, Self> {
         match self {
+            #[cfg(not(loom))]
             Capability::Local(mut cap) => {
                 let is_r = cap
                     .0
