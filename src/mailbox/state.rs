@@ -9,7 +9,8 @@
 //! channel). So the common operations do not lock:
 //! - **Sends** go into the **inbox**, conduit's own lock-free queue (`chan::array`'s ring
 //!   for capacities up to [`RING_MAX`], `chan::list` beyond and when unbounded), after
-//!   reserving a place in the **count word** (messages counted in, and the `CLOSED` bit).
+//!   reserving a place in the senders' **count word** (`sent`: messages ever counted
+//!   in, and the `CLOSED` bit).
 //! - An **`Any` receive** pops the inbox's first message while nothing is aside.
 //! - A **selective receive** needs the index (`index`): under the lock it moves
 //!   everything in the inbox **aside**, into the index, in inbox order, and selects
@@ -41,14 +42,24 @@
 //! selection follows as before. The price of a lock-free receive is two uncontended
 //! RMWs on the gate (its line is written by the receivers and, rarely, a mover).
 //!
-//! **Capacity.** A send first reserves its place with a CAS on the count word that
-//! fails at the capacity; a receive releases it after its pop. Messages being sent or
-//! received are counted, so *no more than `capacity` messages are ever reserved, queued
-//! or being taken*, exactly: there is no overshoot. The inbox's ring has `capacity`
-//! slots, so a reserved send always finds a slot (a receive frees its slot before it
-//! releases the place). An unbounded mailbox counts up to the index's limit
-//! ([`MAX_QUEUED`]) only. `len()` reads the count word: it includes messages whose send
-//! or receive is under way.
+//! **Capacity.** Two monotone counts: `sent` (senders' line) and `taken` (receivers'
+//! line); the messages counted in are `sent - taken`. A send reserves its place with a
+//! CAS on `sent` that it makes only if `sent - taken` is below the capacity; a receive
+//! adds one to `taken` after its pop. To keep the receivers' line out of every send, a
+//! sender judges by `taken_seen` (on its own line), a value `taken` had: `taken` only
+//! grows, so `sent - taken_seen` over-counts, and only when that reaches the capacity
+//! does the sender read `taken` itself (and raise `taken_seen`) before deciding "full".
+//! The CAS then makes "count, decide, reserve" one step against other senders. Messages
+//! being sent or received are counted, so *no more than `capacity` messages are ever
+//! reserved, queued or being taken*, exactly: there is no overshoot, and a `try_send`
+//! that fails found the mailbox full at its look at `taken`. The inbox's ring has
+//! `capacity` slots, so a reserved send always finds a slot (a receive frees its slot
+//! before it counts itself taken; a slot still being read is waited for inside the
+//! claim). An unbounded mailbox counts up to the index's limit ([`MAX_QUEUED`]) only.
+//! `len()` reads `sent`, then `taken`: a value between the counts at the two loads, so
+//! never above the capacity; it includes messages whose send or receive is under way.
+//! The mover and the close check read them the other way round (`taken` first), which
+//! never under-counts.
 //!
 //! # Why a lock at all
 //! A selective receive must find *the* oldest matching message and remove it from every
@@ -83,15 +94,16 @@
 //! - **(R) receivers.** A send's pop-visible change is its inbox claim, a SeqCst RMW; it
 //!   then loads the receivers' count (SeqCst). A registering receiver increments the
 //!   count (SeqCst RMW) and then, in the same critical section, attempts again: that
-//!   re-check loads the count word and, if anything is counted beyond what is aside,
+//!   re-check loads the counts and, if anything is counted beyond what is aside,
 //!   moves the inbox aside, whose emptiness check loads the inbox's tail (SeqCst). In
 //!   the single order of SeqCst operations either the sender's load comes after the
 //!   increment, and the sender locks (after our critical section) and aims a wake-up
 //!   with the message aside, or the re-check comes after the sender's claim and sees the
 //!   message (a claimed slot still being written is waited for).
-//! - **(S) senders.** A receive releases a place with a SeqCst RMW on the count word,
-//!   then loads the senders' count; a registering sender increments that count and
-//!   re-checks the count word (SeqCst load): the same pattern.
+//! - **(S) senders.** A receive releases a place with a SeqCst RMW on `taken`, then
+//!   loads the senders' count; a registering sender increments that count and re-checks
+//!   (a reservation that finds the mailbox full loads `taken`, SeqCst): the same
+//!   pattern.
 //!
 //! Given (R) and (S), call a waiter *in flight* from the moment a waker marks it
 //! notified until its next critical section. For receivers the invariant is:
@@ -122,8 +134,8 @@
 //! "register, unlock, sleep" does not matter.
 //!
 //! # Close
-//! Close sets `CLOSED` in the count word (SeqCst RMW) under the lock and wakes every
-//! waiter. A send whose reservation came before it in the count word's order is queued
+//! Close sets `CLOSED` in `sent` (SeqCst RMW) under the lock and wakes every
+//! waiter. A send whose reservation came before it in `sent`'s order is queued
 //! (it was sent before the close); every later one fails with its message handed back.
 //! A receive reports `Disconnected` only under the lock, after moving the inbox aside,
 //! when `CLOSED` is set, no queued message matches and *the count equals what is
@@ -135,8 +147,10 @@
 //! A blocking wait that finds nothing to do spins briefly before it registers, as the
 //! channels' waits do (`chan::signal`): between two threads that keep up with each other
 //! the change usually comes within a microsecond, and a park and unpark cost several.
-//! The spin does not lock: it watches the count word, which every send and receive
-//! changes, and tries again (lock-free first) when it moved. A spinning waiter is not
+//! The spin does not lock: a receiver watches `sent` (every send and the close change
+//! it), a sender `taken`, and tries again when it moved (lock-free first, where the
+//! operation can be lock-free; a sender once a batch of places is free, as the
+//! channel's ring does). A spinning waiter is not
 //! registered, so nothing in the argument above concerns it (nobody owes it a wake-up);
 //! it registers, as before, in the critical section of an attempt that failed once the
 //! spin is over. Under loom there is no spin.
@@ -170,7 +184,7 @@ use crate::sync::{
     lock, thread,
 };
 
-/// The spin of a blocking wait before it registers: polls of the count word a single
+/// The spin of a blocking wait before it registers: polls of a progress count a single
 /// spin-loop hint apart, then steps of an exponential spin (1, 2, 4, … hints).
 /// It never yields: on a busy machine a `sched_yield` hands the CPU to another process
 /// for its whole time slice, where a parked thread that is woken is scheduled soon.
@@ -337,7 +351,7 @@ pub(crate) const RING_MAX: usize = 4096;
 /// The lock-free queue that sends go into (see "The inbox and the messages aside"):
 /// conduit's own bounded ring or unbounded list, used without their waiting (the
 /// mailbox waits on its own terms) and never disconnected (the mailbox's close is the
-/// `CLOSED` bit of its count word).
+/// `CLOSED` bit of `sent`).
 enum Inbox<T> {
     Ring(array::Channel<Entry<T>>),
     List(list::Channel<Entry<T>>),
@@ -891,7 +905,7 @@ impl<T> Shared<T> {
         st.index.for_each_mut(f);
     }
 
-    /// Spins while the count word is `seen`, until `spin` is over; says whether it
+    /// Spins while the progress count of `side` is `seen`, until `spin` is over; says whether it
     /// changed (worth another attempt). A sender also waits for a batch of free places
     /// (half the capacity, at most 512), for the reason `chan::array` gives (a sender
     /// that takes each place as it frees keeps the two sides on one cache line), unless
@@ -920,7 +934,7 @@ impl<T> Shared<T> {
     ///
     /// `lock_free`: the attempt can succeed without the lock (a plain send, an `Any`
     /// receive); the wait then spins without locking first, trying again whenever the
-    /// count word changes, as the channels' waits do.
+    /// progress count changes, as the channels' waits do.
     pub(crate) fn block<R>(
         &self,
         side: Side,
