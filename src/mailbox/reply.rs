@@ -180,7 +180,9 @@ impl Capability {
                     return Err(Capability::Local(cap));
                 }
                 let slot = cap.0.take().expect("checked above").into_any();
-                let slot = slot.downcast::<Slot<R>>().ok().expect("checked above");
+                let Ok(slot) = slot.downcast::<Slot<R>>() else {
+                    unreachable!("the slot's type was checked above")
+                };
                 Ok(Reply {
                     slot: Some(slot),
                     remote: None,

@@ -969,14 +969,14 @@ impl<T> Shared<T> {
         #[cfg(not(loom))]
         let (mut first, mut spun_out) = (!lock_free, false);
         loop {
-            if key.is_none() {
-                if let Attempt::Done(r) = attempt(None) {
-                    #[cfg(not(loom))]
-                    if spin.is_some() {
-                        self.lock().spins(side).paid();
-                    }
-                    return Some(r);
+            if key.is_none()
+                && let Attempt::Done(r) = attempt(None)
+            {
+                #[cfg(not(loom))]
+                if spin.is_some() {
+                    self.lock().spins(side).paid();
                 }
+                return Some(r);
             }
             let mut after = After::default();
             let mut g = self.lock();
@@ -1060,10 +1060,10 @@ impl<T> Shared<T> {
         cx: &mut Context<'_>,
         mut attempt: impl FnMut(Locked<'_, T>) -> Attempt<R>,
     ) -> Poll<R> {
-        if key.is_none() {
-            if let Attempt::Done(r) = attempt(None) {
-                return Poll::Ready(r);
-            }
+        if key.is_none()
+            && let Attempt::Done(r) = attempt(None)
+        {
+            return Poll::Ready(r);
         }
         let mut after = After::default();
         let mut g = self.lock();
