@@ -969,7 +969,12 @@ impl<T> Shared<T> {
         #[cfg(not(loom))]
         let (mut first, mut spun_out) = (!lock_free, false);
         loop {
-            if key.is_none()
+            // Not under loom: there it would be one more unregistered attempt after the
+            // caller's inline one, and the model would explore every interleaving around
+            // it again (as `chan::signal`'s spin); the waits that can lose a wake-up are
+            // all after it.
+            if !cfg!(loom)
+                && key.is_none()
                 && let Attempt::Done(r) = attempt(None)
             {
                 #[cfg(not(loom))]
