@@ -158,7 +158,7 @@
 //! Spinning pays when the two sides run at once and keep up (a stream through a roomy
 //! mailbox); it wastes the spinner's time slice when the change it waits for needs the
 //! other side to be scheduled first (a ping-pong on a busy machine). So each side keeps
-//! a credit (`SpinRecord`, under the lock): spins that see their change raise it, spins
+//! a credit (`SpinRecord`, relaxed hints): spins that see their change raise it, spins
 //! that end in a park halve it, and a wait without credit registers at once, except
 //! one in 64 that spins to notice a change of pattern.
 //!
@@ -300,42 +300,45 @@ pub(crate) struct State<T> {
     next_key: u64,
     /// Whether the gate's [`ASIDE`] bit is set (only the lock holder changes it).
     aside: bool,
-    /// How the recent spins of each side went (receivers, senders).
-    #[cfg(not(loom))]
-    spins: [SpinRecord; 2],
 }
 
 /// Whether spinning pays on one side of one mailbox: a credit that a spin which saw
 /// its change raises and one that ended in a park halves. A wait spins while there is
 /// credit, and otherwise once in [`PROBE`] waits, so that a change of pattern is seen.
+/// Hints only, read and written relaxed without RMWs (lock-free waits consult them
+/// too): a lost update costs one spin more or less, nothing else.
 #[cfg(not(loom))]
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 struct SpinRecord {
-    credit: u8,
-    waits: u8,
+    credit: AtomicUsize,
+    waits: AtomicUsize,
 }
 
 /// Without credit, one wait in `PROBE` spins all the same.
 #[cfg(not(loom))]
-const PROBE: u8 = 64;
+const PROBE: usize = 64;
 
 /// The most credit a side builds up.
 #[cfg(not(loom))]
-const MAX_CREDIT: u8 = 8;
+const MAX_CREDIT: usize = 8;
 
 #[cfg(not(loom))]
 impl SpinRecord {
-    fn should_spin(&mut self) -> bool {
-        self.waits = self.waits.wrapping_add(1);
-        self.credit > 0 || self.waits.is_multiple_of(PROBE)
+    fn should_spin(&self) -> bool {
+        let w = self.waits.load(Ordering::Relaxed).wrapping_add(1);
+        self.waits.store(w, Ordering::Relaxed);
+        self.credit.load(Ordering::Relaxed) > 0 || w.is_multiple_of(PROBE)
     }
 
-    fn paid(&mut self) {
-        self.credit = (self.credit + 1).min(MAX_CREDIT);
+    fn paid(&self) {
+        let c = self.credit.load(Ordering::Relaxed);
+        self.credit
+            .store((c + 1).min(MAX_CREDIT), Ordering::Relaxed);
     }
 
-    fn wasted(&mut self) {
-        self.credit /= 2;
+    fn wasted(&self) {
+        let c = self.credit.load(Ordering::Relaxed);
+        self.credit.store(c / 2, Ordering::Relaxed);
     }
 }
 
@@ -443,6 +446,9 @@ pub(crate) struct Shared<T> {
     waiting: CachePadded<[AtomicUsize; 2]>,
     inbox: Inbox<T>,
     state: Mutex<State<T>>,
+    /// How the recent spins of each side went ([`Side`] as index).
+    #[cfg(not(loom))]
+    spins: CachePadded<[SpinRecord; 2]>,
 }
 
 /// Why a send did not queue its message.
@@ -455,11 +461,6 @@ pub(crate) enum SendFail {
 }
 
 impl<T> State<T> {
-    #[cfg(not(loom))]
-    fn spins(&mut self, side: Side) -> &mut SpinRecord {
-        &mut self.spins[side as usize]
-    }
-
     fn waiters(&mut self, side: Side) -> &mut VecDeque<Waiter> {
         match side {
             Side::Send => &mut self.send_waiters,
@@ -491,6 +492,8 @@ impl<T> Shared<T> {
             gate: CachePadded::new(AtomicUsize::new(0)),
             waiting: CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
             inbox: Inbox::new(capacity),
+            #[cfg(not(loom))]
+            spins: CachePadded::new([SpinRecord::default(), SpinRecord::default()]),
             state: Mutex::new(State {
                 index: Index::default(),
                 receivers: 0,
@@ -498,8 +501,6 @@ impl<T> Shared<T> {
                 send_waiters: VecDeque::new(),
                 next_key: 0,
                 aside: false,
-                #[cfg(not(loom))]
-                spins: [SpinRecord::default(); 2],
             }),
         }
     }
@@ -574,6 +575,11 @@ impl<T> Shared<T> {
         // SeqCst RMW, then the SeqCst load of the senders' count: the Dekker pair with a
         // sender that registers and then re-checks (step S in the module docs).
         self.taken.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[cfg(not(loom))]
+    fn spins(&self, side: Side) -> &SpinRecord {
+        &self.spins[side as usize]
     }
 
     /// The word a spinning waiter of `side` watches: `sent` (with `CLOSED`) for
@@ -945,16 +951,22 @@ impl<T> Shared<T> {
     ) -> Option<R> {
         // The lock-free spin. Not under loom (see below).
         #[cfg(not(loom))]
-        if lock_free {
+        if lock_free && self.spins(side).should_spin() {
             let mut spin = Spin::new();
+            let mut spun = false;
             loop {
                 let seen = self.progress(side);
                 if let Attempt::Done(r) = attempt(None) {
+                    if spun {
+                        self.spins(side).paid();
+                    }
                     return Some(r);
                 }
                 if !self.spin_while(side, seen, &mut spin) {
+                    self.spins(side).wasted();
                     break;
                 }
+                spun = true;
             }
         }
         #[cfg(loom)]
@@ -979,7 +991,7 @@ impl<T> Shared<T> {
             {
                 #[cfg(not(loom))]
                 if spin.is_some() {
-                    self.lock().spins(side).paid();
+                    self.spins(side).paid();
                 }
                 return Some(r);
             }
@@ -995,13 +1007,13 @@ impl<T> Shared<T> {
                 Attempt::Done(r) => {
                     #[cfg(not(loom))]
                     if spin.is_some() {
-                        st.spins(side).paid();
+                        self.spins(side).paid();
                     }
                     Some(Some(r))
                 }
                 Attempt::Wait if deadline.passed() => Some(None),
                 #[cfg(not(loom))]
-                Attempt::Wait if spin.is_some() || (first && st.spins(side).should_spin()) => {
+                Attempt::Wait if spin.is_some() || (first && self.spins(side).should_spin()) => {
                     // Not registered yet: nobody will wake us, and nothing in the
                     // argument concerns us until we register.
                     first = false;
@@ -1013,7 +1025,7 @@ impl<T> Shared<T> {
                     #[cfg(not(loom))]
                     {
                         if core::mem::take(&mut spun_out) {
-                            st.spins(side).wasted();
+                            self.spins(side).wasted();
                         }
                         first = false;
                     }
