@@ -73,7 +73,9 @@ pub(crate) enum Sel {
 }
 
 impl Sel {
-    /// Whether a message with this tag and sender is one the selection may take.
+    /// Whether a message with this tag and sender is one the selection may take (the
+    /// tests' reference model).
+    #[cfg(test)]
     pub(crate) fn matches(self, tag: u64, from: u64) -> bool {
         match self {
             Sel::Any => true,
@@ -283,18 +285,6 @@ pub(crate) struct Found(u32);
 impl<M> Index<M> {
     pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    /// How many messages were ever queued.
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn pushed(&self) -> u64 {
-        self.next_seq
-    }
-
-    /// How many messages were ever taken.
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn taken(&self) -> u64 {
-        self.next_seq - self.len as u64
     }
 
     /// Queues `msg` with its tag and sender id. The caller keeps `len()` below

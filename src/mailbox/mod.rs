@@ -58,18 +58,21 @@
 //!
 //! | operation | cost |
 //! |---|---|
-//! | `send` | O(log t) (+ O(w) to find a waiter to wake, only when receivers wait) |
-//! | receive `Any` | O(log t) |
-//! | receive `Tag(x)`, `TagAtMost(n)`, `TagExcept(x)` | O(log t) |
-//! | receive `From(a)` | O(log t) (O(1) to find, O(log t) to unlink) |
-//! | `len`, `is_empty`, `try_` forms | one lock |
-//! | request/reply | a send and a receive, plus one slot allocation per request |
+//! | `send` | lock-free: a CAS on the count, a push into a lock-free queue (+ a lock and O(w log t) to aim a wake-up, only when receivers wait) |
+//! | receive `Any` | lock-free pop while nothing is aside; else O(log t) under the lock |
+//! | receive `Tag(x)`, `TagAtMost(n)`, `TagExcept(x)` | O(log t), plus O(log t) once per message moved aside |
+//! | receive `From(a)` | O(log t) (O(1) to find, O(log t) to unlink), plus the moves |
+//! | `len`, `is_empty`, `is_closed` | one load |
+//! | request/reply | a send under the lock and a receive, plus one slot allocation per request |
 //!
-//! A receive never looks at a message its selection does not take: the messages are
-//! indexed by tag, by sender and by age at once (see `src/mailbox/index.rs`). Each
-//! mailbox has one short mutex (see `src/mailbox/state.rs` for why, and for the argument that no
-//! wake-up is lost when receivers wait for different selections); no user code (drops
-//! of messages, wakers) runs under it.
+//! Sends go into a lock-free *inbox* (conduit's own bounded ring or unbounded list);
+//! `Any` receives pop it directly while no message is *aside*. A selective receive
+//! moves the inbox, in order, into an index of the messages by tag, by sender and by
+//! age, under the mailbox's one lock, so that a receive never looks at a message its
+//! selection does not take (see `src/mailbox/index.rs`), and each message is moved at
+//! most once. `src/mailbox/state.rs` argues why the order, the capacity and the
+//! wake-ups hold when lock-free operations race the locked ones; no user code (drops
+//! of messages, wakers) runs under the lock.
 //!
 //! # Requests
 //! [`request`](Mailbox::request) (and `request_tagged`, `_timeout`, `_async`) fails at
@@ -93,6 +96,9 @@
 //! - Capacity 0 (rendezvous) is not offered: `InvalidInput`.
 //! - The capacity counts messages; it is fixed by the open that creates the mailbox
 //!   (later opens' capacities are ignored).
+//! - A bounded mailbox of capacity up to 4096 allocates its inbox ring in full when it
+//!   is created (one cache line per message at least); larger and unbounded ones grow
+//!   by blocks.
 //! - Waiting receivers are matched against a new message one by one (O(w)); a design
 //!   for thousands of receivers waiting on one mailbox at once would index them too.
 //! - Addresses are unique within the process; the cross-process twin (`shm::Mailbox`)
@@ -115,9 +121,9 @@ use std::time::{Duration, Instant};
 use self::index::Sel;
 #[cfg(not(loom))]
 pub(crate) use self::reply::Remote;
-use self::reply::Waiting;
+use self::reply::{Capability, Waiting};
 pub use self::reply::{Reply, RequestError};
-use self::state::{After, Attempt, SendFail, Shared, Side, State};
+use self::state::{After, Attempt, Locked, SendFail, Shared, Side};
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
@@ -385,7 +391,7 @@ impl<T: Send + 'static> Registered for Arc<Shared<T>> {
     }
     fn close(&self) {
         let mut after = After::default();
-        self.lock().close(&mut after);
+        Shared::close(self, &mut self.lock(), &mut after);
         after.run();
     }
 }
@@ -577,9 +583,11 @@ impl PostOffice {
 /// A queued message with what its envelope will carry.
 pub(crate) struct Stored<T> {
     body: T,
-    from: Address,
+    /// The sender's address id (the receiver rebuilds the [`Address`]: no reference
+    /// count of the mailbox's name passes between the threads with each message).
+    from: u64,
     /// A request's `Reply<R>`, type-erased.
-    reply: Option<Box<dyn Any + Send + Sync>>,
+    reply: Option<Capability>,
 }
 
 /// What the handles of one family share.
@@ -602,9 +610,10 @@ impl<T> Drop for Family<T> {
             if g.receivers == 0 {
                 // Nobody attached is left to answer the queued requests: fail them now
                 // rather than let their requesters wait (the messages stay queued).
-                g.index.for_each_mut(|m| {
+                // Requests are queued under the lock, so none is on its way in.
+                self.shared.for_each_queued(&mut g, |m| {
                     if let Some(r) = m.reply.take() {
-                        after.drop_later(r);
+                        after.drop_later(Box::new(r));
                     }
                 });
             }
@@ -680,18 +689,23 @@ fn send_outcome<T>(
     }
 }
 
-/// One send attempt for a wait loop: the message moves into the index, or back into
-/// `stored` to wait for room.
+/// One send attempt for a wait loop: the message moves into the mailbox, or back into
+/// `stored` to wait for room. Without the lock (`cx` is `None`) only a plain send is
+/// tried; a request is queued under the lock (see `Shared::try_push`).
 fn send_attempt<T>(
-    st: &mut State<T>,
-    after: &mut After,
-    capacity: Option<usize>,
+    sh: &Shared<T>,
+    cx: Locked<'_, T>,
     tag: u64,
     stored: &mut Option<Stored<T>>,
     need_receiver: bool,
 ) -> Attempt<Result<(), (SendFail, Stored<T>)>> {
     let msg = stored.take().expect("a pending send holds its message");
-    match st.try_push(capacity, tag, msg, need_receiver, after) {
+    let res = match cx {
+        None if need_receiver => Err((SendFail::Full, msg)),
+        None => sh.send_fast(tag, msg),
+        Some((st, after)) => sh.try_push(st, tag, msg, need_receiver, after),
+    };
+    match res {
         Ok(()) => Attempt::Done(Ok(())),
         Err((SendFail::Full, m)) => {
             *stored = Some(m);
@@ -701,14 +715,20 @@ fn send_attempt<T>(
     }
 }
 
+/// One receive attempt for a wait loop; without the lock, only an `Any` receive is
+/// tried (`Shared::recv_any`, which locks only when it must).
 fn recv_attempt<T>(
-    st: &mut State<T>,
-    after: &mut After,
-    capacity: Option<usize>,
+    sh: &Shared<T>,
+    cx: Locked<'_, T>,
     sel: Sel,
 ) -> Attempt<Result<Envelope<T>, RecvError>> {
-    match st.try_take(sel, capacity, after) {
-        Ok((tag, m)) => Attempt::Done(Ok(Envelope::new(tag, m))),
+    let res = match cx {
+        None if sel == Sel::Any => sh.recv_any(),
+        None => Err(false),
+        Some((st, after)) => sh.try_take(st, sel, after),
+    };
+    match res {
+        Ok((tag, m)) => Attempt::Done(Ok(Envelope::new(tag, m, &sh.name))),
         Err(true) => Attempt::Done(Err(RecvError)),
         Err(false) => Attempt::Wait,
     }
@@ -730,10 +750,10 @@ impl<T> Mailbox<T> {
         &self.fam.shared
     }
 
-    fn stored(&self, body: T, reply: Option<Box<dyn Any + Send + Sync>>) -> Stored<T> {
+    fn stored(&self, body: T, reply: Option<Capability>) -> Stored<T> {
         Stored {
             body,
-            from: self.fam.address.clone(),
+            from: self.fam.address.id,
             reply,
         }
     }
@@ -801,9 +821,15 @@ impl<T> Mailbox<T> {
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
         let sh = self.shared();
-        let mut stored = Some(self.stored(msg, None));
-        let out = sh.block(Side::Send, None, deadline, |st, after| {
-            send_attempt(st, after, sh.capacity, tag, &mut stored, false)
+        // The lock-free send inline; only a full mailbox enters the wait loop.
+        let m = match sh.send_fast(tag, self.stored(msg, None)) {
+            Ok(()) => return Ok(()),
+            Err((SendFail::Full, m)) => m,
+            Err((_, m)) => return Err(SendTimeoutError::Disconnected(m.body)),
+        };
+        let mut stored = Some(m);
+        let out = sh.block(Side::Send, None, deadline, true, |cx| {
+            send_attempt(sh, cx, tag, &mut stored, false)
         });
         send_outcome(out, &mut stored)
     }
@@ -829,12 +855,7 @@ impl<T> Mailbox<T> {
     /// assert_eq!(mb.try_recv().unwrap().tag(), 4);
     /// ```
     pub fn try_send_tagged(&self, tag: u64, msg: T) -> Result<(), TrySendError<T>> {
-        let sh = self.shared();
-        let mut after = After::default();
-        let res = sh
-            .lock()
-            .try_push(sh.capacity, tag, self.stored(msg, None), false, &mut after);
-        after.run();
+        let res = self.shared().send_fast(tag, self.stored(msg, None));
         res.map_err(|(why, m)| match why {
             SendFail::Full => TrySendError::Full(m.body),
             _ => TrySendError::Disconnected(m.body),
@@ -992,8 +1013,16 @@ impl<T> Mailbox<T> {
         self.attach();
         let sh = self.shared();
         let sel = select.sel();
-        sh.block(Side::Recv, Some(sel), deadline, |st, after| {
-            recv_attempt(st, after, sh.capacity, sel)
+        // The `Any` receive inline; the wait loop only when it finds nothing.
+        if sel == Sel::Any {
+            match sh.recv_any() {
+                Ok((tag, m)) => return Some(Ok(Envelope::new(tag, m, &sh.name))),
+                Err(true) => return Some(Err(RecvError)),
+                Err(false) => {}
+            }
+        }
+        sh.block(Side::Recv, Some(sel), deadline, sel == Sel::Any, |cx| {
+            recv_attempt(sh, cx, sel)
         })
     }
 
@@ -1009,11 +1038,17 @@ impl<T> Mailbox<T> {
     pub fn try_recv_select(&self, select: Select) -> Result<Envelope<T>, TryRecvError> {
         self.attach();
         let sh = self.shared();
-        let mut after = After::default();
-        let res = sh.lock().try_take(select.sel(), sh.capacity, &mut after);
-        after.run();
+        let sel = select.sel();
+        let res = if sel == Sel::Any {
+            sh.recv_any()
+        } else {
+            let mut after = After::default();
+            let res = sh.try_take(&mut sh.lock(), sel, &mut after);
+            after.run();
+            res
+        };
         match res {
-            Ok((tag, m)) => Ok(Envelope::new(tag, m)),
+            Ok((tag, m)) => Ok(Envelope::new(tag, m, &sh.name)),
             Err(true) => Err(TryRecvError::Disconnected),
             Err(false) => Err(TryRecvError::Empty),
         }
@@ -1093,7 +1128,7 @@ impl<T> Mailbox<T> {
     /// assert_eq!(mb.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.shared().lock().index.len()
+        self.shared().len()
     }
 
     /// The most messages the mailbox holds; `None` when unbounded.
@@ -1126,7 +1161,7 @@ impl<T> Mailbox<T> {
     /// assert!(mb.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        self.shared().lock().closed
+        self.shared().is_closed()
     }
 
     /// Sends `msg` (tag 0) as a request and waits for its reply of type `R`.
@@ -1223,11 +1258,11 @@ impl<T> Mailbox<T> {
         msg: T,
         deadline: Option<Instant>,
     ) -> Result<R, RequestError<T>> {
-        let (reply, waiting) = reply::pair::<R>();
+        let (reply, mut waiting) = reply::pair::<R>();
         let sh = self.shared();
-        let mut stored = Some(self.stored(msg, Some(Box::new(reply))));
-        let out = sh.block(Side::Send, None, deadline, |st, after| {
-            send_attempt(st, after, sh.capacity, tag, &mut stored, true)
+        let mut stored = Some(self.stored(msg, Some(reply)));
+        let out = sh.block(Side::Send, None, deadline, false, |cx| {
+            send_attempt(sh, cx, tag, &mut stored, true)
         });
         match out {
             Some(Ok(())) => {}
@@ -1281,7 +1316,7 @@ impl<T> Mailbox<T> {
         RequestFut {
             mb: self,
             tag,
-            msg: Some(self.stored(msg, Some(Box::new(reply)))),
+            msg: Some(self.stored(msg, Some(reply))),
             key: None,
             waiting,
             sent: false,
@@ -1315,7 +1350,7 @@ pub struct Envelope<T> {
     tag: u64,
     body: T,
     from: Address,
-    reply: Option<Box<dyn Any + Send + Sync>>,
+    reply: Option<Capability>,
 }
 
 impl<T> Envelope<T> {
@@ -1332,15 +1367,15 @@ impl<T> Envelope<T> {
             tag,
             body,
             from,
-            reply,
+            reply: reply.map(Capability::Boxed),
         }
     }
 
-    fn new(tag: u64, m: Stored<T>) -> Self {
+    fn new(tag: u64, m: Stored<T>, mailbox: &std::sync::Arc<str>) -> Self {
         Envelope {
             tag,
             body: m.body,
-            from: m.from,
+            from: Address::in_process(mailbox.clone(), 0, m.from),
             reply: m.reply,
         }
     }
@@ -1433,11 +1468,10 @@ impl<T> Envelope<T> {
     /// # t.join().unwrap();
     /// ```
     pub fn take_reply<R: Send + 'static>(&mut self) -> Option<Reply<R>> {
-        let b = self.reply.take()?;
-        match b.downcast::<Reply<R>>() {
-            Ok(r) => Some(*r),
-            Err(b) => {
-                self.reply = Some(b);
+        match self.reply.take()?.take::<R>() {
+            Ok(r) => Some(r),
+            Err(cap) => {
+                self.reply = Some(cap);
                 None
             }
         }
@@ -1484,8 +1518,8 @@ impl<T> Future for SendFut<'_, T> {
         assert!(!this.done, "SendFut polled after completion");
         let sh = this.mb.shared();
         let (tag, msg) = (this.tag, &mut this.msg);
-        let res = sh.poll(Side::Send, None, &mut this.key, cx, |st, after| {
-            send_attempt(st, after, sh.capacity, tag, msg, false)
+        let res = sh.poll(Side::Send, None, &mut this.key, cx, |lk| {
+            send_attempt(sh, lk, tag, msg, false)
         });
         res.map(|r| {
             this.done = true;
@@ -1535,8 +1569,8 @@ impl<T> Future for RecvFut<'_, T> {
         assert!(!this.done, "RecvFut polled after completion");
         let sh = this.mb.shared();
         let sel = this.sel;
-        let res = sh.poll(Side::Recv, Some(sel), &mut this.key, cx, |st, after| {
-            recv_attempt(st, after, sh.capacity, sel)
+        let res = sh.poll(Side::Recv, Some(sel), &mut this.key, cx, |lk| {
+            recv_attempt(sh, lk, sel)
         });
         if res.is_ready() {
             this.done = true;
@@ -1593,8 +1627,8 @@ impl<T, R> Future for RequestFut<'_, T, R> {
         if !this.sent {
             let sh = this.mb.shared();
             let (tag, msg) = (this.tag, &mut this.msg);
-            match sh.poll(Side::Send, None, &mut this.key, cx, |st, after| {
-                send_attempt(st, after, sh.capacity, tag, msg, true)
+            match sh.poll(Side::Send, None, &mut this.key, cx, |lk| {
+                send_attempt(sh, lk, tag, msg, true)
             }) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err((why, m))) => {

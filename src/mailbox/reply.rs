@@ -3,7 +3,10 @@
 //! reply queue, nothing to correlate or scan).
 //!
 //! # The slot
-//! One short lock over: the reply value, whether the replier is gone (it replied, or its
+//! One allocation per request: the slot is shared by the requester and the envelope,
+//! which carries it type-erased ([`Capability`]) until the replier takes it as a
+//! [`Reply`]; dropping the capability, erased or not, marks the replier gone. One
+//! short lock over: the reply value, whether the replier is gone (it replied, or its
 //! `Reply` was dropped unanswered: with the envelope, with the mailbox, or by a replier
 //! that panicked), whether the requester is gone (it timed out or its future was
 //! dropped), and the requester's wake-up.
@@ -23,6 +26,7 @@
 //! late reply is handed back to the replier (`Err(value)`) instead of being stored, and a
 //! value that raced in just before is dropped by the leaving requester, outside the lock.
 
+use core::any::Any;
 use core::fmt;
 use core::task::{Context, Poll};
 use std::time::Instant;
@@ -82,23 +86,126 @@ pub(crate) trait Remote<R>: Send + Sync {
 /// The requester's end of a reply slot.
 pub(crate) struct Waiting<R> {
     slot: Arc<Slot<R>>,
+    /// The outcome was taken (the replier was gone by then): nothing left to settle
+    /// when this end is dropped, and no lock to take for it.
+    settled: bool,
 }
 
 /// A fresh slot: the capability for the envelope, the waiting end for the requester.
-pub(crate) fn pair<R>() -> (Reply<R>, Waiting<R>) {
+pub(crate) fn pair<R: Send + 'static>() -> (Capability, Waiting<R>) {
     let slot = Arc::new(Mutex::new(SlotState {
         value: None,
         replier_gone: false,
         requester_gone: false,
         wake: None,
     }));
+    #[cfg(not(loom))]
+    let cap = {
+        let erased: Arc<dyn Erased> = slot.clone();
+        Capability::Local(LocalCap(Some(erased)))
+    };
+    // loom's `Arc` does not coerce to a trait object: under loom the capability is a
+    // boxed `Reply`, as for shared-memory requests (the slot's protocol is the same).
+    #[cfg(loom)]
+    let cap = Capability::Boxed(Box::new(Reply {
+        slot: Some(slot.clone()),
+        remote: None,
+    }));
     (
-        Reply {
-            slot: Some(slot.clone()),
-            remote: None,
+        cap,
+        Waiting {
+            slot,
+            settled: false,
         },
-        Waiting { slot },
     )
+}
+
+/// A request's reply capability as an envelope carries it, its reply type erased.
+pub(crate) enum Capability {
+    /// In process: the request's slot itself.
+    #[cfg(not(loom))]
+    Local(LocalCap),
+    /// A shared-memory mailbox's request: a boxed [`Reply`].
+    Boxed(Box<dyn Any + Send + Sync>),
+}
+
+/// An in-process capability: the slot, with its reply type erased; dropped untaken, it
+/// marks the replier gone (as a dropped [`Reply`] does).
+#[cfg(not(loom))]
+pub(crate) struct LocalCap(Option<Arc<dyn Erased>>);
+
+/// A reply slot with its reply type erased.
+#[cfg(not(loom))]
+pub(crate) trait Erased: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// The capability was dropped without a reply.
+    fn give_up(&self);
+}
+
+#[cfg(not(loom))]
+impl<R: Send + 'static> Erased for Slot<R> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+    fn give_up(&self) {
+        give_up(self);
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for LocalCap {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.give_up();
+        }
+    }
+}
+
+impl Capability {
+    /// The capability as a `Reply<R>` if the requester expects an `R`; otherwise it is
+    /// handed back.
+    pub(crate) fn take<R: Send + 'static>(self) -> Result<Reply<R>, Self> {
+        match self {
+            #[cfg(not(loom))]
+            Capability::Local(mut cap) => {
+                let is_r = cap
+                    .0
+                    .as_ref()
+                    .is_some_and(|slot| slot.as_any().is::<Slot<R>>());
+                if !is_r {
+                    return Err(Capability::Local(cap));
+                }
+                let slot = cap.0.take().expect("checked above").into_any();
+                let Ok(slot) = slot.downcast::<Slot<R>>() else {
+                    unreachable!("the slot's type was checked above")
+                };
+                Ok(Reply {
+                    slot: Some(slot),
+                    remote: None,
+                })
+            }
+            Capability::Boxed(b) => match b.downcast::<Reply<R>>() {
+                Ok(r) => Ok(*r),
+                Err(b) => Err(Capability::Boxed(b)),
+            },
+        }
+    }
+}
+
+/// The replier is gone without answering: record it and wake the requester.
+fn give_up<R>(slot: &Slot<R>) {
+    let wake = {
+        let mut s = lock(slot);
+        s.replier_gone = true;
+        s.wake.take()
+    };
+    if let Some(w) = wake {
+        w.wake();
+    }
 }
 
 impl<R> Reply<R> {
@@ -179,14 +286,7 @@ impl<R> Drop for Reply<R> {
             remote.abandon();
         }
         if let Some(slot) = self.slot.take() {
-            let wake = {
-                let mut s = lock(&slot);
-                s.replier_gone = true;
-                s.wake.take()
-            };
-            if let Some(w) = wake {
-                w.wake();
-            }
+            give_up(&slot);
         }
     }
 }
@@ -207,7 +307,7 @@ pub(crate) enum NoReply {
 
 impl<R> Waiting<R> {
     /// One look at the slot; registers `wake` (made on demand) when there is nothing yet.
-    fn check(&self, wake: impl FnOnce() -> Option<Wake>) -> Option<Result<R, NoReply>> {
+    fn check(&mut self, wake: impl FnOnce() -> Option<Wake>) -> Option<Result<R, NoReply>> {
         let (out, old) = {
             let mut s = lock(&self.slot);
             if let Some(v) = s.value.take() {
@@ -222,11 +322,12 @@ impl<R> Waiting<R> {
             }
         };
         drop(old); // outside the lock: a waker's drop is executor code
+        self.settled = out.is_some();
         out
     }
 
     /// Blocks until the reply comes, the replier goes, or `deadline` passes.
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<R, NoReply> {
+    pub(crate) fn wait(&mut self, deadline: Option<Instant>) -> Result<R, NoReply> {
         let mut deadline = Deadline::new(deadline);
         loop {
             if let Some(out) = self.check(|| Some(Wake::Thread(thread::current()))) {
@@ -241,7 +342,8 @@ impl<R> Waiting<R> {
 
     /// Stops waiting: a reply that races in from now on is handed back to its replier.
     /// A value already stored is still taken (the reply won the race).
-    pub(crate) fn abandon(&self) -> Result<R, NoReply> {
+    pub(crate) fn abandon(&mut self) -> Result<R, NoReply> {
+        self.settled = true;
         let (value, wake) = {
             let mut s = lock(&self.slot);
             s.requester_gone = true;
@@ -254,7 +356,7 @@ impl<R> Waiting<R> {
     /// One poll of an async wait: one look, which stores a clone of the waker when
     /// there is nothing yet (cloned under the lock, as the mailbox's waits do; the
     /// waker it replaces is dropped after unlocking).
-    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<R, NoReply>> {
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<R, NoReply>> {
         match self.check(|| Some(Wake::Task(cx.waker().clone()))) {
             Some(out) => Poll::Ready(out),
             None => Poll::Pending,
@@ -264,6 +366,9 @@ impl<R> Waiting<R> {
 
 impl<R> Drop for Waiting<R> {
     fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
         let (value, wake) = {
             let mut s = lock(&self.slot);
             s.requester_gone = true;

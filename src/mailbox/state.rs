@@ -1,25 +1,86 @@
-//! One mailbox's state and its waiting: the index, the waiters of both sides, and the
-//! blocking and async wait loops, all behind one short lock.
+//! One mailbox's state and its waiting: a lock-free inbox that sends go into, the index
+//! of the messages moved aside, the waiters of both sides, and the blocking and async
+//! wait loops.
 //!
-//! # Why a lock
+//! # The inbox and the messages aside
+//! A channel's send and receive touch a few cache lines and no lock; a mailbox whose
+//! every operation took one lock over its whole state passed that lock and a dozen lines
+//! of state between a sender and a receiver for each message (issue #19: 38× the
+//! channel). So the common operations do not lock:
+//! - **Sends** go into the **inbox**, conduit's own lock-free queue (`chan::array`'s ring
+//!   for capacities up to [`RING_MAX`], `chan::list` beyond and when unbounded), after
+//!   reserving a place in the senders' **count word** (`sent`: messages ever counted
+//!   in, and the `CLOSED` bit).
+//! - An **`Any` receive** pops the inbox's first message while nothing is aside.
+//! - A **selective receive** needs the index (`index`): under the lock it moves
+//!   everything in the inbox **aside**, into the index, in inbox order, and selects
+//!   there. Each message is moved at most once, at O(log t); a selection still never
+//!   *scans* messages it does not take.
+//! - An `Any` receive when messages are aside takes the index's oldest under the lock.
+//!
+//! **Order.** Messages leave the inbox in the order they entered it, and the mover takes
+//! them from its front, all of them, one mover at a time (under the lock): so
+//! (A) *every message aside is older than every message in the inbox*, and the oldest
+//! message of the mailbox is the index's oldest if anything is aside, the inbox's first
+//! otherwise. What remains is a lock-free `Any` receive racing a mover. The **gate** word
+//! holds two flags, `MOVER` (a mover is at work) and `ASIDE` (the index is not empty,
+//! both changed only under the lock), and the count of lock-free receives in flight:
+//! 1. A lock-free receive adds itself to the gate (one RMW) and reads the flags in the
+//!    same RMW. With a flag up it withdraws and takes the locked path.
+//! 2. A mover raises `MOVER` (RMW), waits until the count in flight is zero, moves, then
+//!    lowers `MOVER` (raising `ASIDE` if it left messages aside) with a Release RMW.
+//! 3. RMWs on one word are totally ordered. If the receive's RMW comes first, the mover
+//!    waits for its withdrawal (Release), so the receive's pop happened before every pop
+//!    of the mover: the receive took the inbox's first message while nothing was aside
+//!    (`ASIDE` was down, and only a mover raises it), which by (A) was the oldest. If the
+//!    mover's RMW comes first, the receive sees `MOVER`, or, if the mover is done, reads
+//!    from the mover's Release and sees `ASIDE` (if anything is aside): either way it
+//!    takes the locked path, which takes the index's oldest first.
+//!
+//! So the two kinds of `Any` receive and the selective ones all take the oldest message
+//! of their selection at the moment they take it, and per-sender FIFO within every
+//! selection follows as before. The price of a lock-free receive is two uncontended
+//! RMWs on the gate (its line is written by the receivers and, rarely, a mover).
+//!
+//! **Capacity.** Two monotone counts: `sent` (senders' line) and `taken` (receivers'
+//! line); the messages counted in are `sent - taken`. A send reserves its place with a
+//! CAS on `sent` that it makes only if `sent - taken` is below the capacity; a receive
+//! adds one to `taken` after its pop. To keep the receivers' line out of every send, a
+//! sender judges by `taken_seen` (on its own line), a value `taken` had: `taken` only
+//! grows, so `sent - taken_seen` over-counts, and only when that reaches the capacity
+//! does the sender read `taken` itself (and raise `taken_seen`) before deciding "full".
+//! The CAS then makes "count, decide, reserve" one step against other senders. Messages
+//! being sent or received are counted, so *no more than `capacity` messages are ever
+//! reserved, queued or being taken*, exactly: there is no overshoot, and a `try_send`
+//! that fails found the mailbox full at its look at `taken`. The inbox's ring has
+//! `capacity` slots, so a reserved send always finds a slot (a receive frees its slot
+//! before it counts itself taken; a slot still being read is waited for inside the
+//! claim). An unbounded mailbox counts up to the index's limit ([`MAX_QUEUED`]) only.
+//! `len()` reads `sent`, then `taken`: a value between the counts at the two loads, so
+//! never above the capacity; it includes messages whose send or receive is under way.
+//! The mover and the close check read them the other way round (`taken` first), which
+//! never under-counts.
+//!
+//! # Why a lock at all
 //! A selective receive must find *the* oldest matching message and remove it from every
-//! structure of the index at once, and a waiter must be matched against the message
-//! that arrives; both are multi-word updates. One mutex over the whole state keeps them
-//! simple and is short: every critical section does O(log t) index work (see
-//! `index`) plus, only when someone waits, a walk over the waiters. No
-//! user code runs under the lock: messages and wakers that leave the state are dropped,
-//! and wake-ups issued, after unlocking (they are gathered in an [`After`]); the one
-//! piece of executor code inside is a registering task's waker clone (a reference
-//! count, cloned under a lock as `chan::signal` does too).
+//! structure of the index at once, and a waiter must be matched against the messages
+//! that arrive; both are multi-word updates. One mutex over the index and the waiters
+//! keeps them simple; every critical section does O(log t) index work per message
+//! moved or taken plus, only when someone waits, a walk over the waiters. No user code
+//! runs under the lock: messages and wakers that leave the state are dropped, and
+//! wake-ups issued, after unlocking (they are gathered in an [`After`]); the one piece of
+//! executor code inside is a registering task's waker clone (a reference count, cloned
+//! under a lock as `chan::signal` does too).
 //!
 //! # Waiters that want different things
 //! A channel may wake *any* one receiver for a new message; a mailbox may not: a
 //! receiver waiting for tag 3 must not swallow the wake-up meant for one waiting for
 //! tag 5. So each waiting receiver registers its selection, and wake-ups are aimed:
-//! - a **send** wakes the first registered, unnotified receiver whose selection matches
-//!   the new message (and nothing if none matches);
+//! - a **send** that finds receivers registered locks, moves the inbox aside and wakes
+//!   the first registered, unnotified receiver with a matching message (and nothing if
+//!   none matches);
 //! - a **receive** from a bounded mailbox frees a place and wakes the first unnotified
-//!   waiting sender;
+//!   waiting sender (a lock-free receive locks for it only when senders are registered);
 //! - a **notified waiter that finishes** (it took a message, found nothing and waits
 //!   again, timed out, or was cancelled) **passes on**: it wakes the first unnotified
 //!   receiver that has a matching message queued now (receivers), or, if there is room,
@@ -27,20 +88,36 @@
 //! - **close** wakes everyone.
 //!
 //! # The no-lost-wake-up argument
-//! Registration, the re-check before it, and every change to the index happen in one
-//! critical section of the same lock, so (unlike `chan::signal`) no ordering argument
-//! about separate atomics is needed; what remains is to show that a waiter never sleeps
-//! while it could proceed and nobody is on the way to let it. Call a waiter *in flight*
-//! from the moment a waker marks it notified until its next critical section. For
-//! receivers the invariant is:
+//! Registration and every change to the index and the waiter lists happen under the
+//! lock; the lock-free sends and receives meet the waiters through a count of
+//! registered waiters per side (`waiting`), with the Dekker pattern of `chan::signal`:
+//! - **(R) receivers.** A send's pop-visible change is its inbox claim, a SeqCst RMW; it
+//!   then loads the receivers' count (SeqCst). A registering receiver increments the
+//!   count (SeqCst RMW) and then, in the same critical section, attempts again: that
+//!   re-check loads the counts and, if anything is counted beyond what is aside,
+//!   moves the inbox aside, whose emptiness check loads the inbox's tail (SeqCst). In
+//!   the single order of SeqCst operations either the sender's load comes after the
+//!   increment, and the sender locks (after our critical section) and aims a wake-up
+//!   with the message aside, or the re-check comes after the sender's claim and sees the
+//!   message (a claimed slot still being written is waited for).
+//! - **(S) senders.** A receive releases a place with a SeqCst RMW on `taken`, then
+//!   loads the senders' count; a registering sender increments that count and re-checks
+//!   (a reservation that finds the mailbox full loads `taken`, SeqCst): the same
+//!   pattern.
+//!
+//! Given (R) and (S), call a waiter *in flight* from the moment a waker marks it
+//! notified until its next critical section. For receivers the invariant is:
 //!
 //! > (J) if some registered, unnotified receiver has a matching message queued, some
 //! > receiver is in flight.
 //!
-//! 1. Registering keeps (J): a waiter registers in the critical section in which it
-//!    found no matching message.
-//! 2. A send keeps (J): if an unnotified receiver matches the new message, one of them
-//!    is notified (in flight); otherwise the set of waiters with a match is unchanged.
+//! 1. Registering keeps (J): a waiter registers in a critical section whose re-check
+//!    (after the registration, (R)) found no matching message; a message whose send
+//!    the re-check missed is the sender's to announce (next step).
+//! 2. A send keeps (J): a send that saw a receiver registered locks, moves the inbox
+//!    aside and notifies an unnotified receiver with a match if there is one (in
+//!    flight); one that saw none is covered by the re-check of every receiver that
+//!    registered after it (R).
 //! 3. A receive by anyone keeps (J): it only removes messages.
 //! 4. An in-flight waiter's next critical section ends with the pass-on, which notifies
 //!    an unnotified receiver with a match if there is one, so (J) holds after it
@@ -51,48 +128,64 @@
 //! So a sleeping receiver with a match always has an in-flight waiter ahead of it, and
 //! each in-flight waiter either takes a message or passes on: messages are finite, so
 //! the chain ends with the sleeper woken or its match taken. The senders' invariant is
-//! the same with "a matching message" replaced by "room" (a receive adds one place and
-//! notifies one sender). Wake-ups are issued after the unlock; `unpark` before `park`
-//! is remembered and a `Waker` may be woken before the task sleeps, so the order of
-//! "mark notified, unlock, wake" against "register, unlock, sleep" does not matter.
+//! the same with "a matching message" replaced by "room", (R) by (S). Wake-ups are
+//! issued after the unlock; `unpark` before `park` is remembered and a `Waker` may be
+//! woken before the task sleeps, so the order of "mark notified, unlock, wake" against
+//! "register, unlock, sleep" does not matter.
+//!
+//! # Close
+//! Close sets `CLOSED` in `sent` (SeqCst RMW) under the lock and wakes every
+//! waiter. A send whose reservation came before it in `sent`'s order is queued
+//! (it was sent before the close); every later one fails with its message handed back.
+//! A receive reports `Disconnected` only under the lock, after moving the inbox aside,
+//! when `CLOSED` is set, no queued message matches and *the count equals what is
+//! aside*: otherwise a send that reserved before the close is still on its way into the
+//! inbox (a few instructions, no waiting), and the receive moves the inbox aside again.
+//! So nothing sent before the close is lost to a receiver that drains.
 //!
 //! # Spinning before registering
 //! A blocking wait that finds nothing to do spins briefly before it registers, as the
 //! channels' waits do (`chan::signal`): between two threads that keep up with each other
 //! the change usually comes within a microsecond, and a park and unpark cost several.
-//! The spin does not lock: every critical section that queues or takes a message, or
-//! closes, publishes a count of those changes before it unlocks (`Progress`), and the
-//! spinner locks for another attempt only when the count of its side moved. A spinning
-//! waiter is not registered, so nothing in the argument above concerns it (nobody owes
-//! it a wake-up); it registers, as before, in the critical section of an attempt that
-//! failed once the spin is over. The counts are hints, read and written relaxed: no
-//! decision is taken on them alone. Under loom there is no spin.
+//! The spin does not lock: a receiver watches `sent` (every send and the close change
+//! it), a sender `taken`, and tries again when it moved (lock-free first, where the
+//! operation can be lock-free; a sender once a batch of places is free, as the
+//! channel's ring does). A spinning waiter is not
+//! registered, so nothing in the argument above concerns it (nobody owes it a wake-up);
+//! it registers, as before, in the critical section of an attempt that failed once the
+//! spin is over. Under loom there is no spin.
 //!
 //! Spinning pays when the two sides run at once and keep up (a stream through a roomy
 //! mailbox); it wastes the spinner's time slice when the change it waits for needs the
 //! other side to be scheduled first (a ping-pong on a busy machine). So each side keeps
-//! a credit (`SpinRecord`, under the lock): spins that see their change raise it, spins
+//! a credit (`SpinRecord`, relaxed hints): spins that see their change raise it, spins
 //! that end in a park halve it, and a wait without credit registers at once, except
 //! one in 64 that spins to notice a change of pattern.
 //!
-//! Costs: a send or receive with nobody waiting touches no waiter; with `w` waiters, a
-//! send scans at most `w` entries (O(1) each) and a pass-on at most `w` selections
-//! (O(log t) each). Woken waiters only ever re-check their own selection.
+//! Costs: a send or `Any` receive with nobody waiting and nothing aside takes no lock;
+//! with `w` waiters, a send that locks scans at most `w` selections (O(log t) each), as
+//! does a pass-on. Woken waiters only ever re-check their own selection. While a
+//! receiver is registered every send locks (the mailbox then costs what it did with one
+//! lock throughout), and while messages are aside `Any` receives lock.
 
 use core::any::Any;
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use crossbeam_utils::CachePadded;
+
 use super::Stored;
 use super::index::{Index, MAX_QUEUED, Sel};
 use crate::chan::zero::{Wake, park_until};
-#[cfg(not(loom))]
-use crate::sync::{AtomicU64, Backoff, Ordering};
-use crate::sync::{Deadline, Mutex, MutexGuard, lock, thread};
+use crate::chan::{NoSlot, Queue, array, list};
+use crate::sync::{
+    AtomicUsize, Backoff, Deadline, Mutex, MutexGuard, Ordering, after_seqcst_rmw, load_seqcst,
+    lock, thread,
+};
 
-/// The spin of a blocking wait before it registers: polls of the progress count a
-/// single spin-loop hint apart, then steps of an exponential spin (1, 2, 4, … hints).
+/// The spin of a blocking wait before it registers: polls of a progress count a single
+/// spin-loop hint apart, then steps of an exponential spin (1, 2, 4, … hints).
 /// It never yields: on a busy machine a `sched_yield` hands the CPU to another process
 /// for its whole time slice, where a parked thread that is woken is scheduled soon.
 #[cfg(not(loom))]
@@ -198,53 +291,142 @@ impl After {
 
 /// The state behind a mailbox's lock.
 pub(crate) struct State<T> {
+    /// The messages moved aside (see "The inbox and the messages aside").
     pub(crate) index: Index<Stored<T>>,
-    pub(crate) closed: bool,
     /// Handle families attached as receivers (see `Mailbox`'s docs on requests).
     pub(crate) receivers: usize,
     recv_waiters: VecDeque<Waiter>,
     send_waiters: VecDeque<Waiter>,
     next_key: u64,
-    /// The progress counts last published (`sent`, `taken`).
-    #[cfg(not(loom))]
-    published: (u64, u64),
-    /// How the recent spins of each side went (receivers, senders).
-    #[cfg(not(loom))]
-    spins: [SpinRecord; 2],
+    /// Whether the gate's [`ASIDE`] bit is set (only the lock holder changes it).
+    aside: bool,
 }
 
 /// Whether spinning pays on one side of one mailbox: a credit that a spin which saw
 /// its change raises and one that ended in a park halves. A wait spins while there is
 /// credit, and otherwise once in [`PROBE`] waits, so that a change of pattern is seen.
+/// Hints only, read and written relaxed without RMWs (lock-free waits consult them
+/// too): a lost update costs one spin more or less, nothing else.
 #[cfg(not(loom))]
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 struct SpinRecord {
-    credit: u8,
-    waits: u8,
+    credit: AtomicUsize,
+    waits: AtomicUsize,
 }
 
 /// Without credit, one wait in `PROBE` spins all the same.
 #[cfg(not(loom))]
-const PROBE: u8 = 64;
+const PROBE: usize = 64;
 
 /// The most credit a side builds up.
 #[cfg(not(loom))]
-const MAX_CREDIT: u8 = 8;
+const MAX_CREDIT: usize = 8;
 
 #[cfg(not(loom))]
 impl SpinRecord {
-    fn should_spin(&mut self) -> bool {
-        self.waits = self.waits.wrapping_add(1);
-        self.credit > 0 || self.waits.is_multiple_of(PROBE)
+    fn should_spin(&self) -> bool {
+        let w = self.waits.load(Ordering::Relaxed).wrapping_add(1);
+        self.waits.store(w, Ordering::Relaxed);
+        self.credit.load(Ordering::Relaxed) > 0 || w.is_multiple_of(PROBE)
     }
 
-    fn paid(&mut self) {
-        self.credit = (self.credit + 1).min(MAX_CREDIT);
+    fn paid(&self) {
+        let c = self.credit.load(Ordering::Relaxed);
+        self.credit
+            .store((c + 1).min(MAX_CREDIT), Ordering::Relaxed);
     }
 
-    fn wasted(&mut self) {
-        self.credit /= 2;
+    fn wasted(&self) {
+        let c = self.credit.load(Ordering::Relaxed);
+        self.credit.store(c / 2, Ordering::Relaxed);
     }
+}
+
+/// A queued message on its way through the inbox: its tag and what its envelope
+/// carries.
+type Entry<T> = (u64, Stored<T>);
+
+/// The largest capacity whose inbox is a ring allocated in full at creation (a slot
+/// takes at least a cache line); larger and unbounded mailboxes use the list, which
+/// grows by blocks.
+pub(crate) const RING_MAX: usize = 4096;
+
+/// The lock-free queue that sends go into (see "The inbox and the messages aside"):
+/// conduit's own bounded ring or unbounded list, used without their waiting (the
+/// mailbox waits on its own terms) and never disconnected (the mailbox's close is the
+/// `CLOSED` bit of `sent`).
+enum Inbox<T> {
+    Ring(array::Channel<Entry<T>>),
+    List(list::Channel<Entry<T>>),
+}
+
+impl<T> Inbox<T> {
+    fn new(capacity: Option<usize>) -> Self {
+        match capacity {
+            Some(cap) if cap <= RING_MAX => Inbox::Ring(array::Channel::with_capacity(cap)),
+            _ => Inbox::List(list::Channel::new()),
+        }
+    }
+
+    /// Appends a message whose place the caller reserved in the count word. The ring
+    /// holds no more messages than are counted (a receive frees its slot before it
+    /// releases the place; a move aside frees slots and keeps the places), so it is
+    /// never full here: a slot still being read by a receive of the previous lap is
+    /// waited for inside the claim, as the channels do. A claim that reports the ring
+    /// full anyway is retried all the same (it can only be transient).
+    #[inline]
+    fn push(&self, e: Entry<T>) {
+        #[inline]
+        fn go<E, Q: Queue<E>>(q: &Q, e: E) {
+            let backoff = Backoff::new();
+            loop {
+                match q.claim_send() {
+                    Ok(slot) => return q.write(slot, e),
+                    Err(NoSlot::Wait) => backoff.snooze(),
+                    Err(NoSlot::Disconnected) => unreachable!("the inbox is never closed"),
+                }
+            }
+        }
+        match self {
+            Inbox::Ring(q) => go(q, e),
+            Inbox::List(q) => go(q, e),
+        }
+    }
+
+    /// Takes the first message, if one is published (a claimed slot still being written
+    /// is waited for, as the channels' receives do).
+    #[inline]
+    fn pop(&self) -> Option<Entry<T>> {
+        #[inline]
+        fn go<E, Q: Queue<E>>(q: &Q) -> Option<E> {
+            q.claim_recv().ok().map(|slot| q.read(slot))
+        }
+        match self {
+            Inbox::Ring(q) => go(q),
+            Inbox::List(q) => go(q),
+        }
+    }
+}
+
+/// The count word's flag: the mailbox is closed. The count of messages is in the bits
+/// above it ([`ONE`] per message).
+const CLOSED: usize = 1;
+/// One message in the count word.
+const ONE: usize = 2;
+/// The gate's flag: a mover is at work (see "The inbox and the messages aside").
+const MOVER: usize = 1 << (usize::BITS - 1);
+/// The gate's flag: messages are aside (the index is not empty).
+const ASIDE: usize = 1 << (usize::BITS - 2);
+/// The gate's count of lock-free receives in flight.
+const IN_FLIGHT: usize = ASIDE - 1;
+
+/// What senders write: see "Capacity" in the module docs.
+struct SendSide {
+    /// Messages ever counted in (reserved), times [`ONE`], plus [`CLOSED`].
+    sent: AtomicUsize,
+    /// A value `taken` had (a lower bound of it): while `sent - taken_seen` is below the
+    /// limit there is room, without reading the receivers' line.
+    taken_seen: AtomicUsize,
 }
 
 /// One mailbox: what every handle to it shares.
@@ -252,60 +434,21 @@ pub(crate) struct Shared<T> {
     pub(crate) name: std::sync::Arc<str>,
     /// `None`: unbounded.
     pub(crate) capacity: Option<usize>,
+    /// The senders' line: the count word and their view of `taken`.
+    senders: CachePadded<SendSide>,
+    /// Messages ever taken (released by receivers: one RMW on a line the senders read
+    /// only when the mailbox looks full to them).
+    taken: CachePadded<AtomicUsize>,
+    /// [`MOVER`], [`ASIDE`] and the lock-free receives in flight.
+    gate: CachePadded<AtomicUsize>,
+    /// Registered waiters of each side not notified yet ([`Side`] as index); changed
+    /// under the lock, read by the lock-free sends and receives.
+    waiting: CachePadded<[AtomicUsize; 2]>,
+    inbox: Inbox<T>,
     state: Mutex<State<T>>,
-    /// What spinning waiters watch (see "Spinning before registering").
+    /// How the recent spins of each side went ([`Side`] as index).
     #[cfg(not(loom))]
-    progress: Progress,
-}
-
-/// The two progress counts a spinning waiter watches, published by every critical
-/// section that changed them ([`Locked`]'s drop): receivers watch `sent`, senders
-/// `taken`. Each is a count of the operations that may let a waiter of that side
-/// through, times two, plus one once the mailbox is closed. Hints only: every decision
-/// is taken under the lock, so relaxed accesses do.
-#[cfg(not(loom))]
-#[derive(Default)]
-struct Progress {
-    sent: AtomicU64,
-    taken: AtomicU64,
-}
-
-/// A locked mailbox state; on unlocking, it publishes the progress counts that changed
-/// (before the lock is released: the guard's fields drop after this).
-pub(crate) struct Locked<'a, T> {
-    g: MutexGuard<'a, State<T>>,
-    #[cfg(not(loom))]
-    progress: &'a Progress,
-}
-
-impl<T> core::ops::Deref for Locked<'_, T> {
-    type Target = State<T>;
-    fn deref(&self) -> &State<T> {
-        &self.g
-    }
-}
-
-impl<T> core::ops::DerefMut for Locked<'_, T> {
-    fn deref_mut(&mut self) -> &mut State<T> {
-        &mut self.g
-    }
-}
-
-impl<T> Drop for Locked<'_, T> {
-    fn drop(&mut self) {
-        #[cfg(not(loom))]
-        {
-            let st = &mut *self.g;
-            let (sent, taken) = (st.progress(Side::Recv), st.progress(Side::Send));
-            if sent != st.published.0 {
-                self.progress.sent.store(sent, Ordering::Relaxed);
-            }
-            if taken != st.published.1 {
-                self.progress.taken.store(taken, Ordering::Relaxed);
-            }
-            st.published = (sent, taken);
-        }
-    }
+    spins: CachePadded<[SpinRecord; 2]>,
 }
 
 /// Why a send did not queue its message.
@@ -318,155 +461,17 @@ pub(crate) enum SendFail {
 }
 
 impl<T> State<T> {
-    /// The progress count a waiter of `side` watches while it spins (see [`Progress`]).
-    #[cfg(not(loom))]
-    fn progress(&self, side: Side) -> u64 {
-        let n = match side {
-            Side::Recv => self.index.pushed(),
-            Side::Send => self.index.taken(),
-        };
-        n.wrapping_mul(2) | u64::from(self.closed)
-    }
-
-    #[cfg(not(loom))]
-    fn spins(&mut self, side: Side) -> &mut SpinRecord {
-        &mut self.spins[side as usize]
-    }
-
     fn waiters(&mut self, side: Side) -> &mut VecDeque<Waiter> {
         match side {
             Side::Send => &mut self.send_waiters,
             Side::Recv => &mut self.recv_waiters,
         }
     }
-
-    fn register(&mut self, side: Side, sel: Option<Sel>, wake: Wake) -> u64 {
-        let key = self.next_key;
-        self.next_key += 1;
-        self.waiters(side).push_back(Waiter {
-            key,
-            sel,
-            wake: Some(wake),
-        });
-        key
-    }
-
-    /// Removes a registered wait; says whether it had been notified (then the caller
-    /// passes on, step 4 of the argument). An unused wake-up is dropped after unlocking.
-    fn leave(&mut self, side: Side, key: u64, after: &mut After) -> bool {
-        let list = self.waiters(side);
-        let i = list
-            .iter()
-            .position(|w| w.key == key)
-            .expect("a registered wait keeps its entry until it leaves");
-        let w = list.remove(i).expect("index in range");
-        match w.wake {
-            None => true,
-            Some(Wake::Task(waker)) => {
-                after.drop_waker(waker);
-                false
-            }
-            Some(Wake::Thread(_)) => false,
-        }
-    }
-
-    /// Step 4: a notified waiter of `side` has finished; notify the next one that can
-    /// proceed now, if any.
-    fn pass_on(&mut self, side: Side, capacity: Option<usize>, after: &mut After) {
-        match side {
-            Side::Recv => {
-                let index = &self.index;
-                let w = self
-                    .recv_waiters
-                    .iter_mut()
-                    .filter(|w| w.wake.is_some())
-                    .find(|w| index.find(w.sel.expect("receivers select")).is_some());
-                if let Some(w) = w {
-                    after.wake(w.wake.take());
-                }
-            }
-            Side::Send => {
-                if self.has_room(capacity) {
-                    self.notify_sender(after);
-                }
-            }
-        }
-    }
-
-    fn notify_sender(&mut self, after: &mut After) {
-        if let Some(w) = self.send_waiters.iter_mut().find(|w| w.wake.is_some()) {
-            after.wake(w.wake.take());
-        }
-    }
-
-    fn has_room(&self, capacity: Option<usize>) -> bool {
-        self.index.len() < capacity.map_or(MAX_QUEUED, |c| c.min(MAX_QUEUED))
-    }
-
-    /// One send attempt under the lock.
-    pub(crate) fn try_push(
-        &mut self,
-        capacity: Option<usize>,
-        tag: u64,
-        msg: Stored<T>,
-        need_receiver: bool,
-        after: &mut After,
-    ) -> Result<(), (SendFail, Stored<T>)> {
-        if self.closed {
-            return Err((SendFail::Disconnected, msg));
-        }
-        if need_receiver && self.receivers == 0 {
-            return Err((SendFail::NoResponders, msg));
-        }
-        if !self.has_room(capacity) {
-            return Err((SendFail::Full, msg));
-        }
-        let from = msg.from.id;
-        self.index.push(tag, from, msg);
-        // Step 2: aim the wake-up at a receiver that can take this message.
-        if let Some(w) = self
-            .recv_waiters
-            .iter_mut()
-            .filter(|w| w.wake.is_some())
-            .find(|w| w.sel.expect("receivers select").matches(tag, from))
-        {
-            after.wake(w.wake.take());
-        }
-        Ok(())
-    }
-
-    /// One receive attempt under the lock: the message `sel` takes, `Err(true)` when
-    /// there is none and the mailbox is closed, `Err(false)` when there is none yet.
-    pub(crate) fn try_take(
-        &mut self,
-        sel: Sel,
-        capacity: Option<usize>,
-        after: &mut After,
-    ) -> Result<(u64, Stored<T>), bool> {
-        match self.index.find(sel) {
-            Some(found) => {
-                let taken = self.index.take(found);
-                if capacity.is_some() {
-                    self.notify_sender(after);
-                }
-                Ok(taken)
-            }
-            None => Err(self.closed),
-        }
-    }
-
-    /// Marks the mailbox closed and wakes every waiter.
-    pub(crate) fn close(&mut self, after: &mut After) {
-        self.closed = true;
-        for w in self
-            .recv_waiters
-            .iter_mut()
-            .chain(self.send_waiters.iter_mut())
-        {
-            after.wake(w.wake.take());
-        }
-    }
 }
+
+/// What one attempt of a wait loop may use: `None` for the lock-free attempt that
+/// comes first, `Some` under the lock.
+pub(crate) type Locked<'a, T> = Option<(&'a mut State<T>, &'a mut After)>;
 
 /// The outcome of one attempt inside a wait loop.
 pub(crate) enum Attempt<R> {
@@ -479,103 +484,567 @@ impl<T> Shared<T> {
         Shared {
             name,
             capacity,
+            senders: CachePadded::new(SendSide {
+                sent: AtomicUsize::new(0),
+                taken_seen: AtomicUsize::new(0),
+            }),
+            taken: CachePadded::new(AtomicUsize::new(0)),
+            gate: CachePadded::new(AtomicUsize::new(0)),
+            waiting: CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
+            inbox: Inbox::new(capacity),
+            #[cfg(not(loom))]
+            spins: CachePadded::new([SpinRecord::default(), SpinRecord::default()]),
             state: Mutex::new(State {
                 index: Index::default(),
-                closed: false,
                 receivers: 0,
                 recv_waiters: VecDeque::new(),
                 send_waiters: VecDeque::new(),
                 next_key: 0,
-                #[cfg(not(loom))]
-                published: (0, 0),
-                #[cfg(not(loom))]
-                spins: [SpinRecord::default(); 2],
+                aside: false,
             }),
-            #[cfg(not(loom))]
-            progress: Progress::default(),
         }
     }
 
-    pub(crate) fn lock(&self) -> Locked<'_, T> {
-        Locked {
-            g: lock(&self.state),
-            #[cfg(not(loom))]
-            progress: &self.progress,
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
+        lock(&self.state)
+    }
+
+    fn limit(&self) -> usize {
+        self.capacity.map_or(MAX_QUEUED, |c| c.min(MAX_QUEUED))
+    }
+
+    /// The messages counted in (reserved and not yet taken: queued, plus those whose
+    /// send or receive is under way), never less than the truth: `taken` is read
+    /// before `sent`, and both only grow.
+    fn counted(&self) -> usize {
+        let t = self.taken.load(Ordering::SeqCst);
+        let s = self.senders.sent.load(Ordering::SeqCst);
+        (s / ONE).wrapping_sub(t)
+    }
+
+    /// The messages counted in, never more than the capacity: here `sent` is read
+    /// first, so the value lies between the counts at the two loads (or is 0).
+    pub(crate) fn len(&self) -> usize {
+        let s = self.senders.sent.load(Ordering::SeqCst);
+        let t = self.taken.load(Ordering::SeqCst);
+        (s / ONE).saturating_sub(t)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.senders.sent.load(Ordering::SeqCst) & CLOSED != 0
+    }
+
+    /// Reserves a place for one message in the count word.
+    #[inline]
+    fn reserve(&self) -> Result<(), SendFail> {
+        let limit = self.limit();
+        let side = &*self.senders;
+        // SeqCst: the re-check of a sender that registered (step S) loads `taken` after
+        // this when it looks full.
+        let mut s = side.sent.load(Ordering::SeqCst);
+        loop {
+            if s & CLOSED != 0 {
+                return Err(SendFail::Disconnected);
+            }
+            let n = s / ONE;
+            if n.wrapping_sub(side.taken_seen.load(Ordering::Relaxed)) >= limit {
+                // Full by our view of `taken`, which may be old: look at the real one.
+                // SeqCst: step S's re-check.
+                let t = self.taken.load(Ordering::SeqCst);
+                side.taken_seen.fetch_max(t, Ordering::Relaxed);
+                if n.wrapping_sub(t) >= limit {
+                    return Err(SendFail::Full);
+                }
+            }
+            // SeqCst: the reservation is the change that step R's re-check looks for,
+            // and the first half of close's argument.
+            match side
+                .sent
+                .compare_exchange_weak(s, s + ONE, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => s = now,
+            }
         }
     }
 
-    /// Spins while the progress count of `side` is `seen`, until `spin` is over; says
-    /// whether it changed (worth another attempt).
+    /// Releases the place of a message just taken (the caller then wakes a sender
+    /// waiting for room if one is registered).
+    #[inline]
+    fn release(&self) {
+        // SeqCst RMW, then the SeqCst load of the senders' count: the Dekker pair with a
+        // sender that registers and then re-checks (step S in the module docs).
+        self.taken.fetch_add(1, Ordering::SeqCst);
+    }
+
     #[cfg(not(loom))]
-    fn spin_while(&self, side: Side, seen: u64, spin: &mut Spin) -> bool {
-        let count = match side {
-            Side::Recv => &self.progress.sent,
-            Side::Send => &self.progress.taken,
+    fn spins(&self, side: Side) -> &SpinRecord {
+        &self.spins[side as usize]
+    }
+
+    /// The word a spinning waiter of `side` watches: `sent` (with `CLOSED`) for
+    /// receivers, `taken` for senders.
+    #[cfg(not(loom))]
+    fn progress(&self, side: Side) -> usize {
+        match side {
+            Side::Recv => self.senders.sent.load(Ordering::Relaxed),
+            Side::Send => self.taken.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A send without the lock: reserve, push, and wake a receiver if any is registered.
+    #[inline]
+    pub(crate) fn send_fast(&self, tag: u64, msg: Stored<T>) -> Result<(), (SendFail, Stored<T>)> {
+        if let Err(why) = self.reserve() {
+            return Err((why, msg));
+        }
+        self.inbox.push((tag, msg));
+        // The push's claim was a SeqCst RMW: a receiver that registered after this load
+        // re-checks after its registration and finds the message (module docs, step R).
+        after_seqcst_rmw();
+        if load_seqcst(&self.waiting[Side::Recv as usize]) != 0 {
+            self.wake_receiver();
+        }
+        Ok(())
+    }
+
+    /// A send found a receiver registered: aim a wake-up at one that can take a message
+    /// now.
+    #[cold]
+    #[inline(never)]
+    fn wake_receiver(&self) {
+        let mut after = After::default();
+        let mut g = self.lock();
+        self.pass_on(&mut g, Side::Recv, &mut after);
+        drop(g);
+        after.run();
+    }
+
+    /// A sender waits or left: wake one waiting for room, if any is registered.
+    #[cold]
+    #[inline(never)]
+    fn wake_sender(&self) {
+        let mut after = After::default();
+        let mut g = self.lock();
+        self.pass_on(&mut g, Side::Send, &mut after);
+        drop(g);
+        after.run();
+    }
+
+    /// An `Any` receive without the lock: the inbox's first message, if nothing is aside
+    /// and no mover is at work. `Err(false)`: nothing now; `Err(true)`: the locked path
+    /// decides (messages are aside, a mover is at work, or the mailbox is closed).
+    #[inline]
+    fn recv_fast(&self) -> Result<Entry<T>, bool> {
+        // Acquire: pairs with a mover's Release when it clears `MOVER` (its moves, and
+        // the `ASIDE` bit, are then visible); the RMW orders us against its `MOVER`.
+        let g = self.gate.fetch_add(1, Ordering::Acquire);
+        if g & (MOVER | ASIDE) != 0 {
+            self.gate.fetch_sub(1, Ordering::Release);
+            return Err(true);
+        }
+        let e = self.inbox.pop();
+        if e.is_some() {
+            self.release();
+        }
+        // Release: a mover that sees the count of receives in flight drop to zero sees
+        // our pop and our release of the count.
+        self.gate.fetch_sub(1, Ordering::Release);
+        match e {
+            Some(e) => {
+                after_seqcst_rmw();
+                if load_seqcst(&self.waiting[Side::Send as usize]) != 0 {
+                    self.wake_sender();
+                }
+                Ok(e)
+            }
+            None => Err(self.senders.sent.load(Ordering::Relaxed) & CLOSED != 0),
+        }
+    }
+
+    /// An `Any` receive that does not wait: lock-free when it can, under the lock when
+    /// messages are aside (their oldest is the oldest of all) or the mailbox is closed.
+    /// `Err(false)`: nothing now; `Err(true)`: closed and nothing left.
+    #[inline]
+    pub(crate) fn recv_any(&self) -> Result<Entry<T>, bool> {
+        match self.recv_fast() {
+            Err(true) => self.recv_any_locked(),
+            other => other,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn recv_any_locked(&self) -> Result<Entry<T>, bool> {
+        let mut after = After::default();
+        let res = self.try_take(&mut self.lock(), Sel::Any, &mut after);
+        after.run();
+        res
+    }
+
+    /// Moves the inbox aside, into the index (the "mover"). Under the lock.
+    ///
+    /// It moves at most as many messages as were counted beyond those aside when it
+    /// started: every message in the inbox then is counted, so that covers all of them
+    /// (and a message whose send's claim came before this load in the SeqCst order, the
+    /// re-check of step R), while senders that keep pushing cannot hold the mover, and
+    /// the lock, forever. What it leaves is younger than what it moved, so (A) holds.
+    fn settle(&self, st: &mut State<T>) {
+        // Nothing counted beyond what is aside: nothing in the inbox, nothing on its way
+        // in. SeqCst: the re-check of step R when a receiver registers.
+        let counted = self.counted();
+        let Some(n) = counted.checked_sub(st.index.len()).filter(|&n| n > 0) else {
+            return;
         };
+        // Close the gate, then wait for the lock-free receives already through it.
+        self.gate.fetch_or(MOVER, Ordering::AcqRel);
+        let backoff = Backoff::new();
+        while self.gate.load(Ordering::Acquire) & IN_FLIGHT != 0 {
+            backoff.snooze();
+        }
+        for _ in 0..n {
+            let Some((tag, m)) = self.inbox.pop() else {
+                break;
+            };
+            let from = m.from;
+            st.index.push(tag, from, m);
+        }
+        // Open the gate, raising `ASIDE` if messages are aside now. Release: a receive
+        // that sees the gate open sees the moves and the flag.
+        let flip = if !st.aside && st.index.len() > 0 {
+            st.aside = true;
+            MOVER | ASIDE
+        } else {
+            MOVER
+        };
+        self.gate.fetch_xor(flip, Ordering::Release);
+    }
+
+    /// Takes a found message out of the index, lowering `ASIDE` when it empties, and
+    /// releases its place (waking a sender waiting for room; the lock is held).
+    fn take_aside(
+        &self,
+        st: &mut State<T>,
+        found: super::index::Found,
+        after: &mut After,
+    ) -> Entry<T> {
+        let e = st.index.take(found);
+        if st.aside && st.index.len() == 0 {
+            st.aside = false;
+            self.gate.fetch_and(!ASIDE, Ordering::Release);
+        }
+        self.taken(st, after);
+        e
+    }
+
+    /// A message left under the lock: release its place and wake a sender.
+    fn taken(&self, st: &mut State<T>, after: &mut After) {
+        self.release();
+        self.notify_sender(st, after);
+    }
+
+    /// Notifies a registered waiter of `side`: it is no longer counted in `waiting`
+    /// (a later change need not lock to notify nobody while it is on its way; it
+    /// re-checks in its next critical section, step 4).
+    fn notify(&self, side: Side, w: &mut Waiter, after: &mut After) {
+        if let Some(wake) = w.wake.take() {
+            self.waiting[side as usize].fetch_sub(1, Ordering::Relaxed);
+            after.wake(Some(wake));
+        }
+    }
+
+    fn notify_sender(&self, st: &mut State<T>, after: &mut After) {
+        if let Some(w) = st.send_waiters.iter_mut().find(|w| w.wake.is_some()) {
+            self.notify(Side::Send, w, after);
+        }
+    }
+
+    fn register(&self, st: &mut State<T>, side: Side, sel: Option<Sel>, wake: Wake) -> u64 {
+        let key = st.next_key;
+        st.next_key += 1;
+        st.waiters(side).push_back(Waiter {
+            key,
+            sel,
+            wake: Some(wake),
+        });
+        // SeqCst RMW: the registration of steps R and S.
+        self.waiting[side as usize].fetch_add(1, Ordering::SeqCst);
+        after_seqcst_rmw();
+        key
+    }
+
+    /// Removes a registered wait; says whether it had been notified (then the caller
+    /// passes on, step 4 of the argument). An unused wake-up is dropped after unlocking.
+    fn leave(&self, st: &mut State<T>, side: Side, key: u64, after: &mut After) -> bool {
+        let list = st.waiters(side);
+        let i = list
+            .iter()
+            .position(|w| w.key == key)
+            .expect("a registered wait keeps its entry until it leaves");
+        let w = list.remove(i).expect("index in range");
+        if w.wake.is_some() {
+            self.waiting[side as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+        match w.wake {
+            None => true,
+            Some(Wake::Task(waker)) => {
+                after.drop_waker(waker);
+                false
+            }
+            Some(Wake::Thread(_)) => false,
+        }
+    }
+
+    /// Step 4 (and a send's step 2): notify the first unnotified waiter of `side` that
+    /// can proceed now, if any.
+    fn pass_on(&self, st: &mut State<T>, side: Side, after: &mut After) {
+        match side {
+            Side::Recv => {
+                let Some(first) = st.recv_waiters.iter().position(|w| w.wake.is_some()) else {
+                    return;
+                };
+                if st.recv_waiters[first].sel == Some(Sel::Any) {
+                    // It matches whatever is counted, aside or not: no need to move the
+                    // inbox aside to aim (if the count holds only messages being taken,
+                    // the woken waiter finds nothing and waits again).
+                    if self.counted() > 0 {
+                        self.notify(Side::Recv, &mut st.recv_waiters[first], after);
+                    }
+                    return;
+                }
+                self.settle(st);
+                let index = &st.index;
+                let w = st
+                    .recv_waiters
+                    .iter_mut()
+                    .filter(|w| w.wake.is_some())
+                    .find(|w| index.find(w.sel.expect("receivers select")).is_some());
+                if let Some(w) = w {
+                    self.notify(Side::Recv, w, after);
+                }
+            }
+            Side::Send => {
+                if self.len() < self.limit() {
+                    self.notify_sender(st, after);
+                }
+            }
+        }
+    }
+
+    /// One send attempt under the lock (requests: "no responders" is decided with the
+    /// push, so a request is never queued after the last receiver detached).
+    pub(crate) fn try_push(
+        &self,
+        st: &mut State<T>,
+        tag: u64,
+        msg: Stored<T>,
+        need_receiver: bool,
+        after: &mut After,
+    ) -> Result<(), (SendFail, Stored<T>)> {
+        if self.is_closed() {
+            return Err((SendFail::Disconnected, msg));
+        }
+        if need_receiver && st.receivers == 0 {
+            return Err((SendFail::NoResponders, msg));
+        }
+        if let Err(why) = self.reserve() {
+            return Err((why, msg));
+        }
+        self.inbox.push((tag, msg));
+        // Step 2: aim the wake-up at a receiver that can take a message.
+        self.pass_on(st, Side::Recv, after);
+        Ok(())
+    }
+
+    /// One receive attempt under the lock: the message `sel` takes, `Err(true)` when
+    /// there is none and the mailbox is closed, `Err(false)` when there is none yet.
+    pub(crate) fn try_take(
+        &self,
+        st: &mut State<T>,
+        sel: Sel,
+        after: &mut After,
+    ) -> Result<Entry<T>, bool> {
+        if sel == Sel::Any && st.index.len() == 0 {
+            // Nothing aside: the oldest message is the inbox's first.
+            if let Some(e) = self.inbox.pop() {
+                self.taken(st, after);
+                return Ok(e);
+            }
+        } else if sel == Sel::Any {
+            // Everything aside is older than everything in the inbox.
+            let found = st.index.find(sel).expect("a non-empty index has an oldest");
+            return Ok(self.take_aside(st, found, after));
+        }
+        let backoff = Backoff::new();
+        loop {
+            self.settle(st);
+            if let Some(found) = st.index.find(sel) {
+                return Ok(self.take_aside(st, found, after));
+            }
+            if !self.is_closed() {
+                return Err(false);
+            }
+            // Closed: a send that reserved its place before the close may still be on
+            // its way into the inbox; nothing else can come (see "Close").
+            if self.counted() == st.index.len() {
+                return Err(true);
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Marks the mailbox closed and wakes every waiter.
+    pub(crate) fn close(&self, st: &mut State<T>, after: &mut After) {
+        self.senders.sent.fetch_or(CLOSED, Ordering::SeqCst);
+        for w in &mut st.recv_waiters {
+            self.notify(Side::Recv, w, after);
+        }
+        for w in &mut st.send_waiters {
+            self.notify(Side::Send, w, after);
+        }
+    }
+
+    /// Moves every queued message aside and runs `f` on each (rare events: the last
+    /// receiver detaching).
+    pub(crate) fn for_each_queued(&self, st: &mut State<T>, f: impl FnMut(&mut Stored<T>)) {
+        self.settle(st);
+        st.index.for_each_mut(f);
+    }
+
+    /// Spins while the progress count of `side` is `seen`, until `spin` is over; says whether it
+    /// changed (worth another attempt). A sender also waits for a batch of free places
+    /// (half the capacity, at most 512), for the reason `chan::array` gives (a sender
+    /// that takes each place as it frees keeps the two sides on one cache line), unless
+    /// the mailbox closed.
+    #[cfg(not(loom))]
+    fn spin_while(&self, side: Side, seen: usize, spin: &mut Spin) -> bool {
+        let batch = match (side, self.capacity) {
+            (Side::Send, Some(cap)) => (cap / 2).clamp(1, 512),
+            _ => 1,
+        };
+        let limit = self.limit();
         while spin.step() {
-            if count.load(Ordering::Relaxed) != seen {
+            if self.progress(side) == seen {
+                continue;
+            }
+            if side == Side::Recv || self.is_closed() || self.counted() + batch <= limit {
                 return true;
             }
         }
         false
     }
 
-    /// Blocks until `attempt` (run under the lock) finishes or `deadline` passes
-    /// (`None` then). `sel` is what a receiver registers (`None` for senders).
+    /// Blocks until `attempt` finishes or `deadline` passes (`None` then). `attempt` runs
+    /// first without the lock (`None`), then under it; `sel` is what a receiver registers
+    /// (`None` for senders).
+    ///
+    /// `lock_free`: the attempt can succeed without the lock (a plain send, an `Any`
+    /// receive); the wait then spins without locking first, trying again whenever the
+    /// progress count changes, as the channels' waits do.
     pub(crate) fn block<R>(
         &self,
         side: Side,
         sel: Option<Sel>,
         deadline: Option<Instant>,
-        mut attempt: impl FnMut(&mut State<T>, &mut After) -> Attempt<R>,
+        lock_free: bool,
+        mut attempt: impl FnMut(Locked<'_, T>) -> Attempt<R>,
     ) -> Option<R> {
+        // The lock-free spin. Not under loom (see below).
+        #[cfg(not(loom))]
+        if lock_free && self.spins(side).should_spin() {
+            let mut spin = Spin::new();
+            let mut spun = false;
+            loop {
+                let seen = self.progress(side);
+                if let Attempt::Done(r) = attempt(None) {
+                    if spun {
+                        self.spins(side).paid();
+                    }
+                    return Some(r);
+                }
+                if !self.spin_while(side, seen, &mut spin) {
+                    self.spins(side).wasted();
+                    break;
+                }
+                spun = true;
+            }
+        }
+        #[cfg(loom)]
+        let _ = lock_free;
         let mut deadline = Deadline::new(deadline);
         let mut key: Option<u64> = None;
         // The spin before the first registration: `Some` while it may go on. Not under
         // loom, where it would only multiply the interleavings before the waits that
-        // matter.
+        // matter. A lock-free wait has spun already.
         #[cfg(not(loom))]
         let mut spin: Option<Spin> = None;
         #[cfg(not(loom))]
-        let (mut first, mut spun_out) = (true, false);
+        let (mut first, mut spun_out) = (!lock_free, false);
         loop {
+            // Not under loom: there it would be one more unregistered attempt after the
+            // caller's inline one, and the model would explore every interleaving around
+            // it again (as `chan::signal`'s spin); the waits that can lose a wake-up are
+            // all after it.
+            if !cfg!(loom)
+                && key.is_none()
+                && let Attempt::Done(r) = attempt(None)
+            {
+                #[cfg(not(loom))]
+                if spin.is_some() {
+                    self.spins(side).paid();
+                }
+                return Some(r);
+            }
             let mut after = After::default();
             let mut g = self.lock();
-            let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
+            let st = &mut *g;
+            let notified = key
+                .take()
+                .is_some_and(|k| self.leave(st, side, k, &mut after));
             #[cfg(not(loom))]
             let mut seen = None;
-            let out = match attempt(&mut g, &mut after) {
+            let out = match attempt(Some((&mut *st, &mut after))) {
                 Attempt::Done(r) => {
                     #[cfg(not(loom))]
                     if spin.is_some() {
-                        g.spins(side).paid();
+                        self.spins(side).paid();
                     }
                     Some(Some(r))
                 }
                 Attempt::Wait if deadline.passed() => Some(None),
                 #[cfg(not(loom))]
-                Attempt::Wait if spin.is_some() || (first && g.spins(side).should_spin()) => {
+                Attempt::Wait if spin.is_some() || (first && self.spins(side).should_spin()) => {
                     // Not registered yet: nobody will wake us, and nothing in the
-                    // argument above concerns us until we register.
+                    // argument concerns us until we register.
                     first = false;
                     spin.get_or_insert_with(Spin::new);
-                    seen = Some(g.progress(side));
+                    seen = Some(self.progress(side));
                     None
                 }
                 Attempt::Wait => {
                     #[cfg(not(loom))]
                     {
                         if core::mem::take(&mut spun_out) {
-                            g.spins(side).wasted();
+                            self.spins(side).wasted();
                         }
                         first = false;
                     }
-                    key = Some(g.register(side, sel, Wake::Thread(thread::current())));
-                    None
+                    let k = self.register(st, side, sel, Wake::Thread(thread::current()));
+                    // The re-check after registering (steps R and S).
+                    match attempt(Some((&mut *st, &mut after))) {
+                        Attempt::Done(r) => {
+                            self.leave(st, side, k, &mut after);
+                            Some(Some(r))
+                        }
+                        Attempt::Wait => {
+                            key = Some(k);
+                            None
+                        }
+                    }
                 }
             };
             if notified {
-                g.pass_on(side, self.capacity, &mut after);
+                self.pass_on(st, side, &mut after);
             }
             drop(g);
             after.run();
@@ -606,20 +1075,37 @@ impl<T> Shared<T> {
         sel: Option<Sel>,
         key: &mut Option<u64>,
         cx: &mut Context<'_>,
-        mut attempt: impl FnMut(&mut State<T>, &mut After) -> Attempt<R>,
+        mut attempt: impl FnMut(Locked<'_, T>) -> Attempt<R>,
     ) -> Poll<R> {
+        if key.is_none()
+            && let Attempt::Done(r) = attempt(None)
+        {
+            return Poll::Ready(r);
+        }
         let mut after = After::default();
         let mut g = self.lock();
-        let notified = key.take().is_some_and(|k| g.leave(side, k, &mut after));
-        let out = match attempt(&mut g, &mut after) {
+        let st = &mut *g;
+        let notified = key
+            .take()
+            .is_some_and(|k| self.leave(st, side, k, &mut after));
+        let out = match attempt(Some((&mut *st, &mut after))) {
             Attempt::Done(r) => Poll::Ready(r),
             Attempt::Wait => {
-                *key = Some(g.register(side, sel, Wake::Task(cx.waker().clone())));
-                Poll::Pending
+                let k = self.register(st, side, sel, Wake::Task(cx.waker().clone()));
+                match attempt(Some((&mut *st, &mut after))) {
+                    Attempt::Done(r) => {
+                        self.leave(st, side, k, &mut after);
+                        Poll::Ready(r)
+                    }
+                    Attempt::Wait => {
+                        *key = Some(k);
+                        Poll::Pending
+                    }
+                }
             }
         };
         if notified {
-            g.pass_on(side, self.capacity, &mut after);
+            self.pass_on(st, side, &mut after);
         }
         drop(g);
         after.run();
@@ -631,8 +1117,9 @@ impl<T> Shared<T> {
         if let Some(k) = key.take() {
             let mut after = After::default();
             let mut g = self.lock();
-            if g.leave(side, k, &mut after) {
-                g.pass_on(side, self.capacity, &mut after);
+            let st = &mut *g;
+            if self.leave(st, side, k, &mut after) {
+                self.pass_on(st, side, &mut after);
             }
             drop(g);
             after.run();
