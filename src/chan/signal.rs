@@ -462,9 +462,12 @@ const QUICK_POLLS: u32 = 16;
 /// `bounded(1)` run's CPU time in such a run, for nothing. A yield with nothing else to
 /// run returns at once, so a waiter with an idle CPU next to it still polls every few
 /// hundred nanoseconds. Measured in interleaved blocks on this project's 2-core VM while
-/// another process kept one CPU busy (ns per message, old spin → 32 yields): `bounded(1)`
-/// SPSC 9,985 → 3,560; `bounded(1024)` MPSC 4×1 32 → 12.6, MPMC 4×4 44–88 → 14–20,
-/// SPSC 39 → 31. 16, 64 and 256 yields measured the same within the noise; 4 did worse.
+/// another process kept one CPU busy (median ns per message, old spin → yields):
+/// `bounded(1)` SPSC 9,985 → 3,550–3,570 (16, 64 or 256 yields); `bounded(1024)` MPSC 4×1
+/// 32 → 12.6, MPMC 4×4 44–88 → 14–20, SPSC 39 → 31 (32 yields). 16, 64 and 256 yields
+/// measured the same within the noise; 4 did worse. Such a `bounded(1)` run still costs
+/// two context switches per message: the sender cannot run ahead of a receiver that is
+/// not running.
 const SPIN_YIELDS: u32 = 32;
 
 /// Blocks until `attempt` finishes or `deadline` passes: spin briefly, then park on
