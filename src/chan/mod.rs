@@ -94,6 +94,15 @@ pub(crate) trait Queue<T> {
         true
     }
 
+    /// For a receiver spinning on an empty queue: whether a message may be there now,
+    /// judged without loading the senders' position (the empty check of a claim does,
+    /// and a receiver polling that way would take its cache line from the senders on
+    /// every poll). A hint only, like [`Queue::send_batch_free`]: `true` when unsure.
+    #[inline]
+    fn recv_ready(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
         match self.claim_send() {
@@ -183,7 +192,7 @@ fn recv_wait<T>(q: &impl Queue<T>, deadline: Option<Instant>) -> Result<T, RecvT
         &q.waiters().receivers,
         (),
         deadline,
-        || true,
+        || q.recv_ready(),
         |()| recv_attempt(q),
     ) {
         Ok(Ok(m)) => Ok(m),

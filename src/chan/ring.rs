@@ -461,12 +461,14 @@ impl<S: RingStorage> Ring<S> {
     /// most [`MAX_SEND_BATCH`]) is free again. Senders that retry only then, while they
     /// spin, refill the ring in batches instead of trailing the receiver slot by slot,
     /// which makes them fight over each slot's cache line (see `chan::array`'s module
-    /// docs for the measurements). A hint, like [`Ring::is_free_ahead`]; with a batch of
-    /// one it is always `true`, and the claim itself is the test.
+    /// docs for the measurements). A hint, like [`Ring::is_free_ahead`]. With a batch of
+    /// one it still asks the stamp rather than leaving the test to the claim: a claim that
+    /// finds the ring full loads `head` to tell full from a read in progress, and a sender
+    /// polling that way would take `head`'s line from the receiver on every poll.
     #[inline]
     pub(crate) fn send_batch_free(&self) -> bool {
         // Slots are freed in order, so the batch's last slot being free means all are.
-        self.send_batch == 1 || self.is_free_ahead(self.send_batch - 1)
+        self.is_free_ahead(self.send_batch - 1)
     }
 
     /// Publishes a slot claimed by [`Ring::start_send`] after its payload was written.
