@@ -53,9 +53,11 @@ fn select_any_races_select_tag() {
 /// leave it asleep, the send of 10 must reach it (aimed wake-up or its re-check after
 /// registering), and the `Any` receive (lock-free, or under the lock once the selective
 /// receive moved the inbox aside) takes the oldest, 20, never 10 while 20 is queued.
-/// With [`select_any_races_select_tag`] and [`tag_receive_races_woken_any_receiver`]
-/// this covers the three-thread race of both selections with the sends (too large a
-/// search for CI's bound at three threads).
+/// With [`select_any_races_select_tag`], [`tag_receive_races_woken_any_receiver`],
+/// [`any_and_tag_receivers_share_queued_and_sent`] and
+/// [`sends_wake_the_matching_one_of_two_selections`] this covers the race of the
+/// former three-thread model (both selections blocked, three sends), whose search was
+/// too large for a preemption bound above 1.
 #[test]
 fn any_receive_races_blocked_tag_receiver() {
     model(|| {
@@ -85,6 +87,51 @@ fn tag_receive_races_woken_any_receiver() {
         tx.send_tagged(1, 10).unwrap();
         assert_eq!(tx.recv_select(Select::Tag(1)).unwrap().into_body(), 10);
         assert_eq!(a.join().unwrap(), 20);
+    });
+}
+
+/// Two receivers selecting different tags are both registered when the messages come:
+/// each lock-free send must aim its wake-up at the receiver its message is for (a
+/// wake-up of the other would be lost in its re-check), and neither sleeps through its
+/// message. The three-thread case the two-thread models above cannot reach: the aimed
+/// wake-up choosing among registered selections.
+///
+/// A race model at bound 3 (`LOOM_RACE_PREEMPTIONS` overrides it; 3 takes about 4 s,
+/// 4 about 33 s, 6 over 100 s).
+#[test]
+fn sends_wake_the_matching_one_of_two_selections() {
+    loom_tests::race_model_bounded(3, || {
+        let po = PostOffice::new();
+        let tx = open(&po, "m");
+        let (r1, r2) = (open(&po, "m"), open(&po, "m"));
+        let a = thread::spawn(move || r1.recv_select(Select::Tag(1)).unwrap().into_body());
+        let b = thread::spawn(move || r2.recv_select(Select::Tag(2)).unwrap().into_body());
+        tx.send_tagged(2, 20).unwrap();
+        tx.send_tagged(1, 10).unwrap();
+        assert_eq!((a.join().unwrap(), b.join().unwrap()), (10, 20));
+    });
+}
+
+/// One tag-1 message queued, receivers selecting `Any` and `Tag(1)`, and one more tag-1
+/// message sent: each receiver gets one of them, never both the same one, and the
+/// `Tag(1)` receive, when `Any` took the first, is woken for the second (by the send or
+/// by a pass-on) while the `Any` receive may be registered too.
+///
+/// Three threads, but one send: at CI's bound (6) it takes about 17 s.
+#[test]
+fn any_and_tag_receivers_share_queued_and_sent() {
+    model(|| {
+        let po = PostOffice::new();
+        let tx = open(&po, "m");
+        let any = open(&po, "m");
+        let tag1 = open(&po, "m");
+        tx.send_tagged(1, 10).unwrap();
+        let a = thread::spawn(move || any.recv().unwrap().into_body());
+        let b = thread::spawn(move || tag1.recv_select(Select::Tag(1)).unwrap().into_body());
+        tx.send_tagged(1, 11).unwrap();
+        let mut got = [a.join().unwrap(), b.join().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, [10, 11]);
     });
 }
 
