@@ -645,7 +645,8 @@ impl PostOffice {
 pub(crate) struct Stored<T> {
     body: T,
     /// The sender's address id (the receiver rebuilds the [`Address`]: no reference
-    /// count of the mailbox's name passes between the threads with each message).
+    /// count of the mailbox's name passes between the threads with each message, and
+    /// none is touched at all when the name is short enough to be copied, see `Name`).
     from: u64,
     /// A request's `Reply<R>`, type-erased.
     reply: Option<Capability>,
