@@ -948,8 +948,11 @@ impl<T> Shared<T> {
     /// (`None` for senders).
     ///
     /// `lock_free`: the attempt can succeed without the lock (a plain send, an `Any`
-    /// receive); the wait then spins without locking first, trying again whenever the
-    /// progress count changes, as the channels' waits do.
+    /// receive), and the caller has just made it and found nothing to do; the wait then
+    /// spins without locking first, trying again whenever the progress count changes,
+    /// as the channels' waits do, and once the spin is over (or without one) registers
+    /// at once: the re-check after registering (steps R and S) is its first attempt
+    /// under the lock, as in [`Shared::poll`].
     pub(crate) fn block<R>(
         &self,
         side: Side,
@@ -978,8 +981,8 @@ impl<T> Shared<T> {
                 spun = true;
             }
         }
-        #[cfg(loom)]
-        let _ = lock_free;
+        // The last attempt, the caller's or the spin's, found nothing a moment ago.
+        let mut just_tried = lock_free;
         let mut deadline = Deadline::new(deadline);
         let mut key: Option<u64> = None;
         // The spin before the first registration: `Some` while it may go on. Not under
@@ -996,6 +999,7 @@ impl<T> Shared<T> {
             // all after it.
             if !cfg!(loom)
                 && key.is_none()
+                && !just_tried
                 && let Attempt::Done(r) = attempt(None)
             {
                 #[cfg(not(loom))]
@@ -1012,7 +1016,12 @@ impl<T> Shared<T> {
                 .is_some_and(|k| self.leave(st, side, k, &mut after));
             #[cfg(not(loom))]
             let mut seen = None;
-            let out = match attempt(Some((&mut *st, &mut after))) {
+            let first_try = if core::mem::take(&mut just_tried) {
+                Attempt::Wait
+            } else {
+                attempt(Some((&mut *st, &mut after)))
+            };
+            let out = match first_try {
                 Attempt::Done(r) => {
                     #[cfg(not(loom))]
                     if spin.is_some() {
