@@ -662,3 +662,35 @@ fn dropped_request_future_abandons_reply() {
     assert!(reply.is_abandoned());
     assert_eq!(reply.reply("late".into()), Err("late".to_string()));
 }
+
+/// A received envelope's sender address names its mailbox and equals (and hashes as)
+/// the sender's own, for short names and for names too long to be kept inline alike.
+#[test]
+fn envelope_addresses_for_short_and_long_names() {
+    use std::collections::HashSet;
+    let po = PostOffice::new();
+    for name in [
+        "a",
+        "exactly-22-bytes-long_",
+        "a-name-well-over-twenty-two-bytes-long.x",
+    ] {
+        let rx = po.open::<u32>(name).unwrap();
+        let tx = po.open::<u32>(name).unwrap();
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        rx.send(3).unwrap();
+        let (e1, e2) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
+        assert_eq!(e1.from(), tx.address());
+        assert_eq!(e1.from().mailbox(), name);
+        assert_eq!(e1.from().to_string(), tx.address().to_string());
+        assert_ne!(e1.from(), rx.address());
+        let set: HashSet<_> = [e1.from().clone(), e2.from().clone(), tx.address().clone()]
+            .into_iter()
+            .collect();
+        assert_eq!(set.len(), 1);
+        // A received address selects its sender's messages.
+        tx.send(4).unwrap();
+        let e = rx.try_recv_select(Select::From(e2.from().clone())).unwrap();
+        assert_eq!((e.into_body(), rx.try_recv().unwrap().into_body()), (4, 3));
+    }
+}

@@ -23,40 +23,115 @@ fn open(po: &PostOffice, name: &str) -> Mailbox<u32> {
     po.open_with(name, &Options::new().capacity(4)).unwrap()
 }
 
-/// A receiver selecting `Any` and one selecting `Tag(1)` race (both blocking) for
-/// three messages, tags 1, 2, 1: each message is taken at most once, the `Tag(1)`
-/// receiver gets a tag-1 message (the second only if `Any` took the first), and neither
-/// sleeps through a message it can take (the aimed wake-ups and the pass-on; loom
-/// reports a deadlock otherwise).
-///
-/// A race model (`loom_tests::race_model`'s bound, 1; `LOOM_RACE_PREEMPTIONS`
-/// overrides it): since sends and `Any` receives are lock-free, each operation is a
-/// dozen atomic steps where it was one lock, and a receive that finds a slot claimed but
-/// not yet written spins for it (as the channels' receives do); with three threads the
-/// search ran for over five minutes at bound 6 and over three at bound 2. The two-thread
-/// models below check the new races at CI's bound.
+/// A receiver selecting `Any` and one selecting `Tag(1)` race for three queued messages,
+/// tags 1, 2, 1: the `Any` receive (lock-free while nothing is aside, under the lock
+/// once the selective receive moved the inbox aside) races the move aside. Whichever
+/// goes first takes its oldest: `Any` gets 10 and `Tag(1)` then 11, or `Tag(1)` gets 10
+/// and `Any` then 20 (never 11 while 20 is older, never a message twice).
 #[test]
 fn select_any_races_select_tag() {
-    loom_tests::race_model_bounded(1, || {
+    model(|| {
         let po = PostOffice::new();
         let tx = open(&po, "m");
         let any = open(&po, "m");
         let tag1 = open(&po, "m");
-        let a = thread::spawn(move || any.recv().unwrap().into_body());
-        let b = thread::spawn(move || tag1.recv_select(Select::Tag(1)).unwrap().into_body());
         tx.send_tagged(1, 10).unwrap();
         tx.send_tagged(2, 20).unwrap();
         tx.send_tagged(1, 11).unwrap();
-        let (got_any, got_tag) = (a.join().unwrap(), b.join().unwrap());
-        assert_ne!(got_any, got_tag);
+        let a = thread::spawn(move || any.recv().unwrap().into_body());
+        let got_tag = tag1.recv_select(Select::Tag(1)).unwrap().into_body();
+        let got_any = a.join().unwrap();
         assert!(
-            got_tag == 10 || (got_tag == 11 && got_any == 10),
+            (got_any, got_tag) == (10, 11) || (got_any, got_tag) == (20, 10),
             "{got_any} {got_tag}"
         );
-        let left = tx.try_recv().unwrap().into_body();
-        let mut all = [got_any, got_tag, left];
-        all.sort_unstable();
-        assert_eq!(all, [10, 11, 20]);
+    });
+}
+
+/// A blocked `Tag(1)` receiver, lock-free sends of tags 2 and 1, then an `Any` receive
+/// by the sender: the send of 20 must not wake the `Tag(1)` receiver for nothing and
+/// leave it asleep, the send of 10 must reach it (aimed wake-up or its re-check after
+/// registering), and the `Any` receive (lock-free, or under the lock once the selective
+/// receive moved the inbox aside) takes the oldest, 20, never 10 while 20 is queued.
+/// With [`select_any_races_select_tag`], [`tag_receive_races_woken_any_receiver`],
+/// [`any_and_tag_receivers_share_queued_and_sent`] and
+/// [`sends_wake_the_matching_one_of_two_selections`] this covers the race of the
+/// former three-thread model (both selections blocked, three sends), whose search was
+/// too large for a preemption bound above 1.
+#[test]
+fn any_receive_races_blocked_tag_receiver() {
+    model(|| {
+        let po = PostOffice::new();
+        let tx = open(&po, "m");
+        let tag1 = open(&po, "m");
+        let b = thread::spawn(move || tag1.recv_select(Select::Tag(1)).unwrap().into_body());
+        tx.send_tagged(2, 20).unwrap();
+        tx.send_tagged(1, 10).unwrap();
+        assert_eq!(tx.recv().unwrap().into_body(), 20);
+        assert_eq!(b.join().unwrap(), 10);
+    });
+}
+
+/// A blocked `Any` receiver, lock-free sends of tags 2 and 1, then a `Tag(1)` receive by
+/// the sender: the first send must wake the `Any` receiver (it takes 20, the oldest,
+/// lock-free or from the messages the selective receive moved aside), and the
+/// `Tag(1)` receive takes 10.
+#[test]
+fn tag_receive_races_woken_any_receiver() {
+    model(|| {
+        let po = PostOffice::new();
+        let tx = open(&po, "m");
+        let any = open(&po, "m");
+        let a = thread::spawn(move || any.recv().unwrap().into_body());
+        tx.send_tagged(2, 20).unwrap();
+        tx.send_tagged(1, 10).unwrap();
+        assert_eq!(tx.recv_select(Select::Tag(1)).unwrap().into_body(), 10);
+        assert_eq!(a.join().unwrap(), 20);
+    });
+}
+
+/// Two receivers selecting different tags are both registered when the messages come:
+/// each lock-free send must aim its wake-up at the receiver its message is for (a
+/// wake-up of the other would be lost in its re-check), and neither sleeps through its
+/// message. The three-thread case the two-thread models above cannot reach: the aimed
+/// wake-up choosing among registered selections.
+///
+/// A race model at bound 3 (`LOOM_RACE_PREEMPTIONS` overrides it; 3 takes about 4 s,
+/// 4 about 33 s, 6 over 100 s).
+#[test]
+fn sends_wake_the_matching_one_of_two_selections() {
+    loom_tests::race_model_bounded(3, || {
+        let po = PostOffice::new();
+        let tx = open(&po, "m");
+        let (r1, r2) = (open(&po, "m"), open(&po, "m"));
+        let a = thread::spawn(move || r1.recv_select(Select::Tag(1)).unwrap().into_body());
+        let b = thread::spawn(move || r2.recv_select(Select::Tag(2)).unwrap().into_body());
+        tx.send_tagged(2, 20).unwrap();
+        tx.send_tagged(1, 10).unwrap();
+        assert_eq!((a.join().unwrap(), b.join().unwrap()), (10, 20));
+    });
+}
+
+/// One tag-1 message queued, receivers selecting `Any` and `Tag(1)`, and one more tag-1
+/// message sent: each receiver gets one of them, never both the same one, and the
+/// `Tag(1)` receive, when `Any` took the first, is woken for the second (by the send or
+/// by a pass-on) while the `Any` receive may be registered too.
+///
+/// Three threads, but one send: at CI's bound (6) it takes about 17 s.
+#[test]
+fn any_and_tag_receivers_share_queued_and_sent() {
+    model(|| {
+        let po = PostOffice::new();
+        let tx = open(&po, "m");
+        let any = open(&po, "m");
+        let tag1 = open(&po, "m");
+        tx.send_tagged(1, 10).unwrap();
+        let a = thread::spawn(move || any.recv().unwrap().into_body());
+        let b = thread::spawn(move || tag1.recv_select(Select::Tag(1)).unwrap().into_body());
+        tx.send_tagged(1, 11).unwrap();
+        let mut got = [a.join().unwrap(), b.join().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, [10, 11]);
     });
 }
 

@@ -148,14 +148,19 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     #[inline]
-    fn write(&self, SendSlot(token): SendSlot<'_>, msg: T) {
+    fn write(&self, slot: SendSlot<'_>, msg: T) {
+        self.write_quiet(slot, msg);
+        self.waiters.receivers.notify_one();
+    }
+
+    #[inline]
+    fn write_quiet(&self, SendSlot(token): SendSlot<'_>, msg: T) {
         // SAFETY: the claim made this slot ours until `commit_send`; it holds no message
         // (its previous message was read before the stamp let us claim it).
         self.slot(token)
             .msg
             .with_mut(|p| unsafe { p.write(MaybeUninit::new(msg)) });
         self.ring.commit_send(token);
-        self.waiters.receivers.notify_one();
     }
 
     #[inline]
@@ -172,7 +177,14 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     #[inline]
-    fn read(&self, RecvSlot(token): RecvSlot<'_>) -> T {
+    fn read(&self, slot: RecvSlot<'_>) -> T {
+        let msg = self.read_quiet(slot);
+        self.waiters.senders.notify_one();
+        msg
+    }
+
+    #[inline]
+    fn read_quiet(&self, RecvSlot(token): RecvSlot<'_>) -> T {
         // SAFETY: the claim made this slot ours until `commit_recv`; its stamp said a
         // committed message is in it, and the Acquire load made the write visible.
         let msg = self
@@ -180,7 +192,6 @@ impl<T> Queue<T> for Channel<T> {
             .msg
             .with(|p| unsafe { p.read().assume_init() });
         self.ring.commit_recv(token);
-        self.waiters.senders.notify_one();
         msg
     }
 

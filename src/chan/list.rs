@@ -645,7 +645,13 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     #[inline]
-    fn write(&self, SendSlot(claim): SendSlot<T>, msg: T) {
+    fn write(&self, slot: SendSlot<T>, msg: T) {
+        self.write_quiet(slot, msg);
+        self.waiters.receivers.notify_one();
+    }
+
+    #[inline]
+    fn write_quiet(&self, SendSlot(claim): SendSlot<T>, msg: T) {
         // SAFETY: the claim makes the slot ours to write; the block is live because its
         // slot (ours) has not been read; a claim's offset is below `BLOCK_CAP` (the
         // position at a block's end is never claimed).
@@ -657,7 +663,6 @@ impl<T> Queue<T> for Channel<T> {
             // that is claimed and not yet written.
             slot.state.store(WRITE, Ordering::Release);
         }
-        self.waiters.receivers.notify_one();
     }
 
     #[inline]
@@ -666,7 +671,13 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     #[inline]
-    fn read(&self, RecvSlot(claim): RecvSlot<T>) -> T {
+    fn read(&self, slot: RecvSlot<T>) -> T {
+        // Never full: no sender waits for room.
+        self.read_quiet(slot)
+    }
+
+    #[inline]
+    fn read_quiet(&self, RecvSlot(claim): RecvSlot<T>) -> T {
         // SAFETY: the claim makes the slot ours to read; the block is live until we mark
         // the slot READ (or, for its last slot, retire it); the offset is in bounds, as
         // in `write`.

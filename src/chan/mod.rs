@@ -77,6 +77,11 @@ pub(crate) trait Queue<T> {
     fn claim_recv(&self) -> Result<Self::RecvSlot<'_>, NoSlot>;
     /// Takes the message out of a claimed slot, frees the slot and wakes a sender.
     fn read(&self, slot: Self::RecvSlot<'_>) -> T;
+    /// [`Queue::write`] without the wake-up (not even the look at the waiter counts),
+    /// for a user that never waits on the queue's own waiters (the mailbox's inbox).
+    fn write_quiet(&self, slot: Self::SendSlot<'_>, msg: T);
+    /// [`Queue::read`] without the wake-up, as [`Queue::write_quiet`].
+    fn read_quiet(&self, slot: Self::RecvSlot<'_>) -> T;
     fn waiters(&self) -> &Waiters;
     fn len(&self) -> usize;
     fn capacity(&self) -> Option<usize>;

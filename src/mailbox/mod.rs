@@ -159,13 +159,70 @@ pub struct Address {
     id: u64,
     /// The process of a shared-memory mailbox's handle family; 0 in-process.
     pid: u32,
-    mailbox: std::sync::Arc<str>,
+    mailbox: Name,
+}
+
+/// The longest mailbox name an [`Address`] keeps inline.
+const INLINE_NAME: usize = 22;
+
+/// A mailbox's name as an [`Address`] carries it: inline when short, shared otherwise.
+/// A receive builds an address for every message it takes (the envelope's sender): an
+/// inline name is copied, where a shared one would cost two reference-count RMWs per
+/// message (the clone, and the envelope's drop) on a line every receiver of the
+/// mailbox writes.
+#[derive(Clone)]
+pub(crate) enum Name {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Shared(std::sync::Arc<str>),
+}
+
+impl Name {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Name::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Name::Shared(s) => s.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ever built from a whole `str` (`From` below): the check cannot fail.
+        core::str::from_utf8(self.as_bytes()).expect("a name is built from a whole string")
+    }
+}
+
+impl From<std::sync::Arc<str>> for Name {
+    fn from(s: std::sync::Arc<str>) -> Self {
+        if s.len() <= INLINE_NAME {
+            let mut bytes = [0; INLINE_NAME];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Name::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            Name::Shared(s)
+        }
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Name {}
+
+impl core::hash::Hash for Name {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
 }
 
 impl Address {
     /// A fresh address on `mailbox`. The id comes from a process-wide counter: an
     /// identifier generator, not part of any synchronization (so a plain std atomic).
-    fn new(mailbox: std::sync::Arc<str>) -> Self {
+    fn new(mailbox: Name) -> Self {
         Address {
             id: Self::next_id(),
             pid: 0,
@@ -183,7 +240,11 @@ impl Address {
     /// The address `id` of process `pid` on the shared-memory mailbox `mailbox`.
     #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
     pub(crate) fn in_process(mailbox: std::sync::Arc<str>, pid: u32, id: u64) -> Self {
-        Address { id, pid, mailbox }
+        Address {
+            id,
+            pid,
+            mailbox: mailbox.into(),
+        }
     }
 
     /// The address's id (unique within its process).
@@ -199,7 +260,7 @@ impl Address {
     /// assert_eq!(mb.address().mailbox(), "inbox");
     /// ```
     pub fn mailbox(&self) -> &str {
-        &self.mailbox
+        self.mailbox.as_str()
     }
 
     /// The id of the process of the handle family, for an address on a shared-memory
@@ -217,7 +278,7 @@ impl Address {
 impl fmt::Debug for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Address");
-        d.field("mailbox", &&*self.mailbox);
+        d.field("mailbox", &self.mailbox.as_str());
         if self.pid != 0 {
             d.field("pid", &self.pid);
         }
@@ -228,9 +289,9 @@ impl fmt::Debug for Address {
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.pid != 0 {
-            write!(f, "{}#{}.{}", self.mailbox, self.pid, self.id)
+            write!(f, "{}#{}.{}", self.mailbox(), self.pid, self.id)
         } else {
-            write!(f, "{}#{}", self.mailbox, self.id)
+            write!(f, "{}#{}", self.mailbox(), self.id)
         }
     }
 }
@@ -584,7 +645,8 @@ impl PostOffice {
 pub(crate) struct Stored<T> {
     body: T,
     /// The sender's address id (the receiver rebuilds the [`Address`]: no reference
-    /// count of the mailbox's name passes between the threads with each message).
+    /// count of the mailbox's name passes between the threads with each message, and
+    /// none is touched at all when the name is short enough to be copied, see `Name`).
     from: u64,
     /// A request's `Reply<R>`, type-erased.
     reply: Option<Capability>,
@@ -728,7 +790,7 @@ fn recv_attempt<T>(
         Some((st, after)) => sh.try_take(st, sel, after),
     };
     match res {
-        Ok((tag, m)) => Attempt::Done(Ok(Envelope::new(tag, m, &sh.name))),
+        Ok((tag, m)) => Attempt::Done(Ok(Envelope::new(tag, m, &sh.address_name))),
         Err(true) => Attempt::Done(Err(RecvError)),
         Err(false) => Attempt::Wait,
     }
@@ -736,7 +798,7 @@ fn recv_attempt<T>(
 
 impl<T> Mailbox<T> {
     fn from_shared(shared: Arc<Shared<T>>) -> Self {
-        let address = Address::new(shared.name.clone());
+        let address = Address::new(shared.address_name.clone());
         Mailbox {
             fam: Arc::new(Family {
                 shared,
@@ -1016,7 +1078,7 @@ impl<T> Mailbox<T> {
         // The `Any` receive inline; the wait loop only when it finds nothing.
         if sel == Sel::Any {
             match sh.recv_any() {
-                Ok((tag, m)) => return Some(Ok(Envelope::new(tag, m, &sh.name))),
+                Ok((tag, m)) => return Some(Ok(Envelope::new(tag, m, &sh.address_name))),
                 Err(true) => return Some(Err(RecvError)),
                 Err(false) => {}
             }
@@ -1048,7 +1110,7 @@ impl<T> Mailbox<T> {
             res
         };
         match res {
-            Ok((tag, m)) => Ok(Envelope::new(tag, m, &sh.name)),
+            Ok((tag, m)) => Ok(Envelope::new(tag, m, &sh.address_name)),
             Err(true) => Err(TryRecvError::Disconnected),
             Err(false) => Err(TryRecvError::Empty),
         }
@@ -1371,11 +1433,15 @@ impl<T> Envelope<T> {
         }
     }
 
-    fn new(tag: u64, m: Stored<T>, mailbox: &std::sync::Arc<str>) -> Self {
+    fn new(tag: u64, m: Stored<T>, mailbox: &Name) -> Self {
         Envelope {
             tag,
             body: m.body,
-            from: Address::in_process(mailbox.clone(), 0, m.from),
+            from: Address {
+                id: m.from,
+                pid: 0,
+                mailbox: mailbox.clone(),
+            },
             reply: m.reply,
         }
     }
@@ -1518,7 +1584,7 @@ impl<T> Future for SendFut<'_, T> {
         assert!(!this.done, "SendFut polled after completion");
         let sh = this.mb.shared();
         let (tag, msg) = (this.tag, &mut this.msg);
-        let res = sh.poll(Side::Send, None, &mut this.key, cx, |lk| {
+        let res = sh.poll(Side::Send, None, true, &mut this.key, cx, |lk| {
             send_attempt(sh, lk, tag, msg, false)
         });
         res.map(|r| {
@@ -1569,9 +1635,14 @@ impl<T> Future for RecvFut<'_, T> {
         assert!(!this.done, "RecvFut polled after completion");
         let sh = this.mb.shared();
         let sel = this.sel;
-        let res = sh.poll(Side::Recv, Some(sel), &mut this.key, cx, |lk| {
-            recv_attempt(sh, lk, sel)
-        });
+        let res = sh.poll(
+            Side::Recv,
+            Some(sel),
+            sel == Sel::Any,
+            &mut this.key,
+            cx,
+            |lk| recv_attempt(sh, lk, sel),
+        );
         if res.is_ready() {
             this.done = true;
         }
@@ -1627,7 +1698,7 @@ impl<T, R> Future for RequestFut<'_, T, R> {
         if !this.sent {
             let sh = this.mb.shared();
             let (tag, msg) = (this.tag, &mut this.msg);
-            match sh.poll(Side::Send, None, &mut this.key, cx, |lk| {
+            match sh.poll(Side::Send, None, false, &mut this.key, cx, |lk| {
                 send_attempt(sh, lk, tag, msg, true)
             }) {
                 Poll::Pending => return Poll::Pending,

@@ -281,11 +281,16 @@ impl After {
         if let Some(w) = self.wake {
             w.wake();
         }
-        for w in self.wakes {
-            w.wake();
+        // The vectors are empty in most critical sections: no iterator to build and drop.
+        if !self.wakes.is_empty() {
+            for w in self.wakes {
+                w.wake();
+            }
         }
         drop(self.waker);
-        drop(self.drops);
+        if !self.drops.is_empty() {
+            drop(self.drops);
+        }
     }
 }
 
@@ -353,7 +358,8 @@ pub(crate) const RING_MAX: usize = 4096;
 
 /// The lock-free queue that sends go into (see "The inbox and the messages aside"):
 /// conduit's own bounded ring or unbounded list, used without their waiting (the
-/// mailbox waits on its own terms) and never disconnected (the mailbox's close is the
+/// mailbox waits on its own terms: the queue's `write_quiet` and `read_quiet` do not
+/// even look at its waiter counts) and never disconnected (the mailbox's close is the
 /// `CLOSED` bit of `sent`).
 enum Inbox<T> {
     Ring(array::Channel<Entry<T>>),
@@ -381,7 +387,7 @@ impl<T> Inbox<T> {
             let backoff = Backoff::new();
             loop {
                 match q.claim_send() {
-                    Ok(slot) => return q.write(slot, e),
+                    Ok(slot) => return q.write_quiet(slot, e),
                     Err(NoSlot::Wait) => backoff.snooze(),
                     Err(NoSlot::Disconnected) => unreachable!("the inbox is never closed"),
                 }
@@ -399,7 +405,7 @@ impl<T> Inbox<T> {
     fn pop(&self) -> Option<Entry<T>> {
         #[inline]
         fn go<E, Q: Queue<E>>(q: &Q) -> Option<E> {
-            q.claim_recv().ok().map(|slot| q.read(slot))
+            q.claim_recv().ok().map(|slot| q.read_quiet(slot))
         }
         match self {
             Inbox::Ring(q) => go(q),
@@ -432,6 +438,8 @@ struct SendSide {
 /// One mailbox: what every handle to it shares.
 pub(crate) struct Shared<T> {
     pub(crate) name: std::sync::Arc<str>,
+    /// The name as the envelopes' addresses carry it (built once).
+    pub(crate) address_name: super::Name,
     /// `None`: unbounded.
     pub(crate) capacity: Option<usize>,
     /// The senders' line: the count word and their view of `taken`.
@@ -482,6 +490,7 @@ pub(crate) enum Attempt<R> {
 impl<T> Shared<T> {
     pub(crate) fn new(name: std::sync::Arc<str>, capacity: Option<usize>) -> Self {
         Shared {
+            address_name: name.clone().into(),
             name,
             capacity,
             senders: CachePadded::new(SendSide {
@@ -939,8 +948,11 @@ impl<T> Shared<T> {
     /// (`None` for senders).
     ///
     /// `lock_free`: the attempt can succeed without the lock (a plain send, an `Any`
-    /// receive); the wait then spins without locking first, trying again whenever the
-    /// progress count changes, as the channels' waits do.
+    /// receive), and the caller has just made it and found nothing to do; the wait then
+    /// spins without locking first, trying again whenever the progress count changes,
+    /// as the channels' waits do, and once the spin is over (or without one) registers
+    /// at once: the re-check after registering (steps R and S) is its first attempt
+    /// under the lock, as in [`Shared::poll`].
     pub(crate) fn block<R>(
         &self,
         side: Side,
@@ -969,8 +981,8 @@ impl<T> Shared<T> {
                 spun = true;
             }
         }
-        #[cfg(loom)]
-        let _ = lock_free;
+        // The last attempt, the caller's or the spin's, found nothing a moment ago.
+        let mut just_tried = lock_free;
         let mut deadline = Deadline::new(deadline);
         let mut key: Option<u64> = None;
         // The spin before the first registration: `Some` while it may go on. Not under
@@ -987,6 +999,7 @@ impl<T> Shared<T> {
             // all after it.
             if !cfg!(loom)
                 && key.is_none()
+                && !just_tried
                 && let Attempt::Done(r) = attempt(None)
             {
                 #[cfg(not(loom))]
@@ -1003,7 +1016,12 @@ impl<T> Shared<T> {
                 .is_some_and(|k| self.leave(st, side, k, &mut after));
             #[cfg(not(loom))]
             let mut seen = None;
-            let out = match attempt(Some((&mut *st, &mut after))) {
+            let first_try = if core::mem::take(&mut just_tried) {
+                Attempt::Wait
+            } else {
+                attempt(Some((&mut *st, &mut after)))
+            };
+            let out = match first_try {
                 Attempt::Done(r) => {
                     #[cfg(not(loom))]
                     if spin.is_some() {
@@ -1069,18 +1087,26 @@ impl<T> Shared<T> {
     /// cloning a waker is the executor's reference count, cloned under a lock as the
     /// channels' async waits do (`chan::signal`); the waker's wake and drop, which may
     /// run more of the executor, come after unlocking.
+    ///
+    /// `lock_free`: as for [`Shared::block`]; a poll whose lock-free attempt just found
+    /// nothing to do registers at once, and the re-check after registering (steps R and
+    /// S) is its one attempt under the lock (an attempt before registering would look
+    /// at what the lock-free one saw a moment ago).
     pub(crate) fn poll<R>(
         &self,
         side: Side,
         sel: Option<Sel>,
+        lock_free: bool,
         key: &mut Option<u64>,
         cx: &mut Context<'_>,
         mut attempt: impl FnMut(Locked<'_, T>) -> Attempt<R>,
     ) -> Poll<R> {
-        if key.is_none()
-            && let Attempt::Done(r) = attempt(None)
-        {
-            return Poll::Ready(r);
+        let mut tried = false;
+        if key.is_none() {
+            if let Attempt::Done(r) = attempt(None) {
+                return Poll::Ready(r);
+            }
+            tried = lock_free;
         }
         let mut after = After::default();
         let mut g = self.lock();
@@ -1088,7 +1114,12 @@ impl<T> Shared<T> {
         let notified = key
             .take()
             .is_some_and(|k| self.leave(st, side, k, &mut after));
-        let out = match attempt(Some((&mut *st, &mut after))) {
+        let first = if tried {
+            Attempt::Wait
+        } else {
+            attempt(Some((&mut *st, &mut after)))
+        };
+        let out = match first {
             Attempt::Done(r) => Poll::Ready(r),
             Attempt::Wait => {
                 let k = self.register(st, side, sel, Wake::Task(cx.waker().clone()));
