@@ -878,38 +878,36 @@ fn scale_trials(total: u64) -> Vec<Outcome> {
     let _ = shm::unlink(&name);
     // Mailboxes, receiving any tag (FIFO per sender): each thread opens its own
     // handle, so every producer has its own address.
+    macro_rules! mailbox_trial {
+        ($kind:expr, $open:expr) => {
+            scale_trial(
+                $kind,
+                total,
+                || $open,
+                || $open,
+                |tx, m| tx.send_tagged(m % 5, m).unwrap(),
+                |rx, done| {
+                    recv_until_done(
+                        done,
+                        || rx.recv_timeout(SCALE_POLL).ok().map(|e| e.into_body()),
+                        || rx.is_empty(),
+                    )
+                },
+            )
+        };
+    }
     let office = conduit::mailbox::PostOffice::new();
     let keep = office.open::<u64>("scale").unwrap();
-    outcomes.push(scale_trial(
+    outcomes.push(mailbox_trial!(
         "mailbox",
-        total,
-        || office.open::<u64>("scale").unwrap(),
-        || office.open::<u64>("scale").unwrap(),
-        |tx, m| tx.send_tagged(m % 5, m).unwrap(),
-        |rx, done| {
-            recv_until_done(
-                done,
-                || rx.recv_timeout(SCALE_POLL).ok().map(|e| e.into_body()),
-                || rx.is_empty(),
-            )
-        },
+        office.open::<u64>("scale").unwrap()
     ));
     drop(keep);
     let options = Options::new().create_new(true).capacity(1024);
     let keep = shm::Mailbox::<u64>::with(&name, &options).unwrap();
-    outcomes.push(scale_trial(
+    outcomes.push(mailbox_trial!(
         "shm mailbox",
-        total,
-        || shm::Mailbox::<u64>::open(&name).unwrap(),
-        || shm::Mailbox::<u64>::open(&name).unwrap(),
-        |tx, m| tx.send_tagged(m % 5, m).unwrap(),
-        |rx, done| {
-            recv_until_done(
-                done,
-                || rx.recv_timeout(SCALE_POLL).ok().map(|e| e.into_body()),
-                || rx.is_empty(),
-            )
-        },
+        shm::Mailbox::<u64>::open(&name).unwrap()
     ));
     drop(keep);
     let _ = shm::unlink(&name);
