@@ -470,6 +470,45 @@ const QUICK_POLLS: u32 = 16;
 /// not running.
 const SPIN_YIELDS: u32 = 32;
 
+/// The spin of a blocking wait before it parks: [`QUICK_POLLS`] polls a single
+/// spin-loop hint apart, then [`SPIN_YIELDS`] polls a yield of the CPU apart. Shared by
+/// every blocking wait that spins before registering ([`block_on`], the mailboxes'):
+/// one policy, measured once (see the two constants).
+#[derive(Debug, Default)]
+pub(crate) struct SpinWait {
+    step: u32,
+}
+
+impl SpinWait {
+    const STEPS: u32 = QUICK_POLLS + SPIN_YIELDS;
+
+    pub(crate) const fn new() -> Self {
+        SpinWait { step: 0 }
+    }
+
+    /// Whether the spin is over: the poll that follows is the last before parking.
+    #[inline]
+    pub(crate) fn is_over(&self) -> bool {
+        self.step >= Self::STEPS
+    }
+
+    /// Pauses before the next poll (a hint, or a yield); `false`, without pausing, once
+    /// the spin is over.
+    #[inline]
+    pub(crate) fn pause(&mut self) -> bool {
+        if self.is_over() {
+            return false;
+        }
+        if self.step < QUICK_POLLS {
+            core::hint::spin_loop();
+        } else {
+            thread::yield_now();
+        }
+        self.step += 1;
+        true
+    }
+}
+
 /// Blocks until `attempt` finishes or `deadline` passes: spin briefly, then park on
 /// `signal`. On timeout, returns `Err(state)`.
 ///
@@ -480,8 +519,7 @@ const SPIN_YIELDS: u32 = 32;
 /// from the peer each time (see `Ring::send_batch_free`). Once
 /// parking, every attempt is made, so the hint never decides whether a waiter sleeps.
 ///
-/// The spin is [`QUICK_POLLS`] polls a single spin-loop hint apart, then
-/// [`SPIN_YIELDS`] polls a yield of the CPU apart.
+/// The spin is a [`SpinWait`].
 pub(crate) fn block_on<R, S>(
     signal: &Signal,
     mut state: S,
@@ -495,22 +533,19 @@ pub(crate) fn block_on<R, S>(
     // model of an unbounded channel, a quarter fewer executions; see
     // `loom-tests/README.md`). The waits that can lose a wake-up are all after it.
     if !cfg!(loom) {
-        const STEPS: u32 = QUICK_POLLS + SPIN_YIELDS;
-        for step in 0..=STEPS {
-            let last = step == STEPS;
-            if step == 0 || last || worth_trying() {
+        let mut spin = SpinWait::new();
+        let mut first = true;
+        loop {
+            let last = spin.is_over();
+            if first || last || worth_trying() {
                 match attempt(state) {
                     Attempt::Done(r) => return Ok(r),
                     Attempt::Wait(s) => state = s,
                 }
             }
-            if last {
+            first = false;
+            if !spin.pause() {
                 break;
-            }
-            if step < QUICK_POLLS {
-                core::hint::spin_loop();
-            } else {
-                thread::yield_now();
             }
         }
     }
