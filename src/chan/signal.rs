@@ -492,6 +492,15 @@ impl SpinWait {
         self.step >= Self::STEPS
     }
 
+    /// Whether the spin has come to its yields: polls are far apart now, and a waiter
+    /// may afford the loads it skips between quick polls.
+    #[inline]
+    // Only the mailboxes' spin asks, and loom builds have none.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn yielding(&self) -> bool {
+        self.step > QUICK_POLLS
+    }
+
     /// Pauses before the next poll (a hint, or a yield); `false`, without pausing, once
     /// the spin is over.
     #[inline]

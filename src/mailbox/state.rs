@@ -323,6 +323,26 @@ impl<T> Inbox<T> {
         }
     }
 
+    /// [`Queue::recv_ready`]: whether a message may be published at the front.
+    #[cfg(not(loom))]
+    #[inline]
+    fn recv_ready(&self) -> bool {
+        match self {
+            Inbox::Ring(q) => q.recv_ready(),
+            Inbox::List(q) => q.recv_ready(),
+        }
+    }
+
+    /// [`Queue::send_batch_free`]: whether a batch of slots is free (`true` for the list).
+    #[cfg(not(loom))]
+    #[inline]
+    fn send_batch_free(&self) -> bool {
+        match self {
+            Inbox::Ring(q) => q.send_batch_free(),
+            Inbox::List(q) => q.send_batch_free(),
+        }
+    }
+
     /// Takes the first message, if one is published (a claimed slot still being written
     /// is waited for, as the channels' receives do).
     #[inline]
@@ -505,14 +525,11 @@ impl<T> Shared<T> {
         self.taken.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The word a spinning waiter of `side` watches: `sent` (with `CLOSED`) for
-    /// receivers, `taken` for senders.
+    /// The word a spinning sender watches: `taken` (receivers watch the inbox, see
+    /// [`Shared::spin_while`]).
     #[cfg(not(loom))]
-    fn progress(&self, side: Side) -> usize {
-        match side {
-            Side::Recv => self.senders.sent.load(Ordering::Relaxed),
-            Side::Send => self.taken.load(Ordering::Relaxed),
-        }
+    fn progress(&self) -> usize {
+        self.taken.load(Ordering::Relaxed)
     }
 
     /// A send without the lock: reserve, push, and wake a receiver if any is registered.
@@ -834,23 +851,40 @@ impl<T> Shared<T> {
         st.index.for_each_mut(f);
     }
 
-    /// Spins while the progress count of `side` is `seen`, until `spin` is over; says whether it
-    /// changed (worth another attempt). A sender also waits for a batch of free places
-    /// (half the capacity, at most 512), for the reason `chan::array` gives (a sender
-    /// that takes each place as it frees keeps the two sides on one cache line), unless
-    /// the mailbox closed.
+    /// Spins until a change worth another attempt shows, or `spin` is over; says which.
+    ///
+    /// A receiver watches the inbox's first slot for a message published there, as the
+    /// channels' receivers do (`Queue::recv_ready`): `sent`, which every send writes,
+    /// would be taken from the senders on every poll, and would cost each send a cache
+    /// line transfer more while a receiver spins. It looks at the `CLOSED` bit once its
+    /// polls are far apart (yields) only; a close that comes sooner is found by the
+    /// attempt after the spin at the latest.
+    ///
+    /// A sender waits until `taken` moved from `seen` and a batch of places is free (half
+    /// the capacity, at most 512), for the reason `chan::array` gives (a sender that
+    /// takes each place as it frees keeps the two sides on one cache line), or the
+    /// mailbox closed. With a ring for inbox it first asks the ring whether a batch of its
+    /// slots is free (`Queue::send_batch_free`, the stamp of a slot ahead, which the
+    /// receivers write once a lap), and only then loads `taken`: the ring's slots are
+    /// freed before the places are released, so while nothing is aside no place can be
+    /// free that the ring does not show first.
     #[cfg(not(loom))]
     fn spin_while(&self, side: Side, seen: usize, spin: &mut Spin) -> bool {
-        let batch = match (side, self.capacity) {
-            (Side::Send, Some(cap)) => (cap / 2).clamp(1, 512),
-            _ => 1,
-        };
+        if side == Side::Recv {
+            while spin.pause() {
+                if self.inbox.recv_ready() || (spin.yielding() && self.is_closed()) {
+                    return true;
+                }
+            }
+            return false;
+        }
+        let batch = self.capacity.map_or(1, |cap| (cap / 2).clamp(1, 512));
         let limit = self.limit();
         while spin.pause() {
-            if self.progress(side) == seen {
+            if !self.inbox.send_batch_free() || self.progress() == seen {
                 continue;
             }
-            if side == Side::Recv || self.is_closed() || self.counted() + batch <= limit {
+            if self.is_closed() || self.counted() + batch <= limit {
                 return true;
             }
         }
@@ -880,7 +914,7 @@ impl<T> Shared<T> {
         if lock_free {
             let mut spin = Spin::new();
             loop {
-                let seen = self.progress(side);
+                let seen = self.progress();
                 if let Attempt::Done(r) = attempt(None) {
                     return Some(r);
                 }
@@ -934,7 +968,7 @@ impl<T> Shared<T> {
                     // argument concerns us until we register.
                     first = false;
                     spin.get_or_insert_with(Spin::new);
-                    seen = Some(self.progress(side));
+                    seen = Some(self.progress());
                     None
                 }
                 Attempt::Wait => {

@@ -334,6 +334,8 @@ impl Wait {
             return Spun::Arm;
         }
         let mut failed = 0;
+        // Under loom `SPIN_POLLS` is 0 and the loop is empty, on purpose.
+        #[allow(clippy::reversed_empty_ranges)]
         for _ in 0..SPIN_POLLS {
             core::hint::spin_loop();
             if may_proceed() {
