@@ -778,14 +778,15 @@ fn send_attempt<T>(
 }
 
 /// One receive attempt for a wait loop; without the lock, only an `Any` receive is
-/// tried (`Shared::recv_any`, which locks only when it must).
+/// tried (`Shared::recv_any_waiting`, which locks only when it must, and leaves the close
+/// to the attempts under the lock).
 fn recv_attempt<T>(
     sh: &Shared<T>,
     cx: Locked<'_, T>,
     sel: Sel,
 ) -> Attempt<Result<Envelope<T>, RecvError>> {
     let res = match cx {
-        None if sel == Sel::Any => sh.recv_any(),
+        None if sel == Sel::Any => sh.recv_any_waiting(),
         None => Err(false),
         Some((st, after)) => sh.try_take(st, sel, after),
     };
@@ -1077,7 +1078,7 @@ impl<T> Mailbox<T> {
         let sel = select.sel();
         // The `Any` receive inline; the wait loop only when it finds nothing.
         if sel == Sel::Any {
-            match sh.recv_any() {
+            match sh.recv_any_waiting() {
                 Ok((tag, m)) => return Some(Ok(Envelope::new(tag, m, &sh.address_name))),
                 Err(true) => return Some(Err(RecvError)),
                 Err(false) => {}

@@ -24,23 +24,37 @@
 //! message of the mailbox is the index's oldest if anything is aside, the inbox's first
 //! otherwise. What remains is a lock-free `Any` receive racing a mover. The **gate** word
 //! holds two flags, `MOVER` (a mover is at work) and `ASIDE` (the index is not empty,
-//! both changed only under the lock), and the count of lock-free receives in flight:
+//! both changed only under the lock), and a count of lock-free receives that entered:
 //! 1. A lock-free receive adds itself to the gate (one RMW) and reads the flags in the
-//!    same RMW. With a flag up it withdraws and takes the locked path.
-//! 2. A mover raises `MOVER` (RMW), waits until the count in flight is zero, moves, then
-//!    lowers `MOVER` (raising `ASIDE` if it left messages aside) with a Release RMW.
+//!    same RMW. With a flag up, or with nothing in the inbox, it withdraws (subtracts
+//!    itself again) and takes the locked path (or reports nothing). A receive that pops
+//!    a message leaves by its release of the place, the RMW on `taken` it makes anyway:
+//!    it stays counted in the gate, and `taken` counts it too. So the receives *in
+//!    flight* (entered, and neither withdrawn nor counted in `taken`) number the gate's
+//!    count less the lock-free receives `taken` counts, `taken - base`, where `base` (under
+//!    the lock) is what `taken` counts besides them: the places released under the lock,
+//!    and those a mover took off the gate's count (below).
+//! 2. A mover raises `MOVER` (RMW) and waits until no receive is in flight: it loads
+//!    `taken`, then the gate, and waits until the count equals `taken - base`. (A
+//!    receive that `taken` counts added itself to the gate before, so the later load of
+//!    the gate counts it as well: the two agree only when nothing is in flight.) It then
+//!    subtracts that count from the gate and adds it to `base` (the gate's count stays
+//!    small), moves, and lowers `MOVER` (raising `ASIDE` if it left messages aside) with
+//!    a Release RMW.
 //! 3. RMWs on one word are totally ordered. If the receive's RMW comes first, the mover
-//!    waits for its withdrawal (Release), so the receive's pop happened before every pop
-//!    of the mover: the receive took the inbox's first message while nothing was aside
-//!    (`ASIDE` was down, and only a mover raises it), which by (A) was the oldest. If the
-//!    mover's RMW comes first, the receive sees `MOVER`, or, if the mover is done, reads
-//!    from the mover's Release and sees `ASIDE` (if anything is aside): either way it
-//!    takes the locked path, which takes the index's oldest first.
+//!    waits for its withdrawal or its release (Release; the mover's loads Acquire), so
+//!    the receive's pop happened before every pop of the mover: the receive took the
+//!    inbox's first message while nothing was aside (`ASIDE` was down, and only a mover
+//!    raises it), which by (A) was the oldest. If the mover's RMW comes first, the
+//!    receive sees `MOVER`, or, if the mover is done, reads from the mover's Release and
+//!    sees `ASIDE` (if anything is aside): either way it takes the locked path, which
+//!    takes the index's oldest first.
 //!
 //! So the two kinds of `Any` receive and the selective ones all take the oldest message
 //! of their selection at the moment they take it, and per-sender FIFO within every
-//! selection follows as before. The price of a lock-free receive is two uncontended
-//! RMWs on the gate (its line is written by the receivers and, rarely, a mover).
+//! selection follows as before. The price of a lock-free receive is one uncontended RMW
+//! on the gate (its line is written by the receivers and, rarely, a mover) besides the
+//! release of its place.
 //!
 //! **Capacity.** Two monotone counts: `sent` (senders' line) and `taken` (receivers'
 //! line); the messages counted in are `sent - taken`. A send reserves its place with a
@@ -269,6 +283,9 @@ pub(crate) struct State<T> {
     next_key: u64,
     /// Whether the gate's [`ASIDE`] bit is set (only the lock holder changes it).
     aside: bool,
+    /// What `taken` counts besides the lock-free receives the gate counts: see "The
+    /// inbox and the messages aside", step 1.
+    base: usize,
 }
 
 /// A queued message on its way through the inbox: its tag and what its envelope
@@ -367,8 +384,8 @@ const ONE: usize = 2;
 const MOVER: usize = 1 << (usize::BITS - 1);
 /// The gate's flag: messages are aside (the index is not empty).
 const ASIDE: usize = 1 << (usize::BITS - 2);
-/// The gate's count of lock-free receives in flight.
-const IN_FLIGHT: usize = ASIDE - 1;
+/// The gate's count of lock-free receives (see "The inbox and the messages aside").
+const ENTERED: usize = ASIDE - 1;
 
 /// What senders write: see "Capacity" in the module docs.
 struct SendSide {
@@ -449,6 +466,7 @@ impl<T> Shared<T> {
                 send_waiters: VecDeque::new(),
                 next_key: 0,
                 aside: false,
+                base: 0,
             }),
         }
     }
@@ -572,8 +590,10 @@ impl<T> Shared<T> {
     }
 
     /// An `Any` receive without the lock: the inbox's first message, if nothing is aside
-    /// and no mover is at work. `Err(false)`: nothing now; `Err(true)`: the locked path
-    /// decides (messages are aside, a mover is at work, or the mailbox is closed).
+    /// and no mover is at work. `Err(false)`: nothing in the inbox now (closed or not: the
+    /// `CLOSED` bit lives on the senders' line, which a receiver that keeps finding the
+    /// inbox empty would take from them at every look); `Err(true)`: the locked path
+    /// decides (messages are aside, or a mover is at work).
     #[inline]
     fn recv_fast(&self) -> Result<Entry<T>, bool> {
         // Acquire: pairs with a mover's Release when it clears `MOVER` (its moves, and
@@ -583,23 +603,19 @@ impl<T> Shared<T> {
             self.gate.fetch_sub(1, Ordering::Release);
             return Err(true);
         }
-        let e = self.inbox.pop();
-        if e.is_some() {
-            self.release();
+        let Some(e) = self.inbox.pop() else {
+            // Release: a mover that sees us withdrawn sees that we popped nothing.
+            self.gate.fetch_sub(1, Ordering::Release);
+            return Err(false);
+        };
+        // Leaves the gate too (step 1): a mover that sees this release counted sees our
+        // pop (SeqCst, so Release; its load Acquire).
+        self.release();
+        after_seqcst_rmw();
+        if load_seqcst(&self.waiting[Side::Send as usize]) != 0 {
+            self.wake_sender();
         }
-        // Release: a mover that sees the count of receives in flight drop to zero sees
-        // our pop and our release of the count.
-        self.gate.fetch_sub(1, Ordering::Release);
-        match e {
-            Some(e) => {
-                after_seqcst_rmw();
-                if load_seqcst(&self.waiting[Side::Send as usize]) != 0 {
-                    self.wake_sender();
-                }
-                Ok(e)
-            }
-            None => Err(self.senders.sent.load(Ordering::Relaxed) & CLOSED != 0),
-        }
+        Ok(e)
     }
 
     /// An `Any` receive that does not wait: lock-free when it can, under the lock when
@@ -607,6 +623,20 @@ impl<T> Shared<T> {
     /// `Err(false)`: nothing now; `Err(true)`: closed and nothing left.
     #[inline]
     pub(crate) fn recv_any(&self) -> Result<Entry<T>, bool> {
+        match self.recv_fast() {
+            Err(false) if !self.is_closed() => Err(false),
+            Err(_) => self.recv_any_locked(),
+            ok => ok,
+        }
+    }
+
+    /// [`Shared::recv_any`] for a wait loop's lock-free attempts: `Err(false)` also when
+    /// the mailbox is closed and the inbox empty, without looking at `CLOSED`. The wait
+    /// finds the close under the lock, in the re-check after it registers (or, spinning,
+    /// once its polls are yields: [`Shared::spin_while`]); a receiver that waits often
+    /// so leaves the senders' line alone.
+    #[inline]
+    pub(crate) fn recv_any_waiting(&self) -> Result<Entry<T>, bool> {
         match self.recv_fast() {
             Err(true) => self.recv_any_locked(),
             other => other,
@@ -636,11 +666,21 @@ impl<T> Shared<T> {
         let Some(n) = counted.checked_sub(st.index.len()).filter(|&n| n > 0) else {
             return;
         };
-        // Close the gate, then wait for the lock-free receives already through it.
+        // Close the gate, then wait for the lock-free receives already through it (step
+        // 2): `taken` first, then the gate.
         self.gate.fetch_or(MOVER, Ordering::AcqRel);
         let backoff = Backoff::new();
-        while self.gate.load(Ordering::Acquire) & IN_FLIGHT != 0 {
+        let done = loop {
+            let lock_free = self.taken.load(Ordering::Acquire).wrapping_sub(st.base);
+            if self.gate.load(Ordering::Acquire) & ENTERED == lock_free {
+                break lock_free;
+            }
             backoff.snooze();
+        };
+        // Those receives are done: off the gate's count, into `base`.
+        if done != 0 {
+            self.gate.fetch_sub(done, Ordering::Relaxed);
+            st.base = st.base.wrapping_add(done);
         }
         for _ in 0..n {
             let Some((tag, m)) = self.inbox.pop() else {
@@ -679,6 +719,7 @@ impl<T> Shared<T> {
 
     /// A message left under the lock: release its place and wake a sender.
     fn taken(&self, st: &mut State<T>, after: &mut After) {
+        st.base = st.base.wrapping_add(1);
         self.release();
         self.notify_sender(st, after);
     }
@@ -857,8 +898,9 @@ impl<T> Shared<T> {
     /// channels' receivers do (`Queue::recv_ready`): `sent`, which every send writes,
     /// would be taken from the senders on every poll, and would cost each send a cache
     /// line transfer more while a receiver spins. It looks at the `CLOSED` bit once its
-    /// polls are far apart (yields) only; a close that comes sooner is found by the
-    /// attempt after the spin at the latest.
+    /// polls are far apart (yields) only, and ends the spin when it is set: its lock-free
+    /// attempts never report the close ([`Shared::recv_any_waiting`]), the attempt under
+    /// the lock after the spin does.
     ///
     /// A sender waits until `taken` moved from `seen` and a batch of places is free (half
     /// the capacity, at most 512), for the reason `chan::array` gives (a sender that
@@ -872,8 +914,12 @@ impl<T> Shared<T> {
     fn spin_while(&self, side: Side, seen: usize, spin: &mut Spin) -> bool {
         if side == Side::Recv {
             while spin.pause() {
-                if self.inbox.recv_ready() || (spin.yielding() && self.is_closed()) {
+                if self.inbox.recv_ready() {
                     return true;
+                }
+                if spin.yielding() && self.is_closed() {
+                    // Closed: the attempt under the lock, after registering, decides.
+                    return false;
                 }
             }
             return false;
