@@ -510,33 +510,38 @@ fn async_request_reply() {
 }
 
 /// A pending `RecvFut` dropped takes nothing: the message goes to the next receiver.
-/// One that was notified and then dropped passes the wake-up on, to a receiver with
-/// another selection that can take the message.
+/// An `Any` receive that was notified and then dropped passes the wake-up on to the next
+/// `Any` receive; a selective receive that can take the message was woken by the send
+/// itself (the two kinds wait apart, so neither swallows the other's wake-up).
 #[test]
 fn cancelled_receive_passes_wakeup_on() {
     let po = PostOffice::new();
     let mb: Mailbox<u32> = po.open("cancel").unwrap();
-    let (f1, f2) = (Flag::new(), Flag::new());
-    let mut any = mb.recv_async();
+    let (f1, f2, f3) = (Flag::new(), Flag::new(), Flag::new());
+    let mut any1 = mb.recv_async();
+    let mut any2 = mb.recv_async();
     let mut tag3 = mb.recv_select_async(Select::Tag(3));
-    assert!(poll_once(&mut any, &waker(&f1)).is_pending());
-    assert!(poll_once(&mut tag3, &waker(&f2)).is_pending());
+    assert!(poll_once(&mut any1, &waker(&f1)).is_pending());
+    assert!(poll_once(&mut any2, &waker(&f2)).is_pending());
+    assert!(poll_once(&mut tag3, &waker(&f3)).is_pending());
     mb.send_tagged(3, 30).unwrap();
-    // The oldest matching waiter is notified, not both.
-    assert!(f1.woken() && !f2.woken());
-    drop(any);
+    // The oldest `Any` receive, and the matching selective one; not the second `Any`.
+    assert!(f1.woken() && !f2.woken() && f3.woken());
+    drop(any1);
     assert!(f2.woken(), "the dropped future's wake-up was not passed on");
     match poll_noop(&mut tag3) {
         std::task::Poll::Ready(Ok(env)) => assert_eq!(env.into_body(), 30),
         other => panic!("{other:?}"),
     }
+    assert!(poll_once(&mut any2, &waker(&f2)).is_pending());
     assert!(mb.is_empty());
 }
 
-/// A waiter woken for one message that takes an older one must pass on, or a waiter
-/// with another selection sleeps next to a message it could take. Registered: Tag(5),
-/// Any, Tag(3). Sent: 5 (wakes Tag(5)), then 3 (wakes Any). Any takes the older 5;
-/// Tag(5) finds nothing; Tag(3) must have been woken for the 3.
+/// A waiter woken for one message that takes an older one leaves no other waiter asleep
+/// next to a message it could take. Registered: Tag(5), Any, Tag(3). Sent: 5 (wakes
+/// Tag(5), and the Any receive), then 3 (wakes Tag(3): a send aims at the selective
+/// receivers whatever the `Any` receivers do). Any takes the older 5; Tag(5) finds nothing
+/// and waits again; Tag(3) takes the 3.
 #[test]
 fn waiter_taking_older_message_passes_on() {
     let po = PostOffice::new();
@@ -549,13 +554,13 @@ fn waiter_taking_older_message_passes_on() {
     assert!(poll_once(&mut rany, &waker(&fany)).is_pending());
     assert!(poll_once(&mut r3, &waker(&f3)).is_pending());
     mb.send_tagged(5, 50).unwrap();
-    mb.send_tagged(3, 30).unwrap();
     assert!(f5.woken() && fany.woken() && !f3.woken());
+    mb.send_tagged(3, 30).unwrap();
+    assert!(f3.woken(), "Tag(3) sleeps next to a message it can take");
     match poll_once(&mut rany, &waker(&fany)) {
         std::task::Poll::Ready(Ok(env)) => assert_eq!(env.into_body(), 50),
         other => panic!("{other:?}"),
     }
-    assert!(f3.woken(), "Tag(3) sleeps next to a message it can take");
     assert!(poll_once(&mut r5, &waker(&f5)).is_pending());
     assert!(matches!(poll_noop(&mut r3), std::task::Poll::Ready(Ok(_))));
 }

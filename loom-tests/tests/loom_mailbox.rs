@@ -115,12 +115,14 @@ fn sends_wake_the_matching_one_of_two_selections() {
 /// One tag-1 message queued, receivers selecting `Any` and `Tag(1)`, and one more tag-1
 /// message sent: each receiver gets one of them, never both the same one, and the
 /// `Tag(1)` receive, when `Any` took the first, is woken for the second (by the send or
-/// by a pass-on) while the `Any` receive may be registered too.
+/// by a pass-on) while the `Any` receive may be registered too (in the `Any` receivers'
+/// queue, which the send notifies apart).
 ///
-/// Three threads, but one send: at CI's bound (6) it takes about 17 s.
+/// Three threads, but one send. A race model at bound 5 (`LOOM_RACE_PREEMPTIONS`
+/// overrides it): 5 takes about 18 s, 4 about 3 s, 6 about 100 s.
 #[test]
 fn any_and_tag_receivers_share_queued_and_sent() {
-    model(|| {
+    loom_tests::race_model_bounded(5, || {
         let po = PostOffice::new();
         let tx = open(&po, "m");
         let any = open(&po, "m");
@@ -223,9 +225,10 @@ fn reply_slot_answer_or_drop() {
 }
 
 /// An async `Any` receive is registered first and then dropped while an async `Tag(3)`
-/// receive sleeps in another thread and a tag-3 message is sent: if the send notified
-/// the `Any` receive, its drop must pass the wake-up on to the `Tag(3)` receive, or that
-/// one never wakes (loom reports the deadlock).
+/// receive sleeps in another thread and a tag-3 message is sent: the `Tag(3)` receive
+/// must wake however the send, its wake-up of the `Any` receive and that one's drop
+/// interleave (the send aims at the selective receivers apart from waking an `Any` one;
+/// loom reports a deadlock if the `Tag(3)` receive is left asleep).
 #[test]
 fn dropped_async_receive_passes_wakeup_to_other_selection() {
     model(|| {
@@ -306,6 +309,27 @@ fn close_races_lock_free_send_and_receive() {
         }
         let sent = s.join().unwrap();
         assert_eq!(got, if sent { vec![1] } else { vec![] });
+    });
+}
+
+/// `Any` receivers wait on the mailbox's `Any` queue: a lock-free send races an async
+/// `Any` receive that registers there (either its re-check finds the message or the send
+/// sees it registered and wakes it), and a close races a blocking `Any` receive on the
+/// then empty mailbox (either its re-check sees the `closed` flag or the close's
+/// notification wakes it). Loom reports a deadlock if either is missed.
+#[test]
+fn any_receivers_woken_by_send_and_close() {
+    model(|| {
+        let po = PostOffice::new();
+        let tx = open(&po, "w");
+        let rx = open(&po, "w");
+        let rx2 = rx.clone();
+        let a = thread::spawn(move || loom::future::block_on(rx.recv_async()).unwrap().into_body());
+        tx.send(7).unwrap();
+        assert_eq!(a.join().unwrap(), 7);
+        let b = thread::spawn(move || rx2.recv().is_err());
+        assert!(po.close("w"));
+        assert!(b.join().unwrap());
     });
 }
 

@@ -124,6 +124,7 @@ pub(crate) use self::reply::Remote;
 use self::reply::{Capability, Waiting};
 pub use self::reply::{Reply, RequestError};
 use self::state::{After, Attempt, Locked, SendFail, Shared, Side};
+use crate::chan::signal::AsyncWait;
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
@@ -453,7 +454,7 @@ impl<T: Send + 'static> Registered for Arc<Shared<T>> {
     fn close(&self) {
         let mut after = After::default();
         Shared::close(self, &mut self.lock(), &mut after);
-        after.run();
+        self.finish(after);
     }
 }
 
@@ -680,7 +681,7 @@ impl<T> Drop for Family<T> {
                 });
             }
         }
-        after.run();
+        self.shared.finish(after);
     }
 }
 
@@ -777,16 +778,14 @@ fn send_attempt<T>(
     }
 }
 
-/// One receive attempt for a wait loop; without the lock, only an `Any` receive is
-/// tried (`Shared::recv_any_waiting`, which locks only when it must, and leaves the close
-/// to the attempts under the lock).
+/// One attempt of a selective receive's wait loop: under the lock only (`Any` receives
+/// wait elsewhere, see [`Shared::wait_any`]).
 fn recv_attempt<T>(
     sh: &Shared<T>,
     cx: Locked<'_, T>,
     sel: Sel,
 ) -> Attempt<Result<Envelope<T>, RecvError>> {
     let res = match cx {
-        None if sel == Sel::Any => sh.recv_any_waiting(),
         None => Err(false),
         Some((st, after)) => sh.try_take(st, sel, after),
     };
@@ -1076,15 +1075,14 @@ impl<T> Mailbox<T> {
         self.attach();
         let sh = self.shared();
         let sel = select.sel();
-        // The `Any` receive inline; the wait loop only when it finds nothing.
+        // `Any` receives wait on the channels' wait queue (see `state`'s docs).
         if sel == Sel::Any {
-            match sh.recv_any_waiting() {
-                Ok((tag, m)) => return Some(Ok(Envelope::new(tag, m, &sh.address_name))),
-                Err(true) => return Some(Err(RecvError)),
-                Err(false) => {}
-            }
+            return sh.wait_any(deadline).map(|r| {
+                r.map(|(tag, m)| Envelope::new(tag, m, &sh.address_name))
+                    .map_err(|()| RecvError)
+            });
         }
-        sh.block(Side::Recv, Some(sel), deadline, sel == Sel::Any, |cx| {
+        sh.block(Side::Recv, Some(sel), deadline, false, |cx| {
             recv_attempt(sh, cx, sel)
         })
     }
@@ -1107,7 +1105,7 @@ impl<T> Mailbox<T> {
         } else {
             let mut after = After::default();
             let res = sh.try_take(&mut sh.lock(), sel, &mut after);
-            after.run();
+            sh.finish(after);
             res
         };
         match res {
@@ -1179,6 +1177,7 @@ impl<T> Mailbox<T> {
             mb: self,
             sel: select.sel(),
             key: None,
+            any: AsyncWait::new(),
             done: false,
         }
     }
@@ -1622,7 +1621,10 @@ impl<T> fmt::Debug for SendFut<'_, T> {
 pub struct RecvFut<'a, T> {
     mb: &'a Mailbox<T>,
     sel: Sel,
+    /// A selective receive's registration in the mailbox's waiter list.
     key: Option<u64>,
+    /// An `Any` receive's registration in the `Any` receivers' queue.
+    any: AsyncWait,
     done: bool,
 }
 
@@ -1636,14 +1638,16 @@ impl<T> Future for RecvFut<'_, T> {
         assert!(!this.done, "RecvFut polled after completion");
         let sh = this.mb.shared();
         let sel = this.sel;
-        let res = sh.poll(
-            Side::Recv,
-            Some(sel),
-            sel == Sel::Any,
-            &mut this.key,
-            cx,
-            |lk| recv_attempt(sh, lk, sel),
-        );
+        let res = if sel == Sel::Any {
+            sh.poll_any(&mut this.any, cx).map(|r| {
+                r.map(|(tag, m)| Envelope::new(tag, m, &sh.address_name))
+                    .map_err(|()| RecvError)
+            })
+        } else {
+            sh.poll(Side::Recv, Some(sel), false, &mut this.key, cx, |lk| {
+                recv_attempt(sh, lk, sel)
+            })
+        };
         if res.is_ready() {
             this.done = true;
         }
@@ -1653,7 +1657,9 @@ impl<T> Future for RecvFut<'_, T> {
 
 impl<T> Drop for RecvFut<'_, T> {
     fn drop(&mut self) {
-        self.mb.shared().cancel(Side::Recv, &mut self.key);
+        let sh = self.mb.shared();
+        sh.cancel_any(&mut self.any);
+        sh.cancel(Side::Recv, &mut self.key);
     }
 }
 

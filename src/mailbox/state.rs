@@ -89,10 +89,24 @@
 //! # Waiters that want different things
 //! A channel may wake *any* one receiver for a new message; a mailbox may not: a
 //! receiver waiting for tag 3 must not swallow the wake-up meant for one waiting for
-//! tag 5. So each waiting receiver registers its selection, and wake-ups are aimed:
-//! - a **send** that finds receivers registered locks, moves the inbox aside and wakes
-//!   the first registered, unnotified receiver with a matching message (and nothing if
-//!   none matches);
+//! tag 5. So the two kinds of receiver wait apart:
+//! - **`Any` receivers** take whatever comes, so any one of them may be woken for any
+//!   message: they wait on the channels' own wait queue (`any`, a `chan::signal::Signal`,
+//!   with its blocking and async loops and its no-lost-wake-up argument, in which the
+//!   change is the send's inbox claim, a SeqCst RMW, and the re-check is an `Any`
+//!   receive). Every send notifies one of them if one waits (two count loads when none
+//!   does); a woken one that finds nothing waits again, and one that leaves with its
+//!   wake-up unused passes it on to the next. Their waits and wake-ups take no mailbox
+//!   lock. The close raises the `closed` flag, then wakes them all.
+//! - **Selective receivers** register their selection in the mailbox's list (below),
+//!   and their wake-ups are aimed. A send wakes one of each kind if both wait (the
+//!   `Any` receiver's wake-up is then the one that finds nothing, or the selective
+//!   one's: a wake-up too many, never one too few).
+//!
+//! For selective receivers and for senders:
+//! - a **send** that finds selective receivers registered locks, moves the inbox aside
+//!   and wakes the first registered, unnotified receiver with a matching message (and
+//!   nothing if none matches);
 //! - a **receive** from a bounded mailbox frees a place and wakes the first unnotified
 //!   waiting sender (a lock-free receive locks for it only when senders are registered);
 //! - a **notified waiter that finishes** (it took a message, found nothing and waits
@@ -179,10 +193,12 @@
 //! between two threads 39 µs, 7.)
 //!
 //! Costs: a send or `Any` receive with nobody waiting and nothing aside takes no lock;
-//! with `w` waiters, a send that locks scans at most `w` selections (O(log t) each), as
-//! does a pass-on. Woken waiters only ever re-check their own selection. While a
-//! receiver is registered every send locks (the mailbox then costs what it did with one
-//! lock throughout), and while messages are aside `Any` receives lock.
+//! with `w` selective waiters, a send that locks scans at most `w` selections (O(log t)
+//! each), as does a pass-on. Woken waiters only ever re-check their own selection. While
+//! a selective receiver is registered every send locks (the mailbox then costs what it
+//! did with one lock throughout), and while messages are aside `Any` receives lock.
+//! Waiting `Any` receivers cost a send the channels' notification (the wait queue's
+//! own short lock and the wake-up), no mailbox lock.
 
 use core::any::Any;
 use core::task::{Context, Poll, Waker};
@@ -195,11 +211,12 @@ use super::Stored;
 use super::index::{Index, MAX_QUEUED, Sel};
 #[cfg(not(loom))]
 use crate::chan::signal::SpinWait as Spin;
+use crate::chan::signal::{AsyncWait, Attempt as Step, Signal, block_on};
 use crate::chan::zero::{Wake, park_until};
 use crate::chan::{NoSlot, Queue, array, list};
 use crate::sync::{
-    AtomicUsize, Backoff, Deadline, Mutex, MutexGuard, Ordering, after_seqcst_rmw, load_seqcst,
-    lock, thread,
+    AtomicBool, AtomicUsize, Backoff, Deadline, Mutex, MutexGuard, Ordering, after_seqcst_rmw,
+    load_seqcst, lock, thread,
 };
 
 /// The two sides that wait.
@@ -230,6 +247,19 @@ pub(crate) struct After {
     /// The unused waker of a wait that left (its drop is executor code).
     waker: Option<Waker>,
     drops: Vec<Box<dyn Any + Send>>,
+    /// What the `Any` receivers' wait queue is owed ([`Shared::finish`]).
+    any: AnyWake,
+}
+
+/// A notification of the `Any` receivers' wait queue owed by a critical section.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum AnyWake {
+    #[default]
+    None,
+    /// A message was queued: wake one waiting `Any` receiver.
+    One,
+    /// The mailbox closed: wake them all.
+    All,
 }
 
 impl After {
@@ -254,8 +284,9 @@ impl After {
         }
     }
 
-    /// Issues the wake-ups and drops the values. Call with the lock released.
-    pub(crate) fn run(self) {
+    /// Issues the wake-ups and drops the values. Call with the lock released, through
+    /// [`Shared::finish`] (which also notifies the `Any` receivers' queue).
+    fn run(self) {
         if let Some(w) = self.wake {
             w.wake();
         }
@@ -341,7 +372,6 @@ impl<T> Inbox<T> {
     }
 
     /// [`Queue::recv_ready`]: whether a message may be published at the front.
-    #[cfg(not(loom))]
     #[inline]
     fn recv_ready(&self) -> bool {
         match self {
@@ -414,6 +444,14 @@ pub(crate) struct Shared<T> {
     /// under the lock, read by the lock-free sends and receives.
     waiting: CachePadded<[AtomicUsize; 2]>,
     inbox: Inbox<T>,
+    /// Where `Any` receivers wait: the channels' wait queue (any message will do for
+    /// them, so no wake-up needs aiming; see "Waiters that want different things").
+    any: Signal,
+    /// Set (after `CLOSED`, under the lock) by the close: what an `Any` receive that
+    /// finds the inbox empty looks at, on a line nobody writes until then, rather than
+    /// `CLOSED` on the senders' line, which a receiver that keeps finding the inbox
+    /// empty would take from them at each look.
+    closed: CachePadded<AtomicBool>,
     state: Mutex<State<T>>,
 }
 
@@ -459,6 +497,8 @@ impl<T> Shared<T> {
             gate: CachePadded::new(AtomicUsize::new(0)),
             waiting: CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
             inbox: Inbox::new(capacity),
+            any: Signal::new(),
+            closed: CachePadded::new(AtomicBool::new(false)),
             state: Mutex::new(State {
                 index: Index::default(),
                 receivers: 0,
@@ -469,6 +509,25 @@ impl<T> Shared<T> {
                 base: 0,
             }),
         }
+    }
+
+    /// Runs what a critical section left to do after unlocking ([`After`]), and the
+    /// notification of the `Any` receivers' queue it owes.
+    pub(crate) fn finish(&self, mut after: After) {
+        /// The queue's notification runs even if a wake-up before it panics (a user's
+        /// waker): nothing else would wake the receivers it is owed to.
+        struct Owed<'a>(&'a Signal, AnyWake);
+        impl Drop for Owed<'_> {
+            fn drop(&mut self) {
+                match self.1 {
+                    AnyWake::None => {}
+                    AnyWake::One => self.0.notify_one(),
+                    AnyWake::All => self.0.notify_all(),
+                }
+            }
+        }
+        let _owed = Owed(&self.any, core::mem::take(&mut after.any));
+        after.run();
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -557,9 +616,11 @@ impl<T> Shared<T> {
             return Err((why, msg));
         }
         self.inbox.push((tag, msg));
-        // The push's claim was a SeqCst RMW: a receiver that registered after this load
-        // re-checks after its registration and finds the message (module docs, step R).
+        // The push's claim was a SeqCst RMW: a receiver that registered after these
+        // loads re-checks after its registration and finds the message (module docs,
+        // step R; for `Any` receivers, the argument of `chan::signal`).
         after_seqcst_rmw();
+        self.any.notify_one();
         if load_seqcst(&self.waiting[Side::Recv as usize]) != 0 {
             self.wake_receiver();
         }
@@ -575,7 +636,7 @@ impl<T> Shared<T> {
         let mut g = self.lock();
         self.pass_on(&mut g, Side::Recv, &mut after);
         drop(g);
-        after.run();
+        self.finish(after);
     }
 
     /// A sender waits or left: wake one waiting for room, if any is registered.
@@ -586,7 +647,7 @@ impl<T> Shared<T> {
         let mut g = self.lock();
         self.pass_on(&mut g, Side::Send, &mut after);
         drop(g);
-        after.run();
+        self.finish(after);
     }
 
     /// An `Any` receive without the lock: the inbox's first message, if nothing is aside
@@ -624,22 +685,52 @@ impl<T> Shared<T> {
     #[inline]
     pub(crate) fn recv_any(&self) -> Result<Entry<T>, bool> {
         match self.recv_fast() {
-            Err(false) if !self.is_closed() => Err(false),
+            // SeqCst: a waiter's re-check after registering (see `Shared::close`).
+            Err(false) if !self.closed.load(Ordering::SeqCst) => Err(false),
             Err(_) => self.recv_any_locked(),
             ok => ok,
         }
     }
 
-    /// [`Shared::recv_any`] for a wait loop's lock-free attempts: `Err(false)` also when
-    /// the mailbox is closed and the inbox empty, without looking at `CLOSED`. The wait
-    /// finds the close under the lock, in the re-check after it registers (or, spinning,
-    /// once its polls are yields: [`Shared::spin_while`]); a receiver that waits often
-    /// so leaves the senders' line alone.
-    #[inline]
-    pub(crate) fn recv_any_waiting(&self) -> Result<Entry<T>, bool> {
-        match self.recv_fast() {
-            Err(true) => self.recv_any_locked(),
-            other => other,
+    /// The blocking `Any` receive: on the `Any` receivers' queue, with the channels' wait
+    /// loop (`chan::signal::block_on`: a spin that polls the inbox's first slot, then a
+    /// registration, a re-check and a park). `None`: the deadline passed;
+    /// `Some(Err(()))`: closed and nothing left.
+    pub(crate) fn wait_any(&self, deadline: Option<Instant>) -> Option<Result<Entry<T>, ()>> {
+        block_on(
+            &self.any,
+            (),
+            deadline,
+            || self.inbox.recv_ready(),
+            |()| self.any_step(),
+        )
+        .ok()
+    }
+
+    /// One poll of an async `Any` receive registered (or not yet) in `wait`.
+    pub(crate) fn poll_any(
+        &self,
+        wait: &mut AsyncWait,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Entry<T>, ()>> {
+        wait.poll(&self.any, cx, &mut Some(()), |()| self.any_step())
+    }
+
+    /// Withdraws an async `Any` receive (its future was dropped); a wake-up it received
+    /// passes on to another `Any` receiver.
+    pub(crate) fn cancel_any(&self, wait: &mut AsyncWait) {
+        wait.cancel(&self.any);
+    }
+
+    /// One attempt of an `Any` receive that waits on `any`: [`Shared::recv_any`], whose
+    /// empty answer is final (it looks at the `closed` flag), as the re-check after
+    /// registering must be. (The close raises the flag and then notifies every `Any`
+    /// receiver; a send's claim is a SeqCst RMW followed by its notification.)
+    fn any_step(&self) -> Step<Result<Entry<T>, ()>, ()> {
+        match self.recv_any() {
+            Ok(e) => Step::Done(Ok(e)),
+            Err(true) => Step::Done(Err(())),
+            Err(false) => Step::Wait(()),
         }
     }
 
@@ -648,7 +739,7 @@ impl<T> Shared<T> {
     fn recv_any_locked(&self) -> Result<Entry<T>, bool> {
         let mut after = After::default();
         let res = self.try_take(&mut self.lock(), Sel::Any, &mut after);
-        after.run();
+        self.finish(after);
         res
     }
 
@@ -781,16 +872,9 @@ impl<T> Shared<T> {
     fn pass_on(&self, st: &mut State<T>, side: Side, after: &mut After) {
         match side {
             Side::Recv => {
-                let Some(first) = st.recv_waiters.iter().position(|w| w.wake.is_some()) else {
-                    return;
-                };
-                if st.recv_waiters[first].sel == Some(Sel::Any) {
-                    // It matches whatever is counted, aside or not: no need to move the
-                    // inbox aside to aim (if the count holds only messages being taken,
-                    // the woken waiter finds nothing and waits again).
-                    if self.counted() > 0 {
-                        self.notify(Side::Recv, &mut st.recv_waiters[first], after);
-                    }
+                // Only selective receivers register here (`Any` receivers wait on
+                // `any`): aiming needs the inbox aside.
+                if !st.recv_waiters.iter().any(|w| w.wake.is_some()) {
                     return;
                 }
                 self.settle(st);
@@ -832,8 +916,10 @@ impl<T> Shared<T> {
             return Err((why, msg));
         }
         self.inbox.push((tag, msg));
-        // Step 2: aim the wake-up at a receiver that can take a message.
+        // Step 2: aim the wake-up at a receiver that can take a message; and wake an
+        // `Any` receiver, after unlocking.
         self.pass_on(st, Side::Recv, after);
+        after.any = AnyWake::One;
         Ok(())
     }
 
@@ -877,6 +963,11 @@ impl<T> Shared<T> {
     /// Marks the mailbox closed and wakes every waiter.
     pub(crate) fn close(&self, st: &mut State<T>, after: &mut After) {
         self.senders.sent.fetch_or(CLOSED, Ordering::SeqCst);
+        // Before the notification of every `Any` receiver (after unlocking), which takes
+        // their queue's counts and lock: a receiver that registers after it re-checks
+        // and sees the flag; one registered before is woken.
+        self.closed.store(true, Ordering::SeqCst);
+        after.any = AnyWake::All;
         for w in &mut st.recv_waiters {
             self.notify(Side::Recv, w, after);
         }
@@ -898,9 +989,8 @@ impl<T> Shared<T> {
     /// channels' receivers do (`Queue::recv_ready`): `sent`, which every send writes,
     /// would be taken from the senders on every poll, and would cost each send a cache
     /// line transfer more while a receiver spins. It looks at the `CLOSED` bit once its
-    /// polls are far apart (yields) only, and ends the spin when it is set: its lock-free
-    /// attempts never report the close ([`Shared::recv_any_waiting`]), the attempt under
-    /// the lock after the spin does.
+    /// polls are far apart (yields) only, and ends the spin when it is set: the attempt
+    /// under the lock after the spin reports the close.
     ///
     /// A sender waits until `taken` moved from `seen` and a batch of places is free (half
     /// the capacity, at most 512), for the reason `chan::array` gives (a sender that
@@ -941,8 +1031,9 @@ impl<T> Shared<T> {
     /// first without the lock (`None`), then under it; `sel` is what a receiver registers
     /// (`None` for senders).
     ///
-    /// `lock_free`: the attempt can succeed without the lock (a plain send, an `Any`
-    /// receive), and the caller has just made it and found nothing to do; the wait then
+    /// `lock_free`: the attempt can succeed without the lock (a plain send; `Any`
+    /// receives wait on their own queue, [`Shared::wait_any`]), and the caller has just
+    /// made it and found nothing to do; the wait then
     /// spins without locking first, trying again whenever the progress count changes,
     /// as the channels' waits do, and once the spin is over (or without one) registers
     /// at once: the re-check after registering (steps R and S) is its first attempt
@@ -1040,7 +1131,7 @@ impl<T> Shared<T> {
                 self.pass_on(st, side, &mut after);
             }
             drop(g);
-            after.run();
+            self.finish(after);
             if let Some(out) = out {
                 return out;
             }
@@ -1113,7 +1204,7 @@ impl<T> Shared<T> {
             self.pass_on(st, side, &mut after);
         }
         drop(g);
-        after.run();
+        self.finish(after);
         out
     }
 
@@ -1127,7 +1218,7 @@ impl<T> Shared<T> {
                 self.pass_on(st, side, &mut after);
             }
             drop(g);
-            after.run();
+            self.finish(after);
         }
     }
 }
