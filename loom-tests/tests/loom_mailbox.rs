@@ -333,6 +333,30 @@ fn any_receivers_woken_by_send_and_close() {
     });
 }
 
+/// A lock-free request races the detach of the last receiver: the requester gets
+/// `NoResponders` (the detach came first) or `Unanswered` (its request was queued and
+/// failed by the detach, or by the requester itself when it saw the detach after its
+/// push); never a hang (loom reports the deadlock).
+#[test]
+fn request_races_last_receiver_detach() {
+    model(|| {
+        let po = PostOffice::new();
+        let client = open(&po, "d");
+        let server = open(&po, "d");
+        assert!(server.try_recv().is_err()); // attached
+        let a = thread::spawn(move || client.request::<u32>(1));
+        drop(server);
+        let r = a.join().unwrap();
+        assert!(
+            matches!(
+                r,
+                Err(RequestError::NoResponders(1) | RequestError::Unanswered)
+            ),
+            "{r:?}"
+        );
+    });
+}
+
 /// A message whose drop is counted.
 struct Dropped(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 

@@ -667,20 +667,9 @@ impl<T> Drop for Family<T> {
             return;
         }
         let mut after = After::default();
-        {
-            let mut g = self.shared.lock();
-            g.receivers -= 1;
-            if g.receivers == 0 {
-                // Nobody attached is left to answer the queued requests: fail them now
-                // rather than let their requesters wait (the messages stay queued).
-                // Requests are queued under the lock, so none is on its way in.
-                self.shared.for_each_queued(&mut g, |m| {
-                    if let Some(r) = m.reply.take() {
-                        after.drop_later(Box::new(r));
-                    }
-                });
-            }
-        }
+        // The last one fails the queued requests rather than let their requesters wait.
+        self.shared
+            .detach_receiver(&mut self.shared.lock(), &mut after);
         self.shared.finish(after);
     }
 }
@@ -753,8 +742,9 @@ fn send_outcome<T>(
 }
 
 /// One send attempt for a wait loop: the message moves into the mailbox, or back into
-/// `stored` to wait for room. Without the lock (`cx` is `None`) only a plain send is
-/// tried; a request is queued under the lock (see `Shared::try_push`).
+/// `stored` to wait for room. Without the lock (`cx` is `None`) the lock-free send, a
+/// request's with its "no responders" check (`Shared::send_request_fast`); under it,
+/// `Shared::try_push`.
 fn send_attempt<T>(
     sh: &Shared<T>,
     cx: Locked<'_, T>,
@@ -764,7 +754,7 @@ fn send_attempt<T>(
 ) -> Attempt<Result<(), (SendFail, Stored<T>)>> {
     let msg = stored.take().expect("a pending send holds its message");
     let res = match cx {
-        None if need_receiver => Err((SendFail::Full, msg)),
+        None if need_receiver => sh.send_request_fast(tag, msg),
         None => sh.send_fast(tag, msg),
         Some((st, after)) => sh.try_push(st, tag, msg, need_receiver, after),
     };
@@ -826,7 +816,7 @@ impl<T> Mailbox<T> {
             let mut g = self.shared().lock();
             if !self.fam.receiving.load(Ordering::Relaxed) {
                 self.fam.receiving.store(true, Ordering::Relaxed);
-                g.receivers += 1;
+                self.shared().attach_receiver(&mut g);
             }
         }
     }
@@ -1323,9 +1313,14 @@ impl<T> Mailbox<T> {
         let (reply, mut waiting) = reply::pair::<R>();
         let sh = self.shared();
         let mut stored = Some(self.stored(msg, Some(reply)));
-        let out = sh.block(Side::Send, None, deadline, false, |cx| {
-            send_attempt(sh, cx, tag, &mut stored, true)
-        });
+        // The lock-free attempt first, inline; the wait loop only for room.
+        let first = send_attempt(sh, None, tag, &mut stored, true);
+        let out = match first {
+            Attempt::Done(r) => Some(r),
+            Attempt::Wait => sh.block(Side::Send, None, deadline, true, |cx| {
+                send_attempt(sh, cx, tag, &mut stored, true)
+            }),
+        };
         match out {
             Some(Ok(())) => {}
             Some(Err((why, m))) => return Err(request_fail(why, m.body)),
@@ -1705,7 +1700,7 @@ impl<T, R> Future for RequestFut<'_, T, R> {
         if !this.sent {
             let sh = this.mb.shared();
             let (tag, msg) = (this.tag, &mut this.msg);
-            match sh.poll(Side::Send, None, false, &mut this.key, cx, |lk| {
+            match sh.poll(Side::Send, None, true, &mut this.key, cx, |lk| {
                 send_attempt(sh, lk, tag, msg, true)
             }) {
                 Poll::Pending => return Poll::Pending,

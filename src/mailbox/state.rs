@@ -426,6 +426,18 @@ struct SendSide {
     taken_seen: AtomicUsize,
 }
 
+/// See [`Shared::flags`].
+struct Flags {
+    /// Set (after `CLOSED`, under the lock) by the close: what an `Any` receive that
+    /// finds the inbox empty looks at, on a line nobody writes until then, rather than
+    /// `CLOSED` on the senders' line, which a receiver that keeps finding the inbox
+    /// empty would take from them at each look.
+    closed: AtomicBool,
+    /// The handle families attached as receivers (`State::receivers`, mirrored for the
+    /// lock-free requests' "no responders" check).
+    attached: AtomicUsize,
+}
+
 /// One mailbox: what every handle to it shares.
 pub(crate) struct Shared<T> {
     pub(crate) name: std::sync::Arc<str>,
@@ -447,11 +459,8 @@ pub(crate) struct Shared<T> {
     /// Where `Any` receivers wait: the channels' wait queue (any message will do for
     /// them, so no wake-up needs aiming; see "Waiters that want different things").
     any: Signal,
-    /// Set (after `CLOSED`, under the lock) by the close: what an `Any` receive that
-    /// finds the inbox empty looks at, on a line nobody writes until then, rather than
-    /// `CLOSED` on the senders' line, which a receiver that keeps finding the inbox
-    /// empty would take from them at each look.
-    closed: CachePadded<AtomicBool>,
+    /// Words written only under the lock and rarely, read by lock-free operations.
+    flags: CachePadded<Flags>,
     state: Mutex<State<T>>,
 }
 
@@ -498,7 +507,10 @@ impl<T> Shared<T> {
             waiting: CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
             inbox: Inbox::new(capacity),
             any: Signal::new(),
-            closed: CachePadded::new(AtomicBool::new(false)),
+            flags: CachePadded::new(Flags {
+                closed: AtomicBool::new(false),
+                attached: AtomicUsize::new(0),
+            }),
             state: Mutex::new(State {
                 index: Index::default(),
                 receivers: 0,
@@ -627,6 +639,81 @@ impl<T> Shared<T> {
         Ok(())
     }
 
+    /// A request without the lock: fails with `NoResponders` when no receiver is
+    /// attached, and is otherwise sent as [`Shared::send_fast`] sends.
+    ///
+    /// The last receiver may detach while the request is on its way in. The detach
+    /// stores 0 into `attached` and then, under the lock, fails every queued request
+    /// ([`Shared::detach_receiver`]); the request loads `attached` again after its
+    /// push's claim. Both are SeqCst, with the pushes' claims and the detach's moves
+    /// (whose emptiness checks load the inbox's tail, SeqCst): either the detach's moves
+    /// find the request (a claimed slot still being written is waited for) and fail it,
+    /// or the request's second load sees 0 and it fails the queued requests itself
+    /// (again: failing a failed request does nothing). Its requester then gets
+    /// `Unanswered`, as for a request queued just before a detach.
+    #[inline]
+    pub(crate) fn send_request_fast(
+        &self,
+        tag: u64,
+        msg: Stored<T>,
+    ) -> Result<(), (SendFail, Stored<T>)> {
+        if load_seqcst(&self.flags.attached) == 0 {
+            // The locked path's order: a closed mailbox says so first.
+            let why = if self.is_closed() {
+                SendFail::Disconnected
+            } else {
+                SendFail::NoResponders
+            };
+            return Err((why, msg));
+        }
+        self.send_fast(tag, msg)?;
+        after_seqcst_rmw();
+        if load_seqcst(&self.flags.attached) == 0 {
+            self.fail_requests_locked();
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fail_requests_locked(&self) {
+        let mut after = After::default();
+        let mut g = self.lock();
+        if g.receivers == 0 {
+            self.fail_requests(&mut g, &mut after);
+        }
+        drop(g);
+        self.finish(after);
+    }
+
+    /// A handle family attaches as a receiver (under the lock).
+    pub(crate) fn attach_receiver(&self, st: &mut State<T>) {
+        st.receivers += 1;
+        self.flags.attached.store(st.receivers, Ordering::SeqCst);
+    }
+
+    /// A handle family detaches (under the lock); the last one fails the queued
+    /// requests: nobody attached is left to answer them (the messages stay queued).
+    pub(crate) fn detach_receiver(&self, st: &mut State<T>, after: &mut After) {
+        st.receivers -= 1;
+        // A SeqCst RMW, ordered before the moves' loads (see `send_request_fast`).
+        self.flags.attached.swap(st.receivers, Ordering::SeqCst);
+        after_seqcst_rmw();
+        if st.receivers == 0 {
+            self.fail_requests(st, after);
+        }
+    }
+
+    /// Drops the reply capability of every queued request (after unlocking, through
+    /// `after`): their requesters get `Unanswered`.
+    fn fail_requests(&self, st: &mut State<T>, after: &mut After) {
+        self.for_each_queued(st, |m| {
+            if let Some(r) = m.reply.take() {
+                after.drop_later(Box::new(r));
+            }
+        });
+    }
+
     /// A send found a receiver registered: aim a wake-up at one that can take a message
     /// now.
     #[cold]
@@ -686,7 +773,7 @@ impl<T> Shared<T> {
     pub(crate) fn recv_any(&self) -> Result<Entry<T>, bool> {
         match self.recv_fast() {
             // SeqCst: a waiter's re-check after registering (see `Shared::close`).
-            Err(false) if !self.closed.load(Ordering::SeqCst) => Err(false),
+            Err(false) if !self.flags.closed.load(Ordering::SeqCst) => Err(false),
             Err(_) => self.recv_any_locked(),
             ok => ok,
         }
@@ -966,7 +1053,7 @@ impl<T> Shared<T> {
         // Before the notification of every `Any` receiver (after unlocking), which takes
         // their queue's counts and lock: a receiver that registers after it re-checks
         // and sees the flag; one registered before is woken.
-        self.closed.store(true, Ordering::SeqCst);
+        self.flags.closed.store(true, Ordering::SeqCst);
         after.any = AnyWake::All;
         for w in &mut st.recv_waiters {
             self.notify(Side::Recv, w, after);
