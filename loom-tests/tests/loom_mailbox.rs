@@ -224,6 +224,61 @@ fn reply_slot_answer_or_drop() {
     }
 }
 
+/// The reply slot seen from an async requester: its future, polled by loom's executor,
+/// waits while the replier answers or drops the capability (the waker is stored once and
+/// kept across polls: the replier wakes it by reference while the requester may be
+/// looking at it); then a request future polled once and dropped while the replier
+/// answers: the answer is taken by the first poll, handed back to the replier, or
+/// dropped with the slot (loom checks the two cells' accesses for races).
+#[test]
+fn reply_slot_async() {
+    for answer in [true, false] {
+        model(move || {
+            let po = PostOffice::new();
+            let client = open(&po, "q");
+            let server = open(&po, "q");
+            server.try_recv().ok();
+            let s = thread::spawn(move || {
+                let mut env = server.recv().unwrap();
+                let reply = env.take_reply::<u32>().unwrap();
+                if answer {
+                    reply.reply(5).unwrap();
+                }
+            });
+            let got = loom::future::block_on(client.request_async::<u32>(1));
+            s.join().unwrap();
+            let want = if answer {
+                Ok(5)
+            } else {
+                Err(RequestError::Unanswered)
+            };
+            assert_eq!(got, want);
+        });
+    }
+    model(|| {
+        let po = PostOffice::new();
+        let client = open(&po, "q");
+        let server = open(&po, "q");
+        server.try_recv().ok();
+        let s = thread::spawn(move || {
+            let mut env = server.recv().unwrap();
+            env.take_reply::<u32>().unwrap().reply(5)
+        });
+        let mut fut = client.request_async::<u32>(1);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let first = Pin::new(&mut fut).poll(&mut cx);
+        drop(fut);
+        let replied = s.join().unwrap();
+        match first {
+            Poll::Ready(r) => {
+                assert_eq!(r, Ok(5));
+                assert_eq!(replied, Ok(()));
+            }
+            Poll::Pending => assert!(matches!(replied, Ok(()) | Err(5)), "{replied:?}"),
+        }
+    });
+}
+
 /// An async `Any` receive is registered first and then dropped while an async `Tag(3)`
 /// receive sleeps in another thread and a tag-3 message is sent: the `Tag(3)` receive
 /// must wake however the send, its wake-up of the `Any` receive and that one's drop

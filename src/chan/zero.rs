@@ -131,6 +131,15 @@ impl Wake {
             Wake::Task(w) => w.wake(),
         }
     }
+
+    /// Wakes without consuming (the mailboxes' reply slot, whose wake-up stays where
+    /// its requester may still look at it).
+    pub(crate) fn wake_by_ref(&self) {
+        match self {
+            Wake::Thread(t) => t.unpark(),
+            Wake::Task(w) => w.wake_by_ref(),
+        }
+    }
 }
 
 struct Entry<T> {

@@ -5,26 +5,46 @@
 //! # The slot
 //! One allocation per request: the slot is shared by the requester and the envelope,
 //! which carries it type-erased ([`Capability`]) until the replier takes it as a
-//! [`Reply`]; dropping the capability, erased or not, marks the replier gone. One
-//! short lock over: the reply value, whether the replier is gone (it replied, or its
-//! `Reply` was dropped unanswered: with the envelope, with the mailbox, or by a replier
-//! that panicked), whether the requester is gone (it timed out or its future was
-//! dropped), and the requester's wake-up.
+//! [`Reply`]; dropping the capability, erased or not, marks the replier gone. No lock:
+//! one state word and two cells, the reply value and the requester's wake-up, each
+//! owned by one side at a time as the word says (the protocol of a one-shot channel):
+//! - `COMPLETE`: the replier is done (it replied, or its `Reply` was dropped
+//!   unanswered: with the envelope, with the mailbox, or by a replier that panicked).
+//!   Set once, by the replier, with an AcqRel RMW.
+//! - `WAKE_SET`: the requester's wake-up is in its cell.
+//! - `CLOSED`: the requester is gone (it timed out, or its future was dropped). Set
+//!   once, by the requester, with an AcqRel RMW.
+//!
+//! **The value** belongs to the replier until it sets `COMPLETE`: it writes the value,
+//! then sets the bit. If the requester had closed first (the RMW returns `CLOSED`), the
+//! requester never reads the value, and the replier takes it back (`Err(value)`).
+//! Otherwise it belongs to the requester from then on: a requester that sees `COMPLETE`
+//! (Acquire, after the replier's Release) takes it, or finds none (`Unanswered`); one
+//! that closes after it (its RMW returns `COMPLETE`) takes and drops it, or, timing out,
+//! returns it (the reply won the race).
+//!
+//! **The wake-up** is written by the requester only while `WAKE_SET` is clear: it
+//! writes its wake-up, then sets the bit; to replace it (an async wait polled with
+//! another waker) or to drop it (leaving), it clears the bit first. The replier only
+//! reads the cell, and only if its `COMPLETE` RMW returned `WAKE_SET`: it wakes the
+//! wake-up by reference, and a requester whose clearing RMW returns `COMPLETE` leaves
+//! the cell alone. A requester may read the cell while the bit is set (to see whether
+//! the stored waker still wakes its task): reads only, on both sides.
 //!
 //! # The no-lost-wake-up argument
-//! The requester checks the slot and, finding neither a value nor the replier gone,
-//! stores its wake-up in the *same* critical section; the replier (or the `Reply`'s drop)
-//! publishes its outcome and takes the stored wake-up in one critical section. So either
-//! the requester's check comes after the publication and sees it, or its wake-up was
-//! stored before and the replier takes and fires it (after unlocking: an `unpark` before
-//! the `park` is remembered, and a `Waker` may be woken before the task sleeps).
+//! The requester's `WAKE_SET` RMW and the replier's `COMPLETE` RMW are ordered on the
+//! word: if `WAKE_SET` comes first, the replier sees it and wakes the requester; if
+//! `COMPLETE` comes first, the requester's RMW returns it and the requester takes the
+//! outcome at once instead of sleeping. (An `unpark` before the `park` is remembered,
+//! and a `Waker` may be woken before the task sleeps.)
 //!
 //! # Nothing hangs, nothing leaks
 //! A `Reply` is consumed by [`Reply::reply`] or dropped; either way the slot records the
 //! replier gone and wakes the requester, who then has the value or
 //! [`RequestError::Unanswered`]. A requester that leaves first marks itself gone, so a
 //! late reply is handed back to the replier (`Err(value)`) instead of being stored, and a
-//! value that raced in just before is dropped by the leaving requester, outside the lock.
+//! value that raced in just before is dropped by the leaving requester. Whatever is left
+//! in the cells is dropped with the slot.
 
 use core::any::Any;
 use core::fmt;
@@ -32,16 +52,79 @@ use core::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::chan::zero::{Wake, park_until};
-use crate::sync::{Arc, Deadline, Mutex, lock, thread};
+use crate::sync::{Arc, AtomicUsize, Deadline, Ordering, UnsafeCell, thread};
 
-struct SlotState<R> {
-    value: Option<R>,
-    replier_gone: bool,
-    requester_gone: bool,
-    wake: Option<Wake>,
+/// The state word's bits (see the module docs).
+const COMPLETE: usize = 1;
+const WAKE_SET: usize = 2;
+const CLOSED: usize = 4;
+
+/// A request's reply slot (see the module docs).
+pub(crate) struct Slot<R> {
+    state: AtomicUsize,
+    value: UnsafeCell<Option<R>>,
+    wake: UnsafeCell<Option<Wake>>,
 }
 
-type Slot<R> = Mutex<SlotState<R>>;
+// SAFETY: the slot hands an `R` from the replier's thread to the requester's (so `R:
+// Send`), and a `Wake` (`Send + Sync`) the other way; each cell is accessed by one side
+// at a time, as the state word says (module docs), so sharing `&Slot` gives no
+// concurrent access to an `R`: `Sync` needs `R: Send` only, as for a mutex.
+unsafe impl<R: Send> Send for Slot<R> {}
+// SAFETY: see `Send` above.
+unsafe impl<R: Send> Sync for Slot<R> {}
+
+impl<R> Slot<R> {
+    fn new() -> Self {
+        Slot {
+            state: AtomicUsize::new(0),
+            value: UnsafeCell::new(None),
+            wake: UnsafeCell::new(None),
+        }
+    }
+
+    /// The replier is done: `value` is its reply (`None`: it gives up). Hands the value
+    /// back when the requester is gone.
+    fn complete(&self, value: Option<R>) -> Result<(), R> {
+        let answering = value.is_some();
+        if let Some(v) = value {
+            if self.state.load(Ordering::Acquire) & CLOSED != 0 {
+                return Err(v);
+            }
+            // SAFETY: the value cell is the replier's until it sets `COMPLETE` (module
+            // docs), and only the one `Reply` (or capability) completes a slot.
+            self.value.with_mut(|p| unsafe { *p = Some(v) });
+        }
+        // Release: the value (and the cell's emptiness) to the requester that sees the
+        // bit; Acquire: the requester's wake-up, written before its `WAKE_SET`.
+        let prev = self.state.fetch_or(COMPLETE, Ordering::AcqRel);
+        if prev & CLOSED != 0 {
+            if !answering {
+                return Ok(());
+            }
+            // SAFETY: the requester closed before `COMPLETE`: it never reads the value
+            // (module docs), which stays the replier's.
+            let v = self.value.with_mut(|p| unsafe { (*p).take() });
+            return v.map_or(Ok(()), Err);
+        }
+        if prev & WAKE_SET != 0 {
+            // SAFETY: `WAKE_SET` was set when `COMPLETE` went in: the requester writes
+            // the cell no more (module docs); reads only, here and there.
+            self.wake
+                .with(|p| unsafe { (*p).as_ref().map(Wake::wake_by_ref) });
+        }
+        Ok(())
+    }
+
+    /// The outcome, once the requester has seen `COMPLETE`.
+    fn outcome(&self) -> Result<R, NoReply> {
+        // SAFETY: `COMPLETE` was seen (Acquire) and the requester has not closed: the
+        // value cell is the requester's (module docs); the requester is one `Waiting`.
+        self.value
+            .with_mut(|p| unsafe { (*p).take() })
+            .ok_or(NoReply::Unanswered)
+    }
+}
 
 /// The right to answer one request, carried by its [`Envelope`](super::Envelope) and
 /// taken with [`Envelope::take_reply`](super::Envelope::take_reply). Dropping it without
@@ -93,12 +176,7 @@ pub(crate) struct Waiting<R> {
 
 /// A fresh slot: the capability for the envelope, the waiting end for the requester.
 pub(crate) fn pair<R: Send + 'static>() -> (Capability, Waiting<R>) {
-    let slot = Arc::new(Mutex::new(SlotState {
-        value: None,
-        replier_gone: false,
-        requester_gone: false,
-        wake: None,
-    }));
+    let slot = Arc::new(Slot::new());
     #[cfg(not(loom))]
     let cap = {
         let erased: Arc<dyn Erased> = slot.clone();
@@ -198,14 +276,7 @@ impl Capability {
 
 /// The replier is gone without answering: record it and wake the requester.
 fn give_up<R>(slot: &Slot<R>) {
-    let wake = {
-        let mut s = lock(slot);
-        s.replier_gone = true;
-        s.wake.take()
-    };
-    if let Some(w) = wake {
-        w.wake();
-    }
+    let _ = slot.complete(None);
 }
 
 impl<R> Reply<R> {
@@ -239,20 +310,7 @@ impl<R> Reply<R> {
             return remote.reply(value);
         }
         let slot = self.slot.take().expect("a Reply holds its slot until used");
-        let wake = {
-            let mut s = lock(&slot);
-            if s.requester_gone {
-                s.replier_gone = true;
-                return Err(value);
-            }
-            s.value = Some(value);
-            s.replier_gone = true;
-            s.wake.take()
-        };
-        if let Some(w) = wake {
-            w.wake();
-        }
-        Ok(())
+        slot.complete(Some(value))
     }
 
     /// Whether the requester has stopped waiting (a reply would be handed back).
@@ -276,7 +334,7 @@ impl<R> Reply<R> {
         }
         self.slot
             .as_ref()
-            .is_some_and(|slot| lock(slot).requester_gone)
+            .is_some_and(|slot| slot.state.load(Ordering::Acquire) & CLOSED != 0)
     }
 }
 
@@ -306,31 +364,58 @@ pub(crate) enum NoReply {
 }
 
 impl<R> Waiting<R> {
-    /// One look at the slot; registers `wake` (made on demand) when there is nothing yet.
-    fn check(&mut self, wake: impl FnOnce() -> Option<Wake>) -> Option<Result<R, NoReply>> {
-        let (out, old) = {
-            let mut s = lock(&self.slot);
-            if let Some(v) = s.value.take() {
-                (Some(Ok(v)), None)
-            } else if s.replier_gone {
-                (Some(Err(NoReply::Unanswered)), None)
-            } else {
-                match wake() {
-                    Some(w) => (None, s.wake.replace(w)),
-                    None => (None, None),
-                }
+    /// One look at the slot: the outcome if the replier is done; otherwise makes sure a
+    /// wake-up is stored (`wake` makes one; `refresh` says whether a stored one must be
+    /// replaced, because it would wake someone else) and looks once more.
+    fn check(
+        &mut self,
+        wake: impl FnOnce() -> Wake,
+        refresh: impl FnOnce(&Wake) -> bool,
+    ) -> Option<Result<R, NoReply>> {
+        let slot = &*self.slot;
+        let state = slot.state.load(Ordering::Acquire);
+        if state & COMPLETE != 0 {
+            return Some(self.settle());
+        }
+        if state & WAKE_SET != 0 {
+            // SAFETY: the bit is set, so nobody writes the cell (module docs): a read.
+            let stale = slot
+                .wake
+                .with(|p| unsafe { (*p).as_ref().is_none_or(refresh) });
+            if !stale {
+                // The stored wake-up will do: the replier wakes it (the bit is set).
+                return None;
             }
-        };
-        drop(old); // outside the lock: a waker's drop is executor code
-        self.settled = out.is_some();
-        out
+            // Take the cell back to replace it.
+            if slot.state.fetch_and(!WAKE_SET, Ordering::AcqRel) & COMPLETE != 0 {
+                // The replier saw the bit (it may be reading the cell): leave it.
+                return Some(self.settle());
+            }
+        }
+        // SAFETY: `WAKE_SET` is clear and no `COMPLETE` saw it set: the cell is ours.
+        let old = slot.wake.with_mut(|p| unsafe { (*p).replace(wake()) });
+        drop(old); // a waker's drop is executor code; nothing is locked
+        // Release: the wake-up to the replier whose `COMPLETE` RMW sees the bit.
+        if slot.state.fetch_or(WAKE_SET, Ordering::AcqRel) & COMPLETE != 0 {
+            // The replier finished without seeing the bit: it will not wake us, and the
+            // outcome is there (the wake-up stays in its cell until the slot goes).
+            return Some(self.settle());
+        }
+        None
+    }
+
+    /// Takes the outcome of a completed slot; nothing is left to settle at the drop.
+    fn settle(&mut self) -> Result<R, NoReply> {
+        self.settled = true;
+        self.slot.outcome()
     }
 
     /// Blocks until the reply comes, the replier goes, or `deadline` passes.
     pub(crate) fn wait(&mut self, deadline: Option<Instant>) -> Result<R, NoReply> {
         let mut deadline = Deadline::new(deadline);
         loop {
-            if let Some(out) = self.check(|| Some(Wake::Thread(thread::current()))) {
+            // One thread waits: a stored wake-up is already this thread's.
+            if let Some(out) = self.check(|| Wake::Thread(thread::current()), |_| false) {
                 return out;
             }
             if deadline.passed() {
@@ -343,21 +428,39 @@ impl<R> Waiting<R> {
     /// Stops waiting: a reply that races in from now on is handed back to its replier.
     /// A value already stored is still taken (the reply won the race).
     pub(crate) fn abandon(&mut self) -> Result<R, NoReply> {
+        self.close().ok_or(NoReply::Timeout)
+    }
+
+    /// Marks the requester gone; returns a value that was stored before. The stored
+    /// wake-up, if the cell is still ours, is dropped here.
+    fn close(&mut self) -> Option<R> {
         self.settled = true;
-        let (value, wake) = {
-            let mut s = lock(&self.slot);
-            s.requester_gone = true;
-            (s.value.take(), s.wake.take())
-        };
-        drop(wake);
-        value.ok_or(NoReply::Timeout)
+        let slot = &*self.slot;
+        let prev = slot.state.fetch_and(!WAKE_SET, Ordering::AcqRel);
+        if prev & COMPLETE != 0 {
+            return slot.outcome().ok();
+        }
+        if prev & WAKE_SET != 0 {
+            // SAFETY: we cleared `WAKE_SET` before any `COMPLETE`: the cell is ours.
+            drop(slot.wake.with_mut(|p| unsafe { (*p).take() }));
+        }
+        let prev = slot.state.fetch_or(CLOSED, Ordering::AcqRel);
+        if prev & COMPLETE != 0 {
+            // Completed between our two RMWs: it saw neither bit, and left the value.
+            return slot.outcome().ok();
+        }
+        None
     }
 
     /// One poll of an async wait: one look, which stores a clone of the waker when
-    /// there is nothing yet (cloned under the lock, as the mailbox's waits do; the
-    /// waker it replaces is dropped after unlocking).
+    /// there is nothing yet (kept across polls while it would wake the same task).
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<R, NoReply>> {
-        match self.check(|| Some(Wake::Task(cx.waker().clone()))) {
+        let waker = cx.waker();
+        let refresh = |w: &Wake| match w {
+            Wake::Task(old) => !old.will_wake(waker),
+            Wake::Thread(_) => true,
+        };
+        match self.check(|| Wake::Task(waker.clone()), refresh) {
             Some(out) => Poll::Ready(out),
             None => Poll::Pending,
         }
@@ -366,16 +469,9 @@ impl<R> Waiting<R> {
 
 impl<R> Drop for Waiting<R> {
     fn drop(&mut self) {
-        if self.settled {
-            return;
+        if !self.settled {
+            drop(self.close());
         }
-        let (value, wake) = {
-            let mut s = lock(&self.slot);
-            s.requester_gone = true;
-            (s.value.take(), s.wake.take())
-        };
-        drop(value);
-        drop(wake);
     }
 }
 
