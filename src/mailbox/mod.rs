@@ -1065,8 +1065,14 @@ impl<T> Mailbox<T> {
         self.attach();
         let sh = self.shared();
         let sel = select.sel();
-        // `Any` receives wait on the channels' wait queue (see `state`'s docs).
+        // `Any` receives wait on the channels' wait queue (see `state`'s docs), after
+        // one attempt inline.
         if sel == Sel::Any {
+            match sh.recv_any() {
+                Ok((tag, m)) => return Some(Ok(Envelope::new(tag, m, &sh.address_name))),
+                Err(true) => return Some(Err(RecvError)),
+                Err(false) => {}
+            }
             return sh.wait_any(deadline).map(|r| {
                 r.map(|(tag, m)| Envelope::new(tag, m, &sh.address_name))
                     .map_err(|()| RecvError)
