@@ -10,8 +10,8 @@ use std::task::Poll;
 use std::thread;
 
 use common::{
-    Flag, Make, RUNTIMES, all, buffered, poll_noop, poll_once, run_tokio, spin_until, waker,
-    watchdog,
+    Flag, Make, RUNTIMES, all, buffered, poll_noop, poll_once, poll_registered, run_tokio,
+    spin_until, waker, watchdog,
 };
 use conduit::{
     RecvError, RecvFut, RecvStream, SendError, SendFut, SendSink, TryRecvError, TrySendError,
@@ -503,7 +503,10 @@ fn send_fut_repolled_with_a_different_waker() {
             }
             let (f1, f2) = (Flag::new(), Flag::new());
             let mut fut = Box::pin(tx.send_async(50));
-            assert!(poll_once(&mut fut, &waker(&f1)).is_pending(), "{name}");
+            assert!(
+                poll_registered(&mut fut, &waker(&f1)).is_pending(),
+                "{name}"
+            );
             for _ in 0..10 {
                 assert!(poll_once(&mut fut, &waker(&f1)).is_pending(), "{name}");
             }

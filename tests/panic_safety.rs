@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex, Once};
 use std::task::{Poll, RawWaker, RawWakerVTable, Waker};
 use std::thread;
 
-use common::{Flag, LIMIT_SECS, Make, all, buffered, poll_noop, poll_once, waker, with_timeout};
+use common::{
+    Flag, LIMIT_SECS, Make, all, buffered, poll_noop, poll_once, poll_registered, waker,
+    with_timeout,
+};
 use conduit::{RecvError, SendError, TryRecvError, TrySendError};
 
 // ---------------------------------------------------------------------------------------
@@ -491,8 +494,9 @@ fn last_receiver_drop_wakes_every_sender_despite_a_panicking_waker() {
             let good = Flag::new();
             let mut first = tx.send_async(Boom::new(10, false, &tally));
             let mut second = tx.send_async(Boom::new(11, false, &tally));
-            assert!(poll_once(&mut first, &WakerCtl::waker(&bad)).is_pending());
-            assert!(poll_once(&mut second, &waker(&good)).is_pending());
+            assert!(poll_registered(&mut first, &WakerCtl::waker(&bad)).is_pending());
+            assert!(poll_registered(&mut second, &waker(&good)).is_pending());
+            good.reset();
             expect_panic("wake", name, || drop(rx));
             tally.assert_dropped_once(0..queued, name);
             assert!(good.woken(), "{name}: the other sender is woken too");
@@ -543,7 +547,7 @@ fn recv_waking_a_panicking_sender_waker_completes_the_send() {
         tx.send(Boom::new(0, false, &tally)).unwrap();
         let bad = WakerCtl::new(true);
         let mut fut = tx.send_async(Boom::new(1, false, &tally));
-        assert!(poll_once(&mut fut, &WakerCtl::waker(&bad)).is_pending());
+        assert!(poll_registered(&mut fut, &WakerCtl::waker(&bad)).is_pending());
         expect_panic("wake", "recv", || drop(rx.recv()));
         tally.assert_dropped_once([0], "the received message");
         assert!(matches!(poll_noop(&mut fut), Poll::Ready(Ok(()))));

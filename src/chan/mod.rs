@@ -15,7 +15,7 @@ pub(crate) mod zero;
 use core::task::{Context, Poll};
 use std::time::Instant;
 
-use self::signal::{AsyncWait, Attempt, Signal, block_on};
+use self::signal::{ASYNC_SEND_YIELDS, AsyncWait, Attempt, Signal, block_on};
 use crate::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 /// The wait queues of a lock-free flavor.
@@ -216,7 +216,7 @@ fn poll_send_queue<T>(
     msg: &mut Option<T>,
     wait: &mut AsyncWait,
 ) -> Poll<Result<(), T>> {
-    if !wait.is_waiting() {
+    if wait.is_fresh() {
         // Checked before claiming: a claimed slot must be written.
         assert!(msg.is_some(), "future polled after completion");
         match q.claim_send() {
@@ -240,7 +240,14 @@ fn poll_send_wait<T>(
     msg: &mut Option<T>,
     wait: &mut AsyncWait,
 ) -> Poll<Result<(), T>> {
-    wait.poll(&q.waiters().senders, cx, msg, |m| send_attempt(q, m))
+    wait.poll(
+        &q.waiters().senders,
+        cx,
+        msg,
+        ASYNC_SEND_YIELDS,
+        || q.send_batch_free(),
+        |m| send_attempt(q, m),
+    )
 }
 
 /// One poll of an async receive on a lock-free queue; the receiving counterpart of
@@ -267,9 +274,14 @@ fn poll_recv_wait<T>(
     cx: &mut Context<'_>,
     wait: &mut AsyncWait,
 ) -> Poll<Result<T, ()>> {
-    wait.poll(&q.waiters().receivers, cx, &mut Some(()), |()| {
-        recv_attempt(q)
-    })
+    wait.poll(
+        &q.waiters().receivers,
+        cx,
+        &mut Some(()),
+        0,
+        || q.recv_ready(),
+        |()| recv_attempt(q),
+    )
 }
 
 /// The state an async send keeps between polls.

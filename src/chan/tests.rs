@@ -139,6 +139,26 @@ fn poll_with<F: std::future::Future + Unpin>(
     std::pin::Pin::new(fut).poll(&mut std::task::Context::from_waker(waker))
 }
 
+/// Polls `fut` with `waker` until it returns `Pending` without having woken its task
+/// (an async send's yields do; a registered wait does not).
+fn poll_until_registered<F: std::future::Future + Unpin>(
+    fut: &mut F,
+    waker: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    let flag = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let own = std::task::Waker::from(flag.clone());
+    loop {
+        let before = flag.0.load(Ordering::SeqCst);
+        match poll_with(fut, &own) {
+            std::task::Poll::Pending if flag.0.load(Ordering::SeqCst) == before => {
+                return poll_with(fut, waker);
+            }
+            std::task::Poll::Pending => {}
+            ready => return ready,
+        }
+    }
+}
+
 /// Every flavor, rendezvous included, with whether its senders can wait (unbounded's
 /// never do).
 fn every_flavor() -> Vec<(&'static str, Make, bool)> {
@@ -200,8 +220,11 @@ fn waiter_counts_exact_after_disconnect() {
         fill(&tx);
         let mut futs: Vec<_> = (0..3).map(|i| tx.send_async(i)).collect();
         for f in &mut futs {
-            assert!(poll_with(f, &waker).is_pending(), "{name}");
+            // An async send yields to its executor before it registers (`poll` does
+            // not return `Pending` until it has).
+            assert!(poll_until_registered(f, &waker).is_pending(), "{name}");
         }
+        flag.0.store(0, Ordering::SeqCst);
         assert_ne!(tx.__waiter_counts(), [0, 0], "{name}: registered");
         drop(rx);
         assert_eq!(flag.0.load(Ordering::SeqCst), 3, "{name}: all woken");

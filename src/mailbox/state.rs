@@ -800,7 +800,16 @@ impl<T> Shared<T> {
         wait: &mut AsyncWait,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Entry<T>, ()>> {
-        wait.poll(&self.any, cx, &mut Some(()), |()| self.any_step())
+        // Worth trying while yielding: a message at the inbox's front, messages aside,
+        // or the close (loads only; an attempt would take the gate's line).
+        let worth_trying = || {
+            self.inbox.recv_ready()
+                || self.gate.load(Ordering::Relaxed) & ASIDE != 0
+                || self.flags.closed.load(Ordering::Relaxed)
+        };
+        wait.poll(&self.any, cx, &mut Some(()), 0, worth_trying, |()| {
+            self.any_step()
+        })
     }
 
     /// Withdraws an async `Any` receive (its future was dropped); a wake-up it received

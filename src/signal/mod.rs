@@ -609,10 +609,18 @@ impl Backend for Arc<Shared> {
         mut attempt: impl FnMut() -> Option<SigInfo>,
     ) -> Poll<SigInfo> {
         let mut state = Some(());
-        wait.poll(&self.waiters, cx, &mut state, |()| match attempt() {
-            Some(info) => Attempt::Done(info),
-            None => Attempt::Wait(()),
-        })
+        // Every poll may try: an attempt that finds nothing is a few loads.
+        wait.poll(
+            &self.waiters,
+            cx,
+            &mut state,
+            0,
+            || true,
+            |()| match attempt() {
+                Some(info) => Attempt::Done(info),
+                None => Attempt::Wait(()),
+            },
+        )
     }
 
     fn cancel(&self, wait: &mut AsyncWait) {

@@ -191,6 +191,24 @@ pub fn poll_once<F: Future + Unpin>(fut: &mut F, waker: &Waker) -> Poll<F::Outpu
     std::pin::Pin::new(fut).poll(&mut cx)
 }
 
+/// Polls `fut` until it waits registered, then once more with `waker`, which it then
+/// holds. An async send on a full channel first yields to its executor a few times
+/// (each such poll wakes its own task and returns `Pending`) before it registers: a
+/// poll that returns `Pending` without waking the task has registered.
+pub fn poll_registered<F: Future + Unpin>(fut: &mut F, waker: &Waker) -> Poll<F::Output> {
+    let own = Flag::new();
+    let w = self::waker(&own);
+    for _ in 0..1000 {
+        own.reset();
+        match poll_once(fut, &w) {
+            Poll::Ready(r) => return Poll::Ready(r),
+            Poll::Pending if !own.woken() => return poll_once(fut, waker),
+            Poll::Pending => {}
+        }
+    }
+    panic!("the future never registered");
+}
+
 /// Polls `fut` once with a waker that does nothing.
 pub fn poll_noop<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     poll_once(fut, Waker::noop())
