@@ -54,16 +54,16 @@
 //!
 //! # Costs
 //! With `t` the number of distinct tags queued at the moment (never the number of
-//! messages), `w` the number of waiting receivers:
+//! messages), `w` the number of waiting selective receivers:
 //!
 //! | operation | cost |
 //! |---|---|
-//! | `send` | lock-free: a CAS on the count, a push into a lock-free queue (+ a lock and O(w log t) to aim a wake-up, only when receivers wait) |
-//! | receive `Any` | lock-free pop while nothing is aside; else O(log t) under the lock |
+//! | `send` | lock-free: a CAS on the count, a push into a lock-free queue (+ the wake-up of one waiting `Any` receiver, if one waits; + a lock and O(w log t) to aim a wake-up, only when selective receivers wait) |
+//! | receive `Any` | lock-free pop while nothing is aside; else O(log t) under the lock; waits without the lock (the channels' wait queue) |
 //! | receive `Tag(x)`, `TagAtMost(n)`, `TagExcept(x)` | O(log t), plus O(log t) once per message moved aside |
 //! | receive `From(a)` | O(log t) (O(1) to find, O(log t) to unlink), plus the moves |
 //! | `len`, `is_empty`, `is_closed` | one load |
-//! | request/reply | a send under the lock and a receive, plus one slot allocation per request |
+//! | request/reply | a lock-free send and a receive, plus one slot allocation per request (the reply goes through it without a lock) |
 //!
 //! Sends go into a lock-free *inbox* (conduit's own bounded ring or unbounded list);
 //! `Any` receives pop it directly while no message is *aside*. A selective receive
@@ -99,8 +99,9 @@
 //! - A bounded mailbox of capacity up to 4096 allocates its inbox ring in full when it
 //!   is created (one cache line per message at least); larger and unbounded ones grow
 //!   by blocks.
-//! - Waiting receivers are matched against a new message one by one (O(w)); a design
-//!   for thousands of receivers waiting on one mailbox at once would index them too.
+//! - Waiting selective receivers are matched against a new message one by one (O(w)); a
+//!   design for thousands of them waiting on one mailbox at once would index them too
+//!   (`Any` receivers wait apart, at no such cost).
 //! - Addresses are unique within the process; the cross-process twin (`shm::Mailbox`)
 //!   adds the pid.
 
