@@ -193,11 +193,14 @@ fn reply_races_requester_timeout() {
     });
 }
 
-/// The reply slot alone: a blocking requester waits while the replier either answers or
-/// drops the capability; the requester wakes with the value or `Unanswered`.
+/// The reply slot alone: a requester, blocking or async (its future polled by loom's
+/// executor, the waker stored once and kept across polls: the replier wakes it by
+/// reference while the requester may be looking at it), waits while the replier either
+/// answers or drops the capability; the requester wakes with the value or
+/// `Unanswered`.
 #[test]
 fn reply_slot_answer_or_drop() {
-    for answer in [true, false] {
+    for (answer, blocking) in [(true, true), (false, true), (true, false), (false, false)] {
         model(move || {
             let po = PostOffice::new();
             let client = open(&po, "s");
@@ -210,42 +213,11 @@ fn reply_slot_answer_or_drop() {
                     reply.reply(5).unwrap();
                 }
             });
-            let got = client.request::<u32>(1);
-            s.join().unwrap();
-            assert_eq!(
-                got,
-                if answer {
-                    Ok(5)
-                } else {
-                    Err(RequestError::Unanswered)
-                }
-            );
-        });
-    }
-}
-
-/// The reply slot seen from an async requester: its future, polled by loom's executor,
-/// waits while the replier answers or drops the capability (the waker is stored once and
-/// kept across polls: the replier wakes it by reference while the requester may be
-/// looking at it); then a request future polled once and dropped while the replier
-/// answers: the answer is taken by the first poll, handed back to the replier, or
-/// dropped with the slot (loom checks the two cells' accesses for races).
-#[test]
-fn reply_slot_async() {
-    for answer in [true, false] {
-        model(move || {
-            let po = PostOffice::new();
-            let client = open(&po, "q");
-            let server = open(&po, "q");
-            server.try_recv().ok();
-            let s = thread::spawn(move || {
-                let mut env = server.recv().unwrap();
-                let reply = env.take_reply::<u32>().unwrap();
-                if answer {
-                    reply.reply(5).unwrap();
-                }
-            });
-            let got = loom::future::block_on(client.request_async::<u32>(1));
+            let got = if blocking {
+                client.request::<u32>(1)
+            } else {
+                loom::future::block_on(client.request_async::<u32>(1))
+            };
             s.join().unwrap();
             let want = if answer {
                 Ok(5)
@@ -255,6 +227,13 @@ fn reply_slot_async() {
             assert_eq!(got, want);
         });
     }
+}
+
+/// A request future polled once and dropped while the replier answers: the answer is
+/// taken by the first poll, handed back to the replier, or dropped with the slot (loom
+/// checks the slot's two cells' accesses for races).
+#[test]
+fn reply_slot_dropped_requester() {
     model(|| {
         let po = PostOffice::new();
         let client = open(&po, "q");
