@@ -623,7 +623,7 @@ impl Drop for Registered<'_> {
 #[derive(Debug, Default)]
 pub(crate) struct AsyncWait {
     key: Option<u64>,
-    /// Polls that yielded to the executor instead of registering ([`ASYNC_YIELDS`]).
+    /// Polls that yielded to the executor instead of registering ([`ASYNC_SEND_YIELDS`]).
     yields: u32,
 }
 

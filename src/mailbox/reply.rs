@@ -116,10 +116,12 @@ impl<R> Slot<R> {
         Ok(())
     }
 
-    /// The outcome, once the requester has seen `COMPLETE`.
+    /// The outcome, for the requester once it has seen `COMPLETE` set before any
+    /// `CLOSED` of its own.
     fn outcome(&self) -> Result<R, NoReply> {
-        // SAFETY: `COMPLETE` was seen (Acquire) and the requester has not closed: the
-        // value cell is the requester's (module docs); the requester is one `Waiting`.
+        // SAFETY: the requester (one `Waiting`) saw `COMPLETE` (Acquire, after the
+        // replier's Release) set before any `CLOSED`: the replier saw no `CLOSED` in its
+        // RMW and never touches the value again, which is the requester's (module docs).
         self.value
             .with_mut(|p| unsafe { (*p).take() })
             .ok_or(NoReply::Unanswered)
