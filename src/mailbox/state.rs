@@ -643,9 +643,9 @@ impl<T> Shared<T> {
     /// attached, and is otherwise sent as [`Shared::send_fast`] sends.
     ///
     /// The last receiver may detach while the request is on its way in. The detach
-    /// stores 0 into `attached` and then, under the lock, fails every queued request
+    /// swaps 0 into `attached` and then, under the lock, fails every queued request
     /// ([`Shared::detach_receiver`]); the request loads `attached` again after its
-    /// push's claim. Both are SeqCst, with the pushes' claims and the detach's moves
+    /// push's claim. All are SeqCst, with the pushes' claims and the detach's moves
     /// (whose emptiness checks load the inbox's tail, SeqCst): either the detach's moves
     /// find the request (a claimed slot still being written is waited for) and fail it,
     /// or the request's second load sees 0 and it fails the queued requests itself
