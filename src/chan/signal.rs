@@ -642,20 +642,33 @@ pub(crate) struct AsyncWait {
 /// one message, finds the queue full again and registers again: a receiver that drains
 /// a full queue pays a wake-up per message, and the senders a registration each. While
 /// the receiver runs on another worker and keeps draining, a batch frees within a few
-/// polls, and the yields save all of that; when it does not, a send spends these few
+/// polls, and the yields save all of that; when it does not, a send spends these
 /// polls (each a stamp load and a trip through the executor's queue) before it sleeps
 /// as before. A future dropped while yielding is not registered: nothing to withdraw.
-/// Measured on this project's 2-core VM, tokio multi-thread runtime with 2 workers, four
-/// producer tasks and one consumer through `bounded(1024)`: 10–178 ns a message without
-/// yields (bimodal: runs where every receive woke a registered sender took 56–178),
-/// 10–25 with 32, kanal 8–22; 4 yields were not enough (36–40). Receivers do not yield:
+///
+/// The yields must outlast the time the receiver takes to free a batch (half the ring,
+/// at most 512 slots): a sender that registers anyway pays for both. Measured on this
+/// project's 2-core VM, tokio multi-thread runtime with 2 workers, through
+/// `bounded(1024)`, ns a message (three runs of three, interleaved):
+///
+/// | yields | 1 producer task | 4 producer tasks |
+/// |---:|---:|---:|
+/// | 0 | 14–22 | 75–211 (bimodal: every receive woke a registered sender) |
+/// | 32 | 16–29 | 13–26 |
+/// | 128 | 11–15 | 9–13 |
+/// | 256 | 10–14 | 8–12 |
+/// | kanal | 11–19 | 9–12 |
+///
+/// 4 yields did no good (36–40 with four producers). 128 keeps a send that waits for a
+/// slow receiver to about 128 trips through the executor before it sleeps. Receivers do
+/// not yield:
 /// an empty queue waits for its senders' next message, and in a round trip between two
 /// tasks the yielding waiter only delays the peer it waits for (measured with the same
 /// yields in the signal targets' async waits: a raise-to-wake ping-pong between two
 /// tasks went from 1.33–1.40× `tokio::sync::Notify` to 1.78–1.96×).
 /// Under loom nothing yields: the models explore the registrations, which the yields
 /// only postpone.
-pub(crate) const ASYNC_SEND_YIELDS: u32 = 32;
+pub(crate) const ASYNC_SEND_YIELDS: u32 = 128;
 
 impl AsyncWait {
     pub(crate) const fn new() -> Self {
