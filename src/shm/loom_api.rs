@@ -159,6 +159,56 @@ impl Presence {
 /// it passes).
 const TIMEOUT: Duration = Duration::from_secs(1);
 
+/// `Endpoint::recv_with`'s waiting loop, shared by both rings' adapters: `recv` (a
+/// receive attempt, peeking or not, as `wait::try_recv` calls it) until it takes a
+/// message or the senders are gone, sleeping on the receivers' words; `may_proceed` is
+/// the spin's hint. `Err(Timeout)` once a deadline (`timed`) passed.
+fn recv_waiting(
+    sides: &Sides,
+    senders: &Presence,
+    timed: bool,
+    may_proceed: impl FnMut() -> bool,
+    mut recv: impl FnMut(bool) -> Result<usize, ring::Stall>,
+) -> Result<usize, RecvTimeoutError> {
+    let attempt = || match wait::try_recv(&mut recv, || senders.gone()) {
+        Ok(msg) => Some(Ok(msg)),
+        Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+        Err(TryRecvError::Empty) => None,
+    };
+    wait::block(
+        &sides.recv,
+        timed.then(|| Instant::now() + TIMEOUT),
+        || {},
+        may_proceed,
+        attempt,
+    )
+    .unwrap_or(Err(RecvTimeoutError::Timeout))
+}
+
+/// `Endpoint::send_with`'s waiting loop for room, shared by both rings' adapters: `send`
+/// until it neither finds the ring full nor its slot busy, sleeping on the senders'
+/// words (receivers are taken to stay); `may_proceed` is the spin's hint.
+/// `Err(Blocked)` once a deadline (`timed`) passed.
+fn send_waiting(
+    sides: &Sides,
+    timed: bool,
+    may_proceed: impl FnMut() -> bool,
+    mut send: impl FnMut() -> Result<(), Stall>,
+) -> Result<(), Stall> {
+    let attempt = || match send() {
+        Err(Stall::Blocked | Stall::Busy) => None,
+        done => Some(done),
+    };
+    wait::block(
+        &sides.send,
+        timed.then(|| Instant::now() + TIMEOUT),
+        || {},
+        may_proceed,
+        attempt,
+    )
+    .unwrap_or(Err(Stall::Blocked))
+}
+
 /// A shared-mode ring of `usize` payloads.
 pub struct Ring(ring::Ring<Heap>);
 
@@ -246,22 +296,13 @@ impl Ring {
         senders: &Presence,
         timed: bool,
     ) -> Result<usize, RecvTimeoutError> {
-        let attempt = || match wait::try_recv(
-            |peek| self.recv_attempt(lane, peek, sides),
-            || senders.gone(),
-        ) {
-            Ok(msg) => Some(Ok(msg)),
-            Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-            Err(TryRecvError::Empty) => None,
-        };
-        wait::block(
-            &sides.recv,
-            timed.then(|| Instant::now() + TIMEOUT),
-            || {},
+        recv_waiting(
+            sides,
+            senders,
+            timed,
             || self.0.may_proceed(false),
-            attempt,
+            |peek| self.recv_attempt(lane, peek, sides),
         )
-        .unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 
     /// `Endpoint::send_with`'s waiting loop for room, sleeping on the senders' words
@@ -273,18 +314,12 @@ impl Ring {
         sides: &Sides,
         timed: bool,
     ) -> Result<(), Stall> {
-        let attempt = || match self.send_notify(lane, value, sides) {
-            Err(Stall::Blocked | Stall::Busy) => None,
-            done => Some(done),
-        };
-        wait::block(
-            &sides.send,
-            timed.then(|| Instant::now() + TIMEOUT),
-            || {},
+        send_waiting(
+            sides,
+            timed,
             || self.0.send_batch_free(),
-            attempt,
+            || self.send_notify(lane, value, sides),
         )
-        .unwrap_or(Err(Stall::Blocked))
     }
 
     /// A sender that claims a slot, writes `value` and dies before committing. Returns the claimed position.
@@ -421,20 +456,13 @@ impl SpscRing {
         senders: &Presence,
         timed: bool,
     ) -> Result<usize, RecvTimeoutError> {
-        let attempt =
-            || match wait::try_recv(|_| self.recv_attempt(family, sides), || senders.gone()) {
-                Ok(msg) => Some(Ok(msg)),
-                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-                Err(TryRecvError::Empty) => None,
-            };
-        wait::block(
-            &sides.recv,
-            timed.then(|| Instant::now() + TIMEOUT),
-            || {},
+        recv_waiting(
+            sides,
+            senders,
+            timed,
             || spsc::may_recv(&self.ring),
-            attempt,
+            |_| self.recv_attempt(family, sides),
         )
-        .unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 
     /// `Endpoint::send_with`'s waiting loop in the mode (receivers are taken to stay);
@@ -446,18 +474,12 @@ impl SpscRing {
         sides: &Sides,
         timed: bool,
     ) -> Result<(), Stall> {
-        let attempt = || match self.send(family, value, sides) {
-            Err(Stall::Blocked | Stall::Busy) => None,
-            done => Some(done),
-        };
-        wait::block(
-            &sides.send,
-            timed.then(|| Instant::now() + TIMEOUT),
-            || {},
+        send_waiting(
+            sides,
+            timed,
             || spsc::may_send(&self.ring, &family.0),
-            attempt,
+            || self.send(family, value, sides),
         )
-        .unwrap_or(Err(Stall::Blocked))
     }
 
     /// A producer that writes `value` into the slot at `tail`, publishes it, and dies
