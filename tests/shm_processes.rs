@@ -347,19 +347,7 @@ fn sender_killed_mid_stream() {
         }
         child.kill9();
         // Everything committed arrives, in order, with no gap; then disconnection.
-        let mut next = 200;
-        loop {
-            match rx.recv_timeout(STEP) {
-                Ok(i) => {
-                    assert_eq!(i, next);
-                    next += 1;
-                }
-                Err(e) => {
-                    assert_eq!(e, RecvTimeoutError::Disconnected);
-                    break;
-                }
-            }
-        }
+        drain_until_disconnected(&rx, 200, STEP);
         // The async side sees the same.
         assert_eq!(futures::executor::block_on(rx.recv_async()), Err(RecvError));
     });

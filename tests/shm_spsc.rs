@@ -221,19 +221,7 @@ fn producer_killed_mid_stream() {
             assert_eq!(rx.recv_timeout(STEP), Ok(i));
         }
         child.kill9();
-        let mut next = 500;
-        loop {
-            match rx.recv_timeout(STEP) {
-                Ok(i) => {
-                    assert_eq!(i, next);
-                    next += 1;
-                }
-                Err(e) => {
-                    assert_eq!(e, RecvTimeoutError::Disconnected);
-                    break;
-                }
-            }
-        }
+        drain_until_disconnected(&rx, 500, STEP);
         assert_eq!(
             futures::executor::block_on(rx.recv_async()),
             Err(conduit::RecvError)

@@ -420,3 +420,25 @@ impl Rng {
         self.0
     }
 }
+
+/// Receives what a sender killed mid-stream left: every message from `next` on, in order
+/// with no gap, each within `step`, until the ring reports the disconnection. Returns
+/// the number after the last one received.
+pub fn drain_until_disconnected(
+    rx: &conduit::shm::Receiver<u64>,
+    mut next: u64,
+    step: Duration,
+) -> u64 {
+    loop {
+        match rx.recv_timeout(step) {
+            Ok(i) => {
+                assert_eq!(i, next);
+                next += 1;
+            }
+            Err(e) => {
+                assert_eq!(e, conduit::RecvTimeoutError::Disconnected);
+                return next;
+            }
+        }
+    }
+}
