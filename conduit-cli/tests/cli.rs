@@ -105,6 +105,19 @@ fn ls_line(name: &str) -> String {
         .to_string()
 }
 
+/// The entry `conduit ls --json` gives for `name` (the command must succeed).
+fn ls_json_entry(name: &str) -> serde_json::Value {
+    let o = run(&["ls", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = json_of(&o);
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not listed: {all}"))
+}
+
 fn json_of(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
 }
@@ -129,15 +142,7 @@ fn ls_and_stat_show_a_live_channel() {
     tx.send(1).unwrap();
     tx.send(2).unwrap();
 
-    let o = run(&["ls", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let all = json_of(&o);
-    let me = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name.as_str())
-        .unwrap_or_else(|| panic!("{name} not listed: {all}"));
+    let me = ls_json_entry(&name);
     assert_eq!(me["kind"], "channel");
     assert_eq!(me["capacity"], 8);
     assert_eq!(me["queued"], 2);
@@ -519,15 +524,7 @@ fn ls_and_stat_show_the_spsc_mode() {
     let opts = shm::Options::new().capacity(4).create_new(true).spsc(true);
     let _tx = shm::Sender::<u64>::with(&name, &opts).unwrap();
 
-    let o = run(&["ls", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let all = json_of(&o);
-    let me = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name.as_str())
-        .unwrap_or_else(|| panic!("{name} not listed: {all}"));
+    let me = ls_json_entry(&name);
     assert_eq!(me["kind"], "channel");
     assert_eq!(me["spsc"], true);
     assert_eq!(me["valid"], true);
