@@ -673,3 +673,60 @@ fn waker_clone_panic_while_registering_leaves_the_wait_usable() {
         });
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Signal targets: async waits whose wakers panic
+
+/// A raise wakes every async wait of the target even if one waker panics: the panic
+/// reaches the raiser after the raise is recorded, and both waits then take their
+/// deliveries.
+#[test]
+fn raise_wakes_every_async_wait_despite_a_panicking_waker() {
+    use conduit::signal::{SigSet, Signal, Target};
+    watchdog(|| {
+        let target = Target::new();
+        let raiser = target.raiser();
+        let (one, two) = (Signal::new(1).unwrap(), Signal::new(2).unwrap());
+        let bad = WakerCtl::new(true);
+        let good = Flag::new();
+        let set = |s: Signal| -> SigSet { [s].into_iter().collect() };
+        let mut first = target.wait_for_async(&set(one));
+        let mut second = target.wait_for_async(&set(two));
+        assert!(poll_once(&mut first, &WakerCtl::waker(&bad)).is_pending());
+        assert!(poll_once(&mut second, &waker(&good)).is_pending());
+        expect_panic("wake", "signal", || raiser.raise(one).unwrap());
+        assert_eq!(bad.woken(), 1);
+        assert!(good.woken(), "the other wait is woken too");
+        // The raise was recorded; the wait for 2 finds nothing and registers again.
+        assert!(matches!(poll_noop(&mut first), Poll::Ready(i) if i.signal() == one));
+        assert!(poll_once(&mut second, &waker(&good)).is_pending());
+        raiser.raise(two).unwrap();
+        assert!(matches!(poll_noop(&mut second), Poll::Ready(i) if i.signal() == two));
+        assert!(target.try_wait().is_none());
+    });
+}
+
+/// An async wait whose waker's `clone` panics while registering: the poll panics,
+/// nothing is left registered, and the target still delivers to the next wait.
+#[test]
+fn async_wait_whose_waker_clone_panics_leaves_nothing_registered() {
+    use conduit::signal::{Signal, Target};
+    watchdog(|| {
+        let target = Target::new();
+        let raiser = target.raiser();
+        let sig = Signal::new(3).unwrap();
+        let bad = WakerCtl::new(false);
+        bad.panic_on_clone.store(true, Ordering::SeqCst);
+        let mut fut = target.wait_async();
+        expect_panic("clone", "signal", || {
+            let _ = poll_once(&mut fut, &WakerCtl::waker(&bad));
+        });
+        drop(fut);
+        let good = Flag::new();
+        let mut next = target.wait_async();
+        assert!(poll_once(&mut next, &waker(&good)).is_pending());
+        raiser.raise(sig).unwrap();
+        assert!(good.woken());
+        assert!(matches!(poll_noop(&mut next), Poll::Ready(i) if i.signal() == sig));
+    });
+}

@@ -207,3 +207,69 @@ fn waits_for_different_sets() {
         raiser.join().unwrap();
     });
 }
+
+// An async wait racing a raise from another thread: the wait completes with it, however
+// the registration, its re-check and the raiser's look at the registered waits
+// interleave (loom reports a deadlock if the wake-up is lost).
+#[test]
+fn async_wait_racing_raise() {
+    model(|| {
+        let target = Target::with_depth(1);
+        let r = target.raiser();
+        let t = thread::spawn(move || r.raise(sig(4)).unwrap());
+        let info = loom::future::block_on(target.wait_async());
+        assert_eq!((info.signal(), info.count()), (sig(4), 1));
+        t.join().unwrap();
+    });
+}
+
+// Two async waits for different numbers, one raise each from another thread: each
+// completes with its own number (every raise wakes every registered wait; the one it
+// does not concern registers again).
+#[test]
+fn async_waits_for_different_sets() {
+    model(|| {
+        let target = Arc::new(Target::with_depth(1));
+        let r = target.raiser();
+        let raiser = thread::spawn(move || {
+            r.raise(sig(2)).unwrap();
+            r.raise(sig(1)).unwrap();
+        });
+        let mut one = target.wait_for_async(&set(sig(1)));
+        let mut two = target.wait_for_async(&set(sig(2)));
+        let (mut got_one, mut got_two) = (None, None);
+        // Both are registered (or done) before either blocks.
+        if let Poll::Ready(i) = poll_once(&mut one) {
+            got_one = Some(i.signal());
+        }
+        if let Poll::Ready(i) = poll_once(&mut two) {
+            got_two = Some(i.signal());
+        }
+        let got_two = got_two.unwrap_or_else(|| loom::future::block_on(&mut two).signal());
+        let got_one = got_one.unwrap_or_else(|| loom::future::block_on(&mut one).signal());
+        assert_eq!((got_one, got_two), (sig(1), sig(2)));
+        raiser.join().unwrap();
+    });
+}
+
+// An async wait dropped while a raise races its registration: the raise stays pending
+// for the next wait, and the dropped wait's entry is gone whether the raiser took it or
+// the drop removed it (a later wait registers and completes).
+#[test]
+fn async_wait_dropped_racing_raise() {
+    model(|| {
+        let target = Target::with_depth(1);
+        let r = target.raiser();
+        let t = thread::spawn(move || r.raise(sig(6)).unwrap());
+        let mut first = target.wait_async();
+        let early = match poll_once(&mut first) {
+            Poll::Ready(info) => Some(info),
+            Poll::Pending => None,
+        };
+        drop(first);
+        let info = early.unwrap_or_else(|| loom::future::block_on(target.wait_async()));
+        assert_eq!(info.signal(), sig(6));
+        t.join().unwrap();
+        assert!(target.try_wait().is_none());
+    });
+}

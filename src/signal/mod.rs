@@ -106,6 +106,7 @@
 
 mod owner;
 pub(crate) mod state;
+mod waiters;
 
 #[cfg(all(unix, not(loom)))]
 mod os;
@@ -118,10 +119,11 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::chan::signal::{AsyncWait, Attempt, Signal as WaitQueue, block_on};
+use crate::chan::signal::{Attempt, Signal as WaitQueue, block_on};
 use crate::sync::{Arc, AtomicU64, Ordering};
 pub(crate) use owner::{Backend, Owner, Want};
 use state::{FIRST_QUEUED, Heap, QueueLane, RaiseFail, SIGNALS, State, Taken, bit};
+use waiters::{AsyncWait, AsyncWaiters};
 
 /// How many entries each queued number holds by default before a raise fails with
 /// [`RaiseError::Full`].
@@ -534,7 +536,10 @@ impl Disposition {
 /// The state raisers and the target share: the heap [`Backend`].
 pub(crate) struct Shared {
     state: State<Heap>,
+    /// Blocking waits park here (its async half stays empty).
     waiters: WaitQueue,
+    /// Async waits register here.
+    async_waiters: AsyncWaiters,
     /// The id the next [`Target::raiser`] gets.
     next_raiser: AtomicU64,
     /// This process's id, read once (every raise of an in-process target comes from
@@ -551,9 +556,17 @@ impl Shared {
         // A number pending already was announced by the raise that set it (see
         // `state`'s docs, "Raise").
         if !was_pending {
-            self.waiters.notify_waiting();
+            self.notify();
         }
         Ok(())
+    }
+
+    /// Announces a change to every wait that sleeps, blocking or async (each kind's
+    /// check is one load when none does).
+    #[inline]
+    fn notify(&self) {
+        self.waiters.notify_waiting();
+        self.async_waiters.wake_all();
     }
 }
 
@@ -573,7 +586,7 @@ impl Backend for Arc<Shared> {
 
     #[inline]
     fn notify(&self) {
-        self.waiters.notify_waiting();
+        Shared::notify(self);
     }
 
     fn info(&self, n: u8, taken: Taken) -> SigInfo {
@@ -606,25 +619,13 @@ impl Backend for Arc<Shared> {
         &self,
         wait: &mut AsyncWait,
         cx: &mut Context<'_>,
-        mut attempt: impl FnMut() -> Option<SigInfo>,
+        attempt: impl FnMut() -> Option<SigInfo>,
     ) -> Poll<SigInfo> {
-        let mut state = Some(());
-        // Every poll may try: an attempt that finds nothing is a few loads.
-        wait.poll(
-            &self.waiters,
-            cx,
-            &mut state,
-            0,
-            || true,
-            |()| match attempt() {
-                Some(info) => Attempt::Done(info),
-                None => Attempt::Wait(()),
-            },
-        )
+        self.async_waiters.poll(wait, cx, attempt)
     }
 
     fn cancel(&self, wait: &mut AsyncWait) {
-        wait.cancel(&self.waiters);
+        self.async_waiters.cancel(wait);
     }
 }
 
@@ -704,6 +705,7 @@ impl Target {
             owner: Owner::new(Arc::new(Shared {
                 state: State::new(Heap::new(depth)),
                 waiters: WaitQueue::new(),
+                async_waiters: AsyncWaiters::new(),
                 next_raiser: AtomicU64::new(1),
                 pid: std::process::id(),
             })),
