@@ -86,19 +86,22 @@
 //!
 //! # The no-lost-wake-up argument
 //!
-//! Waiting reuses the channels' wait queue (`chan::signal`; its module docs give the
-//! argument for one change and one waiter). Here the changes that can make a sleeping
-//! wait's attempt succeed are: a raise (the SeqCst `fetch_or` of the pending bit), an
-//! unmask (a SeqCst `fetch_and` of `mask`), the end of a handler (a SeqCst `fetch_and`
-//! of `running`), and a queued taker setting a bit again (SeqCst `fetch_or`). Each
-//! change is followed by the waiter counts' SeqCst loads and, if a waiter is counted, a
-//! wake-up of *every* registered waiter (`notify_waiting`). A wait registers, counts
-//! itself (SeqCst RMW), then re-checks by loading `pending`, `mask` and `running` with
-//! SeqCst loads. In the single total order of SeqCst operations, either the count
-//! precedes the changer's count load (the wait is counted, and woken with the others,
-//! having registered before counting), or the changer's RMW precedes the re-check's
-//! loads (the re-check sees the change). Waking every waiter matters here: a single
-//! wake-up could land on a wait for another set, which would sleep again.
+//! Blocking waits reuse the channels' wait queue (`chan::signal`; its module docs give
+//! the argument for one change and one waiter); async waits register in a set of their
+//! own that a change wakes all at once (`waiters`, with its own statement of the same
+//! argument). Here the changes that can make a sleeping wait's attempt succeed are: a
+//! raise (the SeqCst `fetch_or` of the pending bit), an unmask (a SeqCst `fetch_and` of
+//! `mask`), the end of a handler (a SeqCst `fetch_and` of `running`), and a queued
+//! taker setting a bit again (SeqCst `fetch_or`). Each change is followed by SeqCst
+//! loads of the blocking waiters' count and the async set's mark and, for each kind
+//! that has waits, a wake-up of *every* registered wait (`notify_waiting`,
+//! `AsyncWaiters::wake_all`). A wait registers and counts or marks itself (SeqCst RMW),
+//! then re-checks by loading `pending`, `mask` and `running` with SeqCst loads. In the
+//! single total order of SeqCst operations, either the count or mark precedes the
+//! changer's load (the wait is seen, and woken with the others, having registered no
+//! later than its RMW), or the changer's RMW precedes the re-check's loads (the re-check
+//! sees the change). Waking every wait matters here: a single wake-up could land on a
+//! wait for another set, which would sleep again.
 //!
 //! The state itself (words, counts, queued rings, take and raise) is described in the
 //! `state` module, written generically over its storage so that a shared-memory target

@@ -9,21 +9,33 @@
 //! everyone needs none of it. Here a wake-up takes every entry out at once and starts a
 //! new *epoch*; a wait knows it was woken when the epoch moved past the one it
 //! registered in, and a wait that leaves after being woken owes nobody anything (every
-//! other wait registered then was woken too). With one task waiting, as a target's owner
-//! usually is, a wait costs one short critical section to register, a wake-up one to
-//! take the entry, and the woken poll a single load. (The first version waited on the
+//! other wait registered then was woken too). With one task waiting, as a
+//! target's owner usually is, a wait costs one short critical section to register (one
+//! RMW: the lock's, which also marks the set as having waits), a wake-up one to take
+//! the entry, and the woken poll a single load. (The first version waited on the
 //! channels' queue, `notify_waiting`: callgrind counted about 2 050 instructions per
-//! round trip of the async raise-to-wake ping-pong between two tasks against
+//! round trip of the async raise-to-wake ping-pong between two tasks, against
 //! `tokio::sync::Notify`'s 1 510; the numbers of this one are in the CHANGELOG.)
 //!
+//! # The lock and the mark
+//! One word, `state`, holds the entries' lock ([`LOCKED`]) and the mark
+//! [`REGISTERED`], which raisers look at. A registration raises both with one SeqCst
+//! CAS; every unlock is a Release store that keeps the mark if an entry is left and
+//! lowers it otherwise. So the mark is up from the moment a registration takes the lock
+//! until the unlock after its entry left (woken or removed). The critical sections are
+//! a few instructions, plus at most a waker's `clone` or `drop` (user code, which may
+//! panic: the unlock is a guard's drop); a thread that finds the lock held spins for it.
+//! The lock is the set's own rather than a mutex so that a registration costs one RMW,
+//! not three (lock, count, unlock).
+//!
 //! # The no-lost-wake-up argument
-//! A wait (1) pushes its entry and increments `count` (SeqCst RMW), under the lock;
+//! A wait (1) takes the lock raising the mark (SeqCst RMW) and pushes its entry;
 //! (2) re-checks the target (SeqCst loads of its words). A raiser (a) changes the words
-//! with a SeqCst RMW, (b) loads `count` (SeqCst) and, if it is not zero, takes every
-//! entry out under the lock and wakes it. In the single total order of SeqCst operations
-//! either (1) precedes (b), so the raiser finds the entry (it was pushed under the lock
-//! before the increment) and wakes it, or (a) precedes the re-check, which then sees the
-//! change.
+//! with a SeqCst RMW, (b) loads `state` (SeqCst) and, if the mark is up, takes the lock
+//! (waiting for the registration's unlock), takes every entry out and wakes it. In the
+//! single total order of SeqCst operations either (1) precedes (b), so the raiser sees
+//! the mark, which stays up until the entry leaves, and finds the entry, or (a)
+//! precedes the re-check, which then sees the change.
 //!
 //! # Epochs
 //! `epoch` only changes under the lock, when a wake-up takes the entries out: it is
@@ -33,24 +45,36 @@
 //! is then visible to its re-check), and one registered after that wake-up sees its own
 //! epoch until the next. A wait that sees its own epoch still holds its entry, and
 //! under the lock that answer is final while it refreshes or removes the entry.
-//!
-//! Counts: `count` is the number of entries, changed only under the lock (a push adds
-//! one, a removal takes one, a wake-up takes them all), so it is zero whenever no wait
-//! is registered and every raise then takes the fast path of one load.
 
 use core::task::{Context, Poll, Waker};
 
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, after_seqcst_rmw, load_seqcst, lock};
+use crate::sync::{
+    AtomicU64, AtomicUsize, Backoff, Ordering, UnsafeCell, after_seqcst_rmw, load_seqcst,
+};
+
+/// The state word's bit: a thread holds the entries.
+const LOCKED: usize = 1;
+/// The state word's bit: some wait may be registered (set by a registration's lock, and
+/// kept by every unlock that leaves an entry behind).
+const REGISTERED: usize = 2;
 
 /// The registered async waits of one target.
 #[derive(Debug)]
 pub(crate) struct AsyncWaiters {
-    /// The entries registered: a raiser's fast check (see the module docs).
-    count: AtomicUsize,
+    /// [`LOCKED`] and [`REGISTERED`]: the lock of the entries, and the raisers' fast
+    /// check (see the module docs).
+    state: AtomicUsize,
     /// Bumped by every wake-up that took entries out; stored under the lock only.
     epoch: AtomicU64,
-    entries: Mutex<Entries>,
+    /// Accessed only while holding [`LOCKED`] (through a [`Locked`]).
+    entries: UnsafeCell<Entries>,
 }
+
+// SAFETY: `entries` (wakers, which are `Send + Sync`, and plain data) is only accessed
+// by the thread that holds the `LOCKED` bit, which one thread at a time holds (taken by
+// an Acquire CAS, released by a Release store), so the accesses never overlap and each
+// holder sees the previous holder's writes.
+unsafe impl Sync for AsyncWaiters {}
 
 #[derive(Debug, Default)]
 struct Entries {
@@ -78,12 +102,76 @@ impl AsyncWait {
     }
 }
 
+/// The entries, held: the lock is released when this drops (a panicking user call
+/// under the lock included), keeping [`REGISTERED`] if an entry is left.
+struct Locked<'a>(&'a AsyncWaiters);
+
+impl Locked<'_> {
+    /// Runs `f` on the entries.
+    #[inline]
+    fn with<R>(&mut self, f: impl FnOnce(&mut Entries) -> R) -> R {
+        // SAFETY: this thread holds `LOCKED` while the `Locked` lives, and `&mut self`
+        // keeps the access unique within it (see the `Sync` impl).
+        self.0.entries.with_mut(|p| f(unsafe { &mut *p }))
+    }
+}
+
+impl Drop for Locked<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let left = self.with(|e| !e.list.is_empty());
+        // Release: the next holder (Acquire) sees our changes to the entries.
+        self.0
+            .state
+            .store(if left { REGISTERED } else { 0 }, Ordering::Release);
+    }
+}
+
 impl AsyncWaiters {
     pub(crate) fn new() -> Self {
         AsyncWaiters {
-            count: AtomicUsize::new(0),
+            state: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
-            entries: Mutex::new(Entries::default()),
+            entries: UnsafeCell::new(Entries::default()),
+        }
+    }
+
+    /// Takes the lock, raising `mark` with it (a registration's [`REGISTERED`]). The
+    /// critical sections are a few instructions and a waker's `clone` or `drop` at most,
+    /// so a thread that finds the lock held spins for it.
+    #[inline]
+    fn lock(&self, mark: usize) -> Locked<'_> {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & LOCKED == 0 {
+                // SeqCst: a registration's mark is the change of the no-lost-wake-up
+                // argument; Acquire: the previous holder's changes are visible.
+                match self.state.compare_exchange(
+                    s,
+                    s | LOCKED | mark,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Locked(self),
+                    Err(now) => s = now,
+                }
+            } else {
+                s = self.lock_contended();
+            }
+        }
+    }
+
+    /// Waits, spinning, until the lock is free; returns the state seen then.
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) -> usize {
+        let backoff = Backoff::new();
+        loop {
+            backoff.snooze();
+            let s = self.state.load(Ordering::Relaxed);
+            if s & LOCKED == 0 {
+                return s;
+            }
         }
     }
 
@@ -91,7 +179,7 @@ impl AsyncWaiters {
     /// was made with a SeqCst RMW (see the module docs).
     #[inline]
     pub(crate) fn wake_all(&self) {
-        if load_seqcst(&self.count) != 0 {
+        if load_seqcst(&self.state) & REGISTERED != 0 {
             self.wake_registered();
         }
     }
@@ -99,24 +187,25 @@ impl AsyncWaiters {
     #[cold]
     #[inline(never)]
     fn wake_registered(&self) {
-        let (first, rest) = {
-            let mut e = lock(&self.entries);
-            let Some(first) = e.list.pop() else {
-                return;
-            };
+        let mut held = self.lock(0);
+        let taken = held.with(|e| {
+            let first = e.list.pop()?;
             // The lone waiter's case allocates nothing (and keeps the list's capacity).
             let rest = if e.list.is_empty() {
                 Vec::new()
             } else {
                 std::mem::take(&mut e.list)
             };
-            self.count.store(0, Ordering::Relaxed);
-            // Release: the raiser's change, made before, is visible to a wait that sees
-            // the new epoch (Acquire).
-            let epoch = self.epoch.load(Ordering::Relaxed);
-            self.epoch.store(epoch.wrapping_add(1), Ordering::Release);
-            (first.waker, rest)
+            Some((first.waker, rest))
+        });
+        let Some((first, rest)) = taken else {
+            return;
         };
+        // Release: the raiser's change, made before, is visible to a wait that sees the
+        // new epoch (Acquire).
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        self.epoch.store(epoch.wrapping_add(1), Ordering::Release);
+        drop(held);
         // Outside the lock: waking runs executor code. Each one even if an earlier one
         // panics (see `chan::unwind`): every entry is out already.
         if rest.is_empty() {
@@ -136,33 +225,38 @@ impl AsyncWaiters {
         self.epoch.load(Ordering::Acquire) != epoch
     }
 
-    /// Registers a wait: its entry, then its count (the order the module docs'
-    /// argument needs), under the lock. Returns the key and the epoch.
+    /// Registers a wait: the lock with [`REGISTERED`] (the SeqCst RMW of the module docs'
+    /// argument), then its entry. Returns the key and the epoch.
     fn register(&self, waker: &Waker) -> (u64, u64) {
-        let mut e = lock(&self.entries);
-        let key = e.next_key;
-        e.next_key += 1;
-        // The clone is user code and may panic: nothing is changed yet.
-        let waker = waker.clone();
-        e.list.push(Entry { key, waker });
-        self.count.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.lock(REGISTERED);
         after_seqcst_rmw();
+        // The clone is user code and may panic: nothing is changed yet (the unlock
+        // lowers the mark again if no entry is left).
+        let waker = waker.clone();
+        let key = held.with(|e| {
+            let key = e.next_key;
+            e.next_key += 1;
+            e.list.push(Entry { key, waker });
+            key
+        });
         (key, self.epoch.load(Ordering::Relaxed))
     }
 
     /// A poll of a registered wait that was not woken: refreshes its waker. `false` if
     /// it turns out to have been woken after all (under the lock, final).
     fn refresh(&self, key: u64, epoch: u64, waker: &Waker) -> bool {
-        let mut e = lock(&self.entries);
+        let mut held = self.lock(0);
         if self.epoch.load(Ordering::Relaxed) != epoch {
             return false;
         }
-        if let Some(entry) = e.list.iter_mut().find(|entry| entry.key == key)
-            && !entry.waker.will_wake(waker)
-        {
-            // User code under the lock: a panic leaves the old waker in place.
-            entry.waker.clone_from(waker);
-        }
+        held.with(|e| {
+            if let Some(entry) = e.list.iter_mut().find(|entry| entry.key == key)
+                && !entry.waker.will_wake(waker)
+            {
+                // User code under the lock: a panic leaves the old waker in place.
+                entry.waker.clone_from(waker);
+            }
+        });
         true
     }
 
@@ -206,25 +300,28 @@ impl AsyncWaiters {
     /// Ends an async wait (it finished, or its future was dropped): a registered wait
     /// that was not woken removes its entry. A woken one leaves nothing behind and
     /// passes nothing on: every wait registered at its wake-up was woken with it.
+    #[inline]
     pub(crate) fn cancel(&self, wait: &mut AsyncWait) {
-        let Some((key, epoch)) = wait.registered.take() else {
-            return;
-        };
-        if self.woken(epoch) {
+        if let Some((key, epoch)) = wait.registered.take()
+            && !self.woken(epoch)
+        {
+            self.remove(key, epoch);
+        }
+    }
+
+    /// [`AsyncWaiters::cancel`] of a wait not seen woken.
+    #[cold]
+    #[inline(never)]
+    fn remove(&self, key: u64, epoch: u64) {
+        let mut held = self.lock(0);
+        if self.epoch.load(Ordering::Relaxed) != epoch {
             return;
         }
-        let removed = {
-            let mut e = lock(&self.entries);
-            if self.epoch.load(Ordering::Relaxed) != epoch {
-                return;
-            }
-            let i = e.list.iter().position(|entry| entry.key == key);
-            let removed = i.map(|i| e.list.swap_remove(i));
-            if removed.is_some() {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-            }
-            removed
-        };
+        let removed = held.with(|e| {
+            let i = e.list.iter().position(|entry| entry.key == key)?;
+            Some(e.list.swap_remove(i))
+        });
+        drop(held);
         // The waker's drop is user code: after unlocking.
         drop(removed);
     }
@@ -232,8 +329,8 @@ impl AsyncWaiters {
     /// The registered entries (tests only).
     #[cfg(test)]
     fn registered(&self) -> usize {
-        let n = lock(&self.entries).list.len();
-        assert_eq!(n, self.count.load(Ordering::SeqCst));
+        let n = self.lock(0).with(|e| e.list.len());
+        assert_eq!(n > 0, self.state.load(Ordering::SeqCst) & REGISTERED != 0);
         n
     }
 }
