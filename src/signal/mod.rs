@@ -541,8 +541,9 @@ pub(crate) struct Shared {
     state: State<Heap>,
     /// Blocking waits park here (its async half stays empty).
     waiters: WaitQueue,
-    /// Async waits register here.
-    async_waiters: AsyncWaiters,
+    /// Async waits register here (on a line of its own: raisers and the waiting task
+    /// both write it).
+    async_waiters: crossbeam_utils::CachePadded<AsyncWaiters>,
     /// The id the next [`Target::raiser`] gets.
     next_raiser: AtomicU64,
     /// This process's id, read once (every raise of an in-process target comes from
@@ -708,7 +709,7 @@ impl Target {
             owner: Owner::new(Arc::new(Shared {
                 state: State::new(Heap::new(depth)),
                 waiters: WaitQueue::new(),
-                async_waiters: AsyncWaiters::new(),
+                async_waiters: crossbeam_utils::CachePadded::new(AsyncWaiters::new()),
                 next_raiser: AtomicU64::new(1),
                 pid: std::process::id(),
             })),

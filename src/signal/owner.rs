@@ -277,6 +277,10 @@ impl<B: Backend> Owner<B> {
 
     /// Takes one delivery of `n`; if `n` is caught, runs its handler (holding `n` back
     /// meanwhile). `caught_only`: leave `n` alone if it is not caught.
+    ///
+    /// Inlined into the waits: a delivery that is not caught (the common case) is a
+    /// load and the take; a caught one runs out of line.
+    #[inline]
     fn deliver(&self, n: u8, caught_only: bool) -> Delivered {
         let w = self.state().words();
         let b = bit(n);
@@ -289,6 +293,14 @@ impl<B: Backend> Owner<B> {
                 None => Delivered::Nothing,
             };
         }
+        self.deliver_caught(n, caught_only)
+    }
+
+    /// [`Owner::deliver`] of a caught number.
+    #[inline(never)]
+    fn deliver_caught(&self, n: u8, caught_only: bool) -> Delivered {
+        let w = self.state().words();
+        let b = bit(n);
         // Hold `n` back for everyone else before taking it: one handler of a number at a
         // time.
         if w.running.fetch_or(b, Ordering::SeqCst) & b != 0 {
@@ -335,6 +347,7 @@ impl<B: Backend> Owner<B> {
         }
     }
 
+    #[inline]
     fn take(&self, n: u8) -> Option<SigInfo> {
         let (taken, rearmed) = self.backend.with_lane(|lane| self.state().take(n, lane));
         if rearmed {

@@ -328,32 +328,49 @@ impl<S: SignalStorage> State<S> {
 
     /// Takes one delivery of `n`. The `bool` says that the queued bit was set again
     /// (see the module docs): the caller announces it like a raise.
+    ///
+    /// A standard number's take is inlined into the wait that makes it (two RMWs and a
+    /// load; returned through memory from a call, its result cost a stall at the
+    /// caller's reload); a queued number's runs out of line.
+    #[inline]
     pub(crate) fn take(&self, n: u8, lane: QueueLane<'_>) -> (Option<Taken>, bool) {
+        if n < FIRST_QUEUED {
+            (self.take_standard(n), false)
+        } else {
+            self.take_queued(n, lane)
+        }
+    }
+
+    /// [`State::take`] of a standard number.
+    #[inline]
+    fn take_standard(&self, n: u8) -> Option<Taken> {
         let w = self.words();
         let b = bit(n);
-        if n < FIRST_QUEUED {
-            // Sync point: Acquire pairs with the raises' Release `fetch_or`.
-            if w.pending.fetch_and(!b, Ordering::SeqCst) & b == 0 {
-                return (None, false);
-            }
-            after_seqcst_rmw();
-            // SeqCst (Acquire for the origin): after the clear in the total order, so a
-            // raise that found the bit still set and skipped its `fetch_or` has its
-            // increment taken here (module docs, "Raise").
-            let count = self.storage.count(n).swap(0, Ordering::SeqCst);
-            if count == 0 {
-                return (None, false);
-            }
-            let origin = self.storage.origin(n).load(Ordering::Relaxed);
-            return (
-                Some(Taken {
-                    count,
-                    payload: None,
-                    origin,
-                }),
-                false,
-            );
+        // Sync point: Acquire pairs with the raises' Release `fetch_or`.
+        if w.pending.fetch_and(!b, Ordering::SeqCst) & b == 0 {
+            return None;
         }
+        after_seqcst_rmw();
+        // SeqCst (Acquire for the origin): after the clear in the total order, so a
+        // raise that found the bit still set and skipped its `fetch_or` has its
+        // increment taken here (module docs, "Raise").
+        let count = self.storage.count(n).swap(0, Ordering::SeqCst);
+        if count == 0 {
+            return None;
+        }
+        let origin = self.storage.origin(n).load(Ordering::Relaxed);
+        Some(Taken {
+            count,
+            payload: None,
+            origin,
+        })
+    }
+
+    /// [`State::take`] of a queued number.
+    #[inline(never)]
+    fn take_queued(&self, n: u8, lane: QueueLane<'_>) -> (Option<Taken>, bool) {
+        let w = self.words();
+        let b = bit(n);
         let ring = self.storage.queue(n);
         let lane = lane.for_number(n);
         let backoff = Backoff::new();
@@ -452,12 +469,20 @@ unsafe impl QueueStorage for HeapQueue {
     }
 }
 
+/// A standard number's two words on the heap, side by side: a raise writes both and
+/// the take reads both, so they travel between the two in one cache line.
+#[derive(Debug)]
+#[repr(C)]
+struct StandardWords {
+    count: AtomicU64,
+    origin: AtomicU64,
+}
+
 /// A target's words on the heap.
 #[derive(Debug)]
 pub(crate) struct Heap {
     words: CachePadded<Words>,
-    counts: Box<[AtomicU64]>,
-    origins: Box<[AtomicU64]>,
+    standard: Box<[StandardWords]>,
     ignored: Box<[AtomicU64]>,
     queues: Box<[Ring<HeapQueue>]>,
 }
@@ -485,8 +510,12 @@ impl Heap {
             .collect();
         Heap {
             words: CachePadded::new(Words::new()),
-            counts: zeros(STANDARD),
-            origins: zeros(STANDARD),
+            standard: (0..STANDARD)
+                .map(|_| StandardWords {
+                    count: AtomicU64::new(0),
+                    origin: AtomicU64::new(0),
+                })
+                .collect(),
             ignored: zeros(SIGNALS as usize),
             queues,
         }
@@ -506,12 +535,12 @@ unsafe impl SignalStorage for Heap {
 
     #[inline]
     fn count(&self, n: u8) -> &AtomicU64 {
-        &self.counts[usize::from(n) - 1]
+        &self.standard[usize::from(n) - 1].count
     }
 
     #[inline]
     fn origin(&self, n: u8) -> &AtomicU64 {
-        &self.origins[usize::from(n) - 1]
+        &self.standard[usize::from(n) - 1].origin
     }
 
     #[inline]

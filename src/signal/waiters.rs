@@ -76,11 +76,50 @@ pub(crate) struct AsyncWaiters {
 // holder sees the previous holder's writes.
 unsafe impl Sync for AsyncWaiters {}
 
+/// The registered waits: the first inline (a lone waiter's registration and wake-up
+/// touch no other memory), the rest in a list. `first` is empty only if `rest` is.
 #[derive(Debug, Default)]
 struct Entries {
-    list: Vec<Entry>,
+    first: Option<Entry>,
+    rest: Vec<Entry>,
     /// The key the next registration gets.
     next_key: u64,
+}
+
+impl Entries {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push(&mut self, entry: Entry) {
+        if self.first.is_none() {
+            self.first = Some(entry);
+        } else {
+            self.rest.push(entry);
+        }
+    }
+
+    fn find(&mut self, key: u64) -> Option<&mut Entry> {
+        self.first
+            .iter_mut()
+            .chain(self.rest.iter_mut())
+            .find(|e| e.key == key)
+    }
+
+    fn remove(&mut self, key: u64) -> Option<Entry> {
+        if self.first.as_ref().is_some_and(|e| e.key == key) {
+            let removed = self.first.take();
+            self.first = self.rest.pop();
+            return removed;
+        }
+        let i = self.rest.iter().position(|e| e.key == key)?;
+        Some(self.rest.swap_remove(i))
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
 }
 
 #[derive(Debug)]
@@ -119,7 +158,7 @@ impl Locked<'_> {
 impl Drop for Locked<'_> {
     #[inline]
     fn drop(&mut self) {
-        let left = self.with(|e| !e.list.is_empty());
+        let left = self.with(|e| !e.is_empty());
         // Release: the next holder (Acquire) sees our changes to the entries.
         self.0
             .state
@@ -189,12 +228,12 @@ impl AsyncWaiters {
     fn wake_registered(&self) {
         let mut held = self.lock(0);
         let taken = held.with(|e| {
-            let first = e.list.pop()?;
+            let first = e.first.take()?;
             // The lone waiter's case allocates nothing (and keeps the list's capacity).
-            let rest = if e.list.is_empty() {
+            let rest = if e.rest.is_empty() {
                 Vec::new()
             } else {
-                std::mem::take(&mut e.list)
+                std::mem::take(&mut e.rest)
             };
             Some((first.waker, rest))
         });
@@ -236,7 +275,7 @@ impl AsyncWaiters {
         let key = held.with(|e| {
             let key = e.next_key;
             e.next_key += 1;
-            e.list.push(Entry { key, waker });
+            e.push(Entry { key, waker });
             key
         });
         (key, self.epoch.load(Ordering::Relaxed))
@@ -250,7 +289,7 @@ impl AsyncWaiters {
             return false;
         }
         held.with(|e| {
-            if let Some(entry) = e.list.iter_mut().find(|entry| entry.key == key)
+            if let Some(entry) = e.find(key)
                 && !entry.waker.will_wake(waker)
             {
                 // User code under the lock: a panic leaves the old waker in place.
@@ -317,10 +356,7 @@ impl AsyncWaiters {
         if self.epoch.load(Ordering::Relaxed) != epoch {
             return;
         }
-        let removed = held.with(|e| {
-            let i = e.list.iter().position(|entry| entry.key == key)?;
-            Some(e.list.swap_remove(i))
-        });
+        let removed = held.with(|e| e.remove(key));
         drop(held);
         // The waker's drop is user code: after unlocking.
         drop(removed);
@@ -329,7 +365,7 @@ impl AsyncWaiters {
     /// The registered entries (tests only).
     #[cfg(test)]
     fn registered(&self) -> usize {
-        let n = self.lock(0).with(|e| e.list.len());
+        let n = self.lock(0).with(|e| e.len());
         assert_eq!(n > 0, self.state.load(Ordering::SeqCst) & REGISTERED != 0);
         n
     }
