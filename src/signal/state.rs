@@ -252,6 +252,7 @@ impl<S: SignalStorage> State<S> {
     /// SeqCst RMW (or the raise was ignored); the caller then announces it to waiters.
     /// The `bool` says that the bit was set already (the owner has not taken an
     /// earlier raise yet; `false` for an ignored raise).
+    #[inline]
     pub(crate) fn raise(
         &self,
         n: u8,
@@ -296,6 +297,7 @@ impl<S: SignalStorage> State<S> {
     /// `lane` (nothing for the heap), and publishes a slot that a survivor reclaimed as a
     /// skip and claims anew. For shared storage every wait here is bounded: a slot that
     /// stays busy past the backoff (a stuck or hostile peer) makes the raise `Full`.
+    #[inline(never)]
     fn push(&self, n: u8, payload: u64, origin: u64, lane: QueueLane<'_>) -> Result<(), RaiseFail> {
         let ring = self.storage.queue(n);
         let backoff = Backoff::new();

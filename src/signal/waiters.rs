@@ -227,17 +227,16 @@ impl AsyncWaiters {
     #[inline(never)]
     fn wake_registered(&self) {
         let mut held = self.lock(0);
-        let taken = held.with(|e| {
-            let first = e.first.take()?;
+        let (first, rest) = held.with(|e| {
             // The lone waiter's case allocates nothing (and keeps the list's capacity).
             let rest = if e.rest.is_empty() {
-                Vec::new()
+                None
             } else {
-                std::mem::take(&mut e.rest)
+                Some(std::mem::take(&mut e.rest))
             };
-            Some((first.waker, rest))
+            (e.first.take(), rest)
         });
-        let Some((first, rest)) = taken else {
+        let Some(first) = first else {
             return;
         };
         // Release: the raiser's change, made before, is visible to a wait that sees the
@@ -245,15 +244,16 @@ impl AsyncWaiters {
         let epoch = self.epoch.load(Ordering::Relaxed);
         self.epoch.store(epoch.wrapping_add(1), Ordering::Release);
         drop(held);
-        // Outside the lock: waking runs executor code. Each one even if an earlier one
-        // panics (see `chan::unwind`): every entry is out already.
-        if rest.is_empty() {
-            first.wake();
-        } else {
-            crate::chan::unwind::wake_all(
-                core::iter::once(first).chain(rest.into_iter().map(|e| e.waker)),
-                Waker::wake,
-            );
+        // Outside the lock: waking runs executor code.
+        match rest {
+            None => first.waker.wake(),
+            // Each one even if an earlier one panics (see `chan::unwind`): every entry
+            // is out already.
+            Some(rest) => {
+                crate::chan::unwind::wake_all(core::iter::once(first).chain(rest), |e: Entry| {
+                    e.waker.wake()
+                })
+            }
         }
     }
 
