@@ -347,7 +347,7 @@ impl<B: Backend> Owner<B> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&self, n: u8) -> Option<SigInfo> {
         let (taken, rearmed) = self.backend.with_lane(|lane| self.state().take(n, lane));
         if rearmed {
