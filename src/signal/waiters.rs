@@ -223,8 +223,7 @@ impl AsyncWaiters {
         }
     }
 
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn wake_registered(&self) {
         let mut held = self.lock(0);
         let (first, rest) = held.with(|e| {
