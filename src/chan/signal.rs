@@ -762,15 +762,16 @@ impl AsyncWait {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize as StdCount, Ordering as StdOrdering};
     use std::task::Wake;
 
     use super::*;
 
-    /// A waker that counts its wake-ups.
-    struct Counting(StdCount);
+    /// A waker that counts its wake-ups (shared with the signal targets' wait set's
+    /// tests).
+    pub(crate) struct Counting(StdCount);
 
     impl Wake for Counting {
         fn wake(self: Arc<Self>) {
@@ -778,12 +779,14 @@ mod tests {
         }
     }
 
-    fn counting() -> (Arc<Counting>, Waker) {
+    /// A counting waker and its count.
+    pub(crate) fn counting() -> (Arc<Counting>, Waker) {
         let c = Arc::new(Counting(StdCount::new(0)));
         (c.clone(), Waker::from(c))
     }
 
-    fn woken(c: &Counting) -> usize {
+    /// How many times `c`'s waker was woken.
+    pub(crate) fn woken(c: &Counting) -> usize {
         c.0.load(StdOrdering::Relaxed)
     }
 

@@ -372,24 +372,8 @@ impl AsyncWaiters {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize as Count, Ordering as O};
-    use std::task::Wake;
-
     use super::*;
-
-    struct Counting(Count);
-
-    impl Wake for Counting {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, O::Relaxed);
-        }
-    }
-
-    fn counting() -> (Arc<Counting>, Waker) {
-        let c = Arc::new(Counting(Count::new(0)));
-        (c.clone(), Waker::from(c))
-    }
+    use crate::chan::signal::tests::{counting, woken};
 
     /// Every registered wait is woken once by one wake-up, each polls ready (or
     /// registers again), and the set is empty afterwards; a wake-up with nobody
@@ -409,7 +393,7 @@ mod tests {
             set.wake_all();
             assert_eq!(set.registered(), 0);
             for ((c, waker), st) in waits.iter().zip(&mut states) {
-                assert_eq!(c.0.load(O::Relaxed), 1, "{n} waits");
+                assert_eq!(woken(&c), 1, "{n} waits");
                 let mut cx = Context::from_waker(waker);
                 assert_eq!(set.poll(st, &mut cx, || Some(7)), Poll::Ready(7));
                 set.cancel(st);
@@ -437,7 +421,7 @@ mod tests {
         set.cancel(&mut sa);
         assert_eq!(set.registered(), 1);
         set.wake_all();
-        assert_eq!((a.0.load(O::Relaxed), b.0.load(O::Relaxed)), (0, 1));
+        assert_eq!((woken(&a), woken(&b)), (0, 1));
         set.cancel(&mut sb);
         assert_eq!(set.registered(), 0);
         // Registered after the wake-up: a poll without a change stays pending.
@@ -470,6 +454,6 @@ mod tests {
                 .is_pending()
         );
         set.wake_all();
-        assert_eq!((old.0.load(O::Relaxed), new.0.load(O::Relaxed)), (0, 1));
+        assert_eq!((woken(&old), woken(&new)), (0, 1));
     }
 }
