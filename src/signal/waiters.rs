@@ -393,7 +393,7 @@ mod tests {
             set.wake_all();
             assert_eq!(set.registered(), 0);
             for ((c, waker), st) in waits.iter().zip(&mut states) {
-                assert_eq!(woken(&c), 1, "{n} waits");
+                assert_eq!(woken(c), 1, "{n} waits");
                 let mut cx = Context::from_waker(waker);
                 assert_eq!(set.poll(st, &mut cx, || Some(7)), Poll::Ready(7));
                 set.cancel(st);
