@@ -303,6 +303,11 @@ impl AsyncWaiters {
     ///
     /// Every poll attempts first, woken or not: a poll that finds a delivery takes it,
     /// whoever polled (a `select!` may poll a wait that was not woken).
+    ///
+    /// Always inlined into the future's `poll`: called, it passed the attempt's result
+    /// and the wait through memory and saved most registers on every poll (callgrind,
+    /// async raise-to-wake between two tasks: 1 560 → 1 500 instructions a round trip).
+    #[inline(always)]
     pub(crate) fn poll<R>(
         &self,
         wait: &mut AsyncWait,
