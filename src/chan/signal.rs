@@ -694,6 +694,11 @@ impl AsyncWait {
     /// One poll: while fewer than `yields` polls have yielded (see
     /// [`ASYNC_SEND_YIELDS`]), try `attempt` if `worth_trying` says so, and yield to the
     /// executor; then run `attempt` until it finishes or a registered wait is pending.
+    ///
+    /// Always inlined into the futures' polls, as the signal targets' wait set's is: an
+    /// async mailbox request/reply between two tasks went 2 390 → 2 320 instructions a
+    /// round trip (callgrind); an async SPSC channel, which rarely waits, is unchanged.
+    #[inline(always)]
     pub(crate) fn poll<R, S>(
         &mut self,
         signal: &Signal,
