@@ -521,6 +521,70 @@ fn async_waits_on_tokio() {
     });
 }
 
+/// Async waits, each for a number of its own, on a multi-thread runtime, while raiser
+/// threads raise every number many times: every wait gets exactly its raises, however
+/// the wake-all set's registrations, wake-ups and departures interleave across tasks and
+/// threads. Standard numbers (coalesced: the counts add up) and queued ones (one
+/// delivery per raise, so nearly every raise finds its wait registered and wakes it; a
+/// raise that finds the queue full retries). With all waits on one target, the set holds
+/// several entries at once; with a target per wait, a lost wake-up hangs the test (no
+/// other number's raise wakes the wait, and a raise that finds its bit set announces
+/// nothing), and the watchdog fails it.
+#[test]
+fn async_waits_for_own_numbers_under_concurrent_raisers() {
+    const WAITS: u8 = 4;
+    const RAISERS: u64 = 2;
+    const RAISES: u64 = 2_000;
+    for (first, shared) in [(1, true), (1, false), (40, true), (40, false)] {
+        common::run_tokio(common::Rt::MultiThread, 30, move || async move {
+            let targets: Vec<Arc<Target>> = (0..if shared { 1 } else { WAITS })
+                .map(|_| Arc::new(Target::new()))
+                .collect();
+            let of = |i: u8| targets[usize::from(i) % targets.len()].clone();
+            let tasks: Vec<_> = (0..WAITS)
+                .map(|i| {
+                    let (t, n) = (of(i), first + i);
+                    tokio::spawn(async move {
+                        let mut total = 0;
+                        while total < RAISERS * RAISES {
+                            let info = t.wait_for_async(&set(&[n])).await;
+                            assert_eq!(info.signal(), sig(n));
+                            total += info.count();
+                        }
+                        total
+                    })
+                })
+                .collect();
+            let raisers: Vec<_> = (0..RAISERS)
+                .map(|_| {
+                    let ends: Vec<_> = (0..WAITS).map(|i| (of(i).raiser(), first + i)).collect();
+                    thread::spawn(move || {
+                        for _ in 0..RAISES {
+                            for (r, n) in &ends {
+                                while let Err(e) = r.raise(sig(*n)) {
+                                    assert_eq!(e, RaiseError::Full);
+                                    thread::yield_now();
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Each wait ends only once every raise of its number was delivered, so the
+            // raisers are done by then (joined after, not blocking a worker meanwhile).
+            for task in tasks {
+                assert_eq!(task.await.unwrap(), RAISERS * RAISES);
+            }
+            for r in raisers {
+                r.join().unwrap();
+            }
+            for t in &targets {
+                assert!(t.try_wait().is_none());
+            }
+        });
+    }
+}
+
 #[test]
 fn stream_yields_deliveries() {
     use futures::StreamExt;
