@@ -252,9 +252,10 @@ impl Signal {
     }
 
     /// Wakes every registered waiter, if any is registered: for waiters that wait for
-    /// different changes on one queue (a signal target's waits for different sets of
-    /// numbers), where the one waiter [`Signal::notify_one`] would pick may not be the
-    /// one a change concerns.
+    /// different changes on one queue (a signal target's blocking waits for different
+    /// sets of numbers; its async waits have a wake-all set of their own,
+    /// `signal::waiters`), where the one waiter [`Signal::notify_one`] would pick may not
+    /// be the one a change concerns.
     ///
     /// Called, like `notify_one`, after the change was made with a SeqCst RMW; the fast
     /// path is the same two count loads. Otherwise it is [`Signal::notify_all`], whose
@@ -264,8 +265,8 @@ impl Signal {
     ///
     /// Each kind is checked on its own, as `notify_one` does: a kind whose count is zero
     /// has no registered waiter that this change must wake (the argument of
-    /// [`Signal::has`]), so its half of `notify_all` is skipped (async waits on a signal
-    /// target then take no RMW on the blocking count and no event notification).
+    /// [`Signal::has`]), so its half of `notify_all` is skipped (with only async waits
+    /// registered, no RMW on the blocking count and no event notification).
     #[inline]
     pub(crate) fn notify_waiting(&self) {
         if Self::has(&self.inner.async_waiters) {
@@ -313,8 +314,8 @@ impl Signal {
     /// settles their counts (module docs, step 4), and wakes them outside the lock.
     ///
     /// The first waker is kept apart from the rest, so that the common case of one
-    /// waiting task (a signal target's owner) wakes it without allocating, and directly:
-    /// a panic of a single wake-up reaches the caller as it would from the batch.
+    /// waiting task wakes it without allocating, and directly: a panic of a single
+    /// wake-up reaches the caller as it would from the batch.
     #[cold]
     fn wake_all_async(&self) {
         let (first, rest) = {

@@ -223,6 +223,8 @@ impl AsyncWaiters {
         }
     }
 
+    /// [`AsyncWaiters::wake_all`] once the mark is up: takes every entry out under the
+    /// lock, starts a new epoch, and wakes them after unlocking.
     #[inline]
     fn wake_registered(&self) {
         let mut held = self.lock(0);
@@ -380,6 +382,11 @@ mod tests {
     use super::*;
     use crate::chan::signal::tests::{counting, woken};
 
+    /// One poll of `wait` with `waker`, whose attempt finds nothing.
+    fn poll_nothing(set: &AsyncWaiters, wait: &mut AsyncWait, waker: &Waker) -> Poll<()> {
+        set.poll(wait, &mut Context::from_waker(waker), || None)
+    }
+
     /// Every registered wait is woken once by one wake-up, each polls ready (or
     /// registers again), and the set is empty afterwards; a wake-up with nobody
     /// registered does nothing.
@@ -391,8 +398,7 @@ mod tests {
             let waits: Vec<_> = (0..n).map(|_| counting()).collect();
             let mut states: Vec<AsyncWait> = (0..n).map(|_| AsyncWait::default()).collect();
             for ((_, waker), st) in waits.iter().zip(&mut states) {
-                let mut cx = Context::from_waker(waker);
-                assert!(set.poll(st, &mut cx, || None::<()>).is_pending());
+                assert!(poll_nothing(&set, st, waker).is_pending());
             }
             assert_eq!(set.registered(), n);
             set.wake_all();
@@ -415,14 +421,8 @@ mod tests {
         let (a, aw) = counting();
         let (b, bw) = counting();
         let (mut sa, mut sb) = (AsyncWait::default(), AsyncWait::default());
-        assert!(
-            set.poll(&mut sa, &mut Context::from_waker(&aw), || None::<()>)
-                .is_pending()
-        );
-        assert!(
-            set.poll(&mut sb, &mut Context::from_waker(&bw), || None::<()>)
-                .is_pending()
-        );
+        assert!(poll_nothing(&set, &mut sa, &aw).is_pending());
+        assert!(poll_nothing(&set, &mut sb, &bw).is_pending());
         set.cancel(&mut sa);
         assert_eq!(set.registered(), 1);
         set.wake_all();
@@ -430,14 +430,8 @@ mod tests {
         set.cancel(&mut sb);
         assert_eq!(set.registered(), 0);
         // Registered after the wake-up: a poll without a change stays pending.
-        assert!(
-            set.poll(&mut sa, &mut Context::from_waker(&aw), || None::<()>)
-                .is_pending()
-        );
-        assert!(
-            set.poll(&mut sa, &mut Context::from_waker(&aw), || None::<()>)
-                .is_pending()
-        );
+        assert!(poll_nothing(&set, &mut sa, &aw).is_pending());
+        assert!(poll_nothing(&set, &mut sa, &aw).is_pending());
         assert_eq!(set.registered(), 1);
         set.cancel(&mut sa);
         assert_eq!(set.registered(), 0);
@@ -450,14 +444,8 @@ mod tests {
         let (old, ow) = counting();
         let (new, nw) = counting();
         let mut st = AsyncWait::default();
-        assert!(
-            set.poll(&mut st, &mut Context::from_waker(&ow), || None::<()>)
-                .is_pending()
-        );
-        assert!(
-            set.poll(&mut st, &mut Context::from_waker(&nw), || None::<()>)
-                .is_pending()
-        );
+        assert!(poll_nothing(&set, &mut st, &ow).is_pending());
+        assert!(poll_nothing(&set, &mut st, &nw).is_pending());
         set.wake_all();
         assert_eq!((woken(&old), woken(&new)), (0, 1));
     }
