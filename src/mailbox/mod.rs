@@ -1704,6 +1704,20 @@ impl<T, R> Future for RequestFut<'_, T, R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         assert!(!this.done, "RequestFut polled after completion");
+        if !this.sent && this.key.is_none() {
+            // The first poll's lock-free send, inline: the wait machinery below is only
+            // for a full mailbox.
+            let sh = this.mb.shared();
+            let msg = this.msg.take().expect("a pending send holds its message");
+            match sh.send_request_fast(this.tag, msg) {
+                Ok(()) => this.sent = true,
+                Err((SendFail::Full, m)) => this.msg = Some(m),
+                Err((why, m)) => {
+                    this.done = true;
+                    return Poll::Ready(Err(request_fail(why, m.body)));
+                }
+            }
+        }
         if !this.sent {
             let sh = this.mb.shared();
             let (tag, msg) = (this.tag, &mut this.msg);

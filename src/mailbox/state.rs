@@ -1305,16 +1305,25 @@ impl<T> Shared<T> {
     }
 
     /// Withdraws an async wait (its future was dropped); a wake-up it received passes on.
+    /// Inline, as every future's drop calls it, nearly always with nothing registered.
+    #[inline]
     pub(crate) fn cancel(&self, side: Side, key: &mut Option<u64>) {
         if let Some(k) = key.take() {
-            let mut after = After::default();
-            let mut g = self.lock();
-            let st = &mut *g;
-            if self.leave(st, side, k, &mut after) {
-                self.pass_on(st, side, &mut after);
-            }
-            drop(g);
-            self.finish(after);
+            self.withdraw(side, k);
         }
+    }
+
+    /// [`Shared::cancel`] of a registered wait: leaves the waiter list under the lock.
+    #[cold]
+    #[inline(never)]
+    fn withdraw(&self, side: Side, k: u64) {
+        let mut after = After::default();
+        let mut g = self.lock();
+        let st = &mut *g;
+        if self.leave(st, side, k, &mut after) {
+            self.pass_on(st, side, &mut after);
+        }
+        drop(g);
+        self.finish(after);
     }
 }
