@@ -241,15 +241,17 @@ impl Signal {
     /// be the one a change concerns.
     ///
     /// Called, like `notify_one`, after the change was made with a SeqCst RMW; the fast
-    /// path is the same two count loads. Otherwise it is [`Signal::notify_all`], whose
-    /// accounting keeps the counts exact: every waiter it notifies re-checks, and one
-    /// that finds nothing for itself registers again (a blocking waiter's notification
-    /// that a withdrawing waiter took is passed on when that waiter's listener drops).
+    /// path is the same two loads (the async list's mark, the blocking count). Otherwise
+    /// it is [`Signal::notify_all`], whose accounting keeps the count exact: every
+    /// waiter it notifies re-checks, and one that finds nothing for itself registers
+    /// again (a blocking waiter's notification that a withdrawing waiter took is passed
+    /// on when that waiter's listener drops).
     ///
-    /// Each kind is checked on its own, as `notify_one` does: a kind whose count is zero
-    /// has no registered waiter that this change must wake (the argument of
-    /// [`Signal::has`]), so its half of `notify_all` is skipped (with only async waits
-    /// registered, no RMW on the blocking count and no event notification).
+    /// Each kind is checked on its own, as `notify_one` does: a kind whose mark is down
+    /// or whose count is zero has no registered waiter that this change must wake (the
+    /// argument of [`Signal::has`] and of the module docs), so its half of `notify_all`
+    /// is skipped (with only async waits registered, no RMW on the blocking count and no
+    /// event notification).
     #[inline]
     pub(crate) fn notify_waiting(&self) {
         if self.inner.wakers.is_marked() {
