@@ -23,7 +23,7 @@ use conduit::{RecvError, SendError, TryRecvError, TrySendError};
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/// Runs a test body under a watchdog (a longer one under miri, which is slow), with the
+/// Runs a test body under a watchdog (a longer one under miri: `LIMIT_SECS`), with the
 /// panics these tests cause on purpose kept quiet: they would print a message (and, with
 /// `RUST_BACKTRACE` set, a backtrace, which takes miri minutes) each. Other panics are
 /// reported as usual.
@@ -38,12 +38,7 @@ fn watchdog(f: impl FnOnce() + Send + 'static) {
             }
         }));
     });
-    let limit = if cfg!(miri) {
-        20 * LIMIT_SECS
-    } else {
-        LIMIT_SECS
-    };
-    with_timeout(limit, f);
+    with_timeout(LIMIT_SECS, f);
 }
 
 /// Records which messages were dropped, in drop order.
