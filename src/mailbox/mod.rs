@@ -746,6 +746,7 @@ fn send_outcome<T>(
 /// `stored` to wait for room. Without the lock (`cx` is `None`) the lock-free send, a
 /// request's with its "no responders" check (`Shared::send_request_fast`); under it,
 /// `Shared::try_push`.
+#[inline]
 fn send_attempt<T>(
     sh: &Shared<T>,
     cx: Locked<'_, T>,
@@ -1704,26 +1705,22 @@ impl<T, R> Future for RequestFut<'_, T, R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         assert!(!this.done, "RequestFut polled after completion");
-        if !this.sent && this.key.is_none() {
-            // The first poll's lock-free send, inline: the wait machinery below is only
-            // for a full mailbox.
-            let sh = this.mb.shared();
-            let msg = this.msg.take().expect("a pending send holds its message");
-            match sh.send_request_fast(this.tag, msg) {
-                Ok(()) => this.sent = true,
-                Err((SendFail::Full, m)) => this.msg = Some(m),
-                Err((why, m)) => {
-                    this.done = true;
-                    return Poll::Ready(Err(request_fail(why, m.body)));
-                }
-            }
-        }
         if !this.sent {
             let sh = this.mb.shared();
             let (tag, msg) = (this.tag, &mut this.msg);
-            match sh.poll(Side::Send, None, true, &mut this.key, cx, |lk| {
-                send_attempt(sh, lk, tag, msg, true)
-            }) {
+            // The first poll's lock-free attempt inline: the wait machinery is only for a
+            // full mailbox.
+            let first = match this.key {
+                None => send_attempt(sh, None, tag, msg, true),
+                Some(_) => Attempt::Wait,
+            };
+            let sent = match first {
+                Attempt::Done(r) => Poll::Ready(r),
+                Attempt::Wait => sh.poll(Side::Send, None, true, &mut this.key, cx, |lk| {
+                    send_attempt(sh, lk, tag, msg, true)
+                }),
+            };
+            match sent {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err((why, m))) => {
                     this.done = true;
