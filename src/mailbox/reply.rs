@@ -217,8 +217,12 @@ pub(crate) enum Capability {
 pub(crate) struct LocalCap(Option<Arc<dyn Erased>>);
 
 /// A reply slot with its reply type erased.
+///
+/// # Safety
+/// `slot_type` must return the `TypeId` of the implementing type itself:
+/// [`Capability::take`] casts the erased `Arc` back to the type it names.
 #[cfg(not(loom))]
-pub(crate) trait Erased: Send + Sync {
+pub(crate) unsafe trait Erased: Send + Sync {
     /// The slot's concrete type, `Slot<R>`: one virtual call tells
     /// [`Capability::take`] whether the requester expects an `R`.
     fn slot_type(&self) -> TypeId;
@@ -226,8 +230,9 @@ pub(crate) trait Erased: Send + Sync {
     fn give_up(&self);
 }
 
+// SAFETY: `slot_type` returns `Slot<R>`'s own `TypeId`.
 #[cfg(not(loom))]
-impl<R: Send + 'static> Erased for Slot<R> {
+unsafe impl<R: Send + 'static> Erased for Slot<R> {
     fn slot_type(&self) -> TypeId {
         TypeId::of::<Slot<R>>()
     }
@@ -261,11 +266,11 @@ impl Capability {
                 }
                 let erased = cap.0.take().expect("checked above");
                 // SAFETY: the pointer comes from `Arc::into_raw` of an `Arc<dyn Erased>`
-                // whose value is a `Slot<R>` (its `slot_type` says so, and `slot_type` is
-                // implemented for `Slot<_>` only, returning its own type): that `Arc`
-                // was made as an `Arc<Slot<R>>` in `pair` and coerced, so the data
-                // pointer, cast back, is one `Arc::from_raw` accepts for `Slot<R>`, and
-                // ownership of the one reference moves over unchanged.
+                // whose value is a `Slot<R>` (its `slot_type` says so, which the
+                // `Erased` contract makes the value's own type): that `Arc` was made as
+                // an `Arc<Slot<R>>` in `pair` and coerced, so the data pointer, cast
+                // back, is one `Arc::from_raw` accepts for `Slot<R>`, and ownership of
+                // the one reference moves over unchanged.
                 let slot = unsafe { Arc::from_raw(Arc::into_raw(erased).cast::<Slot<R>>()) };
                 Ok(Reply {
                     slot: Some(slot),
