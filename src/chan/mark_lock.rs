@@ -30,7 +30,7 @@ use crate::sync::{AtomicUsize, Ordering, load_seqcst};
 #[cfg(not(loom))]
 use crate::sync::{Backoff, UnsafeCell};
 #[cfg(loom)]
-use crate::sync::{Mutex, MutexGuard, lock};
+use crate::sync::{Mutex, MutexGuard, after_seqcst_rmw, lock};
 
 /// The state word's bit: a thread holds the value.
 #[cfg(not(loom))]
@@ -139,8 +139,11 @@ impl<T: Marks> MarkLock<T> {
     pub(crate) fn lock(&self, mark: bool) -> Held<'_, T> {
         let mut guard = lock(&self.value);
         if mark {
-            // SeqCst: the registration's change, as the production CAS.
+            // SeqCst: the registration's change, as the production CAS; loom models a
+            // SeqCst RMW as AcqRel only, so a SeqCst fence follows it (for every
+            // registration, here rather than at each caller).
             self.state.fetch_or(MARK, Ordering::SeqCst);
+            after_seqcst_rmw();
             guard.1 = true;
         }
         Held { lock: self, guard }

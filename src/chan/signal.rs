@@ -11,8 +11,9 @@
 //! register. Each kind has its own word, so a waker always knows which of the two to
 //! notify.
 //!
-//! The fast path of a send or receive never locks: a wake-up is only issued when a count
-//! says someone is registered, which is one extra load of a read-mostly line.
+//! The fast path of a send or receive never locks: a wake-up is only issued when the
+//! blocking count or the async list's mark says someone is registered, two loads of
+//! read-mostly lines.
 //!
 //! # The no-lost-wake-up argument
 //! A waiter (1) registers (a listener, or an entry in the waker list), (2) announces it

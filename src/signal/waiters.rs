@@ -46,7 +46,7 @@
 use core::task::{Context, Poll, Waker};
 
 use crate::chan::mark_lock::{Held, MarkLock, Marks};
-use crate::sync::{AtomicU64, Ordering, after_seqcst_rmw};
+use crate::sync::{AtomicU64, Ordering};
 
 /// The registered async waits of one target.
 #[derive(Debug)]
@@ -194,7 +194,6 @@ impl AsyncWaiters {
     /// argument), then its entry. Returns the key and the epoch.
     fn register(&self, waker: &Waker) -> (u64, u64) {
         let mut held = self.lock(true);
-        after_seqcst_rmw();
         // The clone is user code and may panic: nothing is changed yet (the unlock
         // lowers the mark again if no entry is left).
         let waker = waker.clone();
