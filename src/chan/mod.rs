@@ -7,6 +7,7 @@
 
 pub(crate) mod array;
 pub(crate) mod list;
+pub(crate) mod mark_lock;
 pub(crate) mod ring;
 pub(crate) mod signal;
 pub(crate) mod unwind;

@@ -746,6 +746,7 @@ fn send_outcome<T>(
 /// `stored` to wait for room. Without the lock (`cx` is `None`) the lock-free send, a
 /// request's with its "no responders" check (`Shared::send_request_fast`); under it,
 /// `Shared::try_push`.
+#[inline]
 fn send_attempt<T>(
     sh: &Shared<T>,
     cx: Locked<'_, T>,
@@ -989,7 +990,8 @@ impl<T> Mailbox<T> {
     /// assert_eq!(mb.recv().unwrap().into_body(), 5);
     /// ```
     pub fn recv(&self) -> Result<Envelope<T>, RecvError> {
-        self.recv_select(Select::Any)
+        self.recv_inner(Sel::Any, None)
+            .expect("a wait without deadline does not time out")
     }
 
     /// Receives the oldest message if there is one now.
@@ -1000,7 +1002,7 @@ impl<T> Mailbox<T> {
     /// assert_eq!(mb.try_recv().unwrap_err(), TryRecvError::Empty);
     /// ```
     pub fn try_recv(&self) -> Result<Envelope<T>, TryRecvError> {
-        self.try_recv_select(Select::Any)
+        self.try_recv_sel(Sel::Any)
     }
 
     /// Receives the oldest message, waiting at most `timeout`.
@@ -1040,7 +1042,7 @@ impl<T> Mailbox<T> {
     /// # });
     /// ```
     pub fn recv_async(&self) -> RecvFut<'_, T> {
-        self.recv_select_async(Select::Any)
+        self.recv_sel_async(Sel::Any)
     }
 
     /// Receives the message `select` takes, waiting while there is none; `Err` once the
@@ -1054,18 +1056,19 @@ impl<T> Mailbox<T> {
     /// assert_eq!(mb.recv_select(Select::Tag(2)).unwrap().into_body(), 20);
     /// ```
     pub fn recv_select(&self, select: Select) -> Result<Envelope<T>, RecvError> {
-        self.recv_inner(select, None)
+        self.recv_inner(select.sel(), None)
             .expect("a wait without deadline does not time out")
     }
 
+    /// The blocking receives, with the selection converted (a plain `recv` neither
+    /// builds nor drops a [`Select`]); `None`: the deadline passed.
     fn recv_inner(
         &self,
-        select: Select,
+        sel: Sel,
         deadline: Option<Instant>,
     ) -> Option<Result<Envelope<T>, RecvError>> {
         self.attach();
         let sh = self.shared();
-        let sel = select.sel();
         // `Any` receives wait on the channels' wait queue (see `state`'s docs), after
         // one attempt inline.
         if sel == Sel::Any {
@@ -1094,9 +1097,13 @@ impl<T> Mailbox<T> {
     /// assert_eq!(mb.try_recv_select(Select::Tag(2)).unwrap_err(), TryRecvError::Empty);
     /// ```
     pub fn try_recv_select(&self, select: Select) -> Result<Envelope<T>, TryRecvError> {
+        self.try_recv_sel(select.sel())
+    }
+
+    /// [`Mailbox::try_recv_select`] with the selection converted.
+    fn try_recv_sel(&self, sel: Sel) -> Result<Envelope<T>, TryRecvError> {
         self.attach();
         let sh = self.shared();
-        let sel = select.sel();
         let res = if sel == Sel::Any {
             sh.recv_any()
         } else {
@@ -1147,7 +1154,7 @@ impl<T> Mailbox<T> {
         select: Select,
         deadline: Instant,
     ) -> Result<Envelope<T>, RecvTimeoutError> {
-        match self.recv_inner(select, Some(deadline)) {
+        match self.recv_inner(select.sel(), Some(deadline)) {
             Some(Ok(env)) => Ok(env),
             Some(Err(RecvError)) => Err(RecvTimeoutError::Disconnected),
             None => Err(RecvTimeoutError::Timeout),
@@ -1169,10 +1176,16 @@ impl<T> Mailbox<T> {
     /// # });
     /// ```
     pub fn recv_select_async(&self, select: Select) -> RecvFut<'_, T> {
+        self.recv_sel_async(select.sel())
+    }
+
+    /// [`Mailbox::recv_select_async`] with the selection converted: a plain
+    /// `recv_async` neither builds nor drops a [`Select`].
+    fn recv_sel_async(&self, sel: Sel) -> RecvFut<'_, T> {
         self.attach();
         RecvFut {
             mb: self,
-            sel: select.sel(),
+            sel,
             key: None,
             any: AsyncWait::new(),
             done: false,
@@ -1707,9 +1720,19 @@ impl<T, R> Future for RequestFut<'_, T, R> {
         if !this.sent {
             let sh = this.mb.shared();
             let (tag, msg) = (this.tag, &mut this.msg);
-            match sh.poll(Side::Send, None, true, &mut this.key, cx, |lk| {
-                send_attempt(sh, lk, tag, msg, true)
-            }) {
+            // The first poll's lock-free attempt inline: the wait machinery is only for a
+            // full mailbox.
+            let first = match this.key {
+                None => send_attempt(sh, None, tag, msg, true),
+                Some(_) => Attempt::Wait,
+            };
+            let sent = match first {
+                Attempt::Done(r) => Poll::Ready(r),
+                Attempt::Wait => sh.poll(Side::Send, None, true, &mut this.key, cx, |lk| {
+                    send_attempt(sh, lk, tag, msg, true)
+                }),
+            };
+            match sent {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err((why, m))) => {
                     this.done = true;

@@ -47,6 +47,8 @@
 //! in the cells is dropped with the slot.
 
 use core::any::Any;
+#[cfg(not(loom))]
+use core::any::TypeId;
 use core::fmt;
 use core::task::{Context, Poll};
 use std::time::Instant;
@@ -215,21 +217,24 @@ pub(crate) enum Capability {
 pub(crate) struct LocalCap(Option<Arc<dyn Erased>>);
 
 /// A reply slot with its reply type erased.
+///
+/// # Safety
+/// `slot_type` must return the `TypeId` of the implementing type itself:
+/// [`Capability::take`] casts the erased `Arc` back to the type it names.
 #[cfg(not(loom))]
-pub(crate) trait Erased: Send + Sync {
-    fn as_any(&self) -> &dyn Any;
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+pub(crate) unsafe trait Erased: Send + Sync {
+    /// The slot's concrete type, `Slot<R>`: one virtual call tells
+    /// [`Capability::take`] whether the requester expects an `R`.
+    fn slot_type(&self) -> TypeId;
     /// The capability was dropped without a reply.
     fn give_up(&self);
 }
 
+// SAFETY: `slot_type` returns `Slot<R>`'s own `TypeId`.
 #[cfg(not(loom))]
-impl<R: Send + 'static> Erased for Slot<R> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
+unsafe impl<R: Send + 'static> Erased for Slot<R> {
+    fn slot_type(&self) -> TypeId {
+        TypeId::of::<Slot<R>>()
     }
     fn give_up(&self) {
         give_up(self);
@@ -255,14 +260,18 @@ impl Capability {
                 let is_r = cap
                     .0
                     .as_ref()
-                    .is_some_and(|slot| slot.as_any().is::<Slot<R>>());
+                    .is_some_and(|slot| slot.slot_type() == TypeId::of::<Slot<R>>());
                 if !is_r {
                     return Err(Capability::Local(cap));
                 }
-                let slot = cap.0.take().expect("checked above").into_any();
-                let Ok(slot) = slot.downcast::<Slot<R>>() else {
-                    unreachable!("the slot's type was checked above")
-                };
+                let erased = cap.0.take().expect("checked above");
+                // SAFETY: the pointer comes from `Arc::into_raw` of an `Arc<dyn Erased>`
+                // whose value is a `Slot<R>` (its `slot_type` says so, which the
+                // `Erased` contract makes the value's own type): that `Arc` was made as
+                // an `Arc<Slot<R>>` in `pair` and coerced, so the data pointer, cast
+                // back, is one `Arc::from_raw` accepts for `Slot<R>`, and ownership of
+                // the one reference moves over unchanged.
+                let slot = unsafe { Arc::from_raw(Arc::into_raw(erased).cast::<Slot<R>>()) };
                 Ok(Reply {
                     slot: Some(slot),
                     remote: None,

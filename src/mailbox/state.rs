@@ -94,8 +94,8 @@
 //!   message: they wait on the channels' own wait queue (`any`, a `chan::signal::Signal`,
 //!   with its blocking and async loops and its no-lost-wake-up argument, in which the
 //!   change is the send's inbox claim, a SeqCst RMW, and the re-check is an `Any`
-//!   receive). Every send notifies one of them if one waits (two count loads when none
-//!   does); a woken one that finds nothing waits again, and one that leaves with its
+//!   receive). Every send notifies one of them if one waits (two loads when none does:
+//!   the async list's mark and the blocking count); a woken one that finds nothing waits again, and one that leaves with its
 //!   wake-up unused passes it on to the next. Their waits and wake-ups take no mailbox
 //!   lock. The close raises the `closed` flag, then wakes them all.
 //! - **Selective receivers** register their selection in the mailbox's list (below),
@@ -1305,16 +1305,25 @@ impl<T> Shared<T> {
     }
 
     /// Withdraws an async wait (its future was dropped); a wake-up it received passes on.
+    /// Inline, as every future's drop calls it, nearly always with nothing registered.
+    #[inline]
     pub(crate) fn cancel(&self, side: Side, key: &mut Option<u64>) {
         if let Some(k) = key.take() {
-            let mut after = After::default();
-            let mut g = self.lock();
-            let st = &mut *g;
-            if self.leave(st, side, k, &mut after) {
-                self.pass_on(st, side, &mut after);
-            }
-            drop(g);
-            self.finish(after);
+            self.withdraw(side, k);
         }
+    }
+
+    /// [`Shared::cancel`] of a registered wait: leaves the waiter list under the lock.
+    #[cold]
+    #[inline(never)]
+    fn withdraw(&self, side: Side, k: u64) {
+        let mut after = After::default();
+        let mut g = self.lock();
+        let st = &mut *g;
+        if self.leave(st, side, k, &mut after) {
+            self.pass_on(st, side, &mut after);
+        }
+        drop(g);
+        self.finish(after);
     }
 }

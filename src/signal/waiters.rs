@@ -18,20 +18,17 @@
 //! `tokio::sync::Notify`'s 1 510; the numbers of this one are in the CHANGELOG.)
 //!
 //! # The lock and the mark
-//! One word, `state`, holds the entries' lock ([`LOCKED`]) and the mark
-//! [`REGISTERED`], which raisers look at. A registration raises both with one SeqCst
-//! CAS; every unlock is a Release store that keeps the mark if an entry is left and
-//! lowers it otherwise. So the mark is up from the moment a registration takes the lock
-//! until the unlock after its entry left (woken or removed). The critical sections are
-//! a few instructions, plus at most a waker's `clone` or `drop` (user code, which may
-//! panic: the unlock is a guard's drop); a thread that finds the lock held spins for it.
-//! The lock is the set's own rather than a mutex so that a registration costs one RMW,
-//! not three (lock, count, unlock).
+//! The entries sit behind a [`MarkLock`]: one word holds their lock and the mark that
+//! raisers look at. A registration takes the lock raising the mark with one SeqCst CAS;
+//! every unlock is a Release store that keeps the mark if an entry is left and lowers
+//! it otherwise. So the mark is up from the moment a registration takes the lock until
+//! the unlock after its entry left (woken or removed). The lock is the set's own rather
+//! than a mutex so that a registration costs one RMW, not three (lock, count, unlock).
 //!
 //! # The no-lost-wake-up argument
 //! A wait (1) takes the lock raising the mark (SeqCst RMW) and pushes its entry;
 //! (2) re-checks the target (SeqCst loads of its words). A raiser (a) changes the words
-//! with a SeqCst RMW, (b) loads `state` (SeqCst) and, if the mark is up, takes the lock
+//! with a SeqCst RMW, (b) loads the mark (SeqCst) and, if the mark is up, takes the lock
 //! (waiting for the registration's unlock), takes every entry out and wakes it. In the
 //! single total order of SeqCst operations either (1) precedes (b), so the raiser sees
 //! the mark, which stays up until the entry leaves, and finds the entry, or (a)
@@ -48,33 +45,18 @@
 
 use core::task::{Context, Poll, Waker};
 
-use crate::sync::{
-    AtomicU64, AtomicUsize, Backoff, Ordering, UnsafeCell, after_seqcst_rmw, load_seqcst,
-};
-
-/// The state word's bit: a thread holds the entries.
-const LOCKED: usize = 1;
-/// The state word's bit: some wait may be registered (set by a registration's lock, and
-/// kept by every unlock that leaves an entry behind).
-const REGISTERED: usize = 2;
+use crate::chan::mark_lock::{Held, MarkLock, Marks};
+use crate::sync::{AtomicU64, Ordering};
 
 /// The registered async waits of one target.
 #[derive(Debug)]
 pub(crate) struct AsyncWaiters {
-    /// [`LOCKED`] and [`REGISTERED`]: the lock of the entries, and the raisers' fast
-    /// check (see the module docs).
-    state: AtomicUsize,
+    /// The entries, behind the lock whose mark is the raisers' fast check (see the
+    /// module docs).
+    entries: MarkLock<Entries>,
     /// Bumped by every wake-up that took entries out; stored under the lock only.
     epoch: AtomicU64,
-    /// Accessed only while holding [`LOCKED`] (through a [`Locked`]).
-    entries: UnsafeCell<Entries>,
 }
-
-// SAFETY: `entries` (wakers, which are `Send + Sync`, and plain data) is only accessed
-// by the thread that holds the `LOCKED` bit, which one thread at a time holds (taken by
-// an Acquire CAS, released by a Release store), so the accesses never overlap and each
-// holder sees the previous holder's writes.
-unsafe impl Sync for AsyncWaiters {}
 
 /// The registered waits: the first inline (a lone waiter's registration and wake-up
 /// touch no other memory), the rest in a list. `first` is empty only if `rest` is.
@@ -86,11 +68,13 @@ struct Entries {
     next_key: u64,
 }
 
-impl Entries {
-    fn is_empty(&self) -> bool {
-        self.first.is_none()
+impl Marks for Entries {
+    fn keeps_mark(&self) -> bool {
+        self.first.is_some()
     }
+}
 
+impl Entries {
     fn push(&mut self, entry: Entry) {
         if self.first.is_none() {
             self.first = Some(entry);
@@ -141,84 +125,25 @@ impl AsyncWait {
     }
 }
 
-/// The entries, held: the lock is released when this drops (a panicking user call
-/// under the lock included), keeping [`REGISTERED`] if an entry is left.
-struct Locked<'a>(&'a AsyncWaiters);
-
-impl Locked<'_> {
-    /// Runs `f` on the entries.
-    #[inline]
-    fn with<R>(&mut self, f: impl FnOnce(&mut Entries) -> R) -> R {
-        // SAFETY: this thread holds `LOCKED` while the `Locked` lives, and `&mut self`
-        // keeps the access unique within it (see the `Sync` impl).
-        self.0.entries.with_mut(|p| f(unsafe { &mut *p }))
-    }
-}
-
-impl Drop for Locked<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        let left = self.with(|e| !e.is_empty());
-        // Release: the next holder (Acquire) sees our changes to the entries.
-        self.0
-            .state
-            .store(if left { REGISTERED } else { 0 }, Ordering::Release);
-    }
-}
-
 impl AsyncWaiters {
     pub(crate) fn new() -> Self {
         AsyncWaiters {
-            state: AtomicUsize::new(0),
+            entries: MarkLock::new(Entries::default()),
             epoch: AtomicU64::new(0),
-            entries: UnsafeCell::new(Entries::default()),
         }
     }
 
-    /// Takes the lock, raising `mark` with it (a registration's [`REGISTERED`]). The
-    /// critical sections are a few instructions and a waker's `clone` or `drop` at most,
-    /// so a thread that finds the lock held spins for it.
+    /// Takes the lock, raising the mark with it for a registration.
     #[inline]
-    fn lock(&self, mark: usize) -> Locked<'_> {
-        let mut s = self.state.load(Ordering::Relaxed);
-        loop {
-            if s & LOCKED == 0 {
-                // SeqCst: a registration's mark is the change of the no-lost-wake-up
-                // argument; Acquire: the previous holder's changes are visible.
-                match self.state.compare_exchange(
-                    s,
-                    s | LOCKED | mark,
-                    Ordering::SeqCst,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Locked(self),
-                    Err(now) => s = now,
-                }
-            } else {
-                s = self.lock_contended();
-            }
-        }
-    }
-
-    /// Waits, spinning, until the lock is free; returns the state seen then.
-    #[cold]
-    #[inline(never)]
-    fn lock_contended(&self) -> usize {
-        let backoff = Backoff::new();
-        loop {
-            backoff.snooze();
-            let s = self.state.load(Ordering::Relaxed);
-            if s & LOCKED == 0 {
-                return s;
-            }
-        }
+    fn lock(&self, register: bool) -> Held<'_, Entries> {
+        self.entries.lock(register)
     }
 
     /// Wakes every registered wait, if any. Called after the change being announced
     /// was made with a SeqCst RMW (see the module docs).
     #[inline]
     pub(crate) fn wake_all(&self) {
-        if load_seqcst(&self.state) & REGISTERED != 0 {
+        if self.entries.is_marked() {
             self.wake_registered();
         }
     }
@@ -227,7 +152,7 @@ impl AsyncWaiters {
     /// lock, starts a new epoch, and wakes them after unlocking.
     #[inline]
     fn wake_registered(&self) {
-        let mut held = self.lock(0);
+        let mut held = self.lock(false);
         let (first, rest) = held.with(|e| {
             // The lone waiter's case allocates nothing (and keeps the list's capacity).
             let rest = if e.rest.is_empty() {
@@ -265,11 +190,10 @@ impl AsyncWaiters {
         self.epoch.load(Ordering::Acquire) != epoch
     }
 
-    /// Registers a wait: the lock with [`REGISTERED`] (the SeqCst RMW of the module docs'
+    /// Registers a wait: the lock raising the mark (the SeqCst RMW of the module docs'
     /// argument), then its entry. Returns the key and the epoch.
     fn register(&self, waker: &Waker) -> (u64, u64) {
-        let mut held = self.lock(REGISTERED);
-        after_seqcst_rmw();
+        let mut held = self.lock(true);
         // The clone is user code and may panic: nothing is changed yet (the unlock
         // lowers the mark again if no entry is left).
         let waker = waker.clone();
@@ -285,7 +209,7 @@ impl AsyncWaiters {
     /// A poll of a registered wait that was not woken: refreshes its waker. `false` if
     /// it turns out to have been woken after all (under the lock, final).
     fn refresh(&self, key: u64, epoch: u64, waker: &Waker) -> bool {
-        let mut held = self.lock(0);
+        let mut held = self.lock(false);
         if self.epoch.load(Ordering::Relaxed) != epoch {
             return false;
         }
@@ -358,7 +282,7 @@ impl AsyncWaiters {
     #[cold]
     #[inline(never)]
     fn remove(&self, key: u64, epoch: u64) {
-        let mut held = self.lock(0);
+        let mut held = self.lock(false);
         if self.epoch.load(Ordering::Relaxed) != epoch {
             return;
         }
@@ -371,8 +295,8 @@ impl AsyncWaiters {
     /// The registered entries (tests only).
     #[cfg(test)]
     fn registered(&self) -> usize {
-        let n = self.lock(0).with(|e| e.len());
-        assert_eq!(n > 0, self.state.load(Ordering::SeqCst) & REGISTERED != 0);
+        let n = self.lock(false).with(|e| e.len());
+        assert_eq!(n > 0, self.entries.is_marked());
         n
     }
 }
