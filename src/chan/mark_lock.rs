@@ -4,7 +4,7 @@
 //! The async wait sets (the channels' [`Signal`](super::signal::Signal) and the signal
 //! targets' [`AsyncWaiters`](crate::signal::waiters)) keep their wakers behind one. A
 //! registration takes the lock and raises the mark with a single SeqCst CAS, and every
-//! unlock is a Release store that keeps the mark if the guarded value says so
+//! unlock is a Release store (SeqCst under miri: see [`UNLOCK`]) that keeps the mark if the guarded value says so
 //! ([`Marks::keeps_mark`]: an entry is left) and lowers it otherwise. So the mark is up
 //! from the moment a registration takes the lock until the unlock after the last entry
 //! left, and a waker that changed its queue with a SeqCst RMW and then loads the mark
@@ -37,6 +37,29 @@ use crate::sync::{Mutex, MutexGuard, after_seqcst_rmw, lock};
 const LOCKED: usize = 1;
 /// The state word's bit: the mark (see the module docs).
 const MARK: usize = 2;
+
+/// The unlock's ordering: Release, except under miri (SeqCst).
+///
+/// The waiters' argument (module docs) needs a waker's SeqCst load of the mark, made
+/// after the waker's SeqCst change of its queue, to read a registration's CAS or a later
+/// store whenever the registration's re-check missed that change: the C++20 rules of
+/// SeqCst operations ([atomics.order] p3–p4) order the re-check before the change, so
+/// the registration before the load, and forbid the load to read a store that precedes
+/// the registration in the word's modification order. Miri's weak-memory emulation
+/// lets such a load read an earlier Release unlock (one the registration's CAS read
+/// from, which happens before it), and a waker then skips a registered waiter: CI's
+/// miri run of `tests/async_cancel.rs` hung so, a `bounded(1)` receiver asleep beside a
+/// full queue. A two-thread program of the same shape (a Release unlock, a SeqCst CAS
+/// reading it and a SeqCst load on one word; a SeqCst RMW and a SeqCst load on another)
+/// shows the forbidden outcome under miri in about one run in a hundred. With SeqCst unlocks
+/// miri keeps to the rule, so that is what it runs; natively the Release store stays
+/// (a plain store on x86, where SeqCst would be a locked exchange on every unlock).
+#[cfg(not(loom))]
+const UNLOCK: Ordering = if cfg!(miri) {
+    Ordering::SeqCst
+} else {
+    Ordering::Release
+};
 
 /// What a [`MarkLock`] guards: it says, at each unlock, whether the mark stays up.
 pub(crate) trait Marks {
@@ -110,9 +133,7 @@ impl<T: Marks> Drop for Held<'_, T> {
         // an RMW: while `LOCKED` is set nobody else writes the word (every other change
         // is a CAS from a state without it).
         #[cfg(not(loom))]
-        self.lock
-            .state
-            .store(if keep { MARK } else { 0 }, Ordering::Release);
+        self.lock.state.store(if keep { MARK } else { 0 }, UNLOCK);
     }
 }
 

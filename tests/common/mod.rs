@@ -11,10 +11,7 @@ use std::time::Duration;
 use conduit::{Receiver, Sender};
 
 /// The default watchdog limit, in seconds, for one test body: 30, and twenty times that
-/// under miri, which interprets every thread of every test of a suite on one core, so a
-/// test that takes seconds alone can take the better part of a minute in its suite (CI
-/// once saw `async_cancel`'s stream test pass the 30 s limit that way; alone it runs in
-/// 6 s under miri, with every scheduler seed tried).
+/// under miri, which interprets every thread of every test of a suite on one core.
 pub const LIMIT_SECS: u64 = if cfg!(miri) { 20 * 30 } else { 30 };
 
 /// Runs `f` on its own thread and fails the test if it has not returned within `secs`
