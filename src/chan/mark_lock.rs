@@ -51,9 +51,9 @@ const MARK: usize = 2;
 /// miri run of `tests/async_cancel.rs` hung so, a `bounded(1)` receiver asleep beside a
 /// full queue. A two-thread program of the same shape (a Release unlock, a SeqCst CAS
 /// reading it and a SeqCst load on one word; a SeqCst RMW and a SeqCst load on another)
-/// shows the forbidden outcome under miri in about one run in a hundred. With SeqCst unlocks
-/// miri keeps to the rule, so that is what it runs; natively the Release store stays
-/// (a plain store on x86, where SeqCst would be a locked exchange on every unlock).
+/// shows the forbidden outcome under miri in about one run in a hundred. With SeqCst
+/// unlocks miri keeps to the rule, so that is what it runs; natively the Release store
+/// stays (a plain store on x86, where SeqCst would be a locked exchange on every unlock).
 #[cfg(not(loom))]
 const UNLOCK: Ordering = if cfg!(miri) {
     Ordering::SeqCst
