@@ -2,15 +2,16 @@
 //! taking the lock, to learn whether anyone waits.
 //!
 //! The async wait sets (the channels' [`Signal`](super::signal::Signal) and the signal
-//! targets' [`AsyncWaiters`](crate::signal::waiters)) keep their wakers behind one. A
+//! targets' `AsyncWaiters`, in `signal::waiters`) keep their wakers behind one. A
 //! registration takes the lock and raises the mark with a single SeqCst CAS, and every
-//! unlock is a Release store (SeqCst under miri: see [`UNLOCK`]) that keeps the mark if the guarded value says so
-//! ([`Marks::keeps_mark`]: an entry is left) and lowers it otherwise. So the mark is up
-//! from the moment a registration takes the lock until the unlock after the last entry
-//! left, and a waker that changed its queue with a SeqCst RMW and then loads the mark
-//! (SeqCst, [`MarkLock::is_marked`]) either sees it, and then finds the entry once it
-//! holds the lock, or comes before the registration in the single total order of SeqCst
-//! operations, and then the waiter's re-check, after its registration, sees the change.
+//! unlock is a Release store (SeqCst under miri: see [`UNLOCK`]) that keeps the mark if
+//! the guarded value says so ([`Marks::keeps_mark`]: an entry is left) and lowers it
+//! otherwise. So the mark is up from the moment a registration takes the lock until the
+//! unlock after the last entry left, and a waker that changed its queue with a SeqCst
+//! RMW and then loads the mark (SeqCst, [`MarkLock::is_marked`]) either sees it, and
+//! then finds the entry once it holds the lock, or comes before the registration in the
+//! single total order of SeqCst operations, and then the waiter's re-check, after its
+//! registration, sees the change.
 //! A registration costs one RMW (a mutex and a separate count: three), and so does a
 //! wake-up.
 //!
