@@ -95,9 +95,10 @@
 //!   with its blocking and async loops and its no-lost-wake-up argument, in which the
 //!   change is the send's inbox claim, a SeqCst RMW, and the re-check is an `Any`
 //!   receive). Every send notifies one of them if one waits (two loads when none does:
-//!   the async list's mark and the blocking count); a woken one that finds nothing waits again, and one that leaves with its
-//!   wake-up unused passes it on to the next. Their waits and wake-ups take no mailbox
-//!   lock. The close raises the `closed` flag, then wakes them all.
+//!   the async list's mark and the blocking count); a woken one that finds nothing waits
+//!   again, and one that leaves with its wake-up unused passes it on to the next. Their
+//!   waits and wake-ups take no mailbox lock. The close raises the `closed` flag, then
+//!   wakes them all.
 //! - **Selective receivers** register their selection in the mailbox's list (below),
 //!   and their wake-ups are aimed. A send wakes one of each kind if both wait (the
 //!   `Any` receiver's wake-up is then the one that finds nothing, or the selective
