@@ -257,6 +257,7 @@ fn scenarios() -> Vec<(&'static str, Vec<(&'static str, Run)>)> {
         ("async bounded(1024) MPMC 4x4", tasks(b, 4, 4)),
         ("async unbounded SPSC", tasks(u, 1, 1)),
         ("async unbounded MPMC 4x4", tasks(u, 4, 4)),
+        ("async bounded(1) SPSC", tasks(one, 1, 1)),
         ("threads bounded(1) SPSC", threads(one, 1, 1)),
         ("threads unbounded SPSC", threads(u, 1, 1)),
         ("threads unbounded MPMC 4x4", threads(u, 4, 4)),

@@ -212,6 +212,19 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         ..scenario("async bounded(1024) MPSC 4x1", Flavor::Bounded(1024), 4, 1)
     },
     Scenario {
+        is_async: true,
+        msgs: 200_000,
+        ..scenario("async bounded(1) SPSC", Flavor::Bounded(1), 1, 1)
+    },
+    Scenario {
+        is_async: true,
+        ..scenario("async unbounded SPSC", Flavor::Unbounded, 1, 1)
+    },
+    Scenario {
+        is_async: true,
+        ..scenario("async unbounded MPMC 4x4", Flavor::Unbounded, 4, 4)
+    },
+    Scenario {
         payload: Payload::Bytes256,
         msgs: 1_000_000,
         ..scenario("bounded(1024) SPSC 256-byte", Flavor::Bounded(1024), 1, 1)
@@ -322,6 +335,7 @@ pub(crate) fn in_process_contenders(s: &'static Scenario) -> Vec<Contender> {
         vec![
             tasks::<Conduit>(s),
             tasks::<Tokio>(s),
+            tasks::<TokioUnbounded>(s),
             tasks::<Flume>(s),
             tasks::<Kanal>(s),
             tasks::<AsyncChannel>(s),

@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::inproc::{
-    AsyncChannel, Chan, Conduit, Flume, Kanal, Msg, Msg256, Scenario, Tokio, contender, open,
-    per_message,
+    AsyncChannel, Chan, Conduit, Flume, Kanal, Msg, Msg256, Scenario, Tokio, TokioUnbounded,
+    contender, open, per_message,
 };
 use crate::measure::Contender;
 
@@ -35,6 +35,16 @@ async_chan!(Kanal,
     send: |tx, msg| tx.as_async().send(msg), recv: |rx| rx.as_async().recv().await.ok());
 async_chan!(AsyncChannel, send: |tx, msg| tx.send(msg), recv: |rx| rx.recv().await.ok());
 async_chan!(Tokio, send: |tx, msg| tx.send(msg), recv: |rx| rx.recv().await);
+
+// tokio's unbounded send does not wait: a future that is ready at once.
+impl AsyncChan for TokioUnbounded {
+    async fn send_async<T: Msg>(tx: &Self::Tx<T>, msg: T) {
+        assert!(tx.send(msg).is_ok(), "receivers gone");
+    }
+    async fn recv_async<T: Msg>(rx: &mut Self::Rx<T>) -> Option<T> {
+        rx.recv().await
+    }
+}
 
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
