@@ -111,7 +111,7 @@ pub(crate) fn try_lock(fd: BorrowedFd<'_>, start: u64, len: u64, kind: Lock) -> 
 
 /// Whether a description other than `fd`'s holds any lock on `len` bytes from `start`
 /// (`fcntl(F_OFD_GETLK)`): a query that takes nothing, so nobody can notice it. For
-/// read-only inspection ([`super::inspect`]); a reaper takes the lock instead, since it
+/// read-only inspection ([`super::inspect()`]); a reaper takes the lock instead, since it
 /// must hold it while it acts.
 pub(crate) fn is_held(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<bool> {
     // Asking about a write lock reports any conflicting lock, shared or exclusive.

@@ -67,8 +67,9 @@
 //! its peer slot's (an open-file-description lock, `fcntl(F_OFD_SETLK)`; advisory, so it
 //! does not affect the mapping). The kernel releases it when the process dies, however
 //! it dies (`kill -9` included), and any process can prove the death by taking the lock
-//! itself. A channel is thus exactly one entry in `/dev/shm`. Waiting threads probe the peers at most every 100 ms, and blocking
-//! waits sleep at most 100 ms at a time, so, while anyone waits on the channel:
+//! itself. A channel is thus exactly one entry in `/dev/shm`. Waiting threads probe the
+//! peers at most every 100 ms, and blocking waits sleep at most 100 ms at a time, so,
+//! while anyone waits on the channel:
 //! - when every sender process is gone, receivers drain the ring and get
 //!   `Disconnected`, and vice versa, within about 200 ms (well under 1 s);
 //! - a process killed in the middle of a send or receive never wedges the ring. Before
@@ -174,7 +175,7 @@
 //! `/dev/shm` until [`unlink`]ed, or until reboot. [`list`] names the channels present;
 //! [`remove_stale`] unlinks those that it can prove no process is attached to (or
 //! attaching to), and never a segment it cannot read (another layout version, a corrupt
-//! header). [`inspect`] reports on a segment without attaching to it or writing to it:
+//! header). [`inspect()`] reports on a segment without attaching to it or writing to it:
 //! every header field, the positions, waiter counts and each peer slot with whether its
 //! process is alive. The `conduit` command (`conduit-cli`) is built on these: `conduit
 //! ls`, `stat`, `watch`, `rm` and `clean`. From a shell, `rm /dev/shm/conduit.<name>`
