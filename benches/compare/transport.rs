@@ -539,9 +539,11 @@ impl Transport for StampRing {
         let child = end(parent.map.peer(), ring_bytes, 0);
         Ok((parent, child))
     }
+    #[inline(always)]
     fn send(&mut self, buf: &[u8]) {
         spin_until(|| self.try_send(buf));
     }
+    #[inline(always)]
     fn recv(&mut self, buf: &mut [u8]) {
         spin_until(|| self.try_recv(buf));
     }
@@ -596,6 +598,7 @@ impl Transport for SpscRing {
         let child = end(map.peer(), ring_bytes, 0);
         Ok((end(map, 0, ring_bytes), child))
     }
+    #[inline(always)]
     fn send(&mut self, buf: &[u8]) {
         if self.tail - self.head_seen == STAMP_SLOTS {
             let head = self.map.word(self.tx_ring);
@@ -607,6 +610,7 @@ impl Transport for SpscRing {
         stamp.store(self.tail + 1, Ordering::Release);
         self.tail += 1;
     }
+    #[inline(always)]
     fn recv(&mut self, buf: &mut [u8]) {
         let (stamp, payload) = self.slot(self.rx_ring, self.head);
         let full = self.head + 1;
