@@ -36,15 +36,9 @@ async_chan!(Kanal,
 async_chan!(AsyncChannel, send: |tx, msg| tx.send(msg), recv: |rx| rx.recv().await.ok());
 async_chan!(Tokio, send: |tx, msg| tx.send(msg), recv: |rx| rx.recv().await);
 
-// tokio's unbounded send does not wait: a future that is ready at once.
-impl AsyncChan for TokioUnbounded {
-    async fn send_async<T: Msg>(tx: &Self::Tx<T>, msg: T) {
-        assert!(tx.send(msg).is_ok(), "receivers gone");
-    }
-    async fn recv_async<T: Msg>(rx: &mut Self::Rx<T>) -> Option<T> {
-        rx.recv().await
-    }
-}
+// tokio's unbounded send does not wait: its result, as a future that is ready at once.
+async_chan!(TokioUnbounded,
+    send: |tx, msg| std::future::ready(tx.send(msg)), recv: |rx| rx.recv().await);
 
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
