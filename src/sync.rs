@@ -102,6 +102,37 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// The calling thread's key: nonzero, below `usize::MAX - 1`, and never the same for
+/// two threads of a process (a counter, drawn once per thread, so a key outlives its
+/// thread unused rather than passing to another). Under loom, per model thread.
+#[inline]
+pub(crate) fn thread_key() -> usize {
+    #[cfg(not(loom))]
+    std::thread_local! {
+        static KEY: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+    #[cfg(loom)]
+    loom::thread_local! {
+        static KEY: core::cell::Cell<usize> = core::cell::Cell::new(0);
+    }
+    KEY.with(|key| match key.get() {
+        0 => {
+            let new = next_thread_key();
+            key.set(new);
+            new
+        }
+        known => known,
+    })
+}
+
+/// A fresh [`thread_key`].
+#[cold]
+fn next_thread_key() -> usize {
+    // A std atomic under loom too: keys need only be distinct, not modelled.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Exponential backoff for spin loops.
 ///
 /// Outside loom this is `crossbeam_utils::Backoff`. Under loom, spinning must yield to

@@ -93,6 +93,20 @@ fn child_entry() {
             say("attached");
             hang();
         }
+        "echo_creating" => {
+            // Creates both channels (from a process that cannot use membarrier: with
+            // SeqCst fences), then echoes `n` messages from `name` to `reply`.
+            let rx = Receiver::<u64>::with(&name, &spsc(4)).unwrap();
+            let tx = Sender::<u64>::with(&arg("reply"), &spsc(4)).unwrap();
+            say("created");
+            for _ in 0..num("n") {
+                tx.send(rx.recv().unwrap() + 1).unwrap();
+            }
+        }
+        "open_receiver" => match Receiver::<u64>::open(&name) {
+            Ok(rx) => say(format!("opened {}", rx.recv_timeout(STEP).unwrap())),
+            Err(e) => say(format!("refused {:?} {e}", e.kind())),
+        },
         "publish_and_hang" => {
             // Sends 0, 1, 2, then publishes 3 the way a sender does (payload, then the
             // stamp `pos + 1`) and never stores `tail`: killed here, it is a sender that
@@ -101,8 +115,19 @@ fn child_entry() {
             for i in 0..3 {
                 tx.send(i).unwrap();
             }
+            // The shared `tail` lags the sender's position by up to a stride: the next
+            // position is past every published stamp from it (what a sender's own
+            // position is; positions count up from 0 within the first lap).
             let raw = Raw::map(&name);
-            let pos = raw.word(TAIL).load(Ordering::SeqCst);
+            let mut pos = raw.word(TAIL).load(Ordering::SeqCst);
+            while raw
+                .word(SLOTS + (pos as usize % tx.capacity()) * U64_SLOT)
+                .load(Ordering::SeqCst)
+                == pos + 1
+            {
+                pos += 1;
+            }
+            assert_eq!(pos, 3, "three messages sent, in the first lap");
             let slot = SLOTS + (pos as usize % tx.capacity()) * U64_SLOT;
             raw.word(slot + PAYLOAD).store(3, Ordering::SeqCst);
             raw.word(slot).store(pos + 1, Ordering::SeqCst);
@@ -366,6 +391,70 @@ fn mode_checks() {
         raw.word32(12).fetch_or(1 << 8, Ordering::SeqCst);
         let err = shm::Mailbox::<u64>::open(&mailbox).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
+
+        // The light-fence flag without the mode's is refused as corrupt.
+        let odd = Name::new("spsc-mode-light");
+        let _tx = Sender::<u64>::create(&odd, 4).unwrap();
+        Raw::map(&odd)
+            .word32(12)
+            .fetch_or(LIGHT_FLAG, Ordering::SeqCst);
+        let err = Receiver::<u64>::open(&odd).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(err.to_string().contains("kind 513"), "{err}");
+    });
+}
+
+/// The light-fence flag of a channel's kind word (see `shm::asym`): set when the
+/// creating process can issue `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`.
+const LIGHT_FLAG: u32 = 1 << 9;
+
+/// Whether `name` was created with light fences (the kind word, at offset 12).
+fn light(name: &str) -> bool {
+    Raw::map(name).word32(12).load(Ordering::SeqCst) & LIGHT_FLAG != 0
+}
+
+/// A process that cannot use `membarrier` (`CONDUIT_NO_MEMBARRIER`, as a seccomp filter
+/// or an old kernel would make it) is refused, with `Unsupported` naming the cause, a
+/// channel created with light fences, whose waiters must issue heavy ones; the channel
+/// and its queued message are untouched. The channels it creates itself use SeqCst
+/// fences, and work with a peer that can use `membarrier` (a ping-pong, with blocking
+/// waits on both sides).
+#[test]
+fn a_process_without_membarrier() {
+    watchdog(|| {
+        const NO: &[(&str, &str)] = &[("CONDUIT_NO_MEMBARRIER", "1")];
+        let name = Name::new("spsc-light");
+        let tx = Sender::<u64>::with(&name, &spsc(4)).unwrap();
+        tx.send(7).unwrap();
+        let child = Proc::spawn_env("open_receiver", &[("name", &name)], NO);
+        let line = child.line(STEP).expect("the child said nothing");
+        if light(&name) {
+            assert!(line.starts_with("refused Unsupported"), "{line}");
+            assert!(line.contains("membarrier"), "{line}");
+            child.success();
+            let rx = Receiver::<u64>::open(&name).unwrap();
+            assert_eq!(rx.recv_timeout(STEP), Ok(7));
+        } else {
+            // This process cannot use membarrier either: nothing is light.
+            assert_eq!(line, "opened 7");
+            child.success();
+        }
+
+        let (ping, pong) = (Name::new("spsc-fenced-ping"), Name::new("spsc-fenced-pong"));
+        let child = Proc::spawn_env(
+            "echo_creating",
+            &[("name", &ping), ("reply", &pong), ("n", "500")],
+            NO,
+        );
+        child.expect("created");
+        assert!(!light(&ping) && !light(&pong));
+        let tx = Sender::<u64>::open(&ping).unwrap();
+        let rx = Receiver::<u64>::open(&pong).unwrap();
+        for i in 0..500 {
+            tx.send(i).unwrap();
+            assert_eq!(rx.recv_timeout(STEP), Ok(i + 1));
+        }
+        child.success();
     });
 }
 

@@ -3,8 +3,10 @@
 //! that loom reports a slot written while it is read (or read before it is written):
 //! send/receive races across a lap, wake-ups never lost in either direction,
 //! disconnection after the last message, a producer that dies between its publish and
-//! its `tail` store, and a consumer that dies between its read and its commit (the
-//! queued messages then go to the next consumer).
+//! its `tail` store, a consumer that dies between its read and its commit (the queued
+//! messages then go to the next consumer), and two threads of one family taking turns
+//! (the bias revoked). The fences are modelled as SeqCst fences on both sides (see
+//! `shm::asym`); the wake-up models also run with SeqCst publishes and commits.
 //!
 //! As in `loom_shm_ring.rs`, every racing actor runs on a spawned thread and the
 //! model's main thread only joins. The two blocking models run at
@@ -45,8 +47,19 @@ fn recv_spinning(ring: &SpscRing, me: &SpscFamily, sides: &Sides) -> usize {
 /// message (no lost wake-up between its re-check and its sleep).
 #[test]
 fn spsc_blocked_receiver_woken_by_publish() {
-    model(|| {
-        let ring = Arc::new(SpscRing::new(1));
+    blocked_receiver_woken_by_publish(true);
+}
+
+/// The same with SeqCst publishes and commits (a channel created where `membarrier` is
+/// not available).
+#[test]
+fn spsc_blocked_receiver_woken_by_publish_seqcst() {
+    blocked_receiver_woken_by_publish(false);
+}
+
+fn blocked_receiver_woken_by_publish(light: bool) {
+    model(move || {
+        let ring = Arc::new(SpscRing::with_fences(1, light));
         let sides = Arc::new(Sides::new());
         let r = {
             let (ring, sides) = (ring.clone(), sides.clone());
@@ -70,8 +83,18 @@ fn spsc_blocked_receiver_woken_by_publish() {
 /// consumer's read of it (loom checks the cell), and the producer is woken.
 #[test]
 fn spsc_blocked_sender_woken_by_free() {
-    model(|| {
-        let ring = Arc::new(SpscRing::new(1));
+    blocked_sender_woken_by_free(true);
+}
+
+/// The same with SeqCst publishes and commits.
+#[test]
+fn spsc_blocked_sender_woken_by_free_seqcst() {
+    blocked_sender_woken_by_free(false);
+}
+
+fn blocked_sender_woken_by_free(light: bool) {
+    model(move || {
+        let ring = Arc::new(SpscRing::with_fences(1, light));
         let sides = Arc::new(Sides::new());
         let me = ring.producer();
         ring.send(&me, 1, &sides).unwrap();
@@ -120,6 +143,33 @@ fn spsc_send_recv_across_a_lap() {
         };
         p.join().unwrap();
         assert_eq!(c.join().unwrap(), [1, 2, 3]);
+        assert!(ring.is_empty());
+    });
+}
+
+/// Two threads of one producer family send a message each: the first to take a turn
+/// holds the family's bias, the second revokes it (heavy fence, wait for the owner to
+/// leave its operation), and from then on both take turns through the lock. Both
+/// messages arrive once, in two slots, and no two writes of a slot race (loom checks
+/// the cells): the revoker never enters while the owner is inside. The consumer reads
+/// after both joined (the race is the producers' own).
+#[test]
+fn spsc_two_producer_threads_share_the_family() {
+    race_model_bounded(4, || {
+        let ring = Arc::new(SpscRing::new(2));
+        let sides = Arc::new(Sides::new());
+        let me = Arc::new(ring.producer());
+        let producers = [1, 2].map(|v| {
+            let (ring, sides, me) = (ring.clone(), sides.clone(), me.clone());
+            thread::spawn(move || ring.send(&me, v, &sides))
+        });
+        for p in producers {
+            p.join().unwrap().unwrap();
+        }
+        let me = ring.consumer();
+        let mut got = [(); 2].map(|()| ring.recv(&me, &sides).unwrap());
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
         assert!(ring.is_empty());
     });
 }

@@ -157,7 +157,7 @@ impl Endpoint {
             if let Some(n) = opts.max_bytes {
                 layout = layout.with_max_bytes(n);
             }
-            layout = layout.with_spsc(opts.spsc == Some(true));
+            layout = layout.with_spsc(opts.spsc == Some(true), super::asym::available());
             Segment::create(name, layout, opts.mode)
         };
         let (seg, created) = open_or_create(name, opts, &expect, create)?;
@@ -215,7 +215,7 @@ impl Endpoint {
         let ring = self.seg().ring();
         match self.peer.family() {
             None => ring.send_batch_free(),
-            Some(_) => spsc::batch_free(ring),
+            Some(family) => spsc::batch_free(ring, family),
         }
     }
 
@@ -267,7 +267,7 @@ impl Endpoint {
     ) -> Result<(), Stall> {
         let seg = self.seg();
         let ring = seg.ring();
-        spsc::prepare_send(ring);
+        spsc::prepare_send(ring, family);
         let r = spsc::send(ring, family, |i| write(self.slots(), i));
         if r.is_ok() {
             seg.signal(Side::Recv).notify_one();
@@ -451,6 +451,7 @@ impl Endpoint {
         // `Ring::send_batch_free`).
         wait::block(
             self.seg().signal(Side::Send),
+            self.seg().layout().light,
             deadline,
             || {
                 self.seg().maintain_if_due();
@@ -493,6 +494,7 @@ impl Endpoint {
         };
         wait::block(
             self.seg().signal(Side::Recv),
+            self.seg().layout().light,
             deadline,
             || {
                 self.seg().maintain_if_due();
@@ -551,7 +553,12 @@ impl Endpoint {
 
     /// Messages queued (a hint under concurrent use).
     pub(crate) fn len(&self) -> usize {
-        self.seg().ring().len_untrusted()
+        let ring = self.seg().ring();
+        if self.seg().layout().spsc {
+            spsc::len(ring)
+        } else {
+            ring.len_untrusted()
+        }
     }
 
     /// The number of slots.

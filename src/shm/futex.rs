@@ -29,6 +29,11 @@
 //! these words and the production wait loop in `loom-tests/tests/loom_shm_wait.rs`, where
 //! the kernel's side of the futex is `model::Sleepers`.)
 //!
+//! In a single-producer channel created with light fences (`super::asym`), the commit in
+//! (a) is a Release store followed by a light fence, and the waiter issues a heavy fence
+//! after (3)'s SeqCst fence: the pair stands in for the waker's missing store-load order,
+//! so the same argument holds with (a) and (b) ordered by it.
+//!
 //! A process killed while asleep leaves its count raised: later commits then make a
 //! (harmless, wasted) `FUTEX_WAKE` call each, until the name is unlinked.
 

@@ -39,6 +39,13 @@ pub(crate) const VERSION: u32 = 4;
 /// single-producer single-consumer mode (see `super::spsc`).
 pub(crate) const SPSC_FLAG: u32 = 1 << 8;
 
+/// Set, with [`SPSC_FLAG`], in the kind word of a single-producer channel whose sides
+/// publish and commit with light fences and whose waiters issue heavy ones (see
+/// `super::asym`). An earlier build of version 4, whose waiters would not, refuses it by
+/// its kind number ("kind 769 in header is invalid"); a process without `membarrier`
+/// refuses it when it attaches (see `super::peers`).
+pub(crate) const LIGHT_FLAG: u32 = 1 << 9;
+
 /// The most slots a channel may have.
 pub(crate) const MAX_CAPACITY: usize = 1 << 22;
 /// The longest byte message a byte channel may be configured for.
@@ -167,12 +174,16 @@ impl Kind {
         }
     }
 
-    /// The kind word stored as `v` in a header: the kind, and whether the channel is in
-    /// the single-producer mode ([`SPSC_FLAG`], only valid for typed and byte channels).
-    pub(crate) fn decode(v: u32) -> Option<(Kind, bool)> {
-        let kind = Kind::from_u32(v & !SPSC_FLAG)?;
+    /// The kind word stored as `v` in a header: the kind, whether the channel is in the
+    /// single-producer mode ([`SPSC_FLAG`], only valid for typed and byte channels), and
+    /// whether that mode uses light fences ([`LIGHT_FLAG`], only valid with it).
+    pub(crate) fn decode(v: u32) -> Option<(Kind, bool, bool)> {
+        let kind = Kind::from_u32(v & !(SPSC_FLAG | LIGHT_FLAG))?;
         let spsc = v & SPSC_FLAG != 0;
-        (!spsc || kind.has_modes()).then_some((kind, spsc))
+        let light = v & LIGHT_FLAG != 0;
+        (!spsc || kind.has_modes())
+            .then_some((kind, spsc, light))
+            .filter(|_| spsc || !light)
     }
 
     /// Whether channels of this kind may be created in the single-producer mode.
@@ -279,6 +290,8 @@ pub(crate) struct Layout {
     pub(crate) max_bytes: usize,
     /// A channel in the single-producer single-consumer mode (see `super::spsc`).
     pub(crate) spsc: bool,
+    /// In that mode, publishes and commits with light fences ([`LIGHT_FLAG`]).
+    pub(crate) light: bool,
 }
 
 fn invalid_input(msg: String) -> io::Error {
@@ -384,6 +397,7 @@ impl Layout {
             total_size,
             max_bytes: capacity * fingerprint.size,
             spsc: false,
+            light: false,
         })
     }
 
@@ -413,9 +427,10 @@ impl Layout {
     }
 
     /// The layout in the single-producer mode if `spsc` (typed and byte channels only;
-    /// other kinds are unchanged).
-    pub(crate) fn with_spsc(mut self, spsc: bool) -> Layout {
+    /// other kinds are unchanged), with light fences if `light` (see `super::asym`).
+    pub(crate) fn with_spsc(mut self, spsc: bool, light: bool) -> Layout {
         self.spsc = spsc && self.kind.has_modes();
+        self.light = self.spsc && light;
         self
     }
 
@@ -428,7 +443,11 @@ impl Layout {
     pub(crate) fn write(&self, h: &Header, creator_pid: u32) {
         use std::sync::atomic::Ordering::Relaxed;
         h.version.store(VERSION, Relaxed);
-        let mode = if self.spsc { SPSC_FLAG } else { 0 };
+        let mode = match (self.spsc, self.light) {
+            (false, _) => 0,
+            (true, false) => SPSC_FLAG,
+            (true, true) => SPSC_FLAG | LIGHT_FLAG,
+        };
         h.kind.store(self.kind as u32 | mode, Relaxed);
         h.capacity.store(self.capacity as u64, Relaxed);
         h.slot_size.store(self.slot_size as u64, Relaxed);
@@ -532,7 +551,7 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
         )));
     }
     let stored = h.kind.load(Relaxed);
-    let (kind, spsc) = Kind::decode(stored)
+    let (kind, spsc, light) = Kind::decode(stored)
         .ok_or_else(|| invalid_data(format!("kind {stored} in header is invalid")))?;
     if kind != expect.kind {
         return Err(invalid_data(format!(
@@ -626,7 +645,7 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
     }
     let mut layout = Layout::new(kind, capacity, fingerprint)
         .map_err(|e| invalid_data(format!("header describes an invalid layout: {e}")))?
-        .with_spsc(spsc);
+        .with_spsc(spsc, light);
     if kind == Kind::ByteMailbox {
         let max_bytes = layout
             .stored_max_bytes(h.max_bytes.load(Relaxed))

@@ -22,7 +22,8 @@
 //!    waiter and makes no system call, and nothing is there to lose.
 //! 1. After that, if it still cannot proceed, the future counts itself in the
 //!    side's `async_waiters` (SeqCst RMW; once per future, until it completes or is
-//!    dropped), loads `async_seq` (SeqCst) as `seen`, issues a SeqCst fence and tries
+//!    dropped), loads `async_seq` (SeqCst) as `seen`, issues a SeqCst fence (and, where
+//!    committers publish with light fences, a heavy one: `super::asym`) and tries
 //!    again (the re-check).
 //! 2. If that fails too, it *arms*: under the hub's lock it inserts (or refreshes) a
 //!    registration `(target, seen, waker)`, then bumps the hub's private control word
@@ -367,10 +368,15 @@ impl Wait {
     /// attempt again), then count the wait, re-check, and arm a wake-up with `hub` for
     /// `words` (`target` makes the registration's copy). `hub` is called only if the
     /// wait arms or disarms.
+    // One more than clippy's default: the segment side's words and whether they need a
+    // heavy fence travel separately (the words are shared memory, the flag is the
+    // segment's layout).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn poll<'h, T: Watched + 'h, S: Sleeper + 'h, R>(
         &mut self,
         hub: impl FnOnce() -> &'h Hub<T, S>,
         words: &T::Words,
+        heavy: bool,
         target: impl FnOnce() -> T,
         cx: &mut Context<'_>,
         mut may_proceed: impl FnMut() -> bool,
@@ -393,11 +399,20 @@ impl Wait {
             self.counted = true;
         }
         let seen = words.async_seq().load(Ordering::SeqCst);
-        // SeqCst fence before the re-check: the futex module's no-lost-wake-up argument.
+        // SeqCst fence before the re-check: the futex module's no-lost-wake-up argument;
+        // with `heavy` (the other side publishes with light fences), the slow side of an
+        // asymmetric fence (`super::asym`).
         fence(Ordering::SeqCst);
+        let fenced = !heavy || super::asym::heavy();
         if let Some(r) = attempt() {
             self.cancel(hub, words);
             return Poll::Ready(r);
+        }
+        if !fenced {
+            // A commit may have missed this registration: poll again rather than arm
+            // (the heavy fence does not fail once registered, short of a kernel bug).
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         hub().arm(&mut self.id, target, seen, cx.waker());
         Poll::Pending
@@ -584,6 +599,7 @@ mod production {
             let res = self.wait.poll(
                 hub,
                 seg.signal(side),
+                seg.layout().light,
                 || SegmentSide {
                     seg: seg.clone(),
                     side,

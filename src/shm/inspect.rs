@@ -21,7 +21,7 @@ use rustix::shm;
 
 use super::header::{
     Fingerprint, Header, Kind, Layout, MAGIC, MAX_CAPACITY, MAX_PEERS, PEER_ENTRIES_OFFSET,
-    PEER_STATES_OFFSET, PeerEntry, RING_OFFSET, Stored, VERSION,
+    PEER_STATES_OFFSET, PeerEntry, RING_OFFSET, SLOT_STAMP, Stored, VERSION,
 };
 use super::lock::{self, lock_byte};
 use super::name;
@@ -312,7 +312,11 @@ pub fn inspect(name: &str) -> io::Result<Inspection> {
             info.kind,
             Some(ObjectKind::Mailbox | ObjectKind::ByteMailbox)
         ) => {}
-        _ => read_positions(&map, &mut info),
+        Some(l) if l.spsc && info.problems.is_empty() => {
+            let whole = ReadOnlyMap::new(&fd, l.total_size)?;
+            read_positions(&map, Some((&whole, &l)), &mut info);
+        }
+        _ => read_positions(&map, None, &mut info),
     }
     read_peers(&map, &fd, &mut info);
     Ok(info)
@@ -395,8 +399,8 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
     }
     let kind = map.u32_at(header_offset!(kind));
     let decoded = Kind::decode(kind);
-    info.spsc = decoded.is_some_and(|(_, spsc)| spsc);
-    info.kind = match decoded.map(|(kind, _)| kind) {
+    info.spsc = decoded.is_some_and(|(_, spsc, _)| spsc);
+    info.kind = match decoded.map(|(kind, ..)| kind) {
         Some(Kind::Typed) => Some(ObjectKind::Channel),
         Some(Kind::Bytes) => Some(ObjectKind::ByteChannel),
         Some(Kind::Signal) => Some(ObjectKind::Signal),
@@ -487,9 +491,14 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
     }
 }
 
-fn read_positions(map: &ReadOnlyMap, info: &mut Inspection) {
+/// The ring's positions and queue length; `spsc`: the whole mapping and the layout of a
+/// single-producer channel, whose `tail` may lag (see [`walk_published`]).
+fn read_positions(map: &ReadOnlyMap, spsc: Option<(&ReadOnlyMap, &Layout)>, info: &mut Inspection) {
     info.head = map.u64_at(RING_OFFSET);
     info.tail = map.u64_at(RING_OFFSET + 128);
+    if let Some((whole, layout)) = spsc {
+        info.tail = walk_published(whole, layout, info.tail);
+    }
     // A capacity the layout check rejected (reported there) gives no queue length.
     let Ok(cap) = usize::try_from(info.capacity) else {
         return;
@@ -518,6 +527,30 @@ fn read_positions(map: &ReadOnlyMap, info: &mut Inspection) {
     } else {
         cap
     };
+}
+
+/// In the single-producer mode the producer stores `tail` once a stride (see
+/// `shm::spsc`): moves `tail` past the slots whose stamps show them published, at most
+/// a lap, as `spsc::len` does.
+fn walk_published(map: &ReadOnlyMap, layout: &Layout, mut tail: u64) -> u64 {
+    let cap = layout.capacity as u64;
+    let one_lap = 2 * (cap + 1).next_power_of_two();
+    for _ in 0..cap {
+        let index = tail & (one_lap - 1);
+        if index >= cap {
+            break;
+        }
+        let stamp = layout.slots_offset + index as usize * layout.slot_size + SLOT_STAMP;
+        if map.u64_at(stamp) != tail.wrapping_add(1) {
+            break;
+        }
+        tail = if index + 1 < cap {
+            tail + 1
+        } else {
+            (tail & !(one_lap - 1)).wrapping_add(one_lap)
+        };
+    }
+    tail
 }
 
 fn read_peers(map: &ReadOnlyMap, fd: &OwnedFd, info: &mut Inspection) {

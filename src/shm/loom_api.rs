@@ -162,9 +162,11 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// `Endpoint::recv_with`'s waiting loop, shared by both rings' adapters: `recv` (a
 /// receive attempt, peeking or not, as `wait::try_recv` calls it) until it takes a
 /// message or the senders are gone, sleeping on the receivers' words; `may_proceed` is
-/// the spin's hint. `Err(Timeout)` once a deadline (`timed`) passed.
+/// the spin's hint; `heavy` as in `wait::block`. `Err(Timeout)` once a deadline
+/// (`timed`) passed.
 fn recv_waiting(
     sides: &Sides,
+    heavy: bool,
     senders: &Presence,
     timed: bool,
     may_proceed: impl FnMut() -> bool,
@@ -177,6 +179,7 @@ fn recv_waiting(
     };
     wait::block(
         &sides.recv,
+        heavy,
         timed.then(|| Instant::now() + TIMEOUT),
         || {},
         may_proceed,
@@ -187,10 +190,12 @@ fn recv_waiting(
 
 /// `Endpoint::send_with`'s waiting loop for room, shared by both rings' adapters: `send`
 /// until it neither finds the ring full nor its slot busy, sleeping on the senders'
-/// words (receivers are taken to stay); `may_proceed` is the spin's hint.
+/// words (receivers are taken to stay); `may_proceed` is the spin's hint, `heavy` as in
+/// `wait::block`.
 /// `Err(Blocked)` once a deadline (`timed`) passed.
 fn send_waiting(
     sides: &Sides,
+    heavy: bool,
     timed: bool,
     may_proceed: impl FnMut() -> bool,
     mut send: impl FnMut() -> Result<(), Stall>,
@@ -201,6 +206,7 @@ fn send_waiting(
     };
     wait::block(
         &sides.send,
+        heavy,
         timed.then(|| Instant::now() + TIMEOUT),
         || {},
         may_proceed,
@@ -298,6 +304,7 @@ impl Ring {
     ) -> Result<usize, RecvTimeoutError> {
         recv_waiting(
             sides,
+            false,
             senders,
             timed,
             || self.0.may_proceed(false),
@@ -316,6 +323,7 @@ impl Ring {
     ) -> Result<(), Stall> {
         send_waiting(
             sides,
+            false,
             timed,
             || self.0.send_batch_free(),
             || self.send_notify(lane, value, sides),
@@ -378,6 +386,9 @@ impl Ring {
 pub struct SpscRing {
     ring: ring::Ring<Heap>,
     cells: Box<[UnsafeCell<usize>]>,
+    /// Whether the sides publish and commit with light fences (the waiters then issue
+    /// heavy ones), as a channel created where `membarrier` is available does.
+    light: bool,
 }
 
 // SAFETY: the cells are only accessed by the one producer (writes, between its room
@@ -389,7 +400,14 @@ unsafe impl Sync for SpscRing {}
 pub struct SpscFamily(spsc::Family);
 
 impl SpscRing {
+    /// A ring with light fences (see [`SpscRing::with_fences`]).
     pub fn new(cap: usize) -> Self {
+        SpscRing::with_fences(cap, true)
+    }
+
+    /// A ring whose sides publish and commit with light fences if `light`, else with
+    /// SeqCst RMWs.
+    pub fn with_fences(cap: usize, light: bool) -> Self {
         let cells = |f: fn(usize) -> usize| (0..cap).map(|i| AtomicUsize::new(f(i))).collect();
         SpscRing {
             ring: ring::Ring::new(
@@ -402,17 +420,19 @@ impl SpscRing {
                 cap,
             ),
             cells: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
+            light,
         }
     }
 
-    /// A producer attaching (`Peer::attach`): repairs `tail` first.
+    /// A producer attaching (`Peer::attach`): repairs `tail` first. Its threads' turns
+    /// are biased (heavy fences are available in the model).
     pub fn producer(&self) -> SpscFamily {
-        SpscFamily(spsc::Family::new(spsc::recover_tail(&self.ring)))
+        SpscFamily(spsc::Family::producer(&self.ring, self.light, true))
     }
 
     /// A consumer attaching.
     pub fn consumer(&self) -> SpscFamily {
-        SpscFamily(spsc::Family::new(0))
+        SpscFamily(spsc::Family::consumer(self.light, true))
     }
 
     fn write(&self, index: usize, value: usize) {
@@ -458,6 +478,7 @@ impl SpscRing {
     ) -> Result<usize, RecvTimeoutError> {
         recv_waiting(
             sides,
+            self.light,
             senders,
             timed,
             || spsc::may_recv(&self.ring),
@@ -476,17 +497,19 @@ impl SpscRing {
     ) -> Result<(), Stall> {
         send_waiting(
             sides,
+            self.light,
             timed,
             || spsc::may_send(&self.ring, &family.0),
             || self.send(family, value, sides),
         )
     }
 
-    /// A producer that writes `value` into the slot at `tail`, publishes it, and dies
-    /// before storing `tail` (the room check is the caller's: the ring must not be full).
+    /// A producer that writes `value` into the slot at its position (past every
+    /// published one), publishes it, and dies before storing `tail` (the room check is
+    /// the caller's: the ring must not be full).
     pub fn publish_and_die(&self, value: usize) {
         let storage = self.ring.storage();
-        let tail = storage.tail().load(Ordering::Relaxed);
+        let tail = spsc::published_end(&self.ring);
         let index = self.ring.index_of(tail).expect("a valid tail");
         self.write(index, value);
         storage.stamps[index].swap(tail + 1, Ordering::SeqCst);
@@ -502,7 +525,7 @@ impl SpscRing {
     }
 
     pub fn len(&self) -> usize {
-        self.ring.len_untrusted()
+        spsc::len(&self.ring)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -927,6 +950,7 @@ impl core::future::Future for RecvWait<'_> {
         this.wait.poll(
             || &hub.hub,
             &*hub.side.0,
+            false,
             || hub.side.clone(),
             cx,
             || hub.has_message(),

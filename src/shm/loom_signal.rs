@@ -58,6 +58,7 @@ impl Backend for Segmentish {
         let pending = &self.0.state.words().pending;
         wait::block(
             &self.0.waits,
+            false,
             deadline,
             || {},
             || pending.load(Ordering::Relaxed) != 0,

@@ -42,7 +42,6 @@
 //! dead peer is reaped, and its claims reclaimed, within about 200 ms of its death by
 //! any process that waits on the channel.
 
-use core::cell::Cell;
 use core::ptr::NonNull;
 use std::io;
 use std::sync::Arc;
@@ -52,13 +51,14 @@ use std::time::Duration;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::shm;
 
+use super::asym;
 use super::header::{Kind, LANES, MAX_PEERS};
 use super::lock::{self, Lock, lock_byte, side_lock_byte};
 use super::name;
 use super::protocol;
 use super::ring::ShmSlots;
 use super::segment::{self, Segment, Side, stat_of};
-use super::spsc::{self, Family};
+use super::spsc::Family;
 use super::table::{self, LIVE, Lanes, Table, unpack};
 use crate::chan::ring::{Reclaim, Ring};
 use crate::sync::AtomicUsize;
@@ -225,7 +225,7 @@ pub(crate) struct Peer {
     seg: Arc<Segment>,
     index: usize,
     side: Side,
-    /// Process-local: which intent lanes are in use, keyed by [`thread_key`].
+    /// Process-local: which intent lanes are in use, keyed by [`thread_key`](crate::sync::thread_key).
     lanes: Lanes<LANES>,
     /// This peer's intent words in the segment (its entry's `intents`), located once at
     /// attach: an operation takes one per call.
@@ -260,11 +260,24 @@ impl Peer {
     ///
     /// In a single-producer channel the family first takes its side's lock
     /// ([`side_lock_byte`]): [`io::ErrorKind::ResourceBusy`] while another family of
-    /// its side holds it. A sender then repairs `tail` ([`spsc::recover_tail`]) before
+    /// its side holds it. A sender then repairs `tail` ([`recover_tail`](super::spsc::recover_tail)) before
     /// its first send.
     pub(crate) fn attach(seg: Arc<Segment>, side: Side, unlink_on_drop: bool) -> io::Result<Peer> {
         let fd = seg.fd().as_fd();
         let spsc = seg.layout().spsc;
+        if seg.layout().light && !asym::available() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "shm channel {:?} was created in the single-producer mode with light \
+                     fences, whose waiters need membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), \
+                     which this process cannot use (Linux < 4.16, a seccomp filter, or \
+                     CONDUIT_NO_MEMBARRIER set); create it from such a process to get \
+                     SeqCst fences instead",
+                    seg.name()
+                ),
+            ));
+        }
         let side_byte = side_lock_byte(side == Side::Send);
         if spsc && !lock::try_lock(fd, side_byte, 1, Lock::Exclusive)? {
             let pids = seg.live_pids(side);
@@ -292,9 +305,10 @@ impl Peer {
         if let Some(n) = taken? {
             // Holding the side's lock: no other sender runs (a dead one's last publish
             // may have left `tail` short).
+            let (light, biased) = (seg.layout().light, asym::available());
             let family = spsc.then(|| match side {
-                Side::Send => Family::new(spsc::recover_tail(seg.ring())),
-                Side::Recv => Family::new(0),
+                Side::Send => Family::producer(seg.ring(), light, biased),
+                Side::Recv => Family::consumer(light, biased),
             });
             let h = seg.header();
             let ever = match side {
@@ -354,7 +368,7 @@ impl Peer {
     /// neither side swapping nor fencing after its commit (see `protocol`).
     #[inline]
     pub(crate) fn lane(&self) -> Lane<'_> {
-        let (index, borrowed) = self.lanes.take(thread_key());
+        let (index, borrowed) = self.lanes.take(crate::sync::thread_key());
         Lane {
             give_back: borrowed.then_some((&self.lanes, index)),
             word: &self.intents()[index],
@@ -395,31 +409,6 @@ impl Drop for Lane<'_> {
             lanes.give_back(index);
         }
     }
-}
-
-/// The calling thread's key for [`Peer::lane`]: nonzero, and never the same for two
-/// threads of a process (a counter, drawn once per thread, so a key outlives its
-/// thread unused rather than passing to another).
-#[inline]
-fn thread_key() -> usize {
-    std::thread_local! {
-        static KEY: Cell<usize> = const { Cell::new(0) };
-    }
-    KEY.with(|key| match key.get() {
-        0 => {
-            let new = next_thread_key();
-            key.set(new);
-            new
-        }
-        known => known,
-    })
-}
-
-/// A fresh [`thread_key`].
-#[cold]
-fn next_thread_key() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Drop for Peer {

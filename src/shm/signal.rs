@@ -538,6 +538,7 @@ impl Backend for ShmBackend {
         let pending = &self.state.words().pending;
         wait::block(
             seg.signal(Side::Recv),
+            false,
             deadline,
             || {
                 seg.maintain_if_due();

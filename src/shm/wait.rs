@@ -21,7 +21,9 @@ pub(crate) const QUICK_POLLS: u32 = 64;
 
 /// Runs `attempt` until it returns `Some` or `deadline` passes (`None`), sleeping on
 /// `signal`, the waiter's side's words (senders sleep on the send words, receivers on the
-/// receive words). `maintain` runs peer maintenance when due (a dead peer's claims are
+/// receive words). `heavy`: the other side publishes or commits with light fences (a
+/// single-producer channel's, see `super::asym`), so each registration issues a heavy
+/// fence before its re-check; were that to fail, the sleep is cut to [`SHORT_SLICE`]. `maintain` runs peer maintenance when due (a dead peer's claims are
 /// settled there). Under loom (`conduit::__loom_shm`) this same loop runs with the futex
 /// modelled (`SideSignal::sleep_model`).
 ///
@@ -33,6 +35,7 @@ pub(crate) const QUICK_POLLS: u32 = 64;
 /// it sleeps and runs maintenance, rather than spinning inside one attempt.
 pub(crate) fn block<R>(
     signal: &SideSignal,
+    heavy: bool,
     deadline: Option<Instant>,
     mut maintain: impl FnMut(),
     mut may_proceed: impl FnMut() -> bool,
@@ -63,11 +66,14 @@ pub(crate) fn block<R>(
             return None;
         }
         let seen = signal.register();
+        // Sync point: the slow side of the asymmetric fence (`asym`), between the
+        // registration and the re-check.
+        let fenced = !heavy || super::asym::heavy();
         if let Some(r) = attempt() {
             signal.unregister();
             return Some(r);
         }
-        let woke = sleep(signal, seen, &mut deadline);
+        let woke = sleep(signal, seen, &mut deadline, fenced);
         signal.unregister();
         // Always one attempt after a sleep, however it ended: a wake-up this waiter took
         // is acted on before it can give up.
@@ -81,18 +87,26 @@ pub(crate) fn block<R>(
     }
 }
 
-/// One sleep on `signal` while its sequence holds `seen`: at most a [`SLICE`], and not
-/// past the deadline.
-fn sleep(signal: &SideSignal, seen: u32, deadline: &mut Deadline) -> Woke {
+/// How long a waiter sleeps at most when its heavy fence failed (see [`block`]): a
+/// wake-up it may have missed is then late by at most this much.
+const SHORT_SLICE: Duration = Duration::from_millis(1);
+
+/// One sleep on `signal` while its sequence holds `seen`: at most a [`SLICE`] (a
+/// [`SHORT_SLICE`] unless `fenced`), and not past the deadline.
+fn sleep(signal: &SideSignal, seen: u32, deadline: &mut Deadline, fenced: bool) -> Woke {
     #[cfg(not(loom))]
     {
-        let slice = deadline.at().map_or(SLICE, |d| {
-            d.saturating_duration_since(Instant::now()).min(SLICE)
+        let longest = if fenced { SLICE } else { SHORT_SLICE };
+        let slice = deadline.at().map_or(longest, |d| {
+            d.saturating_duration_since(Instant::now()).min(longest)
         });
         signal.sleep(seen, slice)
     }
     #[cfg(loom)]
-    signal.sleep_model(seen, deadline.model())
+    {
+        debug_assert!(fenced, "the modelled heavy fence never fails");
+        signal.sleep_model(seen, deadline.model())
+    }
 }
 
 /// A non-blocking receive's outcome from `recv(peek)`, one claim-read-free attempt (see

@@ -113,7 +113,13 @@ pub struct Proc {
 impl Proc {
     /// Spawns a child with `role` and `args` (read with [`arg`] in the child).
     pub fn spawn(role: &str, args: &[(&str, &str)]) -> Proc {
+        Proc::spawn_env(role, args, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables `env` for the child.
+    pub fn spawn_env(role: &str, args: &[(&str, &str)], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.envs(env.iter().copied());
         cmd.args(["--exact", ENTRY, "--nocapture", "--test-threads=1"])
             .env(ROLE, role)
             .stdin(Stdio::null())

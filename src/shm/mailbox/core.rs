@@ -377,6 +377,7 @@ impl Core {
         let cap = self.capacity();
         wait::block(
             self.seg().signal(Side::Send),
+            false,
             deadline,
             || {
                 self.seg().maintain_if_due();
@@ -442,6 +443,7 @@ impl Core {
         self.mark_receiver();
         wait::block(
             self.seg().signal(Side::Recv),
+            false,
             deadline,
             || {
                 self.seg().maintain_if_due();
