@@ -185,7 +185,7 @@ impl Family {
     /// Waits for this thread's turn: the owner's with no locked instruction, anyone
     /// else's through [`Family::turn_slow`]. Process-local, and held for one bounded
     /// operation, so the wait is bounded by other threads' operations.
-    #[inline]
+    #[inline(always)]
     fn turn(&self) -> Turn<'_> {
         let me = thread_key();
         if self.owner.load(Ordering::Relaxed) == me {
@@ -292,7 +292,7 @@ impl Family {
 /// Only a thread holding the family's turn caches (`cache`): a cached `head` was loaded
 /// with Acquire by a holder of the turn, so the consumer's reads of the slots before it
 /// happen before every later holder's writes (through the turn's Release and Acquire).
-#[inline]
+#[inline(always)]
 fn room<S: RingStorage>(
     ring: &Ring<S>,
     family: &Family,
@@ -321,7 +321,11 @@ fn room<S: RingStorage>(
 /// Sends: writes the payload with `write(index)` into the slot at the family's `tail`
 /// and publishes it. [`Stall::Blocked`] when the ring is full, [`Stall::Corrupt`] for a
 /// position no ring holds. The caller checks the futex waiter count afterwards.
-#[inline]
+///
+/// Always inlined (with [`recv`], the turn and the room check), like the endpoint's fast
+/// path it is part of: out of line, it was a call per message in the sender's loop, and
+/// a streaming sender is bound by its store buffer, which a call's spills fill.
+#[inline(always)]
 pub(crate) fn send<S: RingStorage>(
     ring: &Ring<S>,
     family: &Family,
@@ -363,7 +367,7 @@ pub(crate) fn send<S: RingStorage>(
 /// [`Stall::Blocked`] when nothing is published there. Messages whose `read` returns
 /// `None` are consumed and the next one tried, up to [`SKIP_LIMIT`], then
 /// [`Stall::Busy`].
-#[inline]
+#[inline(always)]
 pub(crate) fn recv<S: RingStorage, R>(
     ring: &Ring<S>,
     family: &Family,
