@@ -32,7 +32,10 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"CONDUIT\x01");
 /// Still 4 with the single-producer mode ([`SPSC_FLAG`]) for the same reason: the mode
 /// is a flag in the kind word, so an earlier build of version 4, which would run the
 /// many-to-many protocol on such a ring (and corrupt it), refuses it by its kind number
-/// ("kind 257 in header is invalid"); the layout itself is unchanged.
+/// ("kind 257 in header is invalid"); the layout itself is unchanged. Likewise with
+/// [`LIGHT_FLAG`] ("kind 769"), whose waiters must issue heavy fences; the lazy `tail`
+/// of the mode is compatible both ways (every build's producer walks the published
+/// stamps past `tail` as it attaches, and only observers read it otherwise).
 pub(crate) const VERSION: u32 = 4;
 
 /// Set in the header's kind word of a channel (typed or byte) created in the

@@ -133,8 +133,10 @@
 //! | 13568, aligned | capacity × slot size | slots: stamp `u64`, length `u32`, 4 bytes unused, payload (aligned to the type, at least 8); each slot padded to a power of two up to a cache line, or to whole lines |
 //!
 //! The kind word is 1 (typed channel) or 2 (byte channel), plus 256 in the
-//! single-producer mode; in that mode the slots' stamps are written by the sender only
-//! and `head` is the receiver's alone (see [`Options::spsc`]).
+//! single-producer mode, plus 512 more if that mode publishes with light fences (its
+//! waiters then issue `membarrier`); in that mode the slots' stamps are written by the
+//! sender only, `head` is the receiver's alone, and `tail` is stored once every 16
+//! positions, so readers walk the published stamps past it (see [`Options::spsc`]).
 //!
 //! All integers are native-endian; processes of one machine share a segment.
 //!
@@ -188,9 +190,10 @@
 //! `futex_waitv`, Linux 5.16, for async waits; older kernels fall back to polling every
 //! millisecond), open-file-description locks (Linux 3.15) and `/dev/shm`;
 //! single-producer channels use `membarrier(2)` where it is available (Linux 4.16, see
-//! [`Options::spsc`]). Handles are not meant to cross `fork`: a forked child shares its parent's open file descriptions,
-//! and with them its peer locks (so neither looks dead while the other lives) and has
-//! no async helper thread; open channels anew in the child (or after `exec`).
+//! [`Options::spsc`]). Handles are not meant to cross `fork`: a forked child shares its
+//! parent's open file descriptions, and with them its peer locks (so neither looks dead
+//! while the other lives) and has no async helper thread; open channels anew in the
+//! child (or after `exec`).
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 mod asym;

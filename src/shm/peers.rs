@@ -225,7 +225,8 @@ pub(crate) struct Peer {
     seg: Arc<Segment>,
     index: usize,
     side: Side,
-    /// Process-local: which intent lanes are in use, keyed by [`thread_key`](crate::sync::thread_key).
+    /// Process-local: which intent lanes are in use, keyed by
+    /// [`thread_key`](crate::sync::thread_key).
     lanes: Lanes<LANES>,
     /// This peer's intent words in the segment (its entry's `intents`), located once at
     /// attach: an operation takes one per call.
@@ -260,8 +261,10 @@ impl Peer {
     ///
     /// In a single-producer channel the family first takes its side's lock
     /// ([`side_lock_byte`]): [`io::ErrorKind::ResourceBusy`] while another family of
-    /// its side holds it. A sender then repairs `tail` ([`recover_tail`](super::spsc::recover_tail)) before
-    /// its first send.
+    /// its side holds it. A sender then repairs `tail`
+    /// ([`recover_tail`](super::spsc::recover_tail)) before its first send. A channel
+    /// created with light fences is [`io::ErrorKind::Unsupported`] in a process that
+    /// cannot issue heavy ones (see `super::asym`).
     pub(crate) fn attach(seg: Arc<Segment>, side: Side, unlink_on_drop: bool) -> io::Result<Peer> {
         let fd = seg.fd().as_fd();
         let spsc = seg.layout().spsc;
@@ -272,8 +275,8 @@ impl Peer {
                     "shm channel {:?} was created in the single-producer mode with light \
                      fences, whose waiters need membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), \
                      which this process cannot use (Linux < 4.16, a seccomp filter, or \
-                     CONDUIT_NO_MEMBARRIER set); create it from such a process to get \
-                     SeqCst fences instead",
+                     CONDUIT_NO_MEMBARRIER set); a channel created by such a process uses \
+                     SeqCst fences and opens anywhere",
                     seg.name()
                 ),
             ));

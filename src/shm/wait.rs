@@ -23,8 +23,9 @@ pub(crate) const QUICK_POLLS: u32 = 64;
 /// `signal`, the waiter's side's words (senders sleep on the send words, receivers on the
 /// receive words). `heavy`: the other side publishes or commits with light fences (a
 /// single-producer channel's, see `super::asym`), so each registration issues a heavy
-/// fence before its re-check; were that to fail, the sleep is cut to [`SHORT_SLICE`]. `maintain` runs peer maintenance when due (a dead peer's claims are
-/// settled there). Under loom (`conduit::__loom_shm`) this same loop runs with the futex
+/// fence before its re-check; were that to fail, the sleep is cut to [`SHORT_SLICE`].
+/// `maintain` runs peer maintenance when due (a dead peer's claims are settled there).
+/// Under loom (`conduit::__loom_shm`) this same loop runs with the futex
 /// modelled (`SideSignal::sleep_model`).
 ///
 /// Every loop here is bounded by the deadline: it is checked after each attempt that
