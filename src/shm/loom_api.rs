@@ -509,7 +509,7 @@ impl SpscRing {
     /// the caller's: the ring must not be full).
     pub fn publish_and_die(&self, value: usize) {
         let storage = self.ring.storage();
-        let tail = spsc::published_end(&self.ring);
+        let tail = spsc::published_end(&self.ring, storage.tail().load(Ordering::Acquire));
         let index = self.ring.index_of(tail).expect("a valid tail");
         self.write(index, value);
         storage.stamps[index].swap(tail + 1, Ordering::SeqCst);

@@ -188,17 +188,27 @@ impl Family {
     #[inline(always)]
     fn turn(&self) -> Turn<'_> {
         let me = thread_key();
-        if self.owner.load(Ordering::Relaxed) == me {
-            self.active.store(true, Ordering::Relaxed);
-            // Sync point: the fast side of the bias's asymmetric fence (`asym`), paired
-            // with the revoker's heavy fence in `turn_slow`.
-            asym::light();
-            if self.owner.load(Ordering::Relaxed) == me {
-                return Turn::Flag(&self.active);
-            }
-            self.active.store(false, Ordering::Release);
+        if self.owner.load(Ordering::Relaxed) == me
+            && let Some(turn) = self.owner_turn(me)
+        {
+            return turn;
         }
         self.turn_slow(me)
+    }
+
+    /// The owner's turn (`me` read as the owner): marks it `active`, then re-checks that
+    /// the bias still stands; `None` (and `active` cleared again) if it was revoked.
+    #[inline(always)]
+    fn owner_turn(&self, me: usize) -> Option<Turn<'_>> {
+        self.active.store(true, Ordering::Relaxed);
+        // Sync point: the fast side of the bias's asymmetric fence (`asym`), paired with
+        // the revoker's heavy fence in `revoke`.
+        asym::light();
+        if self.owner.load(Ordering::Relaxed) == me {
+            return Some(Turn::Flag(&self.active));
+        }
+        self.active.store(false, Ordering::Release);
+        None
     }
 
     /// The turn of a thread that is not the owner (or whose bias was revoked): takes the
@@ -215,12 +225,9 @@ impl Family {
                 SHARED => break,
                 REVOKING => backoff.snooze(),
                 owner if owner == me => {
-                    self.active.store(true, Ordering::Relaxed);
-                    asym::light();
-                    if self.owner.load(Ordering::Relaxed) == me {
-                        return Turn::Flag(&self.active);
+                    if let Some(turn) = self.owner_turn(me) {
+                        return turn;
                     }
-                    self.active.store(false, Ordering::Release);
                 }
                 NOBODY => {
                     let _ = self.owner.compare_exchange(
@@ -447,13 +454,13 @@ pub(crate) fn may_recv<S: RingStorage>(ring: &Ring<S>) -> bool {
     stamp.load(Ordering::Relaxed) == head.wrapping_add(1)
 }
 
-/// The position after the last one published at or after the shared `tail`: `tail`
-/// moved past every slot whose stamp shows it published (the shared `tail` lags the
-/// producer's by less than a stride, and by one more position if a producer died after
-/// a publish). At most one lap of slots is looked at; a corrupt position stops the walk.
-pub(crate) fn published_end<S: RingStorage>(ring: &Ring<S>) -> usize {
+/// The position after the last one published at or after `tail` (the shared `tail`,
+/// loaded with Acquire): moved past every slot whose stamp shows it published (the
+/// shared `tail` lags the producer's by less than a stride, and by one more position if
+/// a producer died after a publish). At most one lap of slots is looked at; a corrupt
+/// position stops the walk.
+pub(crate) fn published_end<S: RingStorage>(ring: &Ring<S>, mut tail: usize) -> usize {
     let storage = ring.storage();
-    let mut tail = storage.tail().load(Ordering::Acquire);
     for _ in 0..ring.capacity() {
         let Some(stamp) = ring.index_of(tail).and_then(|i| storage.stamp(i)) else {
             break;
@@ -469,7 +476,7 @@ pub(crate) fn published_end<S: RingStorage>(ring: &Ring<S>) -> usize {
 /// How many messages are queued (a hint under concurrent use; 0 for positions no ring
 /// holds): from `head` to the end of the published positions ([`published_end`]).
 pub(crate) fn len<S: RingStorage>(ring: &Ring<S>) -> usize {
-    let tail = published_end(ring);
+    let tail = published_end(ring, ring.storage().tail().load(Ordering::Acquire));
     let head = ring.storage().head().load(Ordering::Acquire);
     ring.distance(head, tail).unwrap_or(0)
 }
@@ -481,7 +488,7 @@ pub(crate) fn len<S: RingStorage>(ring: &Ring<S>) -> usize {
 pub(crate) fn recover_tail<S: RingStorage>(ring: &Ring<S>) -> (usize, usize) {
     let storage = ring.storage();
     let start = storage.tail().load(Ordering::Acquire);
-    let tail = published_end(ring);
+    let tail = published_end(ring, start);
     if tail != start {
         storage.tail().store(tail, Ordering::Release);
     }
