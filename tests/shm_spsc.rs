@@ -404,6 +404,68 @@ fn mode_checks() {
     });
 }
 
+/// A single-producer channel's fences are chosen when it is created
+/// (`Options::asymmetric_fences`), reported by `shm::inspect`, and checked when an opener
+/// asks; asking for asymmetric fences where there are none to have is refused before
+/// anything is created.
+#[test]
+fn fence_checks() {
+    watchdog(|| {
+        let fenced = Name::new("spsc-fences-seqcst");
+        let tx = Sender::<u64>::with(&fenced, &spsc(4).asymmetric_fences(false)).unwrap();
+        assert!(!light(&fenced));
+        assert!(!shm::inspect(&fenced).unwrap().asymmetric_fences);
+        let err =
+            Receiver::<u64>::with(&fenced, &Options::new().asymmetric_fences(true)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(err.to_string().contains("fence mismatch"), "{err}");
+        let rx = Receiver::<u64>::with(&fenced, &Options::new().asymmetric_fences(false)).unwrap();
+        tx.send(5).unwrap();
+        assert_eq!(rx.recv_timeout(STEP), Ok(5));
+
+        // Unset: asymmetric wherever this process can issue the heavy fence.
+        let default = Name::new("spsc-fences-default");
+        let _tx = Sender::<u64>::with(&default, &spsc(4)).unwrap();
+        let available = light(&default);
+        assert_eq!(shm::inspect(&default).unwrap().asymmetric_fences, available);
+        let asked = Name::new("spsc-fences-asked");
+        match Sender::<u64>::with(&asked, &spsc(4).asymmetric_fences(true)) {
+            Ok(_tx) => {
+                assert!(available);
+                assert!(light(&asked));
+            }
+            Err(err) => {
+                assert!(!available, "{err}");
+                assert_eq!(err.kind(), ErrorKind::Unsupported);
+                assert!(err.to_string().contains("membarrier"), "{err}");
+                let gone = Receiver::<u64>::open(&asked).unwrap_err();
+                assert_eq!(gone.kind(), ErrorKind::NotFound);
+            }
+        }
+
+        // Many-to-many channels, mailboxes and signal targets have SeqCst fences only.
+        let plain = Name::new("spsc-fences-plain");
+        let create = Options::new().capacity(4).create_new(true);
+        let err = Sender::<u64>::with(&plain, &create.clone().asymmetric_fences(true)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            Receiver::<u64>::open(&plain).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let _tx = Sender::<u64>::with(&plain, &create.clone().asymmetric_fences(false)).unwrap();
+        let err =
+            Receiver::<u64>::with(&plain, &Options::new().asymmetric_fences(true)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        let mailbox = Name::new("spsc-fences-mailbox");
+        let err = shm::Mailbox::<u64>::with(&mailbox, &create.clone().asymmetric_fences(true))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let target = Name::new("spsc-fences-signal");
+        let err = shm::signal::Target::with(&target, &create.asymmetric_fences(true)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    });
+}
+
 /// The light-fence flag of a channel's kind word (see `shm::asym`): set when the
 /// creating process can issue `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`.
 const LIGHT_FLAG: u32 = 1 << 9;

@@ -264,6 +264,7 @@ pub fn json(info: &Inspection) -> Value {
         "name": info.name,
         "kind": info.kind.map(|k| k.as_str()),
         "spsc": info.spsc,
+        "asymmetric_fences": info.asymmetric_fences,
         "version": info.version,
         "valid": info.is_valid(),
         "problems": info.problems,

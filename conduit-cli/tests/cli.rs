@@ -515,18 +515,24 @@ fn raise_and_wait_on_a_signal_target() {
 }
 
 /// `ls` and `stat` show a channel's single-producer mode (`shm::Options::spsc`), and
-/// `--json` reports it as a field of its own.
+/// `--json` reports it, and its fences (`shm::Options::asymmetric_fences`), as fields of
+/// their own.
 #[test]
 fn ls_and_stat_show_the_spsc_mode() {
     let _serial = serial();
     let name = unique("spsc");
     let _cleanup = Cleanup(name.clone());
-    let opts = shm::Options::new().capacity(4).create_new(true).spsc(true);
+    let opts = shm::Options::new()
+        .capacity(4)
+        .create_new(true)
+        .spsc(true)
+        .asymmetric_fences(false);
     let _tx = shm::Sender::<u64>::with(&name, &opts).unwrap();
 
     let me = ls_json_entry(&name);
     assert_eq!(me["kind"], "channel");
     assert_eq!(me["spsc"], true);
+    assert_eq!(me["asymmetric_fences"], false);
     assert_eq!(me["valid"], true);
 
     let line = ls_line(&name);

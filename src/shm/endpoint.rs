@@ -115,12 +115,7 @@ impl Endpoint {
                 "shm mailbox max_bytes must be at least 1",
             ));
         }
-        if opts.spsc == Some(true) && !kind.has_modes() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the single-producer single-consumer mode is for typed and byte channels",
-            ));
-        }
+        opts.check_modes(kind)?;
         let (create_fp, expect) = match kind {
             // (Signal targets attach through `shm::signal`, not as endpoints, but open
             // the segment here like typed channels.)
@@ -134,6 +129,7 @@ impl Endpoint {
                     max_bytes: None,
                     any_type: false,
                     spsc: opts.spsc,
+                    light: opts.asymmetric_fences,
                 },
             ),
             _ => {
@@ -148,6 +144,7 @@ impl Endpoint {
                         max_bytes: opts.max_bytes,
                         any_type: false,
                         spsc: opts.spsc,
+                        light: opts.asymmetric_fences,
                     },
                 )
             }
@@ -157,7 +154,8 @@ impl Endpoint {
             if let Some(n) = opts.max_bytes {
                 layout = layout.with_max_bytes(n);
             }
-            layout = layout.with_spsc(opts.spsc == Some(true), super::asym::available());
+            let spsc = opts.spsc == Some(true);
+            layout = layout.with_spsc(spsc, opts.light_fences(spsc)?);
             Segment::create(name, layout, opts.mode)
         };
         let (seg, created) = open_or_create(name, opts, &expect, create)?;

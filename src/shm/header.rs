@@ -492,6 +492,8 @@ pub(crate) struct Expect {
     pub(crate) any_type: bool,
     /// The mode to check (single-producer or not); `None`: either.
     pub(crate) spsc: Option<bool>,
+    /// The fences to check (light, that is asymmetric, or SeqCst); `None`: either.
+    pub(crate) light: Option<bool>,
 }
 
 impl Expect {
@@ -505,6 +507,7 @@ impl Expect {
             max_bytes: None,
             any_type: true,
             spsc: None,
+            light: None,
         }
     }
 }
@@ -644,6 +647,16 @@ pub(crate) fn validate(h: &Header, file_size: u64, expect: &Expect) -> io::Resul
             "mode mismatch: segment is {}, expected {}",
             mode(spsc),
             mode(want)
+        )));
+    }
+    if let Some(want) = expect.light
+        && want != light
+    {
+        let fences = |light| if light { "asymmetric" } else { "SeqCst" };
+        return Err(invalid_data(format!(
+            "fence mismatch: segment has {} fences, expected {}",
+            fences(light),
+            fences(want)
         )));
     }
     let mut layout = Layout::new(kind, capacity, fingerprint)

@@ -122,6 +122,10 @@ pub struct Inspection {
     /// Whether the channel is in the single-producer single-consumer mode
     /// ([`Options::spsc`](super::Options::spsc)).
     pub spsc: bool,
+    /// Whether that mode's sides publish with asymmetric fences
+    /// ([`Options::asymmetric_fences`](super::Options::asymmetric_fences)); `false` for
+    /// SeqCst fences and for every other kind of object.
+    pub asymmetric_fences: bool,
     /// The layout version stored (this build reads [`Inspection::SUPPORTED_VERSION`]).
     pub version: u32,
     /// The file's size in bytes.
@@ -232,6 +236,7 @@ pub fn inspect(name: &str) -> io::Result<Inspection> {
         name: name.to_string(),
         kind: None,
         spsc: false,
+        asymmetric_fences: false,
         version: 0,
         file_size: 0,
         mode: 0,
@@ -400,6 +405,7 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
     let kind = map.u32_at(header_offset!(kind));
     let decoded = Kind::decode(kind);
     info.spsc = decoded.is_some_and(|(_, spsc, _)| spsc);
+    info.asymmetric_fences = decoded.is_some_and(|(_, _, light)| light);
     info.kind = match decoded.map(|(kind, ..)| kind) {
         Some(Kind::Typed) => Some(ObjectKind::Channel),
         Some(Kind::Bytes) => Some(ObjectKind::ByteChannel),

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use super::header::{MAX_CAPACITY, MAX_MESSAGE};
+use super::header::{Kind, MAX_CAPACITY, MAX_MESSAGE};
 
 /// The capacity of a channel created without [`Options::capacity`].
 pub const DEFAULT_CAPACITY: usize = 64;
@@ -33,6 +33,7 @@ pub(crate) enum OpenMode {
 /// | open mode | [`open_existing`](Options::open_existing) | |
 /// | `unlink_on_drop` | `false` | |
 /// | [`spsc`](Options::spsc) (typed and byte channels) | many-to-many when creating; unchecked when opening | |
+/// | [`asymmetric_fences`](Options::asymmetric_fences) (single-producer channels) | asymmetric where `membarrier` works, when creating; unchecked when opening | |
 ///
 /// ```
 /// use conduit::shm::{self, Options};
@@ -56,6 +57,8 @@ pub struct Options {
     pub(crate) unlink_on_drop: bool,
     /// The single-producer single-consumer mode to create with, or to check.
     pub(crate) spsc: Option<bool>,
+    /// The fences of a single-producer channel to create with, or to check.
+    pub(crate) asymmetric_fences: Option<bool>,
 }
 
 impl Default for Options {
@@ -80,6 +83,7 @@ impl Options {
             open: OpenMode::Existing,
             unlink_on_drop: false,
             spsc: None,
+            asymmetric_fences: None,
         }
     }
 
@@ -264,8 +268,9 @@ impl Options {
     /// a locked instruction per message: sends and receives publish with plain stores and
     /// a compiler barrier, and a waiter about to sleep issues the system call instead
     /// (about 10 µs, only on the way to sleep). A channel created by a process that
-    /// cannot use it (or that has `CONDUIT_NO_MEMBARRIER` set to anything but `0`) uses
-    /// SeqCst read-modify-writes instead, and works with any peer; a channel created with
+    /// cannot use it (or that has `CONDUIT_NO_MEMBARRIER` set to anything but `0`), or
+    /// with [`Options::asymmetric_fences`]`(false)`, uses SeqCst read-modify-writes
+    /// instead, and works with any peer; a channel created with
     /// the fast fences refuses to be opened by such a process
     /// ([`io::ErrorKind::Unsupported`], naming the cause), since its waiters could miss
     /// a wake-up.
@@ -292,6 +297,89 @@ impl Options {
     pub fn spsc(mut self, spsc: bool) -> Self {
         self.spsc = Some(spsc);
         self
+    }
+
+    /// Chooses the fences of a single-producer channel this call creates: asymmetric
+    /// (`true`: plain stores per message, and a `membarrier(2)` system call by each
+    /// waiter on its way to sleep, see [`Options::spsc`]) or SeqCst read-modify-writes
+    /// per message (`false`). Unset, a channel is created with asymmetric fences wherever
+    /// this process can issue them. When opening, a setting is checked: a channel with
+    /// the other fences is [`io::ErrorKind::InvalidData`] naming both (a many-to-many
+    /// channel, a mailbox or a signal target always has SeqCst fences).
+    ///
+    /// Choose `false` for a channel whose waiters sleep often, a receiver woken for each
+    /// of a trickle of messages, say: each such sleep then saves the system call (about
+    /// 10 µs of CPU time on a busy machine, and an interrupt to each CPU running a
+    /// process that uses asymmetric fences) at the price of a locked instruction per
+    /// message on each side (two pinned processes streaming 64-byte messages: 46 ns a
+    /// message against 40; see `benches/README.md`).
+    ///
+    /// Asking for `true` is [`io::ErrorKind::Unsupported`] when creating in a process that
+    /// cannot use `membarrier` (an old kernel, a seccomp filter, or
+    /// `CONDUIT_NO_MEMBARRIER` set), and [`io::ErrorKind::InvalidInput`] when creating a
+    /// many-to-many channel or opening a mailbox or a signal target, which have no such
+    /// fences.
+    ///
+    /// ```
+    /// use conduit::shm::{self, Options};
+    /// let name = format!("doc-fences-{}", std::process::id());
+    /// let create = Options::new().create_new(true).spsc(true).asymmetric_fences(false);
+    /// let tx = shm::Sender::<u64>::with(&name, &create)?;
+    /// let rx = shm::Receiver::<u64>::with(&name, &Options::new().asymmetric_fences(false))?;
+    /// tx.send(7).unwrap();
+    /// assert_eq!(rx.recv(), Ok(7));
+    /// let err = shm::Receiver::<u64>::with(&name, &Options::new().asymmetric_fences(true))
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    /// # drop((tx, rx));
+    /// shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn asymmetric_fences(mut self, asymmetric: bool) -> Self {
+        self.asymmetric_fences = Some(asymmetric);
+        self
+    }
+
+    /// [`io::ErrorKind::InvalidInput`] if these options ask a segment of `kind` for a
+    /// mode it does not have: the single-producer mode, or its asymmetric fences, of
+    /// anything but a typed or byte channel.
+    pub(crate) fn check_modes(&self, kind: Kind) -> io::Result<()> {
+        if kind.has_modes() {
+            return Ok(());
+        }
+        let what = if self.spsc == Some(true) {
+            "the single-producer single-consumer mode"
+        } else if self.asymmetric_fences == Some(true) {
+            "asymmetric fences (a setting of the single-producer mode)"
+        } else {
+            return Ok(());
+        };
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} is for typed and byte channels"),
+        ))
+    }
+
+    /// The fences to create a channel with (light: asymmetric): as set, or asymmetric
+    /// where available for a single-producer channel; the errors of
+    /// [`Options::asymmetric_fences`] for a setting that cannot be honoured.
+    pub(crate) fn light_fences(&self, spsc: bool) -> io::Result<bool> {
+        match self.asymmetric_fences {
+            None => Ok(spsc && super::asym::available()),
+            Some(false) => Ok(false),
+            Some(true) if !spsc => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "asymmetric fences are a setting of the single-producer mode: create the \
+                 channel with spsc(true)",
+            )),
+            Some(true) if !super::asym::available() => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "asymmetric fences need membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which \
+                 this process cannot use (Linux < 4.16, a seccomp filter, or \
+                 CONDUIT_NO_MEMBARRIER set)",
+            )),
+            Some(true) => Ok(true),
+        }
     }
 
     /// The capacity to create with, or to check: rounded up to a power of two.

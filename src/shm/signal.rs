@@ -579,18 +579,14 @@ fn expect() -> Expect {
         max_bytes: None,
         any_type: false,
         spsc: None,
+        light: None,
     }
 }
 
 /// Opens or creates the segment `name` as `options` say (capacity: the queue depth).
 fn open_segment(name: &str, options: &Options) -> io::Result<(Segment, bool)> {
     name::validate(name)?;
-    if options.spsc == Some(true) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the single-producer single-consumer mode is for typed and byte channels",
-        ));
-    }
+    options.check_modes(Kind::Signal)?;
     let depth = options.slots()?.unwrap_or(QUEUE_DEPTH);
     let mut expect = expect();
     expect.capacity = options.slots()?;
