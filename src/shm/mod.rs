@@ -190,10 +190,10 @@
 //! `futex_waitv`, Linux 5.16, for async waits; older kernels fall back to polling every
 //! millisecond), open-file-description locks (Linux 3.15) and `/dev/shm`;
 //! single-producer channels use `membarrier(2)` where it is available (Linux 4.16, see
-//! [`Options::spsc`] and [`Options::asymmetric_fences`]). Handles are not meant to cross `fork`: a forked child shares its
-//! parent's open file descriptions, and with them its peer locks (so neither looks dead
-//! while the other lives) and has no async helper thread; open channels anew in the
-//! child (or after `exec`).
+//! [`Options::spsc`] and [`Options::asymmetric_fences`]). Handles are not meant to cross
+//! `fork`: a forked child shares its parent's open file descriptions, and with them its
+//! peer locks (so neither looks dead while the other lives) and has no async helper
+//! thread; open channels anew in the child (or after `exec`).
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 mod asym;

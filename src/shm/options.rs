@@ -311,8 +311,8 @@ impl Options {
     /// of a trickle of messages, say: each such sleep then saves the system call (about
     /// 10 µs of CPU time on a busy machine, and an interrupt to each CPU running a
     /// process that uses asymmetric fences) at the price of a locked instruction per
-    /// message on each side (two pinned processes streaming 64-byte messages: 46 ns a
-    /// message against 40; see `benches/README.md`).
+    /// message on each side (two pinned processes streaming 64-byte messages: 45 ns a
+    /// message against 38 here; see `benches/README.md`).
     ///
     /// Asking for `true` is [`io::ErrorKind::Unsupported`] when creating in a process that
     /// cannot use `membarrier` (an old kernel, a seccomp filter, or
