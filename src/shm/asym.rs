@@ -42,6 +42,11 @@
 
 use crate::sync::Ordering;
 
+/// Why [`available`] says no, for the errors that refuse light fences: what the heavy
+/// fence needs, and the usual reasons a process cannot have it.
+pub(crate) const UNAVAILABLE: &str = "membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which this \
+     process cannot use (Linux < 4.16, a seccomp filter, or CONDUIT_NO_MEMBARRIER set)";
+
 /// Whether this process may publish with [`light`] fences and issue [`heavy`] ones: the
 /// kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` and this process is registered for
 /// it. Registration happens at the first call in each process (the answer is kept with

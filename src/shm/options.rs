@@ -374,9 +374,7 @@ impl Options {
             )),
             Some(true) if !super::asym::available() => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "asymmetric fences need membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which \
-                 this process cannot use (Linux < 4.16, a seccomp filter, or \
-                 CONDUIT_NO_MEMBARRIER set)",
+                format!("asymmetric fences need {}", super::asym::UNAVAILABLE),
             )),
             Some(true) => Ok(true),
         }

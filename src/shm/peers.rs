@@ -273,11 +273,10 @@ impl Peer {
                 io::ErrorKind::Unsupported,
                 format!(
                     "shm channel {:?} was created in the single-producer mode with light \
-                     fences, whose waiters need membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), \
-                     which this process cannot use (Linux < 4.16, a seccomp filter, or \
-                     CONDUIT_NO_MEMBARRIER set); a channel created by such a process uses \
-                     SeqCst fences and opens anywhere",
-                    seg.name()
+                     fences, whose waiters need {}; a channel created by such a process \
+                     uses SeqCst fences and opens anywhere",
+                    seg.name(),
+                    asym::UNAVAILABLE
                 ),
             ));
         }
