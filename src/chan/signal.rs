@@ -486,8 +486,6 @@ impl SpinWait {
     /// Whether the spin has come to its yields: polls are far apart now, and a waiter
     /// may afford the loads it skips between quick polls.
     #[inline]
-    // Only the mailboxes' spin asks, and loom builds have none.
-    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn yielding(&self) -> bool {
         self.step > QUICK_POLLS
     }
@@ -513,18 +511,20 @@ impl SpinWait {
 /// `signal`. On timeout, returns `Err(state)`.
 ///
 /// While spinning, `attempt` runs only when the cheap hint `worth_trying` says so
-/// (besides the first and the last spin): a waiter may wait for more than the smallest
-/// change that lets it through (see `array`'s batched refill), and a claim that finds
-/// nothing to take loads the other side's position, whose line a poll would take away
-/// from the peer each time (see `Ring::send_batch_free`). Once
-/// parking, every attempt is made, so the hint never decides whether a waiter sleeps.
+/// (besides the last spin), given the spin so far: a waiter may wait for more than the
+/// smallest change that lets it through (see `array`'s batched refill), and a claim that
+/// finds nothing to take loads the other side's position, whose line a poll would take
+/// away from the peer each time (see `Ring::send_batch_free`). Not even the first poll
+/// attempts unasked: the caller has just made its own attempt, or looked and found
+/// nothing (a blocking receive, see `chan::recv_blocking`). Once parking, every attempt
+/// is made, so the hint never decides whether a waiter sleeps.
 ///
 /// The spin is a [`SpinWait`].
 pub(crate) fn block_on<R, S>(
     signal: &Signal,
     mut state: S,
     deadline: Option<Instant>,
-    worth_trying: impl Fn() -> bool,
+    worth_trying: impl Fn(&SpinWait) -> bool,
     mut attempt: impl FnMut(S) -> Attempt<R, S>,
 ) -> Result<R, S> {
     // The spin saves a park when the change comes soon. Under loom it would be one more
@@ -534,16 +534,13 @@ pub(crate) fn block_on<R, S>(
     // `loom-tests/README.md`). The waits that can lose a wake-up are all after it.
     if !cfg!(loom) {
         let mut spin = SpinWait::new();
-        let mut first = true;
         loop {
-            let last = spin.is_over();
-            if first || last || worth_trying() {
+            if spin.is_over() || worth_trying(&spin) {
                 match attempt(state) {
                     Attempt::Done(r) => return Ok(r),
                     Attempt::Wait(s) => state = s,
                 }
             }
-            first = false;
             if !spin.pause() {
                 break;
             }

@@ -1070,12 +1070,18 @@ impl<T> Mailbox<T> {
         self.attach();
         let sh = self.shared();
         // `Any` receives wait on the channels' wait queue (see `state`'s docs), after
-        // one attempt inline.
+        // one attempt inline, made only if something may be there to take (as a
+        // channel's blocking receive does, `chan::recv_blocking`: an attempt on an
+        // empty inbox loads the senders' position and takes its line from them).
         if sel == Sel::Any {
-            match sh.recv_any() {
-                Ok((tag, m)) => return Some(Ok(Envelope::new(tag, m, &sh.address_name))),
-                Err(true) => return Some(Err(RecvError)),
-                Err(false) => {}
+            if sh.any_worth_trying() {
+                match sh.recv_any() {
+                    Ok((tag, m)) => {
+                        return Some(Ok(Envelope::new(tag, m, &sh.address_name)));
+                    }
+                    Err(true) => return Some(Err(RecvError)),
+                    Err(false) => {}
+                }
             }
             return sh.wait_any(deadline).map(|r| {
                 r.map(|(tag, m)| Envelope::new(tag, m, &sh.address_name))

@@ -789,7 +789,7 @@ impl<T> Shared<T> {
             &self.any,
             (),
             deadline,
-            || self.inbox.recv_ready(),
+            |_| self.any_worth_trying(),
             |()| self.any_step(),
         )
         .ok()
@@ -801,16 +801,24 @@ impl<T> Shared<T> {
         wait: &mut AsyncWait,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Entry<T>, ()>> {
-        // Worth trying while yielding: a message at the inbox's front, messages aside,
-        // or the close (loads only; an attempt would take the gate's line).
-        let worth_trying = || {
-            self.inbox.recv_ready()
-                || self.gate.load(Ordering::Relaxed) & ASIDE != 0
-                || self.flags.closed.load(Ordering::Relaxed)
-        };
-        wait.poll(&self.any, cx, &mut Some(()), 0, worth_trying, |()| {
-            self.any_step()
-        })
+        wait.poll(
+            &self.any,
+            cx,
+            &mut Some(()),
+            0,
+            || self.any_worth_trying(),
+            |()| self.any_step(),
+        )
+    }
+
+    /// Whether an `Any` receive that found nothing is worth another attempt: a message
+    /// at the inbox's front, messages aside, or the close (loads only; an attempt would
+    /// take the gate's line).
+    #[inline]
+    pub(crate) fn any_worth_trying(&self) -> bool {
+        self.inbox.recv_ready()
+            || self.gate.load(Ordering::Relaxed) & ASIDE != 0
+            || self.flags.closed.load(Ordering::Relaxed)
     }
 
     /// Withdraws an async `Any` receive (its future was dropped); a wake-up it received

@@ -615,7 +615,7 @@ impl Backend for Arc<Shared> {
             &self.waiters,
             (),
             deadline,
-            || true,
+            |_| true,
             |()| match attempt() {
                 Some(info) => Attempt::Done(info),
                 None => Attempt::Wait(()),
