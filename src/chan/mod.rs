@@ -195,10 +195,10 @@ fn send_wait<T>(
 ///
 /// Measured on this project's 2-core VM, two pinned threads, `bounded(1024)`, ns a
 /// message, interleaved runs with the machine in its fast state: a stream of 16-, 32-
-/// or 48-byte messages (where the receiver keeps up) 58–64 → 38–41; a ping-pong of
-/// `u64`s through two channels 258–269 → 165–169 per round trip, through two
-/// `bounded(1)` 318–323 → 105–125. A stream of `u64`s, where the sender keeps the
-/// ring full, is unchanged (6–9).
+/// or 48-byte messages (where the receiver keeps up) 58–65 → 38–42; a ping-pong of
+/// `u64`s through two channels 276–295 → 175–180 per round trip, through two
+/// `bounded(1)` 300–304 → 85–108. A stream of `u64`s, where the sender keeps the ring
+/// full, is unchanged (7). See `benches/README.md`.
 #[inline]
 fn recv_blocking<T>(q: &impl Queue<T>, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
     if q.recv_ready() {
