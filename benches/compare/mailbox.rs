@@ -124,6 +124,8 @@ pub(crate) const SCENARIOS: &[Listed] = &[
 ];
 
 const CHANNEL: &str = "ref: conduit bounded(1024)";
+/// The channel carrying what the mailbox carries (see [`Addressed`]).
+const CHANNEL_ENVELOPE: &str = "ref: conduit bounded(1024), body + tag + sender";
 const NONE_QUEUED: &str = "ref: conduit mailbox, none queued";
 const TOKIO_RPC: &str = "tokio mpsc + oneshot";
 const SHM_PING_PONG: &str = "ref: conduit shm ping-pong";
@@ -156,7 +158,33 @@ fn send_recv_contenders(s: &'static Scenario) -> Vec<Contender> {
             run_threads::<Conduit, u64>,
             run_threads::<Conduit, Msg256>,
         ),
+        Contender {
+            name: CHANNEL_ENVELOPE,
+            run: Box::new(|n| run_threads::<Conduit, Addressed>(s, n)),
+        },
     ]
+}
+
+/// What a mailbox moves for a `u64` body, as a channel message: the body, its tag and
+/// its sender's address (the context row `CHANNEL_ENVELOPE`; the target is against the
+/// `u64` channel).
+struct Addressed {
+    body: u64,
+    tag: u64,
+    from: u64,
+}
+
+impl Msg for Addressed {
+    fn new(i: u64) -> Self {
+        Addressed {
+            body: i,
+            tag: 1,
+            from: 2,
+        }
+    }
+    fn id(&self) -> u64 {
+        self.body + self.tag + self.from - 3
+    }
 }
 
 /// A mailbox used as a channel: the senders' handles close the mailbox when the last of
