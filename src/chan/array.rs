@@ -33,6 +33,16 @@
 //! and every attempt once the sender parks, take a single free slot, so a receiver that
 //! stops after freeing a few slots does not leave the sender waiting for more, and a
 //! timed send gets the same attempts as before its deadline.
+//!
+//! # An empty ring is watched, not claimed
+//!
+//! The other side of the same exchange: a receiver that keeps up with its sender finds
+//! the ring empty at nearly every receive. A claim that finds it empty loads `tail` to
+//! tell an empty ring from a send in progress, and so takes the senders' line from the
+//! sender once a message. A blocking receive therefore looks at the front slot's stamp
+//! first (`recv_ready`) and claims only when it shows a message; while it waits it
+//! polls that stamp alone (see `chan::recv_blocking` for the measurements: a stream of
+//! 16- to 48-byte messages went from about 60 to 40 ns a message).
 
 use core::mem::MaybeUninit;
 
