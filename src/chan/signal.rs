@@ -528,8 +528,9 @@ pub(crate) fn block_on<R, S>(
     mut attempt: impl FnMut(S) -> Attempt<R, S>,
 ) -> Result<R, S> {
     // The spin saves a park when the change comes soon. Under loom it would be one more
-    // unregistered attempt, the same as the inline claim each caller has just made, and
-    // the model would explore every interleaving around it again: skipped (in a user's
+    // unregistered attempt, the same as the inline claim each caller has just made (or
+    // the look at the front that made a receive skip it), and the model would explore
+    // every interleaving around it again: skipped (in a user's
     // model of an unbounded channel, a quarter fewer executions; see
     // `loom-tests/README.md`). The waits that can lose a wake-up are all after it.
     if !cfg!(loom) {
