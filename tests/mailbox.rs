@@ -674,11 +674,21 @@ fn dropped_request_future_abandons_reply() {
 fn envelope_addresses_for_short_and_long_names() {
     use std::collections::HashSet;
     let po = PostOffice::new();
+    // Lengths around the inline layout's edges: its first word holds 7 bytes, 23 fit
+    // inline, 24 are shared.
     for name in [
         "a",
+        "seven-7",
+        "eight-8_",
         "exactly-22-bytes-long_",
+        "exactly-23-bytes-long__",
+        "exactly-24-bytes-long___",
         "a-name-well-over-twenty-two-bytes-long.x",
     ] {
+        assert!(
+            matches!(name.len(), 1 | 7 | 8 | 22 | 23 | 24 | 40),
+            "{name}"
+        );
         let rx = po.open::<u32>(name).unwrap();
         let tx = po.open::<u32>(name).unwrap();
         tx.send(1).unwrap();

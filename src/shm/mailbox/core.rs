@@ -13,7 +13,7 @@ use super::index::{
     byte_len_ok, mark_sleeping, owner_word, retire, settle,
 };
 use crate::error::TryRecvError;
-use crate::mailbox::{Address, Select};
+use crate::mailbox::{Address, Name, Select};
 use crate::shm::endpoint::Endpoint;
 use crate::shm::futex::{self, Woke};
 use crate::shm::header::{Fingerprint, Kind, MAX_PEERS};
@@ -88,8 +88,9 @@ pub(crate) enum LockWait {
 #[derive(Clone)]
 pub(crate) struct Core {
     ep: Endpoint,
-    /// The name, shared by the envelopes' sender addresses.
-    name: Arc<str>,
+    /// The name as the envelopes' sender addresses carry it, built once (a copy for
+    /// each envelope, see `mailbox::Name`).
+    name: Name,
     address: Address,
     /// The lock word naming this family ([`owner_word`]).
     me: u32,
@@ -134,7 +135,7 @@ impl Core {
         let slot = ep.peer().index();
         let (generation, ..) = unpack(ep.seg().peer_state(slot).load(Ordering::Acquire));
         let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
-        let name: Arc<str> = Arc::from(name);
+        let name = Name::from(Arc::<str>::from(name));
         Ok(Core {
             me: owner_word(slot, generation),
             address: Address::in_process(name.clone(), pid, Address::next_id()),
