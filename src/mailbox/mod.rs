@@ -183,8 +183,8 @@ const SHARED: u8 = u8::MAX;
 /// byte, then seven bytes at an odd offset (two overlapping 4-byte moves through the
 /// stack), then sixteen, and the processor cannot forward two overlapping stores to the
 /// load that reads them back: every receive stalled there as it copied the name into
-/// its envelope (one thread, in cache: a mailbox receive 22.6–23.7 ns with the enum,
-/// 19.5–19.6 with the name copied as words).
+/// its envelope (one thread, in cache: a mailbox receive 23.5–25.2 ns with the enum,
+/// 18.7 with the name copied as words; see `benches/README.md`).
 #[repr(C)]
 pub(crate) struct Name {
     /// The inline length or [`SHARED`], then an inline name's first seven bytes.
