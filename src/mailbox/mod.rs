@@ -321,11 +321,17 @@ impl Address {
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The address `id` of process `pid` on the shared-memory mailbox named `mailbox` (as
-    /// built once per handle family, so that each envelope copies it).
+    /// The address `id` of process `pid` on the shared-memory mailbox named `mailbox`.
     #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
     pub(crate) fn in_process(mailbox: Name, pid: u32, id: u64) -> Self {
         Address { id, pid, mailbox }
+    }
+
+    /// The address `id` of process `pid` on this address's mailbox: the name is copied
+    /// (built once, with the family's own address), not built anew from a string.
+    #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
+    pub(crate) fn sibling(&self, pid: u32, id: u64) -> Self {
+        Address::in_process(self.mailbox.clone(), pid, id)
     }
 
     /// The address's id (unique within its process).

@@ -88,9 +88,8 @@ pub(crate) enum LockWait {
 #[derive(Clone)]
 pub(crate) struct Core {
     ep: Endpoint,
-    /// The name as the envelopes' sender addresses carry it, built once (a copy for
-    /// each envelope, see `mailbox::Name`).
-    name: Name,
+    /// This family's address; the envelopes' sender addresses copy its mailbox name
+    /// ([`Address::sibling`]).
     address: Address,
     /// The lock word naming this family ([`owner_word`]).
     me: u32,
@@ -138,8 +137,7 @@ impl Core {
         let name = Name::from(Arc::<str>::from(name));
         Ok(Core {
             me: owner_word(slot, generation),
-            address: Address::in_process(name.clone(), pid, Address::next_id()),
-            name,
+            address: Address::in_process(name, pid, Address::next_id()),
             bytes: kind.is_bytes(),
             receiving: Arc::new(AtomicBool::new(false)),
             retired: Arc::new(AtomicU32::new(NIL)),
@@ -468,7 +466,7 @@ impl Core {
         (meta, body, ticket): (Meta, T, Option<Ticket>),
         write: fn(&ShmSlots, usize, &T) -> bool,
     ) -> crate::mailbox::Envelope<T> {
-        let from = Address::in_process(self.name.clone(), meta.from.0, meta.from.1);
+        let from = self.address.sibling(meta.from.0, meta.from.1);
         let reply = ticket.map(|ticket| {
             let remote = Replier {
                 core: self.clone(),
