@@ -999,8 +999,9 @@ fn replier_killed_fails_the_request() {
     });
 }
 
-/// An envelope dropped without answering fails its request at once; a reply after the
-/// requester gave up is handed back.
+/// An envelope dropped without answering fails its request at once, and so does a
+/// reply capability taken and dropped (after a take of the wrong reply type, which
+/// leaves it in the envelope); a reply after the requester gave up is handed back.
 #[test]
 fn dropped_envelope_and_late_reply() {
     use conduit::mailbox::RequestError;
@@ -1013,9 +1014,16 @@ fn dropped_envelope_and_late_reply() {
             let env = server.recv().unwrap();
             assert!(env.is_request());
             drop(env);
+            let mut env = server.recv().unwrap();
+            assert!(env.take_reply::<u64>().is_none());
+            assert!(env.is_request());
+            let reply = env.take_reply::<u32>().unwrap();
+            assert!(!env.is_request());
+            drop(reply);
             server
         });
         assert_eq!(mb.request(1), Err(RequestError::Unanswered));
+        assert_eq!(mb.request(5), Err(RequestError::Unanswered));
         let server = t.join().unwrap();
         assert_eq!(
             mb.request_timeout(2, Duration::from_millis(20)),

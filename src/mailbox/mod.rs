@@ -120,9 +120,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use self::index::Sel;
-#[cfg(not(loom))]
-pub(crate) use self::reply::Remote;
 use self::reply::{Capability, Waiting};
+#[cfg(not(loom))]
+pub(crate) use self::reply::{ErasedRemote, Remote};
 pub use self::reply::{Reply, RequestError};
 use self::state::{After, Attempt, Locked, SendFail, Shared, Side};
 use crate::chan::signal::AsyncWait;
@@ -1529,13 +1529,13 @@ impl<T> Envelope<T> {
         tag: u64,
         body: T,
         from: Address,
-        reply: Option<Box<dyn Any + Send + Sync>>,
+        reply: Option<Box<dyn ErasedRemote>>,
     ) -> Self {
         Envelope {
             tag,
             body,
             from,
-            reply: reply.map(Capability::Boxed),
+            reply: reply.map(Capability::Remote),
         }
     }
 

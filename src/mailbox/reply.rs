@@ -159,15 +159,25 @@ pub struct Reply<R> {
 }
 
 /// The replier's end of a request made through a shared-memory mailbox
-/// (`shm::Mailbox::request`); its contract is [`Reply`]'s.
+/// (`shm::Mailbox::request`); its contract is [`Reply`]'s. Dropped without a reply
+/// (with its `Reply`, or with the envelope before the reply capability was taken), it
+/// gives the request up.
 #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
 pub(crate) trait Remote<R>: Send + Sync {
     /// Answers; `Err(value)` when the requester no longer waits.
     fn reply(&mut self, value: R) -> Result<(), R>;
-    /// Gives up without an answer (the `Reply` is dropped).
-    fn abandon(&mut self);
     /// Whether the requester no longer waits.
     fn is_abandoned(&self) -> bool;
+}
+
+/// A [`Remote`] with its reply type erased, as an envelope carries it: one allocation
+/// from the receive to the reply, since [`Capability::take`] turns the box into a
+/// [`Reply`]'s `Box<dyn Remote<R>>` by coercion.
+#[cfg_attr(any(loom, not(unix)), allow(dead_code))]
+pub(crate) trait ErasedRemote: Send + Sync {
+    /// Moves this end into `out` if `out` is an `Option<Box<dyn Remote<R>>>` of the
+    /// reply type `R` it answers with; otherwise hands it back.
+    fn typed(self: Box<Self>, out: &mut dyn Any) -> Result<(), Box<dyn ErasedRemote>>;
 }
 
 /// The requester's end of a reply slot.
@@ -207,7 +217,11 @@ pub(crate) enum Capability {
     /// In process: the request's slot itself.
     #[cfg(not(loom))]
     Local(LocalCap),
-    /// A shared-memory mailbox's request: a boxed [`Reply`].
+    /// A shared-memory mailbox's request.
+    #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
+    Remote(Box<dyn ErasedRemote>),
+    /// Under loom, an in-process request's boxed [`Reply`].
+    #[cfg(loom)]
     Boxed(Box<dyn Any + Send + Sync>),
 }
 
@@ -277,6 +291,17 @@ impl Capability {
                     remote: None,
                 })
             }
+            Capability::Remote(erased) => {
+                let mut out: Option<Box<dyn Remote<R>>> = None;
+                match erased.typed(&mut out) {
+                    Ok(()) => Ok(Reply {
+                        slot: None,
+                        remote: out,
+                    }),
+                    Err(erased) => Err(Capability::Remote(erased)),
+                }
+            }
+            #[cfg(loom)]
             Capability::Boxed(b) => match b.downcast::<Reply<R>>() {
                 Ok(r) => Ok(*r),
                 Err(b) => Err(Capability::Boxed(b)),
@@ -291,15 +316,6 @@ fn give_up<R>(slot: &Slot<R>) {
 }
 
 impl<R> Reply<R> {
-    /// The capability of a shared-memory mailbox's request.
-    #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
-    pub(crate) fn remote(remote: Box<dyn Remote<R>>) -> Self {
-        Reply {
-            slot: None,
-            remote: Some(remote),
-        }
-    }
-
     /// Answers the request. `Err(value)` hands the value back when the requester is no
     /// longer waiting (it timed out or was cancelled).
     ///
@@ -351,9 +367,8 @@ impl<R> Reply<R> {
 
 impl<R> Drop for Reply<R> {
     fn drop(&mut self) {
-        if let Some(mut remote) = self.remote.take() {
-            remote.abandon();
-        }
+        // A remote end gives its request up when dropped (`Remote`).
+        drop(self.remote.take());
         if let Some(slot) = self.slot.take() {
             give_up(&slot);
         }

@@ -314,21 +314,18 @@ impl Segment {
         }
     }
 
-    /// The atomic at byte `offset` of a mailbox's index region (see `super::mailbox`).
-    /// Panics if the segment is not a mailbox or the word is not inside the region and
-    /// aligned: callers compute offsets from the validated layout.
+    /// A mailbox's index region (see `super::mailbox`): its start, 8-aligned, and the
+    /// bytes from there to the end of the mapping. Panics if the segment is not a
+    /// mailbox; the offset comes from the validated layout.
     #[inline]
-    pub(crate) fn index_word<A>(&self, offset: usize) -> &A {
-        let at = self.layout.index_offset + offset;
+    pub(crate) fn index_region(&self) -> (NonNull<u8>, usize) {
+        let at = self.layout.index_offset;
         assert!(
-            self.layout.kind.is_mailbox()
-                && at.is_multiple_of(align_of::<A>())
-                && at + size_of::<A>() <= self.layout.total_size
+            self.layout.kind.is_mailbox() && at.is_multiple_of(8) && at <= self.layout.total_size
         );
-        // SAFETY: checked above: inside the mapping and aligned (the base is
-        // page-aligned); the mapping lives as long as `self`, and the index region is only
-        // ever accessed atomically (`A` is one of the atomic integer types).
-        unsafe { self.base.add(at).cast::<A>().as_ref() }
+        // SAFETY: `at` is inside the mapping of `total_size` bytes (checked above), so the
+        // pointer stays in the same allocation.
+        (unsafe { self.base.add(at) }, self.layout.total_size - at)
     }
 
     /// The state word of peer slot `n` (`n < MAX_PEERS`).

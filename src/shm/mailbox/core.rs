@@ -2,6 +2,8 @@
 //! try / blocking / async operations written once over payload `write` and `read`
 //! callbacks, and close.
 
+use core::any::Any;
+use core::cell::Cell;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::io;
@@ -13,7 +15,7 @@ use super::index::{
     byte_len_ok, mark_sleeping, owner_word, retire, settle,
 };
 use crate::error::TryRecvError;
-use crate::mailbox::{Address, Name, Select};
+use crate::mailbox::{Address, ErasedRemote, Name, Remote, Select};
 use crate::shm::endpoint::Endpoint;
 use crate::shm::futex::{self, Woke};
 use crate::shm::header::{Fingerprint, Kind, MAX_PEERS};
@@ -84,16 +86,24 @@ pub(crate) enum LockWait {
     Until(Option<Instant>),
 }
 
-/// One attached handle family of a mailbox; clones share the peer slot and address.
+/// What every locked operation of a handle family needs: its attachment and its lock
+/// word. A [`Replier`] holds one of its own, so that taking a request clones a single
+/// `Arc`.
 #[derive(Clone)]
-pub(crate) struct Core {
+struct Link {
     ep: Endpoint,
-    /// This family's address; the envelopes' sender addresses copy its mailbox name
-    /// ([`Address::sibling`]).
-    address: Address,
     /// The lock word naming this family ([`owner_word`]).
     me: u32,
     bytes: bool,
+}
+
+/// One attached handle family of a mailbox; clones share the peer slot and address.
+#[derive(Clone)]
+pub(crate) struct Core {
+    link: Link,
+    /// This family's address; the envelopes' sender addresses copy its mailbox name
+    /// ([`Address::sibling`]).
+    address: Address,
     /// Whether this family has taken the receiver role (at its first receive).
     receiving: Arc<AtomicBool>,
     /// The slot of this family's last request, retired ([`DONE`](super::index::DONE))
@@ -120,101 +130,13 @@ enum Done<R> {
     Closed,
 }
 
-impl Core {
-    /// Opens or creates the mailbox `name` per `opts` (see `Endpoint::open`), attaching
-    /// with the sender role; a family takes the receiver role too at its first receive
-    /// ([`Core::mark_receiver`]): requests need a receiver attached.
-    pub(crate) fn open(
-        name: &str,
-        opts: &Options,
-        kind: Kind,
-        fingerprint: Fingerprint,
-    ) -> io::Result<Core> {
-        let ep = Endpoint::open(name, opts, Side::Send, kind, fingerprint)?;
-        let slot = ep.peer().index();
-        let (generation, ..) = unpack(ep.seg().peer_state(slot).load(Ordering::Acquire));
-        let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
-        let name = Name::from(Arc::<str>::from(name));
-        Ok(Core {
-            me: owner_word(slot, generation),
-            address: Address::in_process(name, pid, Address::next_id()),
-            bytes: kind.is_bytes(),
-            receiving: Arc::new(AtomicBool::new(false)),
-            retired: Arc::new(AtomicU32::new(NIL)),
-            ep,
-        })
-    }
-
-    /// Records in the peer table that this family receives (once): its peer slot's state
-    /// word gains the receiver role, which [`Core::responders`] counts. Only the owner
-    /// adds roles; a CAS, retried a bounded number of times against maintenance.
-    pub(crate) fn mark_receiver(&self) {
-        if self.receiving.load(Ordering::Relaxed) {
-            return;
-        }
-        let word = self.seg().peer_state(self.ep.peer().index());
-        for _ in 0..8 {
-            let w = word.load(Ordering::Acquire);
-            let (generation, state, roles) = unpack(w);
-            if state != LIVE || roles & Side::Recv.role() != 0 {
-                break;
-            }
-            let new = pack(generation, state, roles | Side::Recv.role());
-            if word
-                .compare_exchange(w, new, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-            {
-                break;
-            }
-        }
-        self.receiving.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether a family that receives is attached (in any process): stops at the first
-    /// one (every request asks).
-    fn responders(&self) -> bool {
-        let seg: &Segment = self.seg();
-        (0..MAX_PEERS).any(|n| crate::shm::table::is_live(seg, n, Side::Recv.role()))
-    }
-
+impl Link {
     pub(crate) fn seg(&self) -> &Arc<Segment> {
         self.ep.seg()
     }
 
     fn index(&self) -> Index<'_> {
         Index::new(self.seg())
-    }
-
-    pub(crate) fn name(&self) -> &str {
-        self.ep.name()
-    }
-
-    pub(crate) fn address(&self) -> &Address {
-        &self.address
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.ep.capacity()
-    }
-
-    pub(crate) fn max_message(&self) -> usize {
-        self.ep.max_message()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.index().len()
-    }
-
-    /// The bound on the bytes queued (byte mailboxes).
-    pub(crate) fn max_bytes(&self) -> usize {
-        self.seg().layout().max_bytes
-    }
-
-    /// Whether the bytes queued are under the bound (a hint, without the lock; always
-    /// for typed mailboxes).
-    fn bytes_left(&self) -> bool {
-        let index = self.index();
-        index.bytes() < index.max_bytes()
     }
 
     /// Whether the byte bound is tighter than the slots': a receive may then free room
@@ -225,7 +147,7 @@ impl Core {
     }
 
     /// Wakes senders after room was freed: one, or every waiting one if the mailbox is
-    /// [`Core::byte_bounded`] (the bytes freed may fit one waiter's message and not
+    /// [`Link::byte_bounded`] (the bytes freed may fit one waiter's message and not
     /// another's: a single wake-up could go to the one it does not fit).
     fn wake_senders(&self) {
         let signal = self.seg().signal(Side::Send);
@@ -234,36 +156,6 @@ impl Core {
         } else {
             signal.notify_one();
         }
-    }
-
-    /// A cheap look (one load, no lock) at whether an operation on `side` may go through
-    /// now: a message is queued (receivers), or a slot is free (senders). A hint that
-    /// tells an async wait's spin when to try again (`hub::Wait::poll`); the attempt
-    /// itself decides.
-    fn may_proceed(&self, side: Side) -> bool {
-        match side {
-            Side::Recv => self.len() != 0,
-            Side::Send => self.len() < self.capacity() && self.bytes_left(),
-        }
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.index().is_closed()
-    }
-
-    /// Closes the mailbox: marks it closed in the segment, wakes every waiter in every
-    /// process, and removes the name if it still refers to this segment.
-    pub(crate) fn close(&self) -> io::Result<()> {
-        self.index().close();
-        self.seg().signal(Side::Send).notify_all();
-        self.seg().signal(Side::Recv).notify_all();
-        if same_object(self.seg()) {
-            match crate::shm::segment::unlink(self.name()) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     /// The check a slot's contents must pass for the rebuild to keep it.
@@ -305,6 +197,136 @@ impl Core {
             }
         }
     }
+}
+
+impl Core {
+    /// Opens or creates the mailbox `name` per `opts` (see `Endpoint::open`), attaching
+    /// with the sender role; a family takes the receiver role too at its first receive
+    /// ([`Core::mark_receiver`]): requests need a receiver attached.
+    pub(crate) fn open(
+        name: &str,
+        opts: &Options,
+        kind: Kind,
+        fingerprint: Fingerprint,
+    ) -> io::Result<Core> {
+        let ep = Endpoint::open(name, opts, Side::Send, kind, fingerprint)?;
+        let slot = ep.peer().index();
+        let (generation, ..) = unpack(ep.seg().peer_state(slot).load(Ordering::Acquire));
+        let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+        let name = Name::from(Arc::<str>::from(name));
+        Ok(Core {
+            link: Link {
+                me: owner_word(slot, generation),
+                bytes: kind.is_bytes(),
+                ep,
+            },
+            address: Address::in_process(name, pid, Address::next_id()),
+            receiving: Arc::new(AtomicBool::new(false)),
+            retired: Arc::new(AtomicU32::new(NIL)),
+        })
+    }
+
+    /// Records in the peer table that this family receives (once): its peer slot's state
+    /// word gains the receiver role, which [`Core::responders`] counts. Only the owner
+    /// adds roles; a CAS, retried a bounded number of times against maintenance.
+    pub(crate) fn mark_receiver(&self) {
+        if self.receiving.load(Ordering::Relaxed) {
+            return;
+        }
+        let word = self.seg().peer_state(self.link.ep.peer().index());
+        for _ in 0..8 {
+            let w = word.load(Ordering::Acquire);
+            let (generation, state, roles) = unpack(w);
+            if state != LIVE || roles & Side::Recv.role() != 0 {
+                break;
+            }
+            let new = pack(generation, state, roles | Side::Recv.role());
+            if word
+                .compare_exchange(w, new, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        self.receiving.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a family that receives is attached (in any process): stops at the first
+    /// one (every request asks).
+    fn responders(&self) -> bool {
+        let seg: &Segment = self.seg();
+        (0..MAX_PEERS).any(|n| crate::shm::table::is_live(seg, n, Side::Recv.role()))
+    }
+
+    pub(crate) fn seg(&self) -> &Arc<Segment> {
+        self.link.seg()
+    }
+
+    fn index(&self) -> Index<'_> {
+        self.link.index()
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.link.ep.name()
+    }
+
+    pub(crate) fn address(&self) -> &Address {
+        &self.address
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.link.ep.capacity()
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.link.ep.max_message()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.index().len()
+    }
+
+    /// The bound on the bytes queued (byte mailboxes).
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.seg().layout().max_bytes
+    }
+
+    /// Whether the bytes queued are under the bound (a hint, without the lock; always
+    /// for typed mailboxes).
+    fn bytes_left(&self) -> bool {
+        let index = self.index();
+        index.bytes() < index.max_bytes()
+    }
+
+    /// A cheap look (one load, no lock) at whether an operation on `side` may go through
+    /// now: a message is queued (receivers), or a slot is free (senders). A hint that
+    /// tells an async wait's spin when to try again (`hub::Wait::poll`); the attempt
+    /// itself decides.
+    fn may_proceed(&self, side: Side) -> bool {
+        match side {
+            Side::Recv => self.len() != 0,
+            Side::Send => self.len() < self.capacity() && self.bytes_left(),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.index().is_closed()
+    }
+
+    /// Closes the mailbox: marks it closed in the segment, wakes every waiter in every
+    /// process, and removes the name if it still refers to this segment.
+    pub(crate) fn close(&self) -> io::Result<()> {
+        self.index().close();
+        self.seg().signal(Side::Send).notify_all();
+        self.seg().signal(Side::Recv).notify_all();
+        if same_object(self.seg()) {
+            match crate::shm::segment::unlink(self.name()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 
     /// One send attempt: `Full` also when the lock is busy past `wait`.
     pub(crate) fn try_send_with(
@@ -331,7 +353,7 @@ impl Core {
             reply_to,
         };
         let retired = self.retired.swap(NIL, Ordering::Relaxed);
-        let done = self.locked(wait, |l| {
+        let done = self.link.locked(wait, |l| {
             if retired != NIL {
                 l.release_done(retired)?;
             }
@@ -408,7 +430,7 @@ impl Core {
             });
         }
         let slots = self.seg().ring().storage();
-        let done = self.locked(wait, |l| {
+        let done = self.link.locked(wait, |l| {
             let Some(i) = l.find(want)? else {
                 return Ok(if l.is_closed() {
                     Done::Closed
@@ -419,12 +441,12 @@ impl Core {
             let meta = l.meta(i);
             // A length out of range (byte mailboxes): the rebuild drops the message.
             let body = read(slots, i as usize).ok_or(Corrupt)?;
-            let ticket = l.take(i, self.me)?.map(|seq| Ticket { slot: i, seq });
+            let ticket = l.take(i, self.link.me)?.map(|seq| Ticket { slot: i, seq });
             Ok(Done::Ok((meta, body, ticket)))
         });
         match done {
             Some(Done::Ok(got)) => {
-                self.wake_senders();
+                self.link.wake_senders();
                 Ok(got)
             }
             Some(Done::Closed) => Err(TryRecvError::Disconnected),
@@ -440,6 +462,14 @@ impl Core {
         mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<(Meta, R, Option<Ticket>), RecvFail> {
         self.mark_receiver();
+        // An attempt that finds nothing has seen every message sent before it began
+        // (sends count under the lock it takes): only a later send, which takes the next
+        // sequence number, or the close can give another attempt something to take. So
+        // the spin looks at the sequence number, not at the count, which other
+        // selections' messages keep above zero (a receive by tag would otherwise take
+        // the lock at every poll, in the way of the very send it waits for).
+        let index = self.index();
+        let seen = Cell::new(index.next_seq());
         wait::block(
             self.seg().signal(Side::Recv),
             false,
@@ -447,11 +477,14 @@ impl Core {
             || {
                 self.seg().maintain_if_due();
             },
-            || self.len() > 0 || self.is_closed(),
-            || match self.try_recv_with(want, LockWait::Until(deadline), &mut read) {
-                Ok(got) => Some(Ok(got)),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err(RecvFail::Closed)),
+            || index.next_seq() != seen.get() || index.is_closed(),
+            || {
+                seen.set(index.next_seq());
+                match self.try_recv_with(want, LockWait::Until(deadline), &mut read) {
+                    Ok(got) => Some(Ok(got)),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => Some(Err(RecvFail::Closed)),
+                }
             },
         )
         .unwrap_or(Err(RecvFail::Timeout))
@@ -468,13 +501,12 @@ impl Core {
     ) -> crate::mailbox::Envelope<T> {
         let from = self.address.sibling(meta.from.0, meta.from.1);
         let reply = ticket.map(|ticket| {
-            let remote = Replier {
-                core: self.clone(),
+            Box::new(Replier {
+                link: self.link.clone(),
                 ticket,
                 write,
-            };
-            Box::new(crate::mailbox::Reply::remote(Box::new(remote)))
-                as Box<dyn ::core::any::Any + Send + Sync>
+                done: false,
+            }) as Box<dyn ErasedRemote>
         });
         crate::mailbox::Envelope::from_parts(meta.tag, body, from, reply)
     }
@@ -501,7 +533,7 @@ impl Core {
     ) -> Result<R, RequestFail> {
         self.check_responders()?;
         let ticket = self
-            .push_with(tag, self.me, deadline, write)
+            .push_with(tag, self.link.me, deadline, write)
             .map_err(|e| match e {
                 SendFail::Closed => RequestFail::Closed,
                 SendFail::Full | SendFail::Timeout => RequestFail::Full,
@@ -514,7 +546,9 @@ impl Core {
         let mut spin = QuickBackoff::new(QUICK_POLLS);
         loop {
             let cur = state.load(Ordering::SeqCst);
-            if let Some(done) = self.reply_outcome(ticket, false, &mut read) {
+            if cur & !SLEEPING != PENDING
+                && let Some(done) = self.reply_outcome(ticket, false, &mut read)
+            {
                 return done;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -613,7 +647,7 @@ impl Core {
         if retire(state, seen) {
             self.retired.store(ticket.slot, Ordering::Relaxed);
             // A slot can be released: a sender may wait for room.
-            self.wake_senders();
+            self.link.wake_senders();
         }
         got.ok_or(RequestFail::Unanswered)
     }
@@ -686,11 +720,15 @@ impl Core {
 /// The replier's end of a request in the segment (a [`crate::mailbox::Reply`]'s
 /// `Remote`): writes the reply into the request's slot, or gives up, without the lock;
 /// the requester sleeps on the slot's reply state word.
+///
+/// Dropped before it is done (unanswered), it gives the request up.
 struct Replier<T> {
-    core: Core,
+    link: Link,
     ticket: Ticket,
     /// Writes a reply into a slot; `false` if it does not fit (byte mailboxes).
     write: fn(&ShmSlots, usize, &T) -> bool,
+    /// This end has finished (replied, or given up).
+    done: bool,
 }
 
 impl<T> Replier<T> {
@@ -699,9 +737,10 @@ impl<T> Replier<T> {
     /// state from PENDING to REPLIED; without, to ABANDONED. If the requester left
     /// (GONE), releases the slot instead, under the lock. Returns whether the requester
     /// has the outcome.
-    fn finish(&self, value: Option<&T>) -> bool {
+    fn finish(&mut self, value: Option<&T>) -> bool {
+        self.done = true;
         let Ticket { slot, seq } = self.ticket;
-        let index = self.core.index();
+        let index = self.link.index();
         let Some(state) = index.slot_word(slot) else {
             return false;
         };
@@ -713,7 +752,7 @@ impl<T> Replier<T> {
         let pending = state.load(Ordering::SeqCst) & !SLEEPING == PENDING;
         let outcome = match value {
             Some(v)
-                if pending && (self.write)(self.core.seg().ring().storage(), slot as usize, v) =>
+                if pending && (self.write)(self.link.seg().ring().storage(), slot as usize, v) =>
             {
                 REPLIED
             }
@@ -726,24 +765,24 @@ impl<T> Replier<T> {
                     futex::wake(state, u32::MAX);
                 }
                 // Async requesters wait on the receivers' words.
-                crate::shm::hub::notify(self.core.seg().signal(Side::Recv));
+                crate::shm::hub::notify(self.link.seg().signal(Side::Recv));
                 outcome == REPLIED
             }
             Err(_) => {
                 // The requester left: the exchange ends here.
-                let _ = self.core.locked(LockWait::Until(None), |l| {
+                let _ = self.link.locked(LockWait::Until(None), |l| {
                     l.release(slot, seq)?;
                     Ok(Done::Ok(()))
                 });
                 // The slot was freed: a sender may wait for room.
-                self.core.wake_senders();
+                self.link.wake_senders();
                 false
             }
         }
     }
 }
 
-impl<T: Send> crate::mailbox::Remote<T> for Replier<T> {
+impl<T: Send> Remote<T> for Replier<T> {
     fn reply(&mut self, value: T) -> Result<(), T> {
         if self.finish(Some(&value)) {
             Ok(())
@@ -752,15 +791,31 @@ impl<T: Send> crate::mailbox::Remote<T> for Replier<T> {
         }
     }
 
-    fn abandon(&mut self) {
-        self.finish(None);
-    }
-
     fn is_abandoned(&self) -> bool {
-        let index = self.core.index();
+        let index = self.link.index();
         index
             .slot_word(self.ticket.slot)
             .is_none_or(|w| w.load(Ordering::SeqCst) == GONE)
+    }
+}
+
+impl<T: Send + 'static> ErasedRemote for Replier<T> {
+    fn typed(self: Box<Self>, out: &mut dyn Any) -> Result<(), Box<dyn ErasedRemote>> {
+        match out.downcast_mut::<Option<Box<dyn Remote<T>>>>() {
+            Some(out) => {
+                *out = Some(self);
+                Ok(())
+            }
+            None => Err(self),
+        }
+    }
+}
+
+impl<T> Drop for Replier<T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(None);
+        }
     }
 }
 
@@ -836,7 +891,7 @@ impl<R, E> RequestFut<'_, R, E> {
                     this.done = true;
                     return Poll::Ready(Err(e));
                 }
-                let (tag, me, write) = (this.tag, core.me, &mut this.write);
+                let (tag, me, write) = (this.tag, core.link.me, &mut this.write);
                 let may_send = || core.may_proceed(Side::Send);
                 let sent = this.wait.poll(seg, Side::Send, cx, may_send, || {
                     match core.try_push(tag, me, LockWait::Try, &mut **write) {

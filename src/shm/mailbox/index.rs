@@ -3,6 +3,7 @@
 //! docs](super); this file states, at each step, which words it reads and how they are
 //! checked.
 
+use core::ptr::NonNull;
 use std::time::Instant;
 
 use rustix::fd::AsFd;
@@ -155,8 +156,13 @@ pub(crate) struct Meta {
 const LOCK_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The index region of one segment (a mailbox's).
+#[derive(Clone, Copy)]
 pub(crate) struct Index<'a> {
     seg: &'a Segment,
+    /// The region's start (8-aligned) and the bytes mapped from there
+    /// ([`Segment::index_region`]): each word's check is one comparison.
+    base: NonNull<u8>,
+    len: usize,
     cap: u32,
     /// Byte mailboxes: the bound on [`BYTES`] (from the validated layout); others:
     /// `u64::MAX` (their messages count 0 bytes).
@@ -164,10 +170,14 @@ pub(crate) struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
+    #[inline]
     pub(crate) fn new(seg: &'a Segment) -> Self {
         let layout = seg.layout();
+        let (base, len) = seg.index_region();
         Index {
             seg,
+            base,
+            len,
             cap: layout.capacity as u32,
             max_bytes: if layout.kind.is_bytes() {
                 layout.max_bytes as u64
@@ -187,12 +197,26 @@ impl<'a> Index<'a> {
         self.max_bytes
     }
 
-    fn w32(&self, offset: usize) -> &'a AtomicU32 {
-        self.seg.index_word(offset)
+    /// The atomic at byte `offset` of the region. Panics if it is not inside the mapping
+    /// or not aligned: callers compute offsets from the validated layout.
+    #[inline]
+    fn word<A>(&self, offset: usize) -> &'a A {
+        assert!(offset.is_multiple_of(align_of::<A>()) && offset + size_of::<A>() <= self.len);
+        // SAFETY: checked above: inside the mapping (`len` bytes from `base`) and aligned
+        // (`base` is 8-aligned, `A` an atomic of at most 8 bytes); the mapping lives as
+        // long as the segment borrowed for `'a`, and the index region is only ever
+        // accessed atomically (`A` is one of the atomic integer types).
+        unsafe { self.base.add(offset).cast::<A>().as_ref() }
     }
 
+    #[inline]
+    fn w32(&self, offset: usize) -> &'a AtomicU32 {
+        self.word(offset)
+    }
+
+    #[inline]
     fn w64(&self, offset: usize) -> &'a AtomicU64 {
-        self.seg.index_word(offset)
+        self.word(offset)
     }
 
     /// The number of messages queued (a hint, clamped to the capacity).
@@ -203,6 +227,12 @@ impl<'a> Index<'a> {
     /// Whether the mailbox is closed.
     pub(crate) fn is_closed(&self) -> bool {
         self.w32(CLOSED).load(Ordering::SeqCst) != 0
+    }
+
+    /// The sequence number the next message will get (a hint, read without the lock):
+    /// it changes with every send, and only then.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.w64(NEXT_SEQ).load(Ordering::Relaxed)
     }
 
     /// Whether nothing is queued, seen without the lock: the lock is free, the index
@@ -283,14 +313,7 @@ impl<'a> Index<'a> {
     }
 
     fn locked(&self, stolen: bool) -> Locked<'a> {
-        Locked {
-            ix: Index {
-                seg: self.seg,
-                cap: self.cap,
-                max_bytes: self.max_bytes,
-            },
-            stolen,
-        }
+        Locked { ix: *self, stolen }
     }
 
     /// Takes the lock for the holder `me` ([`owner_word`]), waiting until `deadline`
@@ -386,10 +409,12 @@ impl<'a> Locked<'a> {
         self.ix.seg.ring().storage()
     }
 
+    #[inline]
     fn ctl(&self, offset: usize) -> u32 {
         self.ix.w32(offset).load(Ordering::Relaxed)
     }
 
+    #[inline]
     fn set_ctl(&self, offset: usize, v: u32) {
         self.ix.w32(offset).store(v, Ordering::Relaxed);
     }
