@@ -1529,7 +1529,7 @@ impl<T> Envelope<T> {
         tag: u64,
         body: T,
         from: Address,
-        reply: Option<Box<dyn ErasedRemote>>,
+        reply: Option<Box<dyn self::reply::ErasedRemote>>,
     ) -> Self {
         Envelope {
             tag,
