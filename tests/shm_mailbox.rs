@@ -863,6 +863,43 @@ fn async_selective_receivers() {
     });
 }
 
+/// Receivers by tag, blocking and async, wait while messages of other tags stay queued
+/// (the count never drops to zero), and take what they select as it comes: a tag
+/// ping-pong between two threads, each waiting while its own message waits for the
+/// other, then an async receiver woken by a send from another thread.
+#[test]
+fn selective_receivers_wait_past_other_tags() {
+    watchdog(|| {
+        let name = Name::new("mb-past-tags");
+        let mb = Mailbox::<u32>::create(&name, 8).unwrap();
+        let peer = Mailbox::<u32>::open(&name).unwrap();
+        for v in 0..3 {
+            mb.send_tagged(5, v).unwrap();
+        }
+        let rounds = 200;
+        let ponger = thread::spawn(move || {
+            for _ in 0..rounds {
+                let v = *peer.recv_select(Select::Tag(1)).unwrap().body();
+                peer.send_tagged(2, v + 1).unwrap();
+            }
+            peer
+        });
+        for v in 0..rounds {
+            mb.send_tagged(1, v).unwrap();
+            assert_eq!(*mb.recv_select(Select::Tag(2)).unwrap().body(), v + 1);
+        }
+        let peer = ponger.join().unwrap();
+        let sender = thread::spawn(move || peer.send_tagged(8, 80).unwrap());
+        let env = futures::executor::block_on(mb.recv_select_async(Select::Tag(8))).unwrap();
+        assert_eq!(*env.body(), 80);
+        sender.join().unwrap();
+        assert_eq!(mb.len(), 3);
+        for v in 0..3 {
+            assert_eq!(*mb.try_recv_select(Select::Tag(5)).unwrap().body(), v);
+        }
+    });
+}
+
 /// Open errors: another type, another kind (a channel's name, a byte mailbox), another
 /// `max_message`, bad names, a missing name, an existing name on `create`.
 #[test]

@@ -298,15 +298,23 @@ impl Core {
         index.bytes() < index.max_bytes()
     }
 
-    /// A cheap look (one load, no lock) at whether an operation on `side` may go through
-    /// now: a message is queued (receivers), or a slot is free (senders). A hint that
-    /// tells an async wait's spin when to try again (`hub::Wait::poll`); the attempt
-    /// itself decides.
-    fn may_proceed(&self, side: Side) -> bool {
-        match side {
-            Side::Recv => self.len() != 0,
-            Side::Send => self.len() < self.capacity() && self.bytes_left(),
-        }
+    /// A cheap look (no lock) at whether a send may go through now: a slot is free (and,
+    /// for byte mailboxes, bytes are left). A hint that tells an async wait's spin when
+    /// to try again (`hub::Wait::poll`); the attempt itself decides. Receivers' hint is
+    /// [`Core::news_since`].
+    fn may_send(&self) -> bool {
+        self.len() < self.capacity() && self.bytes_left()
+    }
+
+    /// Whether a receive that failed after reading the sequence number `seen` should try
+    /// again: a message was sent since, or the mailbox was closed. The failed attempt
+    /// saw every message sent before it began (sends take a sequence number under the
+    /// lock that the attempt took after reading `seen`), so only a later send can give
+    /// another attempt something to take. The count would not do: other selections'
+    /// messages keep it above zero, and a receive by tag would take the lock at every
+    /// poll, in the way of the very send it waits for.
+    fn news_since(index: &Index<'_>, seen: u64) -> bool {
+        index.next_seq() != seen || index.is_closed()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -395,7 +403,6 @@ impl Core {
         deadline: Option<Instant>,
         mut write: impl FnMut(&ShmSlots, usize),
     ) -> Result<Ticket, SendFail> {
-        let cap = self.capacity();
         wait::block(
             self.seg().signal(Side::Send),
             false,
@@ -403,7 +410,7 @@ impl Core {
             || {
                 self.seg().maintain_if_due();
             },
-            || (self.len() < cap && self.bytes_left()) || self.is_closed(),
+            || self.may_send() || self.is_closed(),
             || match self.try_push(tag, reply_to, LockWait::Until(deadline), &mut write) {
                 Err(SendFail::Full) => None,
                 done => Some(done),
@@ -462,12 +469,6 @@ impl Core {
         mut read: impl FnMut(&ShmSlots, usize) -> Option<R>,
     ) -> Result<(Meta, R, Option<Ticket>), RecvFail> {
         self.mark_receiver();
-        // An attempt that finds nothing has seen every message sent before it began
-        // (sends count under the lock it takes): only a later send, which takes the next
-        // sequence number, or the close can give another attempt something to take. So
-        // the spin looks at the sequence number, not at the count, which other
-        // selections' messages keep above zero (a receive by tag would otherwise take
-        // the lock at every poll, in the way of the very send it waits for).
         let index = self.index();
         let seen = Cell::new(index.next_seq());
         wait::block(
@@ -477,7 +478,7 @@ impl Core {
             || {
                 self.seg().maintain_if_due();
             },
-            || index.next_seq() != seen.get() || index.is_closed(),
+            || Core::news_since(&index, seen.get()),
             || {
                 seen.set(index.next_seq());
                 match self.try_recv_with(want, LockWait::Until(deadline), &mut read) {
@@ -712,6 +713,7 @@ impl Core {
             side,
             wait: AsyncWait::new(),
             attempt: Box::new(attempt),
+            seen: Cell::new(self.index().next_seq()),
             done: false,
         }
     }
@@ -892,7 +894,7 @@ impl<R, E> RequestFut<'_, R, E> {
                     return Poll::Ready(Err(e));
                 }
                 let (tag, me, write) = (this.tag, core.link.me, &mut this.write);
-                let may_send = || core.may_proceed(Side::Send);
+                let may_send = || core.may_send();
                 let sent = this.wait.poll(seg, Side::Send, cx, may_send, || {
                     match core.try_push(tag, me, LockWait::Try, &mut **write) {
                         Err(SendFail::Full) => None,
@@ -990,6 +992,8 @@ pub struct MailboxFut<'a, R> {
     side: Side,
     wait: AsyncWait,
     attempt: Box<dyn FnMut() -> Option<R> + Send + 'a>,
+    /// The sequence number read before the last attempt (receives: [`Core::news_since`]).
+    seen: Cell<u64>,
     done: bool,
 }
 
@@ -1001,13 +1005,19 @@ impl<R> core::future::Future for MailboxFut<'_, R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
         let this = self.get_mut();
         assert!(!this.done, "MailboxFut polled after completion");
-        let (core, side) = (this.core, this.side);
+        let (core, side, seen, attempt) = (this.core, this.side, &this.seen, &mut this.attempt);
         let res = this.wait.poll(
             core.seg(),
             side,
             cx,
-            || core.may_proceed(side),
-            &mut this.attempt,
+            || match side {
+                Side::Recv => Core::news_since(&core.index(), seen.get()),
+                Side::Send => core.may_send(),
+            },
+            || {
+                seen.set(core.index().next_seq());
+                attempt()
+            },
         );
         if res.is_ready() {
             this.done = true;
