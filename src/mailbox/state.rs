@@ -462,6 +462,11 @@ pub(crate) struct Shared<T> {
     any: Signal,
     /// Words written only under the lock and rarely, read by lock-free operations.
     flags: CachePadded<Flags>,
+    /// How many times messages were moved aside (written under the lock, by
+    /// [`Shared::settle`]): what a spinning selective receiver watches besides the inbox
+    /// (see [`Shared::spin_while`]). On a line of its own, so that the `Any` receivers
+    /// polling `flags` do not lose theirs at every move.
+    moves: CachePadded<AtomicUsize>,
     state: Mutex<State<T>>,
 }
 
@@ -512,6 +517,7 @@ impl<T> Shared<T> {
                 closed: AtomicBool::new(false),
                 attached: AtomicUsize::new(0),
             }),
+            moves: CachePadded::new(AtomicUsize::new(0)),
             state: Mutex::new(State {
                 index: Index::default(),
                 receivers: 0,
@@ -615,11 +621,14 @@ impl<T> Shared<T> {
         self.taken.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The word a spinning sender watches: `taken` (receivers watch the inbox, see
-    /// [`Shared::spin_while`]).
+    /// The word a spinning waiter of `side` watches besides the inbox (see
+    /// [`Shared::spin_while`]): `taken` for senders, [`Shared::moves`] for receivers.
     #[cfg(not(loom))]
-    fn progress(&self) -> usize {
-        self.taken.load(Ordering::Relaxed)
+    fn progress(&self, side: Side) -> usize {
+        match side {
+            Side::Send => self.taken.load(Ordering::Relaxed),
+            Side::Recv => self.moves.load(Ordering::Relaxed),
+        }
     }
 
     /// A send without the lock: reserve, push, and wake a receiver if any is registered.
@@ -878,12 +887,19 @@ impl<T> Shared<T> {
             self.gate.fetch_sub(done, Ordering::Relaxed);
             st.base = st.base.wrapping_add(done);
         }
+        let mut moved = false;
         for _ in 0..n {
             let Some((tag, m)) = self.inbox.pop() else {
                 break;
             };
             let from = m.from;
             st.index.push(tag, from, m);
+            moved = true;
+        }
+        if moved {
+            // Under the lock: the only writer. A hint for spinning receivers.
+            let moves = self.moves.load(Ordering::Relaxed);
+            self.moves.store(moves.wrapping_add(1), Ordering::Relaxed);
         }
         // Open the gate, raising `ASIDE` if messages are aside now. Release: a receive
         // that sees the gate open sees the moves and the flag.
@@ -1093,9 +1109,16 @@ impl<T> Shared<T> {
     /// A receiver watches the inbox's first slot for a message published there, as the
     /// channels' receivers do (`Queue::recv_ready`): `sent`, which every send writes,
     /// would be taken from the senders on every poll, and would cost each send a cache
-    /// line transfer more while a receiver spins. It looks at the `CLOSED` bit once its
-    /// polls are far apart (yields) only, and ends the spin when it is set: the attempt
-    /// under the lock after the spin reports the close.
+    /// line transfer more while a receiver spins. It also watches [`Shared::moves`]
+    /// (`seen`: its value when this receiver's last attempt, under the lock, had moved
+    /// what there was to move): another receiver's attempt may have moved a message
+    /// this one wants aside before it was seen at the front, as the receive of a sender
+    /// that then waits for an answer does with its own message. Between the two, every
+    /// message counted after that attempt shows, except one whose push is still under
+    /// way when another receiver moves the inbox (its registration's re-check finds
+    /// it). It looks at the `CLOSED` bit once its polls are far apart (yields) only, and
+    /// ends the spin when it is set: the attempt under the lock after the spin reports
+    /// the close.
     ///
     /// A sender waits until `taken` moved from `seen` and a batch of places is free (half
     /// the capacity, at most 512), for the reason `chan::array` gives (a sender that
@@ -1109,7 +1132,7 @@ impl<T> Shared<T> {
     fn spin_while(&self, side: Side, seen: usize, spin: &mut Spin) -> bool {
         if side == Side::Recv {
             while spin.pause() {
-                if self.inbox.recv_ready() {
+                if self.inbox.recv_ready() || self.progress(Side::Recv) != seen {
                     return true;
                 }
                 if spin.yielding() && self.is_closed() {
@@ -1122,7 +1145,7 @@ impl<T> Shared<T> {
         let batch = self.capacity.map_or(1, |cap| (cap / 2).clamp(1, 512));
         let limit = self.limit();
         while spin.pause() {
-            if !self.inbox.send_batch_free() || self.progress() == seen {
+            if !self.inbox.send_batch_free() || self.progress(Side::Send) == seen {
                 continue;
             }
             if self.is_closed() || self.counted() + batch <= limit {
@@ -1156,7 +1179,7 @@ impl<T> Shared<T> {
         if lock_free {
             let mut spin = Spin::new();
             loop {
-                let seen = self.progress();
+                let seen = self.progress(side);
                 if let Attempt::Done(r) = attempt(None) {
                     return Some(r);
                 }
@@ -1210,7 +1233,7 @@ impl<T> Shared<T> {
                     // argument concerns us until we register.
                     first = false;
                     spin.get_or_insert_with(Spin::new);
-                    seen = Some(self.progress());
+                    seen = Some(self.progress(side));
                     None
                 }
                 Attempt::Wait => {
