@@ -1,6 +1,7 @@
 //! Mailbox scenarios (`conduit::mailbox`, issue #19): send+recv against conduit's own
 //! bounded channel, selective receive with a backlog of other tags against the same
-//! without one and against SysV `msgrcv` by type, request/reply against a tokio `mpsc` +
+//! without one and against SysV `msgrcv` by type, a ping-pong by tag between two
+//! threads on one queue (context, no target), request/reply against a tokio `mpsc` +
 //! `oneshot` pair (threads and tasks), and request/reply across processes against SysV
 //! and a unix socket, with conduit's shared-memory ping-pong for reference.
 //!
@@ -74,6 +75,18 @@ pub(crate) const SCENARIOS: &[Listed] = &[
         msgs: 100_000,
         forks: false,
         contenders: selective_contenders,
+    },
+    Listed {
+        name: "mailbox ping-pong by tag, threads (per round trip)",
+        show: Show {
+            area: Area::Mailbox,
+            unit: "ns/rt",
+            ipc_columns: false,
+            targets: &[],
+        },
+        msgs: 50_000,
+        forks: false,
+        contenders: tag_ping_pong_contenders,
     },
     Listed {
         name: "mailbox request/reply, threads (per round trip)",
@@ -328,6 +341,107 @@ fn sysv_selective(n: u64) -> Option<f64> {
         assert_eq!(u64::from_le_bytes(buf), i, "msgrcv: wrong message");
     }
     Some(start.elapsed().as_nanos() as f64 / n as f64)
+}
+
+// ---------------------------------------------------------------------------------------
+// Ping-pong by tag: two threads, one queue
+// ---------------------------------------------------------------------------------------
+
+fn tag_ping_pong_contenders() -> Vec<Contender> {
+    vec![
+        Contender {
+            name: "conduit mailbox",
+            run: Box::new(|n| {
+                let po = PostOffice::new();
+                let open = || po.open::<u64>("tag-pp").expect("mailbox");
+                Some(tag_ping_pong(
+                    n,
+                    open(),
+                    open(),
+                    |mb, tag, v| {
+                        mb.send_tagged(tag, v).expect("send");
+                    },
+                    |mb, tag| *mb.recv_select(Select::Tag(tag)).expect("recv").body(),
+                ))
+            }),
+        },
+        Contender {
+            name: "conduit shm mailbox",
+            run: Box::new(|n| {
+                let name = format!("conduit-bench.{}.tag-pp", std::process::id());
+                let create = shm::Options::new()
+                    .capacity(64)
+                    .create_new(true)
+                    .unlink_on_drop(true);
+                let a = shm::Mailbox::<u64>::with(&name, &create)
+                    .map_err(|e| eprintln!("  conduit shm mailbox skipped: {e}"))
+                    .ok()?;
+                let b = shm::Mailbox::<u64>::open(&name).expect("shm mailbox: open");
+                Some(tag_ping_pong(
+                    n,
+                    a,
+                    b,
+                    |mb, tag, v| {
+                        mb.send_tagged(tag, v).expect("send");
+                    },
+                    |mb, tag| *mb.recv_select(Select::Tag(tag)).expect("recv").body(),
+                ))
+            }),
+        },
+        Contender {
+            name: "SysV msgrcv by mtype",
+            run: Box::new(|n| {
+                let q = SysVQueue::new()
+                    .map_err(|e| eprintln!("  SysV msgrcv skipped: {e}"))
+                    .ok()?;
+                let id = q.0;
+                Some(tag_ping_pong(
+                    n,
+                    id,
+                    id,
+                    |&id, tag, v| {
+                        msg_send(id, tag as libc::c_long, &v.to_le_bytes(), 0).expect("msgsnd");
+                    },
+                    |&id, tag| {
+                        let mut buf = [0u8; 8];
+                        assert_eq!(msg_recv(id, tag as libc::c_long, &mut buf), 8, "msgrcv");
+                        u64::from_le_bytes(buf)
+                    },
+                ))
+            }),
+        },
+    ]
+}
+
+/// Two threads share one queue: the first sends `i` tagged 1 and waits for the message
+/// tagged 2, the second takes the one tagged 1 and answers `i + 1` tagged 2. Each waits
+/// with its own message still queued (until the other takes it), so neither may take
+/// the first message it finds. Returns ns per round trip.
+fn tag_ping_pong<Q: Send>(
+    n: u64,
+    a: Q,
+    b: Q,
+    send: impl Fn(&Q, u64, u64) + Sync,
+    recv: impl Fn(&Q, u64) -> u64 + Sync,
+) -> f64 {
+    let barrier = Barrier::new(2);
+    let (send, recv, barrier) = (&send, &recv, &barrier);
+    thread::scope(|s| {
+        s.spawn(move || {
+            barrier.wait();
+            for _ in 0..n {
+                let v = recv(&b, 1);
+                send(&b, 2, v + 1);
+            }
+        });
+        barrier.wait();
+        let start = Instant::now();
+        for i in 0..n {
+            send(&a, 1, i);
+            assert_eq!(recv(&a, 2), i + 1, "ping-pong by tag: wrong answer");
+        }
+        start.elapsed().as_nanos() as f64 / n as f64
+    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -176,10 +176,11 @@
 //! A blocking wait that finds nothing to do spins briefly before it registers, as the
 //! channels' waits do (`chan::signal`): between two threads that keep up with each other
 //! the change usually comes within a microsecond, and a park and unpark cost several.
-//! The spin does not lock: a receiver watches `sent` (every send and the close change
-//! it), a sender `taken`, and tries again when it moved (lock-free first, where the
-//! operation can be lock-free; a sender once a batch of places is free, as the
-//! channel's ring does). A spinning waiter is not
+//! The spin does not lock: a receiver watches the inbox's first slot and `moves`, the
+//! count of moves aside (another receiver may move the message it wants aside before
+//! it shows at the front), a sender `taken`, and tries again when one of them moved
+//! (lock-free first, where the operation can be lock-free; a sender once a batch of
+//! places is free, as the channel's ring does). A spinning waiter is not
 //! registered, so nothing in the argument above concerns it (nobody owes it a wake-up);
 //! it registers, as before, in the critical section of an attempt that failed once the
 //! spin is over. Under loom there is no spin.

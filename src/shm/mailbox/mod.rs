@@ -196,7 +196,11 @@
 //! A receive that finds the lock free and the count of queued messages 0 (read without
 //! the lock: `Index::empty_unlocked` states why that is enough) reports `Empty` without
 //! taking the lock, so a receiver polling an empty mailbox does not contend with the
-//! sender it waits for. Blocking receivers sleep on
+//! sender it waits for. A receive that found nothing spins briefly before it sleeps, and
+//! tries again only once the mailbox's next sequence number has moved (a message was
+//! sent since) or the mailbox closed: the count would not do, since messages of other
+//! selections keep it above zero, and retrying at every poll would take the lock from
+//! the sender it waits for. Blocking receivers sleep on
 //! the receivers' futex word of the segment (the channels' `SideSignal`), senders on the
 //! senders', in slices of at most 100 ms, with the waiter counts and the handshake of
 //! `futex.rs` (the commit is the lock's SeqCst release swap). A send wakes **every**
