@@ -63,6 +63,42 @@ pub trait Target {
     fn len(&self) -> usize;
 }
 
+/// The blocking calls of a mailbox handle of `u32` messages under test.
+pub trait Blocking: Target {
+    fn send_tagged(&self, tag: u64, body: u32);
+    /// The body of the message `sel` takes, waiting for one.
+    fn recv_select(&self, sel: Select) -> u32;
+}
+
+/// Receivers by tag wait while messages of other tags stay queued (the count never drops
+/// to zero) and take what they select as it comes. Three messages tagged 5 are queued;
+/// then `mb` and `peer`, in another thread, play 200 rounds of ping-pong by tag, each
+/// waiting with its own message still queued until the other takes it (in one process,
+/// each receive moves the other side's answer aside with its own message); then `after`
+/// runs with both handles, and the three messages must still be there, in order.
+pub fn past_other_tags<H: Blocking + Send + 'static>(mb: &H, peer: H, after: impl FnOnce(&H, H)) {
+    for v in 0..3 {
+        mb.send_tagged(5, v);
+    }
+    let rounds = 200;
+    let ponger = std::thread::spawn(move || {
+        for _ in 0..rounds {
+            let v = peer.recv_select(Select::Tag(1));
+            peer.send_tagged(2, v + 1);
+        }
+        peer
+    });
+    for v in 0..rounds {
+        mb.send_tagged(1, v);
+        assert_eq!(mb.recv_select(Select::Tag(2)), v + 1);
+    }
+    after(mb, ponger.join().unwrap());
+    assert_eq!(mb.len(), 3);
+    for v in 0..3 {
+        assert_eq!(mb.try_recv_select(Select::Tag(5)).unwrap().2, v);
+    }
+}
+
 /// Random sends (from the handle families `handles`, five tags) and random selective
 /// `try_recv`s, `steps` of them, each result compared with the linear-scan model: body,
 /// tag, sender, the `Empty` answers, `Full` at capacity `cap`, and `len` after every
