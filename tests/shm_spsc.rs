@@ -355,6 +355,31 @@ fn consumer_killed_while_the_producer_blocks() {
     });
 }
 
+/// `shm::inspect` counts what is queued in the mode although the shared `tail` lags
+/// (the producer stores it once a stride): it walks the published stamps.
+#[test]
+fn inspect_counts_past_a_lagging_tail() {
+    watchdog(|| {
+        let name = Name::new("spsc-inspect");
+        let tx = Sender::<u64>::with(&name, &spsc(8)).unwrap();
+        let rx = Receiver::<u64>::open(&name).unwrap();
+        for v in 0..5 {
+            tx.send(v).unwrap();
+        }
+        let info = shm::inspect(&name).unwrap();
+        assert_eq!((info.queued, info.tail), (5, 5), "{info:?}");
+        assert_eq!(rx.recv(), Ok(0));
+        assert_eq!(shm::inspect(&name).unwrap().queued, 4);
+        for v in 5..9 {
+            tx.send(v).unwrap();
+        }
+        // Full, across the lap's end: the walk stops after one lap.
+        let info = shm::inspect(&name).unwrap();
+        assert_eq!(info.queued, 8, "{:?}", info.problems);
+        assert!(info.problems.is_empty(), "{:?}", info.problems);
+    });
+}
+
 /// The mode is checked when asked for, and only applies to channels; `shm::inspect`
 /// reports it; a segment whose kind word carries the mode's flag on a mailbox is
 /// refused as corrupt.

@@ -148,13 +148,99 @@ impl<'a> Token<'a> {
     }
 }
 
+/// A ring's position encoding (see the module docs): its capacity and lap geometry,
+/// apart from any storage, so that code reading a ring it does not own (`shm::inspect`,
+/// over a read-only map) walks positions as the ring does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Laps {
+    cap: usize,
+    one_lap: usize,
+    mark_bit: usize,
+}
+
+impl Laps {
+    /// The geometry of a ring of `cap` slots (`cap > 0`).
+    pub(crate) const fn new(cap: usize) -> Laps {
+        let mark_bit = (cap + 1).next_power_of_two();
+        Laps {
+            cap,
+            one_lap: mark_bit * 2,
+            mark_bit,
+        }
+    }
+
+    /// The number of slots.
+    pub(crate) const fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// How many positions lie from `head` to `tail` (which may carry the mark bit), the
+    /// ring's length for that pair of positions: `None` if either index is out of range
+    /// (corrupted memory). Never panics, for any inputs.
+    pub(crate) fn queued(&self, head: usize, tail: usize) -> Option<usize> {
+        let hix = head & (self.mark_bit - 1);
+        let tix = tail & (self.mark_bit - 1);
+        if hix >= self.cap || tix >= self.cap {
+            return None;
+        }
+        Some(if hix < tix {
+            tix - hix
+        } else if hix > tix {
+            self.cap - hix + tix
+        } else if tail & !self.mark_bit == head {
+            0
+        } else {
+            self.cap
+        })
+    }
+
+    /// The position after `pos` (without the mark bit, and with its index below `cap`):
+    /// the next index, or index 0 of the next lap. [`Ring::advance`] by one, in the form
+    /// every claim uses: `pos + 1` unless the lap ends.
+    #[inline]
+    pub(crate) fn next(&self, pos: usize) -> usize {
+        if (pos & (self.mark_bit - 1)) + 1 < self.cap {
+            pos + 1
+        } else {
+            (pos & !(self.one_lap - 1)).wrapping_add(self.one_lap)
+        }
+    }
+
+    /// The slot index of position `pos`, if `pos` is a position this ring can hold
+    /// (no mark bit, an index below the capacity): `None` only for corrupted memory.
+    #[inline]
+    pub(crate) fn index_of(&self, pos: usize) -> Option<usize> {
+        let index = pos & (self.one_lap - 1);
+        (index < self.cap).then_some(index)
+    }
+
+    /// How many positions `to` lies past `from`, if both are positions this ring can
+    /// hold and `to` is at most a lap past `from`; `None` otherwise (corrupted memory).
+    /// Wrapping arithmetic on the positions' sequence numbers (`lap × cap + index`):
+    /// never panics, for any inputs.
+    #[inline]
+    pub(crate) fn distance(&self, from: usize, to: usize) -> Option<usize> {
+        // `one_lap` is a power of two: a shift, not a division (a 64-bit `div` costs tens
+        // of cycles, and this runs on every send).
+        let lap_shift = self.one_lap.trailing_zeros();
+        let seq = |pos: usize| {
+            let index = self.index_of(pos)?;
+            Some(
+                (pos >> lap_shift)
+                    .wrapping_mul(self.cap)
+                    .wrapping_add(index),
+            )
+        };
+        let d = seq(to)?.wrapping_sub(seq(from)?);
+        (d <= self.cap).then_some(d)
+    }
+}
+
 /// The ring's constants plus its storage.
 #[derive(Debug)]
 pub(crate) struct Ring<S> {
     storage: S,
-    cap: usize,
-    one_lap: usize,
-    mark_bit: usize,
+    laps: Laps,
     /// How many free slots a sender waiting on a full ring spins for (≥ 1).
     send_batch: usize,
 }
@@ -169,12 +255,9 @@ impl<S: RingStorage> Ring<S> {
     /// [`initial_stamp`]s (or that an earlier `Ring` with the same `cap` left behind).
     pub(crate) fn new(storage: S, cap: usize) -> Self {
         assert!(cap > 0, "a ring needs at least one slot");
-        let mark_bit = (cap + 1).next_power_of_two();
         Ring {
             storage,
-            cap,
-            one_lap: mark_bit * 2,
-            mark_bit,
+            laps: Laps::new(cap),
             send_batch: (cap / 2).clamp(1, MAX_SEND_BATCH),
         }
     }
@@ -186,7 +269,7 @@ impl<S: RingStorage> Ring<S> {
 
     /// The number of slots.
     pub(crate) fn capacity(&self) -> usize {
-        self.cap
+        self.laps.cap
     }
 
     /// `stamp` without the skip mark (see the module docs). Only shared storage publishes
@@ -194,7 +277,7 @@ impl<S: RingStorage> Ring<S> {
     #[inline]
     fn unskip(&self, stamp: usize) -> usize {
         if S::SHARED {
-            stamp & !self.mark_bit
+            stamp & !self.laps.mark_bit
         } else {
             stamp
         }
@@ -213,7 +296,7 @@ impl<S: RingStorage> Ring<S> {
         Token {
             index,
             pos,
-            stamp: pos.wrapping_add(self.one_lap),
+            stamp: pos.wrapping_add(self.laps.one_lap),
             stamp_at,
             skipped: stamp != pos + 1,
         }
@@ -233,29 +316,23 @@ impl<S: RingStorage> Ring<S> {
         }
     }
 
-    /// The position after `pos` (without the mark bit, and with its index below `cap`):
-    /// the next index, or index 0 of the next lap. [`Ring::advance`] by one, in the form
-    /// every claim uses: `pos + 1` unless the lap ends.
+    /// The position after `pos` ([`Laps::next`]).
     #[inline]
     fn next(&self, pos: usize) -> usize {
-        if (pos & (self.mark_bit - 1)) + 1 < self.cap {
-            pos + 1
-        } else {
-            (pos & !(self.one_lap - 1)).wrapping_add(self.one_lap)
-        }
+        self.laps.next(pos)
     }
 
     /// The position `n` after `pos` (`n <= cap`; `pos` without the mark bit), wrapping
     /// into the next lap past the last index.
     #[inline]
     fn advance(&self, pos: usize, n: usize) -> usize {
-        debug_assert!(n <= self.cap);
-        let index = (pos & (self.mark_bit - 1)) + n;
-        let lap = pos & !(self.one_lap - 1);
-        if index < self.cap {
+        debug_assert!(n <= self.laps.cap);
+        let index = (pos & (self.laps.mark_bit - 1)) + n;
+        let lap = pos & !(self.laps.one_lap - 1);
+        if index < self.laps.cap {
             lap + index
         } else {
-            lap.wrapping_add(self.one_lap) + (index - self.cap)
+            lap.wrapping_add(self.laps.one_lap) + (index - self.laps.cap)
         }
     }
 
@@ -269,8 +346,8 @@ impl<S: RingStorage> Ring<S> {
     pub(crate) fn try_claim_send(&self, mut intent: impl FnMut(usize)) -> Option<Token<'_>> {
         let tail_pos = self.storage.tail();
         let tail = tail_pos.load(Ordering::Relaxed);
-        let index = tail & (self.mark_bit - 1);
-        if tail & self.mark_bit != 0 {
+        let index = tail & (self.laps.mark_bit - 1);
+        if tail & self.laps.mark_bit != 0 {
             return None;
         }
         let stamp_at = self.storage.stamp(index)?;
@@ -296,10 +373,10 @@ impl<S: RingStorage> Ring<S> {
         let mut tail = tail_pos.load(Ordering::Relaxed);
         let mut spins = 0u32;
         loop {
-            if tail & self.mark_bit != 0 {
+            if tail & self.laps.mark_bit != 0 {
                 return Err(Stall::Disconnected);
             }
-            let index = tail & (self.mark_bit - 1);
+            let index = tail & (self.laps.mark_bit - 1);
             let Some(stamp_at) = self.storage.stamp(index) else {
                 return Err(Stall::Corrupt);
             };
@@ -329,7 +406,7 @@ impl<S: RingStorage> Ring<S> {
                         tail = t;
                     }
                 }
-            } else if self.unskip(stamp).wrapping_add(self.one_lap) == tail + 1 {
+            } else if self.unskip(stamp).wrapping_add(self.laps.one_lap) == tail + 1 {
                 // The slot still holds the previous lap's message (or skip).
                 if S::SHARED {
                     // Full, or a receiver is still reading: shared storage says `Blocked`
@@ -341,7 +418,7 @@ impl<S: RingStorage> Ring<S> {
                 }
                 // SeqCst: ordered after a waiting sender's registration (`chan::signal`).
                 let head = load_seqcst(self.storage.head());
-                if head.wrapping_add(self.one_lap) == tail {
+                if head.wrapping_add(self.laps.one_lap) == tail {
                     return Err(Stall::Blocked);
                 }
                 // A receiver has claimed it and is still reading.
@@ -387,7 +464,7 @@ impl<S: RingStorage> Ring<S> {
     #[inline]
     fn published_at_head(&self) -> Option<(usize, bool)> {
         let pos = self.storage.head().load(Ordering::Relaxed);
-        let index = pos & (self.mark_bit - 1);
+        let index = pos & (self.laps.mark_bit - 1);
         let stamp = self.storage.stamp(index)?;
         // Nothing published at `pos` yet (the same test as in `start_recv`).
         Some((index, stamp.load(Ordering::Relaxed) != pos))
@@ -403,7 +480,7 @@ impl<S: RingStorage> Ring<S> {
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn may_claim_send(&self) -> bool {
         let tail = self.storage.tail().load(Ordering::Relaxed);
-        self.storage.prepare_claim(tail & (self.mark_bit - 1));
+        self.storage.prepare_claim(tail & (self.laps.mark_bit - 1));
         self.is_free_at(tail, 0)
     }
 
@@ -437,7 +514,7 @@ impl<S: RingStorage> Ring<S> {
     /// [`Ring::is_free_ahead`] from a `tail` already loaded.
     #[inline]
     fn is_free_at(&self, tail: usize, ahead: usize) -> bool {
-        if tail & self.mark_bit != 0 {
+        if tail & self.laps.mark_bit != 0 {
             return true;
         }
         // `advance(tail, 0)` is `tail` for any tail a ring can hold; skipping it keeps the
@@ -447,13 +524,13 @@ impl<S: RingStorage> Ring<S> {
         } else {
             self.advance(tail, ahead)
         };
-        let index = pos & (self.mark_bit - 1);
+        let index = pos & (self.laps.mark_bit - 1);
         let Some(stamp) = self.storage.stamp(index) else {
             return true;
         };
         // Still the previous lap's message (the same test as in `start_send`).
         self.unskip(stamp.load(Ordering::Relaxed))
-            .wrapping_add(self.one_lap)
+            .wrapping_add(self.laps.one_lap)
             != pos.wrapping_add(1)
     }
 
@@ -495,7 +572,7 @@ impl<S: RingStorage> Ring<S> {
     pub(crate) fn try_claim_recv(&self, mut intent: impl FnMut(usize)) -> Option<Token<'_>> {
         let head_pos = self.storage.head();
         let head = head_pos.load(Ordering::Relaxed);
-        let index = head & (self.mark_bit - 1);
+        let index = head & (self.laps.mark_bit - 1);
         let stamp_at = self.storage.stamp(index)?;
         // Sync point: as in `start_recv`.
         let stamp = stamp_at.load(Ordering::Acquire);
@@ -516,7 +593,7 @@ impl<S: RingStorage> Ring<S> {
         let mut head = head_pos.load(Ordering::Relaxed);
         let mut spins = 0u32;
         loop {
-            let index = head & (self.mark_bit - 1);
+            let index = head & (self.laps.mark_bit - 1);
             let Some(stamp_at) = self.storage.stamp(index) else {
                 return Err(Stall::Corrupt);
             };
@@ -546,8 +623,8 @@ impl<S: RingStorage> Ring<S> {
                 // Nothing published here yet. SeqCst: either we see a sender's claim of
                 // this position, or that sender sees our waiter registration.
                 let tail = load_seqcst(self.storage.tail());
-                if tail & !self.mark_bit == head {
-                    return Err(if tail & self.mark_bit != 0 {
+                if tail & !self.laps.mark_bit == head {
+                    return Err(if tail & self.laps.mark_bit != 0 {
                         Stall::Disconnected
                     } else {
                         Stall::Blocked
@@ -577,7 +654,7 @@ impl<S: RingStorage> Ring<S> {
     #[inline]
     fn published(&self, pos: usize, skipped: bool) -> usize {
         if skipped {
-            pos + 1 + self.mark_bit
+            pos + 1 + self.laps.mark_bit
         } else {
             pos + 1
         }
@@ -605,14 +682,14 @@ impl<S: RingStorage> Ring<S> {
     pub(crate) fn disconnect(&self) -> bool {
         self.storage
             .tail()
-            .fetch_or(self.mark_bit, Ordering::SeqCst)
-            & self.mark_bit
+            .fetch_or(self.laps.mark_bit, Ordering::SeqCst)
+            & self.laps.mark_bit
             == 0
     }
 
     /// Whether the ring is marked disconnected.
     pub(crate) fn is_disconnected(&self) -> bool {
-        self.storage.tail().load(Ordering::SeqCst) & self.mark_bit != 0
+        self.storage.tail().load(Ordering::SeqCst) & self.laps.mark_bit != 0
     }
 
     /// The number of messages queued (claimed slots included).
@@ -623,17 +700,8 @@ impl<S: RingStorage> Ring<S> {
             if self.storage.tail().load(Ordering::SeqCst) != tail {
                 continue;
             }
-            let hix = head & (self.mark_bit - 1);
-            let tix = tail & (self.mark_bit - 1);
-            return if hix < tix {
-                tix - hix
-            } else if hix > tix {
-                self.cap - hix + tix
-            } else if tail & !self.mark_bit == head {
-                0
-            } else {
-                self.cap
-            };
+            // Always `Some` for positions this ring wrote.
+            return self.laps.queued(head, tail).unwrap_or(0);
         }
     }
 
@@ -643,20 +711,7 @@ impl<S: RingStorage> Ring<S> {
     pub(crate) fn len_untrusted(&self) -> usize {
         let tail = self.storage.tail().load(Ordering::SeqCst);
         let head = self.storage.head().load(Ordering::SeqCst);
-        let hix = head & (self.mark_bit - 1);
-        let tix = tail & (self.mark_bit - 1);
-        if hix >= self.cap || tix >= self.cap {
-            return 0;
-        }
-        if hix < tix {
-            tix - hix
-        } else if hix > tix {
-            self.cap - hix + tix
-        } else if tail & !self.mark_bit == head {
-            0
-        } else {
-            self.cap
-        }
+        self.laps.queued(head, tail).unwrap_or(0)
     }
 
     /// Shared storage only: publishes, on behalf of a sender that died between claiming
@@ -682,11 +737,11 @@ impl<S: RingStorage> Ring<S> {
     ///    taken for dead whose commit comes later finds its CAS failing, and retries its
     ///    message at a new position: delivered exactly once either way.
     pub(crate) fn reclaim_send(&self, pos: usize, live_claim: impl FnOnce() -> bool) -> Reclaim {
-        let tail = self.storage.tail().load(Ordering::Acquire) & !self.mark_bit;
+        let tail = self.storage.tail().load(Ordering::Acquire) & !self.laps.mark_bit;
         if pos >= tail {
             return Reclaim::Unclaimed;
         }
-        let index = pos & (self.mark_bit - 1);
+        let index = pos & (self.laps.mark_bit - 1);
         let Some(stamp_at) = self.storage.stamp(index) else {
             return Reclaim::Settled;
         };
@@ -722,7 +777,7 @@ impl<S: RingStorage> Ring<S> {
         if pos >= head {
             return Reclaim::Unclaimed;
         }
-        let index = pos & (self.mark_bit - 1);
+        let index = pos & (self.laps.mark_bit - 1);
         let Some(stamp_at) = self.storage.stamp(index) else {
             return Reclaim::Settled;
         };
@@ -740,7 +795,7 @@ impl<S: RingStorage> Ring<S> {
         // Sync point: Release, as in `commit_recv` (the dead receiver's reads are over).
         match stamp_at.compare_exchange(
             claimed,
-            pos.wrapping_add(self.one_lap),
+            pos.wrapping_add(self.laps.one_lap),
             Ordering::Release,
             Ordering::Relaxed,
         ) {
@@ -762,17 +817,17 @@ impl<S: RingStorage> Ring<S> {
     /// Must only run after [`Ring::disconnect`] (no new claims) and with no receiver
     /// running concurrently.
     pub(crate) fn discard_all(&self, mut discard: impl FnMut(usize)) {
-        let tail = self.storage.tail().load(Ordering::SeqCst) & !self.mark_bit;
+        let tail = self.storage.tail().load(Ordering::SeqCst) & !self.laps.mark_bit;
         let mut head = self.storage.head().load(Ordering::Relaxed);
         let backoff = crate::sync::Backoff::new();
         while head != tail {
-            let index = head & (self.mark_bit - 1);
+            let index = head & (self.laps.mark_bit - 1);
             let Some(stamp_at) = self.storage.stamp(index) else {
                 break;
             };
             let stamp = stamp_at.load(Ordering::Acquire);
             if self.unskip(stamp) == head + 1 {
-                stamp_at.store(head.wrapping_add(self.one_lap), Ordering::Release);
+                stamp_at.store(head.wrapping_add(self.laps.one_lap), Ordering::Release);
                 let pos = head;
                 head = self.next(head);
                 self.storage.head().store(head, Ordering::Release);
@@ -794,12 +849,10 @@ impl<S: RingStorage> Ring<S> {
 // The shm endpoints and the loom API use these; other loom builds leave them out.
 #[cfg_attr(loom, allow(dead_code))]
 impl<S: RingStorage> Ring<S> {
-    /// The slot index of position `pos`, if `pos` is a position this ring can hold
-    /// (no mark bit, an index below the capacity): `None` only for corrupted memory.
+    /// The slot index of position `pos` ([`Laps::index_of`]).
     #[inline]
     pub(crate) fn index_of(&self, pos: usize) -> Option<usize> {
-        let index = pos & (self.one_lap - 1);
-        (index < self.cap).then_some(index)
+        self.laps.index_of(pos)
     }
 
     /// The position after `pos` (see [`Ring::next`]).
@@ -808,25 +861,15 @@ impl<S: RingStorage> Ring<S> {
         self.next(pos)
     }
 
-    /// How many positions `to` lies past `from`, if both are positions this ring can
-    /// hold and `to` is at most a lap past `from`; `None` otherwise (corrupted memory).
-    /// Wrapping arithmetic on the positions' sequence numbers (`lap × cap + index`):
-    /// never panics, for any inputs.
+    /// How many positions `to` lies past `from` ([`Laps::distance`]).
     #[inline]
     pub(crate) fn distance(&self, from: usize, to: usize) -> Option<usize> {
-        // `one_lap` is a power of two: a shift, not a division (a 64-bit `div` costs tens
-        // of cycles, and this runs on every send).
-        let lap_shift = self.one_lap.trailing_zeros();
-        let seq = |pos: usize| {
-            let index = self.index_of(pos)?;
-            Some(
-                (pos >> lap_shift)
-                    .wrapping_mul(self.cap)
-                    .wrapping_add(index),
-            )
-        };
-        let d = seq(to)?.wrapping_sub(seq(from)?);
-        (d <= self.cap).then_some(d)
+        self.laps.distance(from, to)
+    }
+
+    /// The ring's position encoding.
+    pub(crate) fn laps(&self) -> Laps {
+        self.laps
     }
 
     /// How many free slots a sender waiting on a full ring spins for (see
@@ -843,15 +886,43 @@ impl<S: RingStorage> Ring<S> {
     /// `advance(pos, 1)` at every index of `laps` laps.
     pub(crate) fn assert_next_is_advance_by_one(&self, laps: usize) {
         for lap in 0..laps {
-            for index in 0..self.cap {
-                let pos = lap * self.one_lap + index;
+            for index in 0..self.laps.cap {
+                let pos = lap * self.laps.one_lap + index;
                 assert_eq!(
                     self.next(pos),
                     self.advance(pos, 1),
                     "cap {}, pos {pos}",
-                    self.cap
+                    self.laps.cap
                 );
             }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod laps_tests {
+    use super::Laps;
+
+    /// `queued` and `distance` count from `head` to `tail` for every pair of positions at
+    /// most a lap apart, over three laps (with `tail`'s mark bit, `queued` too), and
+    /// `queued` refuses an index out of range.
+    #[test]
+    fn queued_counts_every_pair() {
+        for cap in [1, 3, 4, 7] {
+            let laps = Laps::new(cap);
+            let mut positions = vec![0usize];
+            for _ in 0..3 * cap {
+                positions.push(laps.next(*positions.last().unwrap()));
+            }
+            for (i, &head) in positions.iter().enumerate() {
+                for (d, &tail) in positions[i..].iter().take(cap + 1).enumerate() {
+                    assert_eq!(laps.queued(head, tail), Some(d), "cap {cap}");
+                    assert_eq!(laps.queued(head, tail | laps.mark_bit), Some(d));
+                    assert_eq!(laps.distance(head, tail), Some(d));
+                }
+            }
+            assert_eq!(laps.queued(cap, 0), None);
+            assert_eq!(laps.queued(0, cap), None);
         }
     }
 }

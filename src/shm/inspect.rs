@@ -27,6 +27,7 @@ use super::lock::{self, lock_byte};
 use super::name;
 use super::segment::Side;
 use super::table::{self, DEAD, FREE, LIVE};
+use crate::chan::ring::Laps;
 
 /// What kind of object a segment holds, as its header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,7 +474,11 @@ fn read_header(map: &ReadOnlyMap, info: &mut Inspection) -> Option<Layout> {
             bytes
         }
     };
-    match Layout::new(kind, capacity, fingerprint) {
+    // The mode's flags, as `Endpoint::open` applies them (before, the single-producer
+    // walk of `read_positions` never ran: the layout always said "not spsc").
+    let layout = Layout::new(kind, capacity, fingerprint)
+        .map(|l| l.with_spsc(info.spsc, info.asymmetric_fences));
+    match layout {
         Err(e) => {
             info.problems.push(format!("layout is invalid: {e}"));
             None
@@ -512,51 +517,33 @@ fn read_positions(map: &ReadOnlyMap, spsc: Option<(&ReadOnlyMap, &Layout)>, info
     if cap == 0 || !cap.is_power_of_two() || cap > MAX_CAPACITY {
         return;
     }
-    // The ring's position encoding (`chan::ring`): index below `mark_bit`, laps above.
-    let mark_bit = (cap as u64 + 1).next_power_of_two();
-    let hix = info.head & (mark_bit - 1);
-    let tix = info.tail & (mark_bit - 1);
-    let cap = cap as u64;
-    if hix >= cap || tix >= cap {
-        info.problems.push(format!(
+    // The ring's position encoding (`chan::ring::Laps`).
+    let queued = usize::try_from(info.head)
+        .ok()
+        .zip(usize::try_from(info.tail).ok())
+        .and_then(|(head, tail)| Laps::new(cap).queued(head, tail));
+    match queued {
+        Some(n) => info.queued = n as u64,
+        None => info.problems.push(format!(
             "positions out of range: head {:#x}, tail {:#x}",
             info.head, info.tail
-        ));
-        return;
+        )),
     }
-    info.queued = if hix < tix {
-        tix - hix
-    } else if hix > tix {
-        cap - hix + tix
-    } else if info.tail & !mark_bit == info.head {
-        0
-    } else {
-        cap
-    };
 }
 
 /// In the single-producer mode the producer stores `tail` once a stride (see
 /// `shm::spsc`): moves `tail` past the slots whose stamps show them published, at most
-/// a lap, as `spsc::len` does.
-fn walk_published(map: &ReadOnlyMap, layout: &Layout, mut tail: u64) -> u64 {
-    let cap = layout.capacity as u64;
-    let one_lap = 2 * (cap + 1).next_power_of_two();
-    for _ in 0..cap {
-        let index = tail & (one_lap - 1);
-        if index >= cap {
-            break;
-        }
-        let stamp = layout.slots_offset + index as usize * layout.slot_size + SLOT_STAMP;
-        if map.u64_at(stamp) != tail.wrapping_add(1) {
-            break;
-        }
-        tail = if index + 1 < cap {
-            tail + 1
-        } else {
-            (tail & !(one_lap - 1)).wrapping_add(one_lap)
-        };
-    }
-    tail
+/// a lap, as `spsc::len` does (`spsc::walk_published`, over the read-only map). A
+/// position that does not fit a `usize` is left as it is.
+fn walk_published(map: &ReadOnlyMap, layout: &Layout, tail: u64) -> u64 {
+    let Ok(start) = usize::try_from(tail) else {
+        return tail;
+    };
+    let stamp_of = |index: usize| {
+        let at = layout.slots_offset + index * layout.slot_size + SLOT_STAMP;
+        usize::try_from(map.u64_at(at)).ok()
+    };
+    super::spsc::walk_published(Laps::new(layout.capacity), start, stamp_of) as u64
 }
 
 fn read_peers(map: &ReadOnlyMap, fd: &OwnedFd, info: &mut Inspection) {

@@ -74,7 +74,7 @@
 //! [`Stall::Busy`]; every other loop runs at most once per slot of the ring.
 
 use super::asym;
-use crate::chan::ring::{Ring, RingStorage, Stall};
+use crate::chan::ring::{Laps, Ring, RingStorage, Stall};
 use crate::sync::{AtomicBool, AtomicUsize, Backoff, Ordering, after_seqcst_rmw, thread_key};
 
 /// How many messages one receive consumes whose `read` returned `None` (only a hostile
@@ -459,16 +459,28 @@ pub(crate) fn may_recv<S: RingStorage>(ring: &Ring<S>) -> bool {
 /// shared `tail` lags the producer's by less than a stride, and by one more position if
 /// a producer died after a publish). At most one lap of slots is looked at; a corrupt
 /// position stops the walk.
-pub(crate) fn published_end<S: RingStorage>(ring: &Ring<S>, mut tail: usize) -> usize {
+pub(crate) fn published_end<S: RingStorage>(ring: &Ring<S>, tail: usize) -> usize {
     let storage = ring.storage();
-    for _ in 0..ring.capacity() {
-        let Some(stamp) = ring.index_of(tail).and_then(|i| storage.stamp(i)) else {
+    walk_published(ring.laps(), tail, |i| {
+        storage.stamp(i).map(|s| s.load(Ordering::Acquire))
+    })
+}
+
+/// [`published_end`] over any reading of the stamps (`stamp_of`: the stamp of slot
+/// `index`, `None` if it cannot be read): also `shm::inspect`'s, over a read-only map.
+pub(crate) fn walk_published(
+    laps: Laps,
+    mut tail: usize,
+    stamp_of: impl Fn(usize) -> Option<usize>,
+) -> usize {
+    for _ in 0..laps.capacity() {
+        let Some(stamp) = laps.index_of(tail).and_then(&stamp_of) else {
             break;
         };
-        if stamp.load(Ordering::Acquire) != tail.wrapping_add(1) {
+        if stamp != tail.wrapping_add(1) {
             break;
         }
-        tail = ring.next_pos(tail);
+        tail = laps.next(tail);
     }
     tail
 }
