@@ -278,12 +278,23 @@ impl Clone for Name {
 }
 
 impl Drop for Name {
+    /// Inline: every envelope drops its sender's name, and an inline one (the common
+    /// case) needs no more than the look at its first byte.
+    #[inline]
     fn drop(&mut self) {
         if self.head[0] == SHARED {
-            // SAFETY: a shared name's `rest.shared` is live (see `Name::shared`) and
-            // dropped only here, once.
-            unsafe { core::mem::ManuallyDrop::drop(&mut self.rest.shared) }
+            self.drop_shared();
         }
+    }
+}
+
+impl Name {
+    #[cold]
+    #[inline(never)]
+    fn drop_shared(&mut self) {
+        // SAFETY: called by `drop` only, for a shared name (`head[0]` is `SHARED`), whose
+        // `rest.shared` is live (see `Name::shared`) and dropped only here, once.
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.rest.shared) }
     }
 }
 
@@ -897,14 +908,22 @@ impl<T> Mailbox<T> {
         }
     }
 
-    /// Attaches this handle family as a receiver (for requests' "no responders").
+    /// Attaches this handle family as a receiver (for requests' "no responders"): at
+    /// its first receive; every later one only looks at the flag.
+    #[inline]
     fn attach(&self) {
         if !self.fam.receiving.load(Ordering::Relaxed) {
-            let mut g = self.shared().lock();
-            if !self.fam.receiving.load(Ordering::Relaxed) {
-                self.fam.receiving.store(true, Ordering::Relaxed);
-                self.shared().attach_receiver(&mut g);
-            }
+            self.attach_locked();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn attach_locked(&self) {
+        let mut g = self.shared().lock();
+        if !self.fam.receiving.load(Ordering::Relaxed) {
+            self.fam.receiving.store(true, Ordering::Relaxed);
+            self.shared().attach_receiver(&mut g);
         }
     }
 
@@ -1126,6 +1145,7 @@ impl<T> Mailbox<T> {
     /// assert_eq!(mb.recv_async().await.unwrap().into_body(), 3);
     /// # });
     /// ```
+    #[inline]
     pub fn recv_async(&self) -> RecvFut<'_, T> {
         self.recv_sel_async(Sel::Any)
     }
@@ -1461,6 +1481,7 @@ impl<T> Mailbox<T> {
     /// assert_eq!(r, Ok(42));
     /// # });
     /// ```
+    #[inline]
     pub fn request_async<R: Send + 'static>(&self, msg: T) -> RequestFut<'_, T, R> {
         self.request_tagged_async(0, msg)
     }
@@ -1475,6 +1496,7 @@ impl<T> Mailbox<T> {
     /// assert_eq!(r, Err(RequestError::NoResponders(5)));
     /// # });
     /// ```
+    #[inline]
     pub fn request_tagged_async<R: Send + 'static>(
         &self,
         tag: u64,
@@ -1539,6 +1561,7 @@ impl<T> Envelope<T> {
         }
     }
 
+    #[inline]
     fn new(tag: u64, m: Stored<T>, mailbox: &Name) -> Self {
         Envelope {
             tag,
@@ -1739,6 +1762,8 @@ impl<T> Unpin for RecvFut<'_, T> {}
 impl<T> Future for RecvFut<'_, T> {
     type Output = Result<Envelope<T>, RecvError>;
 
+    /// Inline, to be inlined into the caller's `async` block (see `Shared::recv_any`).
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         assert!(!this.done, "RecvFut polled after completion");
@@ -1805,6 +1830,8 @@ impl<T, R> Unpin for RequestFut<'_, T, R> {}
 impl<T, R> Future for RequestFut<'_, T, R> {
     type Output = Result<R, RequestError<T>>;
 
+    /// Inline, as `RecvFut::poll` is.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         assert!(!this.done, "RequestFut polled after completion");

@@ -257,6 +257,7 @@ unsafe impl<R: Send + 'static> Erased for Slot<R> {
 
 #[cfg(not(loom))]
 impl Drop for LocalCap {
+    #[inline]
     fn drop(&mut self) {
         if let Some(slot) = self.0.take() {
             slot.give_up();
@@ -267,6 +268,7 @@ impl Drop for LocalCap {
 impl Capability {
     /// The capability as a `Reply<R>` if the requester expects an `R`; otherwise it is
     /// handed back.
+    #[inline]
     pub(crate) fn take<R: Send + 'static>(self) -> Result<Reply<R>, Self> {
         match self {
             #[cfg(not(loom))]
@@ -366,6 +368,7 @@ impl<R> Reply<R> {
 }
 
 impl<R> Drop for Reply<R> {
+    #[inline]
     fn drop(&mut self) {
         // A remote end gives its request up when dropped (`Remote`).
         drop(self.remote.take());
@@ -393,6 +396,7 @@ impl<R> Waiting<R> {
     /// One look at the slot: the outcome if the replier is done; otherwise makes sure a
     /// wake-up is stored (`wake` makes one; `refresh` says whether a stored one must be
     /// replaced, because it would wake someone else) and looks once more.
+    #[inline]
     fn check(
         &mut self,
         wake: impl FnOnce() -> Wake,
@@ -480,6 +484,7 @@ impl<R> Waiting<R> {
 
     /// One poll of an async wait: one look, which stores a clone of the waker when
     /// there is nothing yet (kept across polls while it would wake the same task).
+    #[inline]
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<R, NoReply>> {
         let waker = cx.waker();
         let refresh = |w: &Wake| match w {
