@@ -159,8 +159,12 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Address {
     id: u64,
-    /// The process of a shared-memory mailbox's handle family; 0 in-process.
-    pid: u32,
+    /// The process of a shared-memory mailbox's handle family; 0 in-process. A `u32`
+    /// held in a whole word: as a `u32` it was stored in four bytes and then copied
+    /// with its padding as one eight-byte word whenever an envelope moved, a load the
+    /// processor cannot forward from the narrower store, and every receive stalled on
+    /// it (as `Name`'s docs tell of its length byte).
+    pid: u64,
     mailbox: Name,
 }
 
@@ -335,7 +339,11 @@ impl Address {
     /// The address `id` of process `pid` on the shared-memory mailbox named `mailbox`.
     #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
     pub(crate) fn in_process(mailbox: Name, pid: u32, id: u64) -> Self {
-        Address { id, pid, mailbox }
+        Address {
+            id,
+            pid: u64::from(pid),
+            mailbox,
+        }
     }
 
     /// The address `id` of process `pid` on this address's mailbox: the name is copied
@@ -369,7 +377,8 @@ impl Address {
     /// assert_eq!(mb.address().pid(), None);
     /// ```
     pub fn pid(&self) -> Option<u32> {
-        (self.pid != 0).then_some(self.pid)
+        // Always a `u32` (see the field).
+        u32::try_from(self.pid).ok().filter(|&pid| pid != 0)
     }
 }
 
@@ -1662,6 +1671,7 @@ impl<T> Envelope<T> {
     /// assert_eq!(mb.request::<u16>(1), Ok(300));
     /// # t.join().unwrap();
     /// ```
+    #[inline]
     pub fn take_reply<R: Send + 'static>(&mut self) -> Option<Reply<R>> {
         match self.reply.take()?.take::<R>() {
             Ok(r) => Some(r),
@@ -1769,16 +1779,23 @@ impl<T> Future for RecvFut<'_, T> {
         assert!(!this.done, "RecvFut polled after completion");
         let sh = this.mb.shared();
         let sel = this.sel;
-        let res = if sel == Sel::Any {
-            sh.poll_any(&mut this.any, cx).map(|r| {
-                r.map(|(tag, m)| Envelope::new(tag, m, &sh.address_name))
-                    .map_err(|()| RecvError)
-            })
-        } else {
-            sh.poll(Side::Recv, Some(sel), false, &mut this.key, cx, |lk| {
-                recv_attempt(sh, lk, sel)
-            })
-        };
+        if sel == Sel::Any {
+            // A `match` that builds the envelope in the result, rather than maps of the
+            // `Poll` and the `Result`: fewer moves of it through the stack.
+            return match sh.poll_any(&mut this.any, cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => {
+                    this.done = true;
+                    Poll::Ready(match r {
+                        Ok((tag, m)) => Ok(Envelope::new(tag, m, &sh.address_name)),
+                        Err(()) => Err(RecvError),
+                    })
+                }
+            };
+        }
+        let res = sh.poll(Side::Recv, Some(sel), false, &mut this.key, cx, |lk| {
+            recv_attempt(sh, lk, sel)
+        });
         if res.is_ready() {
             this.done = true;
         }
