@@ -1,7 +1,8 @@
 //! loom models of the in-process mailbox: selections racing for messages, close racing
 //! receive, a request's reply racing the requester's timeout, the reply slot, and the
 //! lock-free inbox (an `Any` pop racing a move aside, a lock-free send racing a
-//! registration, close racing lock-free sends, drops of queued messages).
+//! registration, close racing lock-free sends, drops of queued messages, a sender on a
+//! full mailbox racing the receive that frees its place).
 #![cfg(loom)]
 
 use std::future::Future;
@@ -417,5 +418,43 @@ fn queued_messages_dropped_once() {
         assert!(po.close("d"));
         drop(tx);
         assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 2);
+    });
+}
+
+/// A sender waiting on a full mailbox (capacity 1) races a selective receive that moves
+/// the queued message aside and takes it: the place comes free with the take from the
+/// index (under the lock), not with any claim at the inbox's front, and the sender must
+/// see it, at its reservation or through a wake-up (loom reports a deadlock if both
+/// miss); an `Any` receive then gets the second message.
+#[test]
+fn full_send_races_selective_take() {
+    model(|| {
+        let po = PostOffice::new();
+        let tx: Mailbox<u32> = po.open_with("c", &Options::new().capacity(1)).unwrap();
+        let rx: Mailbox<u32> = po.open("c").unwrap();
+        tx.send_tagged(1, 10).unwrap();
+        let t = thread::spawn(move || tx.send_tagged(2, 20).unwrap());
+        assert_eq!(rx.recv_select(Select::Tag(1)).unwrap().into_body(), 10);
+        t.join().unwrap();
+        assert_eq!(rx.try_recv().unwrap().into_body(), 20);
+    });
+}
+
+/// The same with a lock-free `Any` receive: its claim at the inbox's front is what frees
+/// the place (the count of messages taken is derived from the front's position), and a
+/// `try_send` after the receive returned must find the room.
+#[test]
+fn full_send_races_any_receive() {
+    model(|| {
+        let po = PostOffice::new();
+        let tx: Mailbox<u32> = po.open_with("d", &Options::new().capacity(1)).unwrap();
+        let rx: Mailbox<u32> = po.open("d").unwrap();
+        tx.send(10).unwrap();
+        let tx2 = tx.clone();
+        let t = thread::spawn(move || tx.send(20).unwrap());
+        assert_eq!(rx.recv().unwrap().into_body(), 10);
+        t.join().unwrap();
+        assert_eq!(rx.recv().unwrap().into_body(), 20);
+        tx2.try_send(30).unwrap();
     });
 }

@@ -174,10 +174,10 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     #[inline]
-    fn claim_recv(&self) -> Result<RecvSlot<'_>, NoSlot> {
+    fn claim_recv_if(&self, mut open: impl FnMut() -> bool) -> Result<RecvSlot<'_>, NoSlot> {
         let backoff = Backoff::new();
         loop {
-            match self.ring.start_recv(|_| {}) {
+            match self.ring.start_recv_if(|_| {}, &mut open) {
                 Ok(token) => return Ok(RecvSlot(token)),
                 Err(Stall::Blocked) => return Err(NoSlot::Wait),
                 Err(Stall::Disconnected) => return Err(NoSlot::Disconnected),
@@ -213,6 +213,11 @@ impl<T> Queue<T> for Channel<T> {
     #[inline]
     fn recv_ready(&self) -> bool {
         self.ring.may_proceed(false)
+    }
+
+    #[inline]
+    fn received(&self) -> usize {
+        self.ring.received()
     }
 
     fn waiters(&self) -> &Waiters {

@@ -472,18 +472,23 @@ impl<T> Channel<T> {
         }
     }
 
-    /// Claims a slot for a receive.
+    /// Claims a slot for a receive, while `open()` says so ([`Queue::claim_recv_if`]:
+    /// it is asked before each claim CAS, after the Acquire load of the `head` that the
+    /// CAS expects).
     ///
     /// Inline, only the common case, as in [`Channel::start_send`]: the block installed,
     /// a slot that is not its block's last (whose receiver moves `head` on), and no
     /// other receiver in the way.
     #[inline]
-    fn start_recv(&self) -> Result<Claim<T>, NoSlot> {
+    fn start_recv(&self, mut open: impl FnMut() -> bool) -> Result<Claim<T>, NoSlot> {
         let head = self.head.index.load(Ordering::Acquire);
         let block = self.head.block.load(Ordering::Acquire);
         let offset = (head >> SHIFT) % LAP;
         if offset + 1 < BLOCK_CAP && !block.is_null() {
             let new_head = self.next_head(head)?;
+            if !open() {
+                return Err(NoSlot::Wait);
+            }
             // SeqCst: as in the loop. A failure retries there, loading afresh.
             if self
                 .head
@@ -494,7 +499,7 @@ impl<T> Channel<T> {
                 return Ok(Claim { block, offset });
             }
         }
-        self.start_recv_loop()
+        self.start_recv_loop(open)
     }
 
     /// For a receive at `head` (not at a block's end): what `head` becomes when the
@@ -522,7 +527,7 @@ impl<T> Channel<T> {
 
     /// [`Channel::start_recv`] in every case.
     #[inline(never)]
-    fn start_recv_loop(&self) -> Result<Claim<T>, NoSlot> {
+    fn start_recv_loop(&self, mut open: impl FnMut() -> bool) -> Result<Claim<T>, NoSlot> {
         let backoff = Backoff::new();
         let mut head = self.head.index.load(Ordering::Acquire);
         let mut block = self.head.block.load(Ordering::Acquire);
@@ -542,6 +547,9 @@ impl<T> Channel<T> {
                 head = self.head.index.load(Ordering::Acquire);
                 block = self.head.block.load(Ordering::Acquire);
                 continue;
+            }
+            if !open() {
+                return Err(NoSlot::Wait);
             }
             match self.head.index.compare_exchange_weak(
                 head,
@@ -666,8 +674,16 @@ impl<T> Queue<T> for Channel<T> {
     }
 
     #[inline]
-    fn claim_recv(&self) -> Result<RecvSlot<T>, NoSlot> {
-        self.start_recv().map(RecvSlot)
+    fn claim_recv_if(&self, open: impl FnMut() -> bool) -> Result<RecvSlot<T>, NoSlot> {
+        self.start_recv(open).map(RecvSlot)
+    }
+
+    /// Positions count one more than messages per block (the position at a block's end,
+    /// which no message takes): `h - h / LAP` of the `h` positions `head` is past.
+    #[inline]
+    fn received(&self) -> usize {
+        let h = load_seqcst(&self.head.index) >> SHIFT;
+        h - h / LAP
     }
 
     #[inline]

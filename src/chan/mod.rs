@@ -75,7 +75,20 @@ pub(crate) trait Queue<T> {
     /// Writes `msg` into a claimed slot, publishes it and wakes a receiver.
     fn write(&self, slot: Self::SendSlot<'_>, msg: T);
     /// Claims a slot holding a message.
-    fn claim_recv(&self) -> Result<Self::RecvSlot<'_>, NoSlot>;
+    #[inline]
+    fn claim_recv(&self) -> Result<Self::RecvSlot<'_>, NoSlot> {
+        self.claim_recv_if(|| true)
+    }
+    /// [`Queue::claim_recv`] while `open()` says so: it is asked before each claim's
+    /// read-modify-write of the receivers' position, after the load of the position
+    /// that the RMW expects, and that load is Acquire (so `open` sees what the thread
+    /// that moved the position there wrote before). `open()` saying no stops the claim
+    /// with [`NoSlot::Wait`]; the caller tells that from an empty queue by what its
+    /// `open` saw. For the mailbox's inbox (`mailbox::state`).
+    fn claim_recv_if(&self, open: impl FnMut() -> bool) -> Result<Self::RecvSlot<'_>, NoSlot>;
+    /// How many messages receivers have claimed since the queue was made (wrapping): a
+    /// SeqCst load of the receivers' position. For the mailbox's inbox.
+    fn received(&self) -> usize;
     /// Takes the message out of a claimed slot, frees the slot and wakes a sender.
     fn read(&self, slot: Self::RecvSlot<'_>) -> T;
     /// [`Queue::write`] without the wake-up (not even the look at the waiter counts),

@@ -588,9 +588,27 @@ impl<S: RingStorage> Ring<S> {
 
     /// Claims the slot at `head` for a receiver; `intent` as in [`Ring::start_send`].
     #[inline]
-    pub(crate) fn start_recv(&self, mut intent: impl FnMut(usize)) -> Result<Token<'_>, Stall> {
+    pub(crate) fn start_recv(&self, intent: impl FnMut(usize)) -> Result<Token<'_>, Stall> {
+        self.start_recv_if(intent, || true)
+    }
+
+    /// [`Ring::start_recv`] for a receiver that may claim only while `open()` says so:
+    /// `open` is asked before each claim CAS, after the load of the `head` that the CAS
+    /// expects, and before reporting [`Stall::Busy`] (a claimed slot still being written,
+    /// which the caller would wait for), and a `false` stops the claim with
+    /// [`Stall::Blocked`] (the caller tells that from an empty ring by what its `open`
+    /// saw). Every load of `head` that a CAS
+    /// uses is Acquire (so is a failed CAS's), so `open` sees whatever the thread whose
+    /// claim moved `head` to that value wrote before its claim: the mailbox's inbox
+    /// relies on it (`mailbox::state`, "The inbox and the messages aside").
+    #[inline]
+    pub(crate) fn start_recv_if(
+        &self,
+        mut intent: impl FnMut(usize),
+        mut open: impl FnMut() -> bool,
+    ) -> Result<Token<'_>, Stall> {
         let head_pos = self.storage.head();
-        let mut head = head_pos.load(Ordering::Relaxed);
+        let mut head = head_pos.load(Ordering::Acquire);
         let mut spins = 0u32;
         loop {
             let index = head & (self.laps.mark_bit - 1);
@@ -601,12 +619,15 @@ impl<S: RingStorage> Ring<S> {
             // payload written before the commit is visible to our read.
             let stamp = stamp_at.load(Ordering::Acquire);
             if head + 1 == self.unskip(stamp) {
+                if !open() {
+                    return Err(Stall::Blocked);
+                }
                 intent(head);
                 match head_pos.compare_exchange_weak(
                     head,
                     self.next(head),
                     Ordering::SeqCst,
-                    Ordering::Relaxed,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) => {
                         return Ok(self.recv_token(index, head, stamp, stamp_at));
@@ -630,16 +651,31 @@ impl<S: RingStorage> Ring<S> {
                         Stall::Blocked
                     });
                 }
-                // A sender has claimed it and is still writing.
+                // A sender has claimed it and is still writing: the caller waits for the
+                // write, unless its gate closed meanwhile (it then has another way).
+                if !open() {
+                    return Err(Stall::Blocked);
+                }
                 return Err(Stall::Busy);
             } else {
                 if Self::give_up(&mut spins) {
                     return Err(Stall::Busy);
                 }
                 crate::sync::Backoff::new().spin();
-                head = head_pos.load(Ordering::Relaxed);
+                head = head_pos.load(Ordering::Acquire);
             }
         }
+    }
+
+    /// How many positions receivers have claimed since the ring was made: the sequence
+    /// number of `head` (`lap × cap + index`, wrapping). SeqCst: a waiter's re-check in
+    /// the mailbox's argument (its step S) loads it after registering.
+    pub(crate) fn received(&self) -> usize {
+        let head = load_seqcst(self.storage.head());
+        let lap_shift = self.laps.one_lap.trailing_zeros();
+        (head >> lap_shift)
+            .wrapping_mul(self.laps.cap)
+            .wrapping_add(head & (self.laps.one_lap - 1))
     }
 
     /// Frees a slot claimed by [`Ring::start_recv`] after its payload was read, for the

@@ -22,58 +22,67 @@
 //! them from its front, all of them, one mover at a time (under the lock): so
 //! (A) *every message aside is older than every message in the inbox*, and the oldest
 //! message of the mailbox is the index's oldest if anything is aside, the inbox's first
-//! otherwise. What remains is a lock-free `Any` receive racing a mover. The **gate** word
-//! holds two flags, `MOVER` (a mover is at work) and `ASIDE` (the index is not empty,
-//! both changed only under the lock), and a count of lock-free receives that entered:
-//! 1. A lock-free receive adds itself to the gate (one RMW) and reads the flags in the
-//!    same RMW. With a flag up, or with nothing in the inbox, it withdraws (subtracts
-//!    itself again) and takes the locked path (or reports nothing). A receive that pops
-//!    a message leaves by its release of the place, the RMW on `taken` it makes anyway:
-//!    it stays counted in the gate, and `taken` counts it too. So the receives *in
-//!    flight* (entered, and neither withdrawn nor counted in `taken`) number the gate's
-//!    count less the lock-free receives `taken` counts, `taken - base`, where `base` (under
-//!    the lock) is what `taken` counts besides them: the places released under the lock,
-//!    and those a mover took off the gate's count (below).
-//! 2. A mover raises `MOVER` (RMW) and waits until no receive is in flight: it loads
-//!    `taken`, then the gate, and waits until the count equals `taken - base`. (A
-//!    receive that `taken` counts added itself to the gate before, so the later load of
-//!    the gate counts it as well: the two agree only when nothing is in flight.) It then
-//!    subtracts that count from the gate and adds it to `base` (the gate's count stays
-//!    small), moves, and lowers `MOVER` (raising `ASIDE` if it left messages aside) with
-//!    a Release RMW.
-//! 3. RMWs on one word are totally ordered. If the receive's RMW comes first, the mover
-//!    waits for its withdrawal or its release (Release; the mover's loads Acquire), so
-//!    the receive's pop happened before every pop of the mover: the receive took the
-//!    inbox's first message while nothing was aside (`ASIDE` was down, and only a mover
-//!    raises it), which by (A) was the oldest. If the mover's RMW comes first, the
-//!    receive sees `MOVER`, or, if the mover is done, reads from the mover's Release and
-//!    sees `ASIDE` (if anything is aside): either way it takes the locked path, which
-//!    takes the index's oldest first.
+//! otherwise. What remains is a lock-free `Any` receive racing a mover. Every claim at
+//! the inbox's front, a receive's or a mover's, is a CAS on the front's position, so the
+//! claims are totally ordered, and the load of the position a claim expects is Acquire
+//! ([`Queue::claim_recv_if`]): it synchronizes with the claim that moved the front there.
+//! The **gate** is two words, written only under the lock: `aside`, the number of
+//! messages aside plus one while a mover claims the next, and `moves`, odd while a
+//! mover is at work.
+//! 1. A lock-free receive loads `moves` (Acquire: it then sees the last mover's count
+//!    aside, or a later one) and `aside`, and takes the locked path if a mover is at work
+//!    or anything is aside. Otherwise it claims the front, and between its load of the
+//!    position it claims and its CAS it loads `aside` again: if that is not 0, it takes
+//!    the locked path after all. (It also looks before it would wait for a message
+//!    still being written at the front, so as not to wait there beside a mover: loom's
+//!    search over two threads spinning on one slot was a thousand times longer.)
+//! 2. A mover counts each message in `aside` before it claims it. If a receive's claim
+//!    comes after a mover's in the order of claims, the receive's load of the position
+//!    it claims read the mover's claim or a later one, so its second load of `aside`
+//!    sees the mover's count or a later value (0 again only once everything aside has
+//!    been taken: nothing older is left then), and it takes the locked path, which takes
+//!    the index's oldest first. If the receive's claim comes first, it took the inbox's
+//!    first message while nothing was aside: by (A), the oldest.
+//! 3. A receive that finds the inbox empty reports it (lock-free) only if `moves` still
+//!    reads the even value of its first look. A message moved aside before the empty
+//!    look was claimed by a mover whose claim that look's load of the front read (the
+//!    front is past the message), or a later one, and the mover had made `moves` odd
+//!    before its claims; one aside since before the first look showed in `aside` then.
+//!    So the mailbox was empty at the look.
 //!
 //! So the two kinds of `Any` receive and the selective ones all take the oldest message
 //! of their selection at the moment they take it, and per-sender FIFO within every
-//! selection follows as before. The price of a lock-free receive is one uncontended RMW
-//! on the gate (its line is written by the receivers and, rarely, a mover) besides the
-//! release of its place.
+//! selection follows as before. A lock-free receive makes no read-modify-write besides
+//! its claim: the gate's line is written only by movers and takes from the index, so it
+//! stays in the receivers' caches. (With an RMW on a gate word to enter and another on
+//! a count of messages taken, each receive made three; taking the two out made a
+//! mailbox stream between two threads 28.5–29.6 → 18.7–19.6 ns a message, see
+//! `benches/README.md`, fourteenth session.)
 //!
-//! **Capacity.** Two monotone counts: `sent` (senders' line) and `taken` (receivers'
-//! line); the messages counted in are `sent - taken`. A send reserves its place with a
-//! CAS on `sent` that it makes only if `sent - taken` is below the capacity; a receive
-//! adds one to `taken` after its pop. To keep the receivers' line out of every send, a
-//! sender judges by `taken_seen` (on its own line), a value `taken` had: `taken` only
-//! grows, so `sent - taken_seen` over-counts, and only when that reaches the capacity
-//! does the sender read `taken` itself (and raise `taken_seen`) before deciding "full".
-//! The CAS then makes "count, decide, reserve" one step against other senders. Messages
-//! being sent or received are counted, so *no more than `capacity` messages are ever
-//! reserved, queued or being taken*, exactly: there is no overshoot, and a `try_send`
-//! that fails found the mailbox full at its look at `taken`. The inbox's ring has
-//! `capacity` slots, so a reserved send always finds a slot (a receive frees its slot
-//! before it counts itself taken; a slot still being read is waited for inside the
-//! claim). An unbounded mailbox counts up to the index's limit ([`MAX_QUEUED`]) only.
-//! `len()` reads `sent`, then `taken`: a value between the counts at the two loads, so
-//! never above the capacity; it includes messages whose send or receive is under way.
-//! The mover and the close check read them the other way round (`taken` first), which
-//! never under-counts.
+//! **Capacity.** Two monotone counts: `sent` (senders' line), the messages ever counted
+//! in, and `taken`, the messages ever taken, which no word holds: it is the number of
+//! claims ever made at the inbox's front (its position, which the receives move anyway)
+//! less `aside`. So a receive's claim releases a place, unless a mover made it (having
+//! counted the message aside first), and a take from the index releases one when it
+//! lowers `aside`. The messages counted in are `sent - taken`. A send reserves its
+//! place with a CAS on `sent` that it makes only if `sent - taken` is below the
+//! capacity. To keep the receivers' line out of every send, a sender judges by
+//! `taken_seen` (on its own line), a value `taken` had: `taken` only grows, so
+//! `sent - taken_seen` over-counts, and only when that reaches the capacity does the
+//! sender derive `taken` (and raise `taken_seen`) before deciding "full". Loading the
+//! front's position and then `aside` gives at most the count at the second load (a mover
+//! counts a message aside before it claims it), and a value the count had between the
+//! loads when `aside` reads 0; otherwise (messages aside, and the mailbox looking full)
+//! the sender derives it again under the lock, where it is exact. The CAS then makes
+//! "count, decide, reserve" one step against other senders: *no more than `capacity`
+//! messages are ever reserved or queued*, exactly (there is no overshoot), and a
+//! `try_send` that fails found the mailbox full. The inbox's ring has `capacity` slots,
+//! so a reserved send always finds a slot, possibly one that the receive that claimed
+//! it is still reading, which the send's claim waits for. An unbounded mailbox counts
+//! up to the index's limit ([`MAX_QUEUED`]) only. `len()` reads `sent`, then derives
+//! `taken`, clamped to the capacity: between the counts at its loads unless a move
+//! aside is under way, and it includes messages whose send is under way. The mover and
+//! the close check derive `taken` first (under the lock), which never under-counts.
 //!
 //! # Why a lock at all
 //! A selective receive must find *the* oldest matching message and remove it from every
@@ -129,10 +138,11 @@
 //!   increment, and the sender locks (after our critical section) and aims a wake-up
 //!   with the message aside, or the re-check comes after the sender's claim and sees the
 //!   message (a claimed slot still being written is waited for).
-//! - **(S) senders.** A receive releases a place with a SeqCst RMW on `taken`, then
-//!   loads the senders' count; a registering sender increments that count and re-checks
-//!   (a reservation that finds the mailbox full loads `taken`, SeqCst): the same
-//!   pattern.
+//! - **(S) senders.** A lock-free receive releases a place with its claim, a SeqCst RMW
+//!   on the inbox's front position, then loads the senders' count; a registering sender
+//!   increments that count and re-checks (a reservation that finds the mailbox full loads
+//!   the front's position, SeqCst): the same pattern. A take from the index releases its
+//!   place under the lock, and notifies a registered sender there.
 //!
 //! Given (R) and (S), call a waiter *in flight* from the moment a waker marks it
 //! notified until its next critical section. For receivers the invariant is:
@@ -176,14 +186,15 @@
 //! A blocking wait that finds nothing to do spins briefly before it registers, as the
 //! channels' waits do (`chan::signal`): between two threads that keep up with each other
 //! the change usually comes within a microsecond, and a park and unpark cost several.
-//! The spin does not lock: a receiver watches the inbox's first slot and `moves`, the
-//! count of moves aside (another receiver may move the message it wants aside before
-//! it shows at the front), a sender `taken`, and tries again when one of them moved
-//! (lock-free first, where the operation can be lock-free; a sender once a batch of
-//! places is free, as the channel's ring does). A spinning waiter is not
-//! registered, so nothing in the argument above concerns it (nobody owes it a wake-up);
-//! it registers, as before, in the critical section of an attempt that failed once the
-//! spin is over. Under loom there is no spin.
+//! The spin does not lock: a receiver watches the inbox's first slot and the gate's
+//! `moves`, which every move aside changes (another receiver may move the message it
+//! wants aside before it shows at the front), a sender the inbox's front position
+//! (which `taken` is derived from), and tries again when one of them moved (lock-free
+//! first, where the operation can be lock-free; a sender once a batch of places is
+//! free, as the channel's ring does). A spinning waiter is not registered, so nothing
+//! in the argument above concerns it (nobody owes it a wake-up); it registers, as
+//! before, in the critical section of an attempt that failed once the spin is over.
+//! Under loom there is no spin.
 //!
 //! The spin is the channels' ([`SpinWait`](crate::chan::signal::SpinWait)): a few polls a
 //! spin-loop hint apart, then polls a yield of the CPU apart, so that a waiter whose peer
@@ -314,11 +325,6 @@ pub(crate) struct State<T> {
     recv_waiters: VecDeque<Waiter>,
     send_waiters: VecDeque<Waiter>,
     next_key: u64,
-    /// Whether the gate's [`ASIDE`] bit is set (only the lock holder changes it).
-    aside: bool,
-    /// What `taken` counts besides the lock-free receives the gate counts: see "The
-    /// inbox and the messages aside", step 1.
-    base: usize,
 }
 
 /// A queued message on its way through the inbox: its tag and what its envelope
@@ -392,17 +398,33 @@ impl<T> Inbox<T> {
         }
     }
 
-    /// Takes the first message, if one is published (a claimed slot still being written
-    /// is waited for, as the channels' receives do).
+    /// Takes the first message, if one is published and `open()`, asked before the
+    /// claim ([`Queue::claim_recv_if`]), lets it (a claimed slot still being written is
+    /// waited for, as the channels' receives do).
     #[inline]
-    fn pop(&self) -> Option<Entry<T>> {
+    fn pop_if(&self, open: impl FnMut() -> bool) -> Option<Entry<T>> {
         #[inline]
-        fn go<E, Q: Queue<E>>(q: &Q) -> Option<E> {
-            q.claim_recv().ok().map(|slot| q.read_quiet(slot))
+        fn go<E, Q: Queue<E>>(q: &Q, open: impl FnMut() -> bool) -> Option<E> {
+            q.claim_recv_if(open).ok().map(|slot| q.read_quiet(slot))
         }
         match self {
-            Inbox::Ring(q) => go(q),
-            Inbox::List(q) => go(q),
+            Inbox::Ring(q) => go(q, open),
+            Inbox::List(q) => go(q, open),
+        }
+    }
+
+    /// [`Inbox::pop_if`] with nothing to ask: under the lock.
+    #[inline]
+    fn pop(&self) -> Option<Entry<T>> {
+        self.pop_if(|| true)
+    }
+
+    /// [`Queue::received`]: the messages ever claimed from the front (SeqCst).
+    #[inline]
+    fn received(&self) -> usize {
+        match self {
+            Inbox::Ring(q) => q.received(),
+            Inbox::List(q) => q.received(),
         }
     }
 }
@@ -412,12 +434,6 @@ impl<T> Inbox<T> {
 const CLOSED: usize = 1;
 /// One message in the count word.
 const ONE: usize = 2;
-/// The gate's flag: a mover is at work (see "The inbox and the messages aside").
-const MOVER: usize = 1 << (usize::BITS - 1);
-/// The gate's flag: messages are aside (the index is not empty).
-const ASIDE: usize = 1 << (usize::BITS - 2);
-/// The gate's count of lock-free receives (see "The inbox and the messages aside").
-const ENTERED: usize = ASIDE - 1;
 
 /// What senders write: see "Capacity" in the module docs.
 struct SendSide {
@@ -426,6 +442,20 @@ struct SendSide {
     /// A value `taken` had (a lower bound of it): while `sent - taken_seen` is below the
     /// limit there is room, without reading the receivers' line.
     taken_seen: AtomicUsize,
+}
+
+/// See [`Shared::gate`]: two words written under the lock, by movers and by takes from
+/// the index, and read by every lock-free `Any` receive (on a line of their own, so that
+/// the `Any` receivers polling `flags` do not lose theirs at every move).
+struct Gate {
+    /// The messages aside (the index's length), plus one while a mover claims the next
+    /// from the inbox: set before each of a mover's claims and after each take from the
+    /// index. What `taken` is derived with (see "Capacity").
+    aside: AtomicUsize,
+    /// Twice the moves aside begun, plus one while a mover is at work
+    /// ([`Shared::settle`]). Also what a spinning selective receiver watches besides the
+    /// inbox (see [`Shared::spin_while`]).
+    moves: AtomicUsize,
 }
 
 /// See [`Shared::flags`].
@@ -449,11 +479,9 @@ pub(crate) struct Shared<T> {
     pub(crate) capacity: Option<usize>,
     /// The senders' line: the count word and their view of `taken`.
     senders: CachePadded<SendSide>,
-    /// Messages ever taken (released by receivers: one RMW on a line the senders read
-    /// only when the mailbox looks full to them).
-    taken: CachePadded<AtomicUsize>,
-    /// [`MOVER`], [`ASIDE`] and the lock-free receives in flight.
-    gate: CachePadded<AtomicUsize>,
+    /// The gate of the lock-free `Any` receives (see "The inbox and the messages
+    /// aside"), written under the lock only.
+    gate: CachePadded<Gate>,
     /// Registered waiters of each side not notified yet ([`Side`] as index); changed
     /// under the lock, read by the lock-free sends and receives.
     waiting: CachePadded<[AtomicUsize; 2]>,
@@ -463,11 +491,6 @@ pub(crate) struct Shared<T> {
     any: Signal,
     /// Words written only under the lock and rarely, read by lock-free operations.
     flags: CachePadded<Flags>,
-    /// How many times messages were moved aside (written under the lock, by
-    /// [`Shared::settle`]): what a spinning selective receiver watches besides the inbox
-    /// (see [`Shared::spin_while`]). On a line of its own, so that the `Any` receivers
-    /// polling `flags` do not lose theirs at every move.
-    moves: CachePadded<AtomicUsize>,
     state: Mutex<State<T>>,
 }
 
@@ -509,8 +532,10 @@ impl<T> Shared<T> {
                 sent: AtomicUsize::new(0),
                 taken_seen: AtomicUsize::new(0),
             }),
-            taken: CachePadded::new(AtomicUsize::new(0)),
-            gate: CachePadded::new(AtomicUsize::new(0)),
+            gate: CachePadded::new(Gate {
+                aside: AtomicUsize::new(0),
+                moves: AtomicUsize::new(0),
+            }),
             waiting: CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
             inbox: Inbox::new(capacity),
             any: Signal::new(),
@@ -518,15 +543,12 @@ impl<T> Shared<T> {
                 closed: AtomicBool::new(false),
                 attached: AtomicUsize::new(0),
             }),
-            moves: CachePadded::new(AtomicUsize::new(0)),
             state: Mutex::new(State {
                 index: Index::default(),
                 receivers: 0,
                 recv_waiters: VecDeque::new(),
                 send_waiters: VecDeque::new(),
                 next_key: 0,
-                aside: false,
-                base: 0,
             }),
         }
     }
@@ -562,7 +584,7 @@ impl<T> Shared<T> {
     /// send or receive is under way), never less than the truth: `taken` is read
     /// before `sent`, and both only grow.
     fn counted(&self) -> usize {
-        let t = self.taken.load(Ordering::SeqCst);
+        let t = self.taken().0;
         let s = self.senders.sent.load(Ordering::SeqCst);
         (s / ONE).wrapping_sub(t)
     }
@@ -571,20 +593,56 @@ impl<T> Shared<T> {
     /// first, so the value lies between the counts at the two loads (or is 0).
     pub(crate) fn len(&self) -> usize {
         let s = self.senders.sent.load(Ordering::SeqCst);
-        let t = self.taken.load(Ordering::SeqCst);
-        (s / ONE).saturating_sub(t)
+        let t = self.taken().0;
+        (s / ONE).saturating_sub(t).min(self.limit())
+    }
+
+    /// `taken`, the messages ever taken, and the `aside` count it was derived with (see
+    /// "Capacity"): what the inbox's receivers claimed (its front's position, SeqCst),
+    /// less what is aside. Never more than the true count at the second load; a value
+    /// the true count had between the two loads when `aside` reads 0, or when read
+    /// under the lock.
+    #[inline]
+    fn taken(&self) -> (usize, usize) {
+        let received = self.inbox.received();
+        // Relaxed: the load of the front's position synchronizes with the claim that
+        // moved it there, and a mover counts a message here before it claims it.
+        let aside = self.gate.aside.load(Ordering::Relaxed);
+        (received.wrapping_sub(aside), aside)
+    }
+
+    /// `taken` for a sender that found the mailbox full by its own view of it, exact
+    /// enough to decide "full": [`Shared::taken`] when that is a value the count had,
+    /// otherwise read again under the lock (`locked`: the caller holds it).
+    #[inline]
+    fn taken_for_full(&self, locked: bool) -> usize {
+        match self.taken() {
+            (t, 0) => t,
+            (t, _) if locked => t,
+            _ => self.taken_locked(),
+        }
+    }
+
+    /// [`Shared::taken`] under the lock: no mover is at work, so the count aside is the
+    /// index's length and nothing aside can change.
+    #[cold]
+    #[inline(never)]
+    fn taken_locked(&self) -> usize {
+        let _g = self.lock();
+        self.taken().0
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.senders.sent.load(Ordering::SeqCst) & CLOSED != 0
     }
 
-    /// Reserves a place for one message in the count word.
+    /// Reserves a place for one message in the count word (`locked`: the caller holds
+    /// the lock).
     #[inline]
-    fn reserve(&self) -> Result<(), SendFail> {
+    fn reserve(&self, locked: bool) -> Result<(), SendFail> {
         let limit = self.limit();
         let side = &*self.senders;
-        // SeqCst: the re-check of a sender that registered (step S) loads `taken` after
+        // SeqCst: the re-check of a sender that registered (step S) derives `taken` after
         // this when it looks full.
         let mut s = side.sent.load(Ordering::SeqCst);
         loop {
@@ -594,8 +652,8 @@ impl<T> Shared<T> {
             let n = s / ONE;
             if n.wrapping_sub(side.taken_seen.load(Ordering::Relaxed)) >= limit {
                 // Full by our view of `taken`, which may be old: look at the real one.
-                // SeqCst: step S's re-check.
-                let t = self.taken.load(Ordering::SeqCst);
+                // SeqCst (the front's position): step S's re-check.
+                let t = self.taken_for_full(locked);
                 side.taken_seen.fetch_max(t, Ordering::Relaxed);
                 if n.wrapping_sub(t) >= limit {
                     return Err(SendFail::Full);
@@ -613,22 +671,14 @@ impl<T> Shared<T> {
         }
     }
 
-    /// Releases the place of a message just taken (the caller then wakes a sender
-    /// waiting for room if one is registered).
-    #[inline]
-    fn release(&self) {
-        // SeqCst RMW, then the SeqCst load of the senders' count: the Dekker pair with a
-        // sender that registers and then re-checks (step S in the module docs).
-        self.taken.fetch_add(1, Ordering::SeqCst);
-    }
-
     /// The word a spinning waiter of `side` watches besides the inbox (see
-    /// [`Shared::spin_while`]): `taken` for senders, [`Shared::moves`] for receivers.
+    /// [`Shared::spin_while`]): the inbox's front position for senders, the gate's
+    /// `moves` for receivers.
     #[cfg(not(loom))]
     fn progress(&self, side: Side) -> usize {
         match side {
-            Side::Send => self.taken.load(Ordering::Relaxed),
-            Side::Recv => self.moves.load(Ordering::Relaxed),
+            Side::Send => self.inbox.received(),
+            Side::Recv => self.gate.moves.load(Ordering::Relaxed),
         }
     }
 
@@ -637,7 +687,7 @@ impl<T> Shared<T> {
     /// Out of line, as [`Shared::recv_any`] is: see there.
     #[inline(never)]
     pub(crate) fn send_fast(&self, tag: u64, msg: Stored<T>) -> Result<(), (SendFail, Stored<T>)> {
-        if let Err(why) = self.reserve() {
+        if let Err(why) = self.reserve(false) {
             return Err((why, msg));
         }
         self.inbox.push((tag, msg));
@@ -757,21 +807,27 @@ impl<T> Shared<T> {
     /// decides (messages are aside, or a mover is at work).
     #[inline]
     fn recv_fast(&self) -> Result<Entry<T>, bool> {
-        // Acquire: pairs with a mover's Release when it clears `MOVER` (its moves, and
-        // the `ASIDE` bit, are then visible); the RMW orders us against its `MOVER`.
-        let g = self.gate.fetch_add(1, Ordering::Acquire);
-        if g & (MOVER | ASIDE) != 0 {
-            self.gate.fetch_sub(1, Ordering::Release);
+        // Step 1. Acquire: a mover's last store, so the count aside is its or later.
+        let moves = self.gate.moves.load(Ordering::Acquire);
+        if moves & 1 != 0 || self.gate.aside.load(Ordering::Relaxed) != 0 {
             return Err(true);
         }
-        let Some(e) = self.inbox.pop() else {
-            // Release: a mover that sees us withdrawn sees that we popped nothing.
-            self.gate.fetch_sub(1, Ordering::Release);
-            return Err(false);
+        let mut gated = false;
+        // Asked after the load of the front's position that the claim expects. Relaxed:
+        // that load synchronizes with the claim that moved the front there, and a mover
+        // counts a message aside before it claims it.
+        let open = || {
+            gated = self.gate.aside.load(Ordering::Relaxed) != 0;
+            !gated
         };
-        // Leaves the gate too (step 1): a mover that sees this release counted sees our
-        // pop (SeqCst, so Release; its load Acquire).
-        self.release();
+        let Some(e) = self.inbox.pop_if(open) else {
+            // Nothing at the front, or the gate closed: empty only if no mover began
+            // since the first look (step 3).
+            return Err(gated || self.gate.moves.load(Ordering::Relaxed) != moves);
+        };
+        // The claim, a SeqCst RMW, released the place too (see "Capacity"): then the
+        // SeqCst load of the senders' count, the Dekker pair with a sender that
+        // registers and then re-checks (step S).
         after_seqcst_rmw();
         if load_seqcst(&self.waiting[Side::Send as usize]) != 0 {
             self.wake_sender();
@@ -838,7 +894,7 @@ impl<T> Shared<T> {
     #[inline]
     pub(crate) fn any_worth_trying(&self) -> bool {
         self.inbox.recv_ready()
-            || self.gate.load(Ordering::Relaxed) & ASIDE != 0
+            || self.gate.aside.load(Ordering::Relaxed) != 0
             || self.flags.closed.load(Ordering::Relaxed)
     }
 
@@ -883,45 +939,27 @@ impl<T> Shared<T> {
         let Some(n) = counted.checked_sub(st.index.len()).filter(|&n| n > 0) else {
             return;
         };
-        // Close the gate, then wait for the lock-free receives already through it (step
-        // 2): `taken` first, then the gate.
-        self.gate.fetch_or(MOVER, Ordering::AcqRel);
-        let backoff = Backoff::new();
-        let done = loop {
-            let lock_free = self.taken.load(Ordering::Acquire).wrapping_sub(st.base);
-            if self.gate.load(Ordering::Acquire) & ENTERED == lock_free {
-                break lock_free;
-            }
-            backoff.snooze();
-        };
-        // Those receives are done: off the gate's count, into `base`.
-        if done != 0 {
-            self.gate.fetch_sub(done, Ordering::Relaxed);
-            st.base = st.base.wrapping_add(done);
-        }
-        let mut moved = false;
+        // A mover at work (step 3): odd until it is done.
+        let moves = self.gate.moves.load(Ordering::Relaxed);
+        self.gate
+            .moves
+            .store(moves.wrapping_add(1), Ordering::Release);
         for _ in 0..n {
+            // Counted aside before it is claimed (step 2): a lock-free receive whose
+            // claim would come after this one sees the count and takes the locked path.
+            // Release: as the other stores here, ordered before the claim, which
+            // publishes it to whoever loads the front's position after the claim.
+            self.gate.aside.store(st.index.len() + 1, Ordering::Release);
             let Some((tag, m)) = self.inbox.pop() else {
+                self.gate.aside.store(st.index.len(), Ordering::Release);
                 break;
             };
             let from = m.from;
             st.index.push(tag, from, m);
-            moved = true;
         }
-        if moved {
-            // Under the lock: the only writer. A hint for spinning receivers.
-            let moves = self.moves.load(Ordering::Relaxed);
-            self.moves.store(moves.wrapping_add(1), Ordering::Relaxed);
-        }
-        // Open the gate, raising `ASIDE` if messages are aside now. Release: a receive
-        // that sees the gate open sees the moves and the flag.
-        let flip = if !st.aside && st.index.len() > 0 {
-            st.aside = true;
-            MOVER | ASIDE
-        } else {
-            MOVER
-        };
-        self.gate.fetch_xor(flip, Ordering::Release);
+        self.gate
+            .moves
+            .store(moves.wrapping_add(2), Ordering::Release);
     }
 
     /// Takes a found message out of the index, lowering `ASIDE` when it empties, and
@@ -933,19 +971,11 @@ impl<T> Shared<T> {
         after: &mut After,
     ) -> Entry<T> {
         let e = st.index.take(found);
-        if st.aside && st.index.len() == 0 {
-            st.aside = false;
-            self.gate.fetch_and(!ASIDE, Ordering::Release);
-        }
-        self.taken(st, after);
-        e
-    }
-
-    /// A message left under the lock: release its place and wake a sender.
-    fn taken(&self, st: &mut State<T>, after: &mut After) {
-        st.base = st.base.wrapping_add(1);
-        self.release();
+        // Its place is free from here (see "Capacity"); with the index empty, the gate
+        // opens (step 3).
+        self.gate.aside.store(st.index.len(), Ordering::Release);
         self.notify_sender(st, after);
+        e
     }
 
     /// Notifies a registered waiter of `side`: it is no longer counted in `waiting`
@@ -1045,7 +1075,7 @@ impl<T> Shared<T> {
         if need_receiver && st.receivers == 0 {
             return Err((SendFail::NoResponders, msg));
         }
-        if let Err(why) = self.reserve() {
+        if let Err(why) = self.reserve(true) {
             return Err((why, msg));
         }
         self.inbox.push((tag, msg));
@@ -1067,7 +1097,8 @@ impl<T> Shared<T> {
         if sel == Sel::Any && st.index.len() == 0 {
             // Nothing aside: the oldest message is the inbox's first.
             if let Some(e) = self.inbox.pop() {
-                self.taken(st, after);
+                // The claim released its place (see "Capacity").
+                self.notify_sender(st, after);
                 return Ok(e);
             }
         } else if sel == Sel::Any {
@@ -1121,7 +1152,7 @@ impl<T> Shared<T> {
     /// A receiver watches the inbox's first slot for a message published there, as the
     /// channels' receivers do (`Queue::recv_ready`): `sent`, which every send writes,
     /// would be taken from the senders on every poll, and would cost each send a cache
-    /// line transfer more while a receiver spins. It also watches [`Shared::moves`]
+    /// line transfer more while a receiver spins. It also watches the gate's `moves`
     /// (`seen`: its value when this receiver's last attempt, under the lock, had moved
     /// what there was to move): another receiver's attempt may have moved a message
     /// this one wants aside before it was seen at the front, as the receive of a sender
@@ -1132,14 +1163,14 @@ impl<T> Shared<T> {
     /// ends the spin when it is set: the attempt under the lock after the spin reports
     /// the close.
     ///
-    /// A sender waits until `taken` moved from `seen` and a batch of places is free (half
-    /// the capacity, at most 512), for the reason `chan::array` gives (a sender that
-    /// takes each place as it frees keeps the two sides on one cache line), or the
-    /// mailbox closed. With a ring for inbox it first asks the ring whether a batch of its
-    /// slots is free (`Queue::send_batch_free`, the stamp of a slot ahead, which the
-    /// receivers write once a lap), and only then loads `taken`: the ring's slots are
-    /// freed before the places are released, so while nothing is aside no place can be
-    /// free that the ring does not show first.
+    /// A sender waits until the inbox's front moved from `seen` and a batch of places is
+    /// free (half the capacity, at most 512), for the reason `chan::array` gives (a
+    /// sender that takes each place as it frees keeps the two sides on one cache line),
+    /// or the mailbox closed. With a ring for inbox it first asks the ring whether a
+    /// batch of its slots is free (`Queue::send_batch_free`, the stamp of a slot ahead,
+    /// which the receivers write once a lap), and only then derives `taken`: a receive
+    /// frees its slot a moment after its claim released the place, so while nothing is
+    /// aside the ring shows a batch of free places a moment late at most.
     #[cfg(not(loom))]
     fn spin_while(&self, side: Side, seen: usize, spin: &mut Spin) -> bool {
         if side == Side::Recv {
