@@ -429,10 +429,7 @@ fn queued_messages_dropped_once() {
 #[test]
 fn full_send_races_selective_take() {
     model(|| {
-        let po = PostOffice::new();
-        let tx: Mailbox<u32> = po.open_with("c", &Options::new().capacity(1)).unwrap();
-        let rx: Mailbox<u32> = po.open("c").unwrap();
-        tx.send_tagged(1, 10).unwrap();
+        let (_po, tx, rx) = full_mailbox(1);
         let t = thread::spawn(move || tx.send_tagged(2, 20).unwrap());
         assert_eq!(rx.recv_select(Select::Tag(1)).unwrap().into_body(), 10);
         t.join().unwrap();
@@ -446,10 +443,7 @@ fn full_send_races_selective_take() {
 #[test]
 fn full_send_races_any_receive() {
     model(|| {
-        let po = PostOffice::new();
-        let tx: Mailbox<u32> = po.open_with("d", &Options::new().capacity(1)).unwrap();
-        let rx: Mailbox<u32> = po.open("d").unwrap();
-        tx.send(10).unwrap();
+        let (_po, tx, rx) = full_mailbox(0);
         let tx2 = tx.clone();
         let t = thread::spawn(move || tx.send(20).unwrap());
         assert_eq!(rx.recv().unwrap().into_body(), 10);
@@ -457,4 +451,13 @@ fn full_send_races_any_receive() {
         assert_eq!(rx.recv().unwrap().into_body(), 20);
         tx2.try_send(30).unwrap();
     });
+}
+
+/// A mailbox of capacity 1 holding 10 (sent with `tag`), a sending and a receiving handle.
+fn full_mailbox(tag: u64) -> (PostOffice, Mailbox<u32>, Mailbox<u32>) {
+    let po = PostOffice::new();
+    let tx = po.open_with("full", &Options::new().capacity(1)).unwrap();
+    let rx = po.open("full").unwrap();
+    tx.send_tagged(tag, 10).unwrap();
+    (po, tx, rx)
 }

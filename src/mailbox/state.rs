@@ -972,7 +972,7 @@ impl<T> Shared<T> {
     ) -> Entry<T> {
         let e = st.index.take(found);
         // Its place is free from here (see "Capacity"); with the index empty, the gate
-        // opens (step 3).
+        // opens (step 1).
         self.gate.aside.store(st.index.len(), Ordering::Release);
         self.notify_sender(st, after);
         e
