@@ -59,10 +59,10 @@
 //! | operation | cost |
 //! |---|---|
 //! | `send` | lock-free: a CAS on the count, a push into a lock-free queue (+ the wake-up of one waiting `Any` receiver, if one waits; + a lock and O(w log t) to aim a wake-up, only when selective receivers wait) |
-//! | receive `Any` | lock-free pop while nothing is aside; else O(log t) under the lock; waits without the lock (the channels' wait queue) |
+//! | receive `Any` | lock-free pop while nothing is aside (one read-modify-write: the queue's claim); else O(log t) under the lock; waits without the lock (the channels' wait queue) |
 //! | receive `Tag(x)`, `TagAtMost(n)`, `TagExcept(x)` | O(log t), plus O(log t) once per message moved aside |
 //! | receive `From(a)` | O(log t) (O(1) to find, O(log t) to unlink), plus the moves |
-//! | `len`, `is_empty`, `is_closed` | one load |
+//! | `len`, `is_empty` | three loads (`is_closed`: one) |
 //! | request/reply | a lock-free send and a receive, plus one slot allocation per request (the reply goes through it without a lock) |
 //!
 //! Sends go into a lock-free *inbox* (conduit's own bounded ring or unbounded list);
