@@ -220,19 +220,24 @@ impl Laps {
     /// never panics, for any inputs.
     #[inline]
     pub(crate) fn distance(&self, from: usize, to: usize) -> Option<usize> {
+        let d = self.sequence(to)?.wrapping_sub(self.sequence(from)?);
+        (d <= self.cap).then_some(d)
+    }
+
+    /// The sequence number of position `pos` (`lap × cap + index`, wrapping): how many
+    /// positions come before it since the ring was made. `None` for a position this ring
+    /// cannot hold (corrupted memory); never panics.
+    #[inline]
+    pub(crate) fn sequence(&self, pos: usize) -> Option<usize> {
         // `one_lap` is a power of two: a shift, not a division (a 64-bit `div` costs tens
         // of cycles, and this runs on every send).
         let lap_shift = self.one_lap.trailing_zeros();
-        let seq = |pos: usize| {
-            let index = self.index_of(pos)?;
-            Some(
-                (pos >> lap_shift)
-                    .wrapping_mul(self.cap)
-                    .wrapping_add(index),
-            )
-        };
-        let d = seq(to)?.wrapping_sub(seq(from)?);
-        (d <= self.cap).then_some(d)
+        let index = self.index_of(pos)?;
+        Some(
+            (pos >> lap_shift)
+                .wrapping_mul(self.cap)
+                .wrapping_add(index),
+        )
     }
 }
 
@@ -668,14 +673,13 @@ impl<S: RingStorage> Ring<S> {
     }
 
     /// How many positions receivers have claimed since the ring was made: the sequence
-    /// number of `head` (`lap × cap + index`, wrapping). SeqCst: a waiter's re-check in
-    /// the mailbox's argument (its step S) loads it after registering.
+    /// number of `head` ([`Laps::sequence`]; 0 for a corrupted one, which only shared
+    /// storage can hold). SeqCst: a waiter's re-check in the mailbox's argument (its
+    /// step S) loads it after registering.
     pub(crate) fn received(&self) -> usize {
-        let head = load_seqcst(self.storage.head());
-        let lap_shift = self.laps.one_lap.trailing_zeros();
-        (head >> lap_shift)
-            .wrapping_mul(self.laps.cap)
-            .wrapping_add(head & (self.laps.one_lap - 1))
+        self.laps
+            .sequence(load_seqcst(self.storage.head()))
+            .unwrap_or(0)
     }
 
     /// Frees a slot claimed by [`Ring::start_recv`] after its payload was read, for the

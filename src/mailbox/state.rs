@@ -581,16 +581,17 @@ impl<T> Shared<T> {
     }
 
     /// The messages counted in (reserved and not yet taken: queued, plus those whose
-    /// send or receive is under way), never less than the truth: `taken` is read
-    /// before `sent`, and both only grow.
+    /// send is under way), never less than the truth: `taken` is derived before `sent`
+    /// is read, never above the truth, and both only grow.
     fn counted(&self) -> usize {
         let t = self.taken().0;
         let s = self.senders.sent.load(Ordering::SeqCst);
         (s / ONE).wrapping_sub(t)
     }
 
-    /// The messages counted in, never more than the capacity: here `sent` is read
-    /// first, so the value lies between the counts at the two loads (or is 0).
+    /// The messages counted in, never more than the capacity (clamped): here `sent` is
+    /// read first, so the value lies between the counts at the loads (or is 0), unless a
+    /// move aside is under way (see "Capacity").
     pub(crate) fn len(&self) -> usize {
         let s = self.senders.sent.load(Ordering::SeqCst);
         let t = self.taken().0;
