@@ -890,8 +890,8 @@ impl<T> Shared<T> {
     }
 
     /// Whether an `Any` receive that found nothing is worth another attempt: a message
-    /// at the inbox's front, messages aside, or the close (loads only; an attempt would
-    /// take the gate's line).
+    /// at the inbox's front, messages aside, or the close (loads only; an attempt on an
+    /// empty inbox would load the senders' position and take its line from them).
     #[inline]
     pub(crate) fn any_worth_trying(&self) -> bool {
         self.inbox.recv_ready()
@@ -963,8 +963,9 @@ impl<T> Shared<T> {
             .store(moves.wrapping_add(2), Ordering::Release);
     }
 
-    /// Takes a found message out of the index, lowering `ASIDE` when it empties, and
-    /// releases its place (waking a sender waiting for room; the lock is held).
+    /// Takes a found message out of the index, lowering the gate's `aside` count (which
+    /// releases its place, and opens the gate when the index empties), and wakes a
+    /// sender waiting for room (the lock is held).
     fn take_aside(
         &self,
         st: &mut State<T>,
